@@ -1,0 +1,118 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "martlet",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "MartletMQTT", targets: ["MartletMQTT"]),
+        .library(name: "MartletClient", targets: ["MartletClient"]),
+        .library(name: "MartletBroker", targets: ["MartletBroker"]),
+        .executable(name: "martletd", targets: ["martletd"]),
+        .executable(name: "martlet", targets: ["martlet"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    ],
+    targets: [
+        .target(
+            name: "CMartletOpenSSL",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
+        .target(
+            name: "MartletTLS",
+            dependencies: [
+                "CMartletOpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "MartletMQTT",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "MartletBroker",
+            dependencies: [
+                "MartletMQTT",
+                "MartletTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "MartletClient",
+            dependencies: [
+                "MartletMQTT",
+                "MartletTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "martletd",
+            dependencies: [
+                "MartletBroker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "martlet",
+            dependencies: [
+                "MartletClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "MartletMQTTTests",
+            dependencies: ["MartletMQTT", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "MartletTLSTests",
+            dependencies: ["MartletTLS", "CMartletOpenSSL"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "MartletBrokerTests",
+            dependencies: ["MartletBroker", "MartletMQTT"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "MartletClientTests",
+            dependencies: ["MartletClient", "MartletBroker"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ConformanceTests",
+            dependencies: [
+                "MartletBroker", "MartletMQTT",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "InteropTests",
+            dependencies: ["MartletBroker", "MartletClient"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,17 @@
+#include "CMartletOpenSSL.h"
+
+long CMartletOpenSSL_SSL_set_mode(SSL *ssl, long mode) { return SSL_set_mode(ssl, mode); }
+long CMartletOpenSSL_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
+int CMartletOpenSSL_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_min_proto_version(ctx, version); }
+int CMartletOpenSSL_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_max_proto_version(ctx, version); }
+size_t CMartletOpenSSL_BIO_pending(BIO *bio) { return (size_t)BIO_pending(bio); }
+int CMartletOpenSSL_BIO_set_mem_eof_return(BIO *bio, int value) { return (int)BIO_set_mem_eof_return(bio, value); }
+int CMartletOpenSSL_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
+long CMartletOpenSSL_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_session_cache_mode(ctx, mode); }
+X509 *CMartletOpenSSL_SSL_get_peer_certificate(const SSL *ssl) { return SSL_get1_peer_certificate(ssl); }
+void CMartletOpenSSL_OPENSSL_free(void *ptr) { OPENSSL_free(ptr); }
+unsigned long CMartletOpenSSL_OpenSSL_version_num(void) { return OpenSSL_version_num(); }
+uint64_t CMartletOpenSSL_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPRESSION; }
+uint64_t CMartletOpenSSL_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
+uint64_t CMartletOpenSSL_SSL_OP_CIPHER_SERVER_PREFERENCE(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
+uint64_t CMartletOpenSSL_SSL_OP_NO_TICKET(void) { return SSL_OP_NO_TICKET; }

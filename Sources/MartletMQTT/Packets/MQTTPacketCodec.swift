@@ -1,0 +1,46 @@
+import NIOCore
+
+/// Streaming decoder: bytes in any split in, whole packets out.
+///
+/// As a server it learns the protocol level from the CONNECT it decodes; as a
+/// client it is told the level it asked for.
+public struct MQTTPacketDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = MQTTPacket
+
+    /// The largest packet accepted, fixed header included (v5 "Maximum Packet Size").
+    public var maximumPacketSize: Int
+    public var version: ProtocolVersion?
+
+    public static let defaultMaximumPacketSize = 268_435_460
+
+    public init(version: ProtocolVersion? = nil, maximumPacketSize: Int = MQTTPacketDecoder.defaultMaximumPacketSize) {
+        self.version = version
+        self.maximumPacketSize = maximumPacketSize
+    }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> MQTTPacket? {
+        guard let packet = try MQTTPacket.decode(from: &buffer, version: version, maximumPacketSize: maximumPacketSize) else {
+            return nil
+        }
+        if version == nil, case .connect(let connect) = packet {
+            version = connect.protocolVersion
+        }
+        return packet
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> MQTTPacket? {
+        try decode(buffer: &buffer)
+    }
+}
+
+/// Encoder for a pipeline: packets out as bytes, at the version the connection speaks.
+public final class MQTTPacketEncoder: MessageToByteEncoder {
+    public typealias OutboundIn = MQTTPacket
+    public var version: ProtocolVersion
+
+    public init(version: ProtocolVersion) { self.version = version }
+
+    public func encode(data: MQTTPacket, out: inout ByteBuffer) throws {
+        try data.write(to: &out, version: version)
+    }
+}

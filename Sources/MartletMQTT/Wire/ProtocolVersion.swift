@@ -1,0 +1,81 @@
+/// The protocol level carried in CONNECT.
+///
+/// Level 3 ("MQIsdp", MQTT 3.1) is recognised so that a broker can refuse it
+/// cleanly or speak it with 3.1.1 rules, which differ only in the CONNECT header.
+public enum ProtocolVersion: UInt8, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    case v3_1 = 3
+    case v3_1_1 = 4
+    case v5 = 5
+
+    /// The protocol name a CONNECT of this level carries.
+    public var protocolName: String {
+        self == .v3_1 ? "MQIsdp" : "MQTT"
+    }
+
+    /// Whether the packet carries v5 properties and reason codes.
+    public var hasProperties: Bool { self == .v5 }
+
+    public var description: String {
+        switch self {
+        case .v3_1: return "3.1"
+        case .v3_1_1: return "3.1.1"
+        case .v5: return "5.0"
+        }
+    }
+}
+
+/// Quality of service of a PUBLISH or a subscription.
+public enum QoS: UInt8, Sendable, Hashable, Comparable, CaseIterable {
+    case atMostOnce = 0
+    case atLeastOnce = 1
+    case exactlyOnce = 2
+
+    public static func < (lhs: QoS, rhs: QoS) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// The 4-bit control packet type of the fixed header.
+public enum PacketType: UInt8, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    case connect = 1
+    case connack = 2
+    case publish = 3
+    case puback = 4
+    case pubrec = 5
+    case pubrel = 6
+    case pubcomp = 7
+    case subscribe = 8
+    case suback = 9
+    case unsubscribe = 10
+    case unsuback = 11
+    case pingreq = 12
+    case pingresp = 13
+    case disconnect = 14
+    case auth = 15
+
+    /// The flags the spec fixes for every type but PUBLISH (MQTT-2.2.2-1/2).
+    var requiredFlags: UInt8 {
+        switch self {
+        case .pubrel, .subscribe, .unsubscribe: return 0b0010
+        default: return 0
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .connect: return "CONNECT"
+        case .connack: return "CONNACK"
+        case .publish: return "PUBLISH"
+        case .puback: return "PUBACK"
+        case .pubrec: return "PUBREC"
+        case .pubrel: return "PUBREL"
+        case .pubcomp: return "PUBCOMP"
+        case .subscribe: return "SUBSCRIBE"
+        case .suback: return "SUBACK"
+        case .unsubscribe: return "UNSUBSCRIBE"
+        case .unsuback: return "UNSUBACK"
+        case .pingreq: return "PINGREQ"
+        case .pingresp: return "PINGRESP"
+        case .disconnect: return "DISCONNECT"
+        case .auth: return "AUTH"
+        }
+    }
+}

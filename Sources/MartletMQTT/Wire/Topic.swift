@@ -1,0 +1,100 @@
+/// Why a topic name or topic filter was refused (MQTT 4.7, 3.1.1 and 5.0 alike).
+public enum TopicValidationError: Error, Hashable, Sendable, CustomStringConvertible {
+    case empty
+    case tooLong(bytes: Int)
+    /// `+` or `#` in a topic name (MQTT-3.3.2-2).
+    case wildcardInTopicName
+    /// `+` that does not occupy a whole level (MQTT-4.7.1-3).
+    case plusNotWholeLevel
+    /// `#` that is not alone in the last level (MQTT-4.7.1-2).
+    case hashNotLast
+    /// `$share/` without a share name, with a wildcard or in the share name, or without a filter.
+    case invalidSharedSubscription
+
+    public var description: String {
+        switch self {
+        case .empty: return "topic is empty"
+        case .tooLong(let n): return "topic is \(n) bytes, more than 65535"
+        case .wildcardInTopicName: return "topic name contains a wildcard"
+        case .plusNotWholeLevel: return "'+' must occupy a whole topic level"
+        case .hashNotLast: return "'#' must be the last character and occupy a whole level"
+        case .invalidSharedSubscription: return "shared subscription must be $share/{name}/{filter}"
+        }
+    }
+}
+
+/// Topic name and filter rules.
+public enum Topic {
+    public static let maximumLength = 65_535
+    static let slash = UInt8(ascii: "/")
+    static let plus = UInt8(ascii: "+")
+    static let hash = UInt8(ascii: "#")
+
+    /// Checks a topic name as sent in PUBLISH or a will.
+    public static func validateName(_ topic: String) throws(TopicValidationError) {
+        var count = 0
+        for byte in topic.utf8 {
+            if byte == plus || byte == hash { throw .wildcardInTopicName }
+            count += 1
+        }
+        if count == 0 { throw .empty }
+        if count > maximumLength { throw .tooLong(bytes: count) }
+    }
+
+    /// Checks a topic filter as sent in SUBSCRIBE or UNSUBSCRIBE, including `$share/` filters.
+    public static func validateFilter(_ filter: String) throws(TopicValidationError) {
+        let count = filter.utf8.count
+        if count == 0 { throw .empty }
+        if count > maximumLength { throw .tooLong(bytes: count) }
+        if let shared = SharedSubscription(filter) {
+            try validatePlainFilter(shared.filter)
+        } else if filter.utf8.starts(with: "$share/".utf8) || filter == "$share" {
+            throw .invalidSharedSubscription
+        } else {
+            try validatePlainFilter(Substring(filter))
+        }
+    }
+
+    static func validatePlainFilter(_ filter: Substring) throws(TopicValidationError) {
+        if filter.isEmpty { throw .empty }
+        var previous: UInt8 = slash
+        var sawHash = false
+        for byte in filter.utf8 {
+            if sawHash { throw .hashNotLast }
+            if byte == plus {
+                if previous != slash { throw .plusNotWholeLevel }
+            } else if byte == hash {
+                if previous != slash { throw .hashNotLast }
+                sawHash = true
+            } else if previous == plus && byte != slash {
+                // Something other than '/' after '+'.
+                throw .plusNotWholeLevel
+            }
+            previous = byte
+        }
+    }
+
+    /// Whether a topic filter contains `+` or `#`.
+    public static func hasWildcards(_ filter: String) -> Bool {
+        filter.utf8.contains { $0 == plus || $0 == hash }
+    }
+}
+
+/// A `$share/{group}/{filter}` subscription, split into its parts.
+public struct SharedSubscription: Hashable, Sendable {
+    public var group: Substring
+    public var filter: Substring
+
+    /// Parses a shared filter; nil if `filter` is not a well-formed `$share/` filter.
+    public init?(_ filter: String) {
+        guard filter.utf8.starts(with: "$share/".utf8) else { return nil }
+        let rest = filter.dropFirst(7)
+        guard let slash = rest.firstIndex(of: "/") else { return nil }
+        let group = rest[rest.startIndex..<slash]
+        guard !group.isEmpty, !group.contains("+"), !group.contains("#") else { return nil }
+        let inner = rest[rest.index(after: slash)...]
+        guard !inner.isEmpty else { return nil }
+        self.group = group
+        self.filter = inner
+    }
+}

@@ -1,0 +1,49 @@
+import MartletMQTT
+import NIOCore
+import Testing
+
+/// The decoder must give the same packets whatever the read boundaries are.
+@Suite struct StreamingDecoderTests {
+    static func feed(_ chunks: [[UInt8]], version: ProtocolVersion?) throws -> [MQTTPacket] {
+        var processor = NIOSingleStepByteToMessageProcessor(MQTTPacketDecoder(version: version))
+        var out: [MQTTPacket] = []
+        for chunk in chunks {
+            try processor.process(buffer: ByteBuffer(bytes: chunk)) { out.append($0) }
+        }
+        try processor.finishProcessing(seenEOF: true) { out.append($0) }
+        return out
+    }
+
+    @Test(arguments: EncodingTests.cases)
+    func oneByteAtATime(_ c: EncodingTests.Case) throws {
+        let decoded = try Self.feed(c.bytes.map { [$0] }, version: c.version)
+        #expect(decoded == [c.packet])
+    }
+
+    @Test(arguments: [ProtocolVersion.v3_1_1, .v5])
+    func manyPacketsInOneRead(_ version: ProtocolVersion) throws {
+        let cases = EncodingTests.cases.filter { $0.version == version }
+        let all = cases.flatMap(\.bytes)
+        #expect(try Self.feed([all], version: version) == cases.map(\.packet))
+        // And in chunks of 7, which splits most packets mid-field.
+        let chunks = stride(from: 0, to: all.count, by: 7).map { Array(all[$0..<min($0 + 7, all.count)]) }
+        #expect(try Self.feed(chunks, version: version) == cases.map(\.packet))
+    }
+
+    @Test func serverDecoderLearnsTheLevelFromConnect() throws {
+        let connect = MQTTPacket.connect(.init(protocolVersion: .v5, clientIdentifier: "x"))
+        var props = Properties()
+        props.appendUserProperty("a", "b")
+        let publish = MQTTPacket.publish(.init(topic: "t", payload: buffer("p"), properties: props))
+        let bytes = try encode(connect, .v5) + encode(publish, .v5)
+        #expect(try Self.feed(bytes.map { [$0] }, version: nil) == [connect, publish])
+    }
+
+    @Test func partialPacketAtEOFIsLeftUndelivered() throws {
+        var processor = NIOSingleStepByteToMessageProcessor(MQTTPacketDecoder(version: .v3_1_1))
+        var out: [MQTTPacket] = []
+        try processor.process(buffer: ByteBuffer(bytes: h("C0 00 30 07 00 03"))) { out.append($0) }
+        #expect(out == [.pingreq])
+        #expect(processor.unprocessedBytes == 4)
+    }
+}
