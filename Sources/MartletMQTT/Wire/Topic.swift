@@ -98,3 +98,36 @@ public struct SharedSubscription: Hashable, Sendable {
         self.filter = inner
     }
 }
+
+extension Topic {
+    /// Whether `topic` (a topic name) matches `filter` (a valid, non-shared topic filter),
+    /// including the rule that a leading wildcard does not match a `$` topic (MQTT-4.7.2-1).
+    public static func matches(filter: Substring, topic: Substring) -> Bool {
+        var f = filter.utf8[...]
+        var t = topic.utf8[...]
+        if t.first == UInt8(ascii: "$") && (f.first == plus || f.first == hash) { return false }
+        while true {
+            let fEnd = f.firstIndex(of: slash) ?? f.endIndex
+            let fLevel = f[f.startIndex..<fEnd]
+            if fLevel.count == 1 && fLevel.first == hash { return true }
+            let tEnd = t.firstIndex(of: slash) ?? t.endIndex
+            let tLevel = t[t.startIndex..<tEnd]
+            if !(fLevel.count == 1 && fLevel.first == plus) && !fLevel.elementsEqual(tLevel) { return false }
+            let fDone = fEnd == f.endIndex
+            let tDone = tEnd == t.endIndex
+            if fDone && tDone { return true }
+            if tDone {
+                // "a/#" matches "a": the rest of the filter must be exactly "/#".
+                let rest = f[f.index(after: fEnd)...]
+                return rest.count == 1 && rest.first == hash
+            }
+            if fDone { return false }
+            f = f[f.index(after: fEnd)...]
+            t = t[t.index(after: tEnd)...]
+        }
+    }
+
+    public static func matches(filter: String, topic: String) -> Bool {
+        matches(filter: filter[...], topic: topic[...])
+    }
+}

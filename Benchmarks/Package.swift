@@ -1,0 +1,26 @@
+// swift-tools-version:6.1
+// Microbenchmarks (ordo-one/benchmark). Not part of `make test`:
+//   make benchmarks    (cd Benchmarks && swift package benchmark)
+import PackageDescription
+
+let package = Package(
+    name: "MartletBenchmarks",
+    platforms: [.macOS(.v14)],
+    dependencies: [
+        .package(name: "martlet", path: ".."),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "CodecBenchmarks",
+            dependencies: [
+                .product(name: "MartletMQTT", package: "martlet"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/CodecBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        )
+    ]
+)

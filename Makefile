@@ -1,0 +1,62 @@
+# Martlet — the two commands a new user needs:
+#   make run    build and run the broker (martletd) on 127.0.0.1:1883
+#   make test   install what the tests need, build, run every test and a bounded fuzz run
+SHELL := /bin/bash
+SWIFT ?= swift
+PORT ?= 1883
+FUZZ_SECONDS ?= 60
+
+# Debian packages: libssl-dev for the OpenSSL shim; mosquitto-clients, python3-paho-mqtt
+# and mosquitto for the interop tests (third-party clients and broker).
+DEB_PACKAGES := libssl-dev mosquitto mosquitto-clients python3-paho-mqtt
+
+.PHONY: all deps build build-release run test unit-tests fuzz benchmarks clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "Missing Debian packages:$$missing — run: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+	@# The Debian mosquitto package starts a system broker on port 1883; the tests start their own.
+	@if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+
+build: deps
+	$(SWIFT) build
+
+build-release: deps
+	$(SWIFT) build -c release --product martletd
+
+run: build-release
+	$(SWIFT) run -c release --skip-build martletd --port $(PORT) --log-level info
+
+unit-tests: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+fuzz: deps
+	cd Fuzz && $(SWIFT) build --sanitize=fuzzer --sanitize=address -Xswiftc -parse-as-library -Xswiftc -use-ld=lld
+	@work=$$(mktemp -d) && cp Fuzz/corpus/* $$work/ && \
+	  echo "Fuzzing the MQTT decoder for $(FUZZ_SECONDS) s" && \
+	  Fuzz/.build/debug/FuzzDecoder -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=$$work/ $$work 2>&1 | grep -E '^(INFO: Loaded|#[0-9]+ +DONE|==[0-9]+==|SUMMARY|Done)' ; \
+	  status=$${PIPESTATUS[0]}; \
+	  if [ $$status -ne 0 ]; then echo "fuzzer failed (exit $$status); artifacts in $$work" >&2; ls $$work/crash-* $$work/leak-* $$work/timeout-* 2>/dev/null; exit 1; fi; \
+	  rm -rf $$work; echo "fuzz: no crash in $(FUZZ_SECONDS) s"
+
+test: unit-tests fuzz
+
+benchmarks:
+	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark
+
+clean:
+	rm -rf .build Fuzz/.build Benchmarks/.build

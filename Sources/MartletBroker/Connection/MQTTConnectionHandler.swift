@@ -1,0 +1,412 @@
+import Logging
+import MartletMQTT
+import NIOCore
+
+/// One client connection: framing, the CONNECT handshake, keepalive, and closing with
+/// the right reason. Everything that is session state (QoS flows, subscriptions) lives in
+/// the loop's `Router`, which this handler calls synchronously.
+final class MQTTConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum CloseReason: Sendable, Equatable {
+        /// A malformed packet or a protocol violation: the will is published.
+        case protocolError(ReasonCode, String)
+        case keepAliveTimeout
+        case connectTimeout
+        case sessionTakenOver
+        case serverShuttingDown
+
+        var reasonCode: ReasonCode? {
+            switch self {
+            case .protocolError(let code, _): return code
+            case .keepAliveTimeout: return .keepAliveTimeout
+            case .connectTimeout: return nil
+            case .sessionTakenOver: return .sessionTakenOver
+            case .serverShuttingDown: return .serverShuttingDown
+            }
+        }
+    }
+
+    private enum State {
+        case awaitingConnect
+        /// CONNECT accepted; the session is being attached (possibly moved from another loop).
+        case attaching(Connected)
+        case connected(Connected)
+        case closed
+    }
+
+    private struct Connected {
+        var clientID: String
+        var version: ProtocolVersion
+        var will: Message?
+        var keepAlive: TimeAmount?
+        var sessionExpiryAtConnect: UInt32
+        var assignedClientID: Bool
+        var serverKeepAlive: UInt16?
+    }
+
+    private let router: Router
+    private let configuration: BrokerConfiguration
+    private var logger: Logger
+    private var processor: NIOSingleStepByteToMessageProcessor<MQTTPacketDecoder>
+    private var state = State.awaitingConnect
+    private var context: ChannelHandlerContext?
+    private(set) var connectionID = 0
+    private var openedAt = NIODeadline.now()
+    private var lastPacketAt = NIODeadline.now()
+    private var isDirty = false
+    /// Packets that arrived after CONNECT while the session was being attached.
+    private var buffered: [MQTTPacket] = []
+    private static let maximumBufferedPackets = 1024
+
+    init(router: Router, configuration: BrokerConfiguration, logger: Logger) {
+        self.router = router
+        self.configuration = configuration
+        self.logger = logger
+        self.processor = NIOSingleStepByteToMessageProcessor(
+            MQTTPacketDecoder(maximumPacketSize: configuration.maximumPacketSize),
+            maximumBufferSize: configuration.maximumPacketSize + 8)
+    }
+
+    private var version: ProtocolVersion {
+        switch state {
+        case .attaching(let c), .connected(let c): return c.version
+        default: return .v3_1_1
+        }
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if let remote = context.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote)" }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        openedAt = .now()
+        lastPacketAt = openedAt
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        connectionID = router.assumeIsolated { $0.register(bound) }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let previous = state
+        let connectionID = self.connectionID
+        state = .closed
+        router.assumeIsolated { router in
+            router.unregister(connectionID)
+            switch previous {
+            case .connected(let c), .attaching(let c):
+                // The socket closed without DISCONNECT: the will is published (MQTT-3.1.2-8).
+                router.connectionLost(clientID: c.clientID, connectionID: connectionID, will: c.will)
+            case .awaitingConnect, .closed:
+                break
+            }
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .closed = state else {
+            lastPacketAt = .now()
+            do {
+                try processor.process(buffer: unwrapInboundIn(data)) { packet in
+                    self.handle(packet)
+                }
+            } catch let error as MQTTCodecError {
+                handleDecodeError(error)
+            } catch {
+                close(reason: .protocolError(.malformedPacket, "\(error)"))
+            }
+            return
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        router.assumeIsolated { $0.flush() }
+        flushIfDirty()
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: Packets
+
+    private func handleDecodeError(_ error: MQTTCodecError) {
+        if case .awaitingConnect = state {
+            if case .unsupportedProtocolVersion = error {
+                // Answer in the 3.1.1 format, which every level can read (MQTT-3.1.2-2).
+                sendRaw(.connack(ConnAckPacket(reasonCode: ReasonCode(ConnectReturnCode.unacceptableProtocolVersion.rawValue))), version: .v3_1_1)
+            }
+            logger.debug("bad CONNECT", metadata: ["error": "\(error)"])
+            close(reason: .protocolError(error.reasonCode, error.description))
+            return
+        }
+        close(reason: .protocolError(error.reasonCode, error.description))
+    }
+
+    private func handle(_ packet: MQTTPacket) {
+        switch state {
+        case .awaitingConnect:
+            guard case .connect(let connect) = packet else {
+                // The first packet must be CONNECT (MQTT-3.1.0-1).
+                close(reason: .protocolError(.protocolError, "first packet was \(packet.type), not CONNECT"))
+                return
+            }
+            handleConnect(connect)
+        case .attaching:
+            if case .connect = packet {
+                close(reason: .protocolError(.protocolError, "second CONNECT"))
+                return
+            }
+            guard buffered.count < Self.maximumBufferedPackets else {
+                close(reason: .protocolError(.receiveMaximumExceeded, "too many packets before CONNACK"))
+                return
+            }
+            buffered.append(packet)
+        case .connected(let c):
+            handleConnected(packet, c)
+        case .closed:
+            break
+        }
+    }
+
+    private func handleConnected(_ packet: MQTTPacket, _ c: Connected) {
+        let connectionID = self.connectionID
+        switch packet {
+        case .publish(let publish):
+            if publish.properties.topicAlias != nil {
+                // We advertise no Topic Alias Maximum, so any alias is invalid (MQTT 5 3.3.2.3.4).
+                close(reason: .protocolError(.topicAliasInvalid, "topic alias without a topic alias maximum"))
+                return
+            }
+            router.assumeIsolated { $0.received(packet, clientID: c.clientID, connectionID: connectionID) }
+        case .puback, .pubrec, .pubrel, .pubcomp, .subscribe, .unsubscribe:
+            router.assumeIsolated { $0.received(packet, clientID: c.clientID, connectionID: connectionID) }
+        case .pingreq:
+            send(.pingresp)
+        case .disconnect(let disconnect):
+            handleDisconnect(disconnect, c)
+        case .connect:
+            // A second CONNECT is a protocol violation (MQTT-3.1.0-2).
+            close(reason: .protocolError(.protocolError, "second CONNECT"))
+        case .auth:
+            close(reason: .protocolError(.protocolError, "AUTH without an authentication method"))
+        case .connack, .suback, .unsuback, .pingresp:
+            close(reason: .protocolError(.protocolError, "\(packet.type) is sent by servers only"))
+        }
+    }
+
+    private func handleDisconnect(_ disconnect: DisconnectPacket, _ c: Connected) {
+        let connectionID = self.connectionID
+        var will = c.will
+        if c.version == .v5 {
+            if let expiry = disconnect.properties.sessionExpiryInterval {
+                // A session that ended at disconnect cannot be extended by DISCONNECT (MQTT-3.14.2-2).
+                if c.sessionExpiryAtConnect == 0 && expiry != 0 {
+                    close(reason: .protocolError(.protocolError, "session expiry set on DISCONNECT after 0 on CONNECT"))
+                    return
+                }
+                router.assumeIsolated { $0.updateExpiry(clientID: c.clientID, connectionID: connectionID, expiryInterval: expiry) }
+            }
+            if disconnect.reasonCode != .disconnectWithWillMessage { will = nil }
+        } else {
+            will = nil  // DISCONNECT discards the will (MQTT-3.14.4-3)
+        }
+        state = .closed
+        router.assumeIsolated {
+            $0.connectionLost(clientID: c.clientID, connectionID: connectionID, will: will)
+        }
+        context?.close(promise: nil)
+    }
+
+    private func handleConnect(_ connect: ConnectPacket) {
+        let v = connect.protocolVersion
+        var clientID = connect.clientIdentifier
+        var assigned = false
+        if clientID.isEmpty {
+            // 3.1.1 assigns an id only to clean sessions (MQTT-3.1.3-7/8); v5 always may.
+            guard connect.cleanStart || v == .v5 else {
+                refuse(v, v3: .identifierRejected, v5: .clientIdentifierNotValid)
+                return
+            }
+            clientID = "martlet-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+            assigned = true
+        }
+        guard clientID.utf8.count <= configuration.maximumClientIdentifierLength else {
+            refuse(v, v3: .identifierRejected, v5: .clientIdentifierNotValid)
+            return
+        }
+        var keepAlive = connect.keepAlive
+        var serverKeepAlive: UInt16?
+        if configuration.maximumKeepalive > 0 && (keepAlive == 0 || keepAlive > configuration.maximumKeepalive) {
+            if v == .v5 {
+                keepAlive = configuration.maximumKeepalive
+                serverKeepAlive = keepAlive
+            } else {
+                refuse(v, v3: .identifierRejected, v5: .unspecifiedError)
+                return
+            }
+        }
+        let expiry: UInt32
+        if v == .v5 {
+            expiry = connect.properties.sessionExpiryInterval ?? 0
+        } else {
+            expiry = connect.cleanStart ? 0 : Session.neverExpires
+        }
+        let will = connect.will.map { w -> Message in
+            var properties = w.properties
+            properties.set(.willDelayInterval, nil)
+            return Message(topic: w.topic, payload: w.payload, qos: w.qos, retain: w.retain, properties: properties, publisherID: clientID)
+        }
+        let connected = Connected(
+            clientID: clientID, version: v, will: will,
+            keepAlive: keepAlive == 0 ? nil : .milliseconds(Int64(keepAlive) * 1500),
+            sessionExpiryAtConnect: expiry, assignedClientID: assigned, serverKeepAlive: serverKeepAlive)
+        state = .attaching(connected)
+        logger[metadataKey: "client_id"] = "\(clientID)"
+        let request = Router.ConnectRequest(
+            clientID: clientID, version: v, cleanStart: connect.cleanStart, expiryInterval: expiry,
+            receiveMaximum: Int(connect.properties.receiveMaximum ?? UInt16.max),
+            maximumPacketSize: connect.properties.maximumPacketSize.map { Int($0) } ?? .max)
+        let bound = NIOLoopBound(self, eventLoop: context!.eventLoop)
+        router.assumeIsolated { $0.connect(request, handler: bound) }
+    }
+
+    private func refuse(_ version: ProtocolVersion, v3: ConnectReturnCode, v5: ReasonCode) {
+        let code = version == .v5 ? v5 : ReasonCode(v3.rawValue)
+        sendRaw(.connack(ConnAckPacket(sessionPresent: false, reasonCode: code)), version: version)
+        state = .closed
+        flushIfDirty()
+        context?.close(promise: nil)
+    }
+
+    // MARK: Called by the router
+
+    var isAwaitingSession: Bool {
+        if case .attaching = state { return true }
+        return false
+    }
+
+    /// The session is attached: CONNACK goes out before anything the router sends next.
+    func sessionAttached(sessionPresent: Bool) {
+        guard case .attaching(let c) = state else { return }
+        var properties = Properties()
+        if c.version == .v5 {
+            if c.assignedClientID { properties.assignedClientIdentifier = c.clientID }
+            if let k = c.serverKeepAlive { properties.serverKeepAlive = k }
+            properties.maximumPacketSize = UInt32(clamping: configuration.maximumPacketSize)
+            properties.sharedSubscriptionAvailable = 0
+        }
+        state = .connected(c)
+        send(.connack(ConnAckPacket(sessionPresent: sessionPresent, reasonCode: .success, properties: properties)))
+    }
+
+    /// Packets the client sent before CONNACK are handled once the session is attached.
+    func replayBufferedPackets() {
+        let packets = buffered
+        buffered = []
+        for packet in packets { handle(packet) }
+    }
+
+    /// Another connection took over this client id. Returns the will to publish.
+    func takeOver() -> Message? {
+        let will: Message?
+        switch state {
+        case .connected(let c), .attaching(let c): will = c.will
+        default: will = nil
+        }
+        close(reason: .sessionTakenOver, notifyRouter: false)
+        return will
+    }
+
+    /// Keepalive (1.5 × the client's value, MQTT-3.1.2-24) and connect timeout.
+    func checkTimers(now: NIODeadline) {
+        switch state {
+        case .awaitingConnect:
+            if now - openedAt > configuration.connectTimeout { close(reason: .connectTimeout) }
+        case .connected(let c):
+            if let k = c.keepAlive, now - lastPacketAt > k {
+                logger.info("keepalive expired")
+                close(reason: .keepAliveTimeout)
+            }
+        case .attaching, .closed:
+            break
+        }
+    }
+
+    // MARK: Writing
+
+    func send(_ packet: MQTTPacket) {
+        sendRaw(packet, version: version)
+    }
+
+    private func sendRaw(_ packet: MQTTPacket, version: ProtocolVersion) {
+        guard let context else { return }
+        var buffer = context.channel.allocator.buffer(capacity: packet.encodedLength(version: version))
+        do {
+            try packet.write(to: &buffer, version: version)
+        } catch {
+            logger.error("cannot encode \(packet.type)", metadata: ["error": "\(error)"])
+            return
+        }
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        isDirty = true
+    }
+
+    func write(_ buffer: ByteBuffer) {
+        context?.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    /// Returns true the first time the connection is written to since its last flush.
+    func markDirty() -> Bool {
+        if isDirty { return false }
+        isDirty = true
+        return true
+    }
+
+    func flushIfDirty() {
+        guard isDirty else { return }
+        isDirty = false
+        context?.flush()
+    }
+
+    // MARK: Closing
+
+    func close(reason: CloseReason) {
+        close(reason: reason, notifyRouter: true)
+    }
+
+    private func close(reason: CloseReason, notifyRouter: Bool) {
+        let previous = state
+        guard let context else { return }
+        if case .closed = previous { return }
+        state = .closed
+        switch reason {
+        case .protocolError(let code, let why):
+            logger.info("closing connection", metadata: ["reason": "\(code)", "detail": "\(why)"])
+        default:
+            logger.debug("closing connection", metadata: ["reason": "\(reason)"])
+        }
+        if case .connected(let c) = previous, c.version == .v5, let code = reason.reasonCode {
+            // The server tells a v5 client why before closing (MQTT 5 4.13).
+            sendRaw(.disconnect(DisconnectPacket(reasonCode: code)), version: .v5)
+        }
+        flushIfDirty()
+        if notifyRouter {
+            let connectionID = self.connectionID
+            switch previous {
+            case .connected(let c), .attaching(let c):
+                router.assumeIsolated { $0.connectionLost(clientID: c.clientID, connectionID: connectionID, will: c.will) }
+            default:
+                break
+            }
+        }
+        context.close(promise: nil)
+    }
+}

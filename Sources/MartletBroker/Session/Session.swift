@@ -1,0 +1,126 @@
+import DequeModule
+import MartletMQTT
+import NIOCore
+
+/// An application message on its way through the broker: what a PUBLISH (or a will) carried,
+/// minus what belongs to one connection (packet id, DUP, topic alias).
+public struct Message: Sendable, Hashable {
+    public var topic: String
+    public var payload: ByteBuffer
+    public var qos: QoS
+    public var retain: Bool
+    /// v5 properties forwarded unchanged (payload format, content type, response topic,
+    /// correlation data, user properties, message expiry).
+    public var properties: Properties
+    /// The client id of the publisher, for v5 no-local subscriptions.
+    public var publisherID: String?
+
+    public init(topic: String, payload: ByteBuffer, qos: QoS, retain: Bool, properties: Properties = [], publisherID: String? = nil) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.properties = properties
+        self.publisherID = publisherID
+    }
+}
+
+/// One message addressed to one session, at the QoS and RETAIN flag that subscriber gets.
+struct Delivery: Sendable {
+    var message: Message
+    var qos: QoS
+    var retain: Bool
+    var subscriptionIdentifiers: [UInt32]
+}
+
+/// A QoS 1/2 message sent to the client and not yet fully acknowledged.
+struct OutgoingFlight: Sendable {
+    enum Stage: Sendable { case awaitingPubAck, awaitingPubRec, awaitingPubComp }
+    var packetIdentifier: UInt16
+    var delivery: Delivery
+    var stage: Stage
+}
+
+/// A subscription as the session remembers it (to restore it on another event loop).
+struct StoredSubscription: Sendable {
+    var options: SubscriptionOptions
+    var identifier: UInt32?
+}
+
+/// What moves between event loops when a client reconnects elsewhere: everything a
+/// session is, except its connection.
+struct SessionState: Sendable {
+    var subscriptions: [String: StoredSubscription]
+    var inflight: Deque<OutgoingFlight>
+    var pending: Deque<Delivery>
+    var inboundQoS2: Set<UInt16>
+    var nextPacketIdentifier: UInt16
+}
+
+/// The broker's state for one client id. Owned by exactly one `Router` and touched only
+/// on that router's event loop.
+final class Session {
+    let clientID: String
+    var version: ProtocolVersion
+    var connection: NIOLoopBound<MQTTConnectionHandler>?
+    var connectionID: Int = 0
+
+    /// Kept after the connection ends (3.1.1 clean session 0, v5 session expiry > 0).
+    var expiryInterval: UInt32
+    var expiryTask: Scheduled<Void>?
+
+    var subscriptions: [String: StoredSubscription] = [:]
+    var inflight: Deque<OutgoingFlight> = []
+    var pending: Deque<Delivery> = []
+    /// QoS 2 packet ids received and answered with PUBREC, not yet released (MQTT-4.3.3).
+    var inboundQoS2: Set<UInt16> = []
+    var nextPacketIdentifier: UInt16 = 1
+
+    /// min(max_inflight, the client's v5 Receive Maximum).
+    var inflightWindow: Int
+    /// The client's v5 Maximum Packet Size: larger messages are not sent to it.
+    var maximumPacketSize: Int = .max
+
+    /// Counters of messages this session did not get, by reason.
+    var droppedQueueFull = 0
+    var droppedTooLarge = 0
+
+    /// Scratch for merging overlapping subscriptions during one route, without a dictionary.
+    var matchStamp: UInt64 = 0
+    var matchIndex: Int = 0
+
+    init(clientID: String, version: ProtocolVersion, expiryInterval: UInt32, inflightWindow: Int) {
+        self.clientID = clientID
+        self.version = version
+        self.expiryInterval = expiryInterval
+        self.inflightWindow = inflightWindow
+    }
+
+    static let neverExpires = UInt32.max
+
+    var isPersistent: Bool { expiryInterval > 0 }
+    var isOnline: Bool { connection != nil }
+
+    var state: SessionState {
+        SessionState(
+            subscriptions: subscriptions, inflight: inflight, pending: pending, inboundQoS2: inboundQoS2,
+            nextPacketIdentifier: nextPacketIdentifier)
+    }
+
+    func restore(_ state: SessionState) {
+        subscriptions = state.subscriptions
+        inflight = state.inflight
+        pending = state.pending
+        inboundQoS2 = state.inboundQoS2
+        nextPacketIdentifier = state.nextPacketIdentifier
+    }
+
+    /// The next packet id not in flight; ids are never reused while in flight (MQTT-2.3.1-4).
+    func allocatePacketIdentifier() -> UInt16 {
+        while true {
+            let id = nextPacketIdentifier
+            nextPacketIdentifier = nextPacketIdentifier == .max ? 1 : nextPacketIdentifier + 1
+            if !inflight.contains(where: { $0.packetIdentifier == id }) { return id }
+        }
+    }
+}
