@@ -55,7 +55,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
     private(set) var connectionID = 0
     private var openedAt = NIODeadline.now()
     private var lastPacketAt = NIODeadline.now()
-    private var isDirty = false
+    /// Bytes were written and not flushed yet.
+    private var needsFlush = false
+    /// The router holds this connection in its list of connections to flush.
+    private var inRouterFlushList = false
     /// Packets that arrived after CONNECT while the session was being attached.
     private var buffered: [MQTTPacket] = []
     private static let maximumBufferedPackets = 1024
@@ -356,23 +359,26 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
             return
         }
         context.write(wrapOutboundOut(buffer), promise: nil)
-        isDirty = true
+        needsFlush = true
     }
 
     func write(_ buffer: ByteBuffer) {
         context?.write(wrapOutboundOut(buffer), promise: nil)
+        needsFlush = true
     }
 
-    /// Returns true the first time the connection is written to since its last flush.
+    /// Returns true when the router should add this connection to its flush list.
     func markDirty() -> Bool {
-        if isDirty { return false }
-        isDirty = true
+        needsFlush = true
+        if inRouterFlushList { return false }
+        inRouterFlushList = true
         return true
     }
 
     func flushIfDirty() {
-        guard isDirty else { return }
-        isDirty = false
+        inRouterFlushList = false
+        guard needsFlush else { return }
+        needsFlush = false
         context?.flush()
     }
 

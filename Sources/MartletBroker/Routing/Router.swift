@@ -176,6 +176,7 @@ actor Router {
         session.connection = handler
         session.connectionID = handler.value.connectionID
         handler.value.sessionAttached(sessionPresent: sessionPresent)
+        markDirty(handler)
         // Unacknowledged messages are resent first, with DUP, in their original order (MQTT-4.4.0-1).
         for flight in session.inflight {
             switch flight.stage {

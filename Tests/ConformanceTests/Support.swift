@@ -1,0 +1,193 @@
+import Logging
+import MartletBroker
+import MartletMQTT
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Testing
+
+/// A broker started in-process on 127.0.0.1, port 0, with two event loops so that
+/// cross-loop routing is exercised, and short timers so tests stay fast.
+func withBroker<T>(
+    _ configure: (inout BrokerConfiguration) -> Void = { _ in },
+    _ body: (MQTTBroker, Int) async throws -> T
+) async throws -> T {
+    var config = BrokerConfiguration()
+    config.listeners = [.init(host: "127.0.0.1", port: 0)]
+    config.eventLoops = 2
+    config.keepaliveSweepInterval = .milliseconds(100)
+    config.connectTimeout = .milliseconds(500)
+    configure(&config)
+    var logger = Logger(label: "test-broker")
+    logger.logLevel = .critical
+    let broker = MQTTBroker(configuration: config, logger: logger)
+    try await broker.start()
+    let port = broker.localAddresses.first!.port!
+    do {
+        let result = try await body(broker, port)
+        try await broker.shutdown()
+        return result
+    } catch {
+        try? await broker.shutdown()
+        throw error
+    }
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Collects what the broker sends, so a test can wait for bytes or for the close.
+final class ByteCollector: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let received = NIOLockedValueBox(ByteBuffer())
+    let closed = NIOLockedValueBox(false)
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        received.withLockedValue { $0.writeBuffer(&incoming) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed.withLockedValue { $0 = true }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// A raw MQTT peer: sends bytes or packets, reads packets back with the codec, and
+/// observes the broker closing the connection.
+final class RawClient: Sendable {
+    static let group = MultiThreadedEventLoopGroup.singleton
+    let channel: any Channel
+    let collector: ByteCollector
+    let version: ProtocolVersion
+
+    init(channel: any Channel, collector: ByteCollector, version: ProtocolVersion) {
+        self.channel = channel
+        self.collector = collector
+        self.version = version
+    }
+
+    static func connect(port: Int, version: ProtocolVersion = .v3_1_1) async throws -> RawClient {
+        let collector = ByteCollector()
+        let channel = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
+            }
+            .connect(host: "127.0.0.1", port: port)
+            .get()
+        return RawClient(channel: channel, collector: collector, version: version)
+    }
+
+    /// Opens a connection and completes CONNECT/CONNACK, returning the CONNACK.
+    static func connected(
+        port: Int, version: ProtocolVersion = .v3_1_1, clientID: String, cleanStart: Bool = true,
+        keepAlive: UInt16 = 60, will: Will? = nil, properties: Properties = []
+    ) async throws -> (RawClient, ConnAckPacket) {
+        let client = try await connect(port: port, version: version)
+        try await client.send(.connect(ConnectPacket(
+            protocolVersion: version, cleanStart: cleanStart, keepAlive: keepAlive, clientIdentifier: clientID,
+            will: will, properties: properties)))
+        guard case .connack(let ack) = try await client.next() else { throw TimedOut(description: "expected CONNACK") }
+        return (client, ack)
+    }
+
+    func send(_ bytes: [UInt8]) async throws {
+        try await channel.writeAndFlush(ByteBuffer(bytes: bytes)).get()
+    }
+
+    func send(_ packet: MQTTPacket) async throws {
+        var buffer = ByteBuffer()
+        try packet.write(to: &buffer, version: version)
+        try await channel.writeAndFlush(buffer).get()
+    }
+
+    /// Raw bytes received so far, without consuming them.
+    var pendingBytes: [UInt8] {
+        collector.received.withLockedValue { Array($0.readableBytesView) }
+    }
+
+    /// Waits for exactly `count` bytes and consumes them.
+    func read(count: Int, timeout: Duration = .seconds(3)) async throws -> [UInt8] {
+        try await poll(timeout, "\(count) bytes") {
+            collector.received.withLockedValue { buffer in
+                guard buffer.readableBytes >= count else { return nil }
+                return buffer.readBytes(length: count)
+            }
+        }
+    }
+
+    /// Waits for the next whole packet and consumes it.
+    func next(timeout: Duration = .seconds(3)) async throws -> MQTTPacket {
+        let version = self.version
+        return try await poll(timeout, "a packet") {
+            try collector.received.withLockedValue { buffer in
+                try MQTTPacket.decode(from: &buffer, version: version, maximumPacketSize: 1 << 24)
+            }
+        }
+    }
+
+    /// Waits for the next PUBLISH, answering nothing.
+    func nextPublish(timeout: Duration = .seconds(3)) async throws -> PublishPacket {
+        let packet = try await next(timeout: timeout)
+        guard case .publish(let p) = packet else { throw TimedOut(description: "expected PUBLISH, got \(packet)") }
+        return p
+    }
+
+    /// Asserts that nothing arrives within `duration`.
+    func expectSilence(for duration: Duration = .milliseconds(300)) async throws {
+        try await Task.sleep(for: duration)
+        let pending = pendingBytes
+        #expect(pending.isEmpty, "unexpected bytes: \(pending)")
+    }
+
+    /// Waits until the broker closes the connection; returns the packets it sent before.
+    @discardableResult
+    func expectClosed(timeout: Duration = .seconds(3)) async throws -> [MQTTPacket] {
+        try await poll(timeout, "the broker to close the connection") {
+            collector.closed.withLockedValue { $0 } ? true : nil
+        }
+        var packets: [MQTTPacket] = []
+        let version = self.version
+        collector.received.withLockedValue { buffer in
+            while let p = try? MQTTPacket.decode(from: &buffer, version: version, maximumPacketSize: 1 << 24) { packets.append(p) }
+        }
+        return packets
+    }
+
+    var isClosed: Bool { collector.closed.withLockedValue { $0 } }
+
+    func close() async {
+        try? await channel.close()
+    }
+
+    func subscribe(_ filter: String, qos: QoS = .atMostOnce, id: UInt16 = 1) async throws -> SubAckPacket {
+        try await send(.subscribe(SubscribePacket(packetIdentifier: id, subscriptions: [.init(filter, qos: qos)])))
+        guard case .suback(let ack) = try await next() else { throw TimedOut(description: "expected SUBACK") }
+        return ack
+    }
+
+    func publish(_ topic: String, _ payload: String, qos: QoS = .atMostOnce, retain: Bool = false, id: UInt16? = nil, properties: Properties = []) async throws {
+        try await send(.publish(PublishPacket(
+            topic: topic, payload: ByteBuffer(string: payload), qos: qos, retain: retain,
+            packetIdentifier: qos == .atMostOnce ? nil : (id ?? 1), properties: properties)))
+    }
+}
+
+/// Polls `check` every 5 ms until it returns a value or `timeout` passes.
+func poll<T>(_ timeout: Duration, _ what: String, _ check: () async throws -> T?) async throws -> T {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if let value = try await check() { return value }
+        if ContinuousClock.now > deadline { throw TimedOut(description: "timed out waiting for \(what)") }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+}
+
+extension PublishPacket {
+    var payloadString: String { String(buffer: payload) }
+}

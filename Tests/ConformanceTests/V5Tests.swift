@@ -1,0 +1,176 @@
+import MartletMQTT
+import NIOCore
+import Testing
+
+/// MQTT 5.0 basics: reason codes, session expiry, assigned client id, forwarded properties.
+@Suite struct V5Tests {
+    @Test("v5 CONNACK assigns a client identifier when the client sent none")
+    func assignedClientIdentifier() async throws {
+        try await withBroker { _, port in
+            let (_, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "")
+            #expect(ack.reasonCode == .success)
+            let assigned = try #require(ack.properties.assignedClientIdentifier)
+            #expect(!assigned.isEmpty)
+        }
+    }
+
+    @Test("v5 SUBACK and UNSUBACK reason codes")
+    func subackUnsubackReasonCodes() async throws {
+        try await withBroker { _, port in
+            let (c, _) = try await RawClient.connected(port: port, version: .v5, clientID: "s")
+            try await c.send(.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [
+                .init("ok/+", qos: .exactlyOnce), .init("bad/#/x", qos: .atMostOnce), .init("$share/g/t", qos: .atMostOnce),
+            ])))
+            #expect(try await c.next() == .suback(SubAckPacket(packetIdentifier: 1, reasonCodes: [.grantedQoS2, .topicFilterInvalid, .sharedSubscriptionsNotSupported])))
+            try await c.send(.unsubscribe(UnsubscribePacket(packetIdentifier: 2, topicFilters: ["ok/+", "never"])))
+            #expect(try await c.next() == .unsuback(UnsubAckPacket(packetIdentifier: 2, reasonCodes: [.success, .noSubscriptionExisted])))
+        }
+    }
+
+    @Test("v5 PUBACK and the PUBREC/PUBREL/PUBCOMP flow")
+    func acks() async throws {
+        try await withBroker { _, port in
+            let (c, _) = try await RawClient.connected(port: port, version: .v5, clientID: "p")
+            try await c.publish("t", "1", qos: .atLeastOnce, id: 4)
+            #expect(try await c.next() == .puback(PubAckPacket(packetIdentifier: 4)))
+            try await c.publish("t", "2", qos: .exactlyOnce, id: 5)
+            #expect(try await c.next() == .pubrec(PubRecPacket(packetIdentifier: 5)))
+            try await c.send(.pubrel(PubRelPacket(packetIdentifier: 6)))
+            #expect(try await c.next() == .pubcomp(PubCompPacket(packetIdentifier: 6, reasonCode: .packetIdentifierNotFound)))
+        }
+    }
+
+    @Test("v5: the server sends DISCONNECT with a reason code before closing on errors")
+    func serverDisconnectReasonCodes() async throws {
+        try await withBroker { _, port in
+            let (a, _) = try await RawClient.connected(port: port, version: .v5, clientID: "alias")
+            var props = Properties()
+            props.topicAlias = 1
+            try await a.publish("t", "x", properties: props)
+            #expect(try await a.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .topicAliasInvalid))])
+
+            let (m, _) = try await RawClient.connected(port: port, version: .v5, clientID: "malformed")
+            try await m.send(h("36 06 00 01 't' 00 01 00"))
+            #expect(try await m.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .malformedPacket))])
+
+            let (t, _) = try await RawClient.connected(port: port, version: .v5, clientID: "taken")
+            _ = try await RawClient.connected(port: port, version: .v5, clientID: "taken")
+            #expect(try await t.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .sessionTakenOver))])
+        }
+    }
+
+    @Test("v5 keepalive expiry is reported with DISCONNECT 0x8D")
+    func keepaliveReason() async throws {
+        try await withBroker { _, port in
+            let (c, _) = try await RawClient.connected(port: port, version: .v5, clientID: "k", keepAlive: 1)
+            #expect(try await c.expectClosed(timeout: .seconds(4)) == [.disconnect(DisconnectPacket(reasonCode: .keepAliveTimeout))])
+        }
+    }
+
+    @Test("v5 session expiry 0 ends the session at disconnect; > 0 keeps it")
+    func sessionExpiry() async throws {
+        try await withBroker { _, port in
+            let (a, _) = try await RawClient.connected(port: port, version: .v5, clientID: "e0", cleanStart: false)
+            _ = try await a.subscribe("x")
+            try await a.send(.disconnect(DisconnectPacket()))
+            try await a.expectClosed()
+            let (_, ack0) = try await RawClient.connected(port: port, version: .v5, clientID: "e0", cleanStart: false)
+            #expect(ack0.sessionPresent == false)
+
+            var keep = Properties()
+            keep.sessionExpiryInterval = 60
+            let (b, _) = try await RawClient.connected(port: port, version: .v5, clientID: "e60", cleanStart: false, properties: keep)
+            _ = try await b.subscribe("x")
+            try await b.send(.disconnect(DisconnectPacket()))
+            try await b.expectClosed()
+            let (_, ack60) = try await RawClient.connected(port: port, version: .v5, clientID: "e60", cleanStart: false, properties: keep)
+            #expect(ack60.sessionPresent == true)
+        }
+    }
+
+    @Test("v5 session expiry elapses: the session is gone afterwards")
+    func sessionExpires() async throws {
+        try await withBroker { _, port in
+            var one = Properties()
+            one.sessionExpiryInterval = 1
+            let (a, _) = try await RawClient.connected(port: port, version: .v5, clientID: "e1", cleanStart: false, properties: one)
+            await a.close()
+            try await Task.sleep(for: .milliseconds(1300))
+            let (_, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "e1", cleanStart: false, properties: one)
+            #expect(ack.sessionPresent == false)
+        }
+    }
+
+    @Test("v5 DISCONNECT raising session expiry from 0 is a protocol error")
+    func disconnectExpiryProtocolError() async throws {
+        try await withBroker { _, port in
+            let (a, _) = try await RawClient.connected(port: port, version: .v5, clientID: "bad-expiry")
+            var props = Properties()
+            props.sessionExpiryInterval = 30
+            try await a.send(.disconnect(DisconnectPacket(properties: props)))
+            #expect(try await a.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .protocolError))])
+        }
+    }
+
+    @Test("v5 DISCONNECT 0x04 publishes the will")
+    func disconnectWithWill() async throws {
+        try await withBroker { _, port in
+            let (w, _) = try await RawClient.connected(port: port, clientID: "w")
+            _ = try await w.subscribe("will")
+            let (c, _) = try await RawClient.connected(port: port, version: .v5, clientID: "c",
+                will: Will(topic: "will", payload: ByteBuffer(string: "asked")))
+            try await c.send(.disconnect(DisconnectPacket(reasonCode: .disconnectWithWillMessage)))
+            #expect(try await w.nextPublish().payloadString == "asked")
+        }
+    }
+
+    @Test("v5 properties are forwarded unchanged; a 3.1.1 subscriber gets the same message")
+    func propertiesForwarded() async throws {
+        try await withBroker { _, port in
+            let (v5, _) = try await RawClient.connected(port: port, version: .v5, clientID: "v5")
+            _ = try await v5.subscribe("props")
+            let (v3, _) = try await RawClient.connected(port: port, clientID: "v3")
+            _ = try await v3.subscribe("props")
+            var props = Properties()
+            props.payloadFormatIndicator = 1
+            props.contentType = "text/plain"
+            props.responseTopic = "reply/here"
+            props.correlationData = ByteBuffer(string: "corr-1")
+            props.appendUserProperty("a", "1")
+            props.appendUserProperty("a", "2")
+            props.appendUserProperty("b", "3")
+            let (pub, _) = try await RawClient.connected(port: port, version: .v5, clientID: "p")
+            try await pub.publish("props", "héllo", properties: props)
+            let got = try await v5.nextPublish()
+            #expect(got.properties == props)
+            #expect(got.payloadString == "héllo")
+            let old = try await v3.nextPublish()
+            #expect(old.payloadString == "héllo")
+        }
+    }
+
+    @Test("v5 no-local: a client does not receive its own messages")
+    func noLocal() async throws {
+        try await withBroker { _, port in
+            let (c, _) = try await RawClient.connected(port: port, version: .v5, clientID: "self")
+            try await c.send(.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init(topicFilter: "echo", options: .init(noLocal: true))])))
+            _ = try await c.next()
+            try await c.publish("echo", "me")
+            try await c.expectSilence()
+        }
+    }
+
+    @Test("v5 subscription identifiers are sent with matching messages")
+    func subscriptionIdentifiers() async throws {
+        try await withBroker { _, port in
+            let (c, _) = try await RawClient.connected(port: port, version: .v5, clientID: "ids")
+            var props = Properties()
+            props.set(.subscriptionIdentifier, .variableByteInteger(42))
+            try await c.send(.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init("id/+", qos: .atMostOnce)], properties: props)))
+            _ = try await c.next()
+            let (pub, _) = try await RawClient.connected(port: port, clientID: "p")
+            try await pub.publish("id/x", "tagged")
+            #expect(try await c.nextPublish().properties.subscriptionIdentifiers == [42])
+        }
+    }
+}
