@@ -104,6 +104,7 @@ let package = Package(
             name: "ConformanceTests",
             dependencies: [
                 "MartletBroker", "MartletMQTT",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -111,7 +112,8 @@ let package = Package(
         ),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["MartletBroker", "MartletClient"],
+            dependencies: ["MartletBroker", "MartletClient", .product(name: "Logging", package: "swift-log")],
+            exclude: ["paho"],
             swiftSettings: strict
         ),
     ]

@@ -1,0 +1,103 @@
+import Foundation
+import Logging
+import MartletBroker
+import Testing
+
+/// A finished process: exit status and what it printed.
+struct ProcessResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// A child process started from a test; stopped by the test or by its own flags (-C, -W).
+final class ChildProcess: @unchecked Sendable {
+    // Safe: `process` and the pipes are set up in init and only read afterwards;
+    // Foundation's Process is thread-safe for terminate/isRunning/waitUntilExit.
+    let process = Process()
+    private let out = Pipe()
+    private let err = Pipe()
+
+    /// Test threads block signals such as SIGALRM and SIGTERM, and a spawned child
+    /// inherits that mask (mosquitto_sub's -W would never fire). The child is therefore
+    /// started through a one-line exec that restores the default mask and dispositions.
+    static let execWithDefaultSignals =
+        "import os,signal,sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+        + "signal.signal(signal.SIGPIPE, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: debianPython)
+        process.arguments = ["-c", Self.execWithDefaultSignals, executable] + arguments
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// Waits for the process to exit by itself within `timeout`, else kills it and fails.
+    func finish(timeout: Duration = .seconds(10)) async throws -> ProcessResult {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline {
+                kill()
+                while process.isRunning { try await Task.sleep(for: .milliseconds(10)) }
+                let result = collect()
+                Issue.record("\(process.executableURL!.lastPathComponent) did not exit in time; stdout: \(result.stdout) stderr: \(result.stderr)")
+                return result
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return collect()
+    }
+
+    func kill(signal: Int32 = SIGKILL) {
+        Foundation.kill(process.processIdentifier, signal)
+    }
+
+    private func collect() -> ProcessResult {
+        let o = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return ProcessResult(status: process.terminationStatus, stdout: o, stderr: e)
+    }
+}
+
+func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(10)) async throws -> ProcessResult {
+    try await ChildProcess(executable, arguments).finish(timeout: timeout)
+}
+
+func withBroker<T>(_ body: (MQTTBroker, Int) async throws -> T) async throws -> T {
+    var config = BrokerConfiguration()
+    config.listeners = [.init(host: "127.0.0.1", port: 0)]
+    config.eventLoops = 2
+    config.keepaliveSweepInterval = .milliseconds(100)
+    var logger = Logger(label: "interop-broker")
+    logger.logLevel = .critical
+    let broker = MQTTBroker(configuration: config, logger: logger)
+    try await broker.start()
+    let port = broker.localAddresses.first!.port!
+    do {
+        let result = try await body(broker, port)
+        try await broker.shutdown()
+        return result
+    } catch {
+        try? await broker.shutdown()
+        throw error
+    }
+}
+
+/// Waits until the broker holds at least `count` subscriptions (a subscriber process is ready).
+func waitForSubscriptions(_ broker: MQTTBroker, _ count: Int, timeout: Duration = .seconds(5)) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await broker.statistics().subscriptions < count {
+        if ContinuousClock.now > deadline {
+            Issue.record("subscriber did not subscribe in time")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+let mosquittoPub = "/usr/bin/mosquitto_pub"
+let mosquittoSub = "/usr/bin/mosquitto_sub"
+/// Debian's python3, which has python3-paho-mqtt (a pyenv python on PATH may not).
+let debianPython = "/usr/bin/python3"
