@@ -96,11 +96,6 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
-            name: "MartletClientTests",
-            dependencies: ["MartletClient", "MartletBroker"],
-            swiftSettings: strict
-        ),
-        .testTarget(
             name: "ConformanceTests",
             dependencies: [
                 "MartletBroker", "MartletMQTT",

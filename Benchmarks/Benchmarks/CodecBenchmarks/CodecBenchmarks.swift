@@ -7,8 +7,9 @@ import NIOCore
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .throughput],
+        scalingFactor: .kilo,
         maxDuration: .seconds(2),
-        maxIterations: 1_000_000
+        maxIterations: 10_000
     )
 
     func publish(payloadBytes: Int, properties: Properties = []) -> PublishPacket {

@@ -67,18 +67,17 @@ extension ByteBuffer {
         return slice
     }
 
-    mutating func writeMQTTString(_ string: String, _ field: String) throws(MQTTCodecError) {
+    mutating func writeMQTTString(_ string: String, _ field: @autoclosure () -> String) throws(MQTTCodecError) {
         let count = string.utf8.count
-        guard count <= Int(UInt16.max) else { throw .valueTooLarge(field: field) }
+        guard count <= Int(UInt16.max) else { throw .valueTooLarge(field: field()) }
         self.writeInteger(UInt16(count))
         self.writeString(string)
     }
 
-    mutating func writeMQTTBinary(_ data: ByteBuffer, _ field: String) throws(MQTTCodecError) {
-        guard data.readableBytes <= Int(UInt16.max) else { throw .valueTooLarge(field: field) }
+    mutating func writeMQTTBinary(_ data: ByteBuffer, _ field: @autoclosure () -> String) throws(MQTTCodecError) {
+        guard data.readableBytes <= Int(UInt16.max) else { throw .valueTooLarge(field: field()) }
         self.writeInteger(UInt16(data.readableBytes))
-        var copy = data
-        self.writeBuffer(&copy)
+        self.writeImmutableBuffer(data)
     }
 }
 
