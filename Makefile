@@ -1,9 +1,11 @@
 # Martlet — the two commands a new user needs:
-#   make run    build and run the broker (martletd) on 127.0.0.1:1883
+#   make run    build and run the broker (martletd) with config/martlet.yaml (127.0.0.1:1883)
 #   make test   install what the tests need, build, run every test and a bounded fuzz run
 SHELL := /bin/bash
 SWIFT ?= swift
-PORT ?= 1883
+CONFIG ?= config/martlet.yaml
+# PORT=N replaces the config file's listeners with 127.0.0.1:N.
+PORT ?=
 FUZZ_SECONDS ?= 60
 
 # Debian packages: libssl-dev for the OpenSSL shim; mosquitto-clients, python3-paho-mqtt
@@ -37,7 +39,7 @@ build-release: deps
 	$(SWIFT) build -c release --product martletd
 
 run: build-release
-	$(SWIFT) run -c release --skip-build martletd --port $(PORT) --log-level info
+	$(SWIFT) run -c release --skip-build martletd --config $(CONFIG) $(if $(PORT),--port $(PORT))
 
 unit-tests: deps
 	$(SWIFT) build --build-tests

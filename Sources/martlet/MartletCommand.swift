@@ -1,9 +1,10 @@
 import ArgumentParser
 
 @main
-struct MartletCommand: ParsableCommand {
+struct MartletCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "martlet",
-        abstract: "Martlet MQTT command line tools."
+        abstract: "Martlet MQTT command line tools.",
+        subcommands: [BenchCommand.self]
     )
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Logging
 import MartletBroker
+import NIOConcurrencyHelpers
 import NIOCore
 
 #if canImport(Glibc)
@@ -10,60 +11,104 @@ import Glibc
 
 @main
 struct Martletd: AsyncParsableCommand {
+    /// Exit code 2 for a bad configuration, as documented; everything else as ArgumentParser does.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let failure as ConfigurationFailure {
+            writeStandardError("martletd: \(failure)\n")
+            exit(withError: ExitCode(2))
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "martletd",
         abstract: "The Martlet MQTT broker (MQTT 3.1.1 and 5.0)."
     )
 
-    @Option(name: .long, help: "Plain TCP listener port (repeatable). Default 1883 when no listener is given.")
+    @Option(name: .long, help: "YAML configuration file (see config/martlet.yaml).")
+    var config: String?
+
+    @Flag(name: .long, help: "Validate the configuration (file, environment, flags) and exit.")
+    var checkConfig = false
+
+    @Option(name: .long, help: "Plain TCP listener port (repeatable); replaces the file's listeners.")
     var port: [Int] = []
 
     @Option(name: .long, help: "Address the --port listeners bind to.")
     var bind: String = "127.0.0.1"
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: String = "info"
+    var logLevel: String?
 
     @Option(name: .long, help: "Event loop threads (0 = one per core).")
-    var threads: Int = 0
+    var threads: Int?
 
     @Option(name: .long, help: "Largest packet accepted from a client, in bytes (max_packet_size).")
-    var maxPacketSize: Int = 1 << 20
+    var maxPacketSize: Int?
 
     @Option(name: .long, help: "QoS 1/2 messages in flight per client (max_inflight).")
-    var maxInflight: Int = 20
+    var maxInflight: Int?
 
     @Option(name: .long, help: "QoS 1/2 messages queued per client beyond the inflight window (max_queued_messages).")
-    var maxQueuedMessages: Int = 1000
+    var maxQueuedMessages: Int?
 
     func validate() throws {
-        guard Logger.Level(rawValue: logLevel) != nil else {
+        if let logLevel, Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         for p in port where !(0...65_535).contains(p) {
             throw ValidationError("--port \(p) is not a TCP port")
         }
-        guard maxPacketSize >= 16 else { throw ValidationError("--max-packet-size must be at least 16") }
-        guard maxInflight >= 1 else { throw ValidationError("--max-inflight must be at least 1") }
-        guard maxQueuedMessages >= 0 else { throw ValidationError("--max-queued-messages must not be negative") }
+        if let maxPacketSize, maxPacketSize < 16 { throw ValidationError("--max-packet-size must be at least 16") }
+        if let maxInflight, maxInflight < 1 { throw ValidationError("--max-inflight must be at least 1") }
+        if let maxQueuedMessages, maxQueuedMessages < 0 { throw ValidationError("--max-queued-messages must not be negative") }
+    }
+
+    /// Defaults, then the file, then MARTLET_* variables, then flags.
+    func resolveConfiguration() throws -> DaemonConfiguration {
+        var resolved = DaemonConfiguration()
+        do {
+            if let config {
+                let text = try readConfigurationFile(config)
+                try ConfigurationLoader.load(yaml: text, source: config, into: &resolved)
+            }
+            try ConfigurationLoader.applyEnvironment(ProcessEnvironment.current, into: &resolved)
+        } catch let error as ConfigurationError {
+            throw ConfigurationFailure(error: error)
+        }
+        if !port.isEmpty { resolved.broker.listeners = port.map { .init(host: bind, port: $0) } }
+        if let logLevel { resolved.logLevel = logLevel }
+        if let threads { resolved.broker.eventLoops = threads }
+        if let maxPacketSize { resolved.broker.maximumPacketSize = maxPacketSize }
+        if let maxInflight { resolved.broker.maximumInflight = maxInflight }
+        if let maxQueuedMessages { resolved.broker.maximumQueuedMessages = maxQueuedMessages }
+        return resolved
     }
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel)!
+        let daemon = try resolveConfiguration()
+        if checkConfig {
+            print("configuration OK: \(daemon.broker.listeners.map { "\($0.host):\($0.port)" }.joined(separator: ", "))")
+            return
+        }
+        let level = Logger.Level(rawValue: daemon.logLevel)!
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
         let logger = Logger(label: "martletd")
+        let config = daemon.broker
 
-        var config = BrokerConfiguration()
-        config.listeners = (port.isEmpty ? [1883] : port).map { .init(host: bind, port: $0) }
-        config.eventLoops = threads
-        config.maximumPacketSize = maxPacketSize
-        config.maximumInflight = maxInflight
-        config.maximumQueuedMessages = maxQueuedMessages
-
+        let signals = TerminationSignals()
         let broker = MQTTBroker(configuration: config, logger: logger)
         do {
             try await broker.start()
@@ -72,44 +117,94 @@ struct Martletd: AsyncParsableCommand {
             throw StartupError(description: "cannot listen on \(addresses): \(error)")
         }
 
-        let signal = await Self.waitForTerminationSignal()
+        let signal = await signals.wait()
         logger.info("shutting down", metadata: ["signal": "\(signal)"])
         try await broker.shutdown()
         logger.info("stopped")
     }
-
-    /// Suspends until SIGINT or SIGTERM arrives.
-    static func waitForTerminationSignal() async -> Int32 {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
-            let queue = DispatchQueue(label: "martletd.signals")
-            let latch = SignalLatch()
-            for sig in [SIGINT, SIGTERM] {
-                signal(sig, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-                source.setEventHandler {
-                    if latch.fire() { continuation.resume(returning: sig) }
-                }
-                source.resume()
-                latch.sources.append(source)
-            }
-        }
-    }
 }
 
-/// Resumes the waiting continuation once, whichever signal comes first, and keeps the
-/// signal sources alive for the life of the process.
-final class SignalLatch: @unchecked Sendable {
-    // Safe: `fire` runs only on the one serial queue the signal sources use, and
-    // `sources` is appended to before each source is resumed, on the starting thread.
-    private var fired = false
-    var sources: [any DispatchSourceSignal] = []
-    func fire() -> Bool {
-        if fired { return false }
-        fired = true
-        return true
+/// Catches SIGINT and SIGTERM from the moment it is made (before the listeners open), and
+/// hands the first one to `wait()`.
+final class TerminationSignals {
+    private let state = NIOLockedValueBox<(signal: Int32?, waiter: CheckedContinuation<Int32, Never>?)>((nil, nil))
+    private var sources: [any DispatchSourceSignal] = []
+
+    init() {
+        let queue = DispatchQueue(label: "martletd.signals")
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler { [state] in
+                let waiter = state.withLockedValue { s -> CheckedContinuation<Int32, Never>? in
+                    if s.signal == nil { s.signal = sig }
+                    defer { s.waiter = nil }
+                    return s.waiter
+                }
+                waiter?.resume(returning: sig)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    func wait() async -> Int32 {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLockedValue { s -> Int32? in
+                if let sig = s.signal { return sig }
+                s.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
     }
 }
 
 struct StartupError: Error, CustomStringConvertible {
     var description: String
+}
+
+/// A bad configuration: printed as "FILE:LINE: key: problem", exit code 2, nothing started.
+struct ConfigurationFailure: Error, CustomStringConvertible {
+    var error: ConfigurationError
+    var description: String { "invalid configuration: \(error)" }
+}
+
+/// Reads the whole file, or says why not in errno's words.
+func readConfigurationFile(_ path: String) throws -> String {
+    guard let file = fopen(path, "r") else {
+        throw ConfigurationError(source: path, key: "(file)", line: nil, message: "cannot read: \(String(cString: strerror(errno)))")
+    }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&chunk, 1, chunk.count, file)
+        if n == 0 { break }
+        bytes += chunk[0..<n]
+    }
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+        throw ConfigurationError(source: path, key: "(file)", line: nil, message: "not UTF-8 text")
+    }
+    return text
+}
+
+func writeStandardError(_ text: String) {
+    var bytes = Array(text.utf8)
+    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+enum ProcessEnvironment {
+    static var current: [String: String] {
+        var result: [String: String] = [:]
+        var pointer = environ
+        while let entry = pointer.pointee {
+            let text = String(cString: entry)
+            if let eq = text.firstIndex(of: "=") {
+                result[String(text[..<eq])] = String(text[text.index(after: eq)...])
+            }
+            pointer += 1
+        }
+        return result
+    }
 }

@@ -1,0 +1,161 @@
+import NIOCore
+import Yams
+
+/// Everything the daemon reads from its configuration: the broker's settings plus the
+/// daemon's own (logging).
+public struct DaemonConfiguration: Sendable {
+    public var broker = BrokerConfiguration()
+    public var logLevel = "info"
+    public init() {}
+}
+
+/// A configuration value that cannot be used: names the key, and the line in the file
+/// when it came from one, so the operator can fix it without guessing.
+public struct ConfigurationError: Error, Hashable, CustomStringConvertible {
+    public var source: String
+    public var key: String
+    public var line: Int?
+    public var message: String
+
+    public init(source: String, key: String, line: Int?, message: String) {
+        self.source = source
+        self.key = key
+        self.line = line
+        self.message = message
+    }
+
+    public var description: String {
+        let place = line.map { "\(source):\($0)" } ?? source
+        return "\(place): \(key): \(message)"
+    }
+}
+
+/// Reads `config/martlet.yaml`, then `MARTLET_*` environment variables over it.
+/// Command-line flags are applied last by the daemon (flags > env > file > defaults).
+///
+/// Why not apple/swift-configuration's readers: they return the default when a value
+/// cannot be converted, and do not report unknown keys; an operator's typo must stop
+/// the daemon with the key and the line instead. Yams parses the YAML; this file only
+/// maps keys to settings.
+public enum ConfigurationLoader {
+    /// One scalar setting: its key, what it accepts, and where it goes.
+    struct Setting: Sendable {
+        var key: String
+        var expected: String
+        var apply: @Sendable (String, inout DaemonConfiguration) -> Bool
+    }
+
+    static func integer(_ key: String, _ range: ClosedRange<Int>, _ set: @escaping @Sendable (Int, inout DaemonConfiguration) -> Void) -> Setting {
+        Setting(key: key, expected: "an integer in \(range.lowerBound)...\(range.upperBound)") { text, config in
+            guard let v = Int(text), range.contains(v) else { return false }
+            set(v, &config)
+            return true
+        }
+    }
+
+    static func milliseconds(_ key: String, _ range: ClosedRange<Int>, _ set: @escaping @Sendable (TimeAmount, inout DaemonConfiguration) -> Void) -> Setting {
+        integer(key, range) { v, c in set(.milliseconds(Int64(v)), &c) }
+    }
+
+    static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// Every scalar key, with its documented meaning in config/martlet.yaml.
+    static let settings: [Setting] = [
+        Setting(key: "log_level", expected: "one of \(logLevels.joined(separator: ", "))") { text, c in
+            guard logLevels.contains(text) else { return false }
+            c.logLevel = text
+            return true
+        },
+        integer("threads", 0...1024) { v, c in c.broker.eventLoops = v },
+        integer("max_packet_size", 16...268_435_460) { v, c in c.broker.maximumPacketSize = v },
+        integer("max_inflight", 1...65_535) { v, c in c.broker.maximumInflight = v },
+        integer("max_queued_messages", 0...10_000_000) { v, c in c.broker.maximumQueuedMessages = v },
+        integer("max_client_id_length", 1...65_535) { v, c in c.broker.maximumClientIdentifierLength = v },
+        integer("max_keepalive", 0...65_535) { v, c in c.broker.maximumKeepalive = UInt16(v) },
+        milliseconds("connect_timeout_ms", 1...3_600_000) { v, c in c.broker.connectTimeout = v },
+        milliseconds("keepalive_sweep_interval_ms", 10...60_000) { v, c in c.broker.keepaliveSweepInterval = v },
+        integer("listen_backlog", 1...65_535) { v, c in c.broker.listenBacklog = Int32(v) },
+    ]
+
+    /// Parses a YAML document. Unknown keys, wrong types and out-of-range values are errors.
+    public static func load(yaml: String, source: String, into config: inout DaemonConfiguration) throws(ConfigurationError) {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch {
+            throw ConfigurationError(source: source, key: "(file)", line: nil, message: "not valid YAML: \(error)")
+        }
+        guard let root else { return }  // an empty file keeps the defaults
+        guard let mapping = root.mapping else {
+            throw ConfigurationError(source: source, key: "(file)", line: root.mark.map { $0.line }, message: "expected a mapping of keys to values")
+        }
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? "?"
+            let line = keyNode.mark.map { $0.line }
+            if key == "listeners" {
+                config.broker.listeners = try listeners(value, source: source)
+                continue
+            }
+            guard let setting = settings.first(where: { $0.key == key }) else {
+                throw ConfigurationError(source: source, key: key, line: line, message: "unknown key")
+            }
+            guard let text = value.scalar?.string, setting.apply(text, &config) else {
+                throw ConfigurationError(source: source, key: key, line: value.mark.map { $0.line } ?? line,
+                                         message: "expected \(setting.expected), got \(describe(value))")
+            }
+        }
+    }
+
+    static func listeners(_ node: Node, source: String) throws(ConfigurationError) -> [BrokerConfiguration.Listener] {
+        guard let sequence = node.sequence, !sequence.isEmpty else {
+            throw ConfigurationError(source: source, key: "listeners", line: node.mark.map { $0.line },
+                                     message: "expected a list of {host, port}")
+        }
+        var result: [BrokerConfiguration.Listener] = []
+        for (i, item) in sequence.enumerated() {
+            let key = "listeners[\(i)]"
+            guard let map = item.mapping else {
+                throw ConfigurationError(source: source, key: key, line: item.mark.map { $0.line }, message: "expected {host, port}")
+            }
+            var listener = BrokerConfiguration.Listener()
+            for (k, v) in map {
+                let name = k.string ?? "?"
+                let line = v.mark.map { $0.line }
+                switch name {
+                case "host":
+                    guard let host = v.scalar?.string, !host.isEmpty else {
+                        throw ConfigurationError(source: source, key: "\(key).host", line: line, message: "expected an address")
+                    }
+                    listener.host = host
+                case "port":
+                    guard let port = v.scalar.flatMap({ Int($0.string) }), (0...65_535).contains(port) else {
+                        throw ConfigurationError(source: source, key: "\(key).port", line: line, message: "expected a port in 0...65535, got \(describe(v))")
+                    }
+                    listener.port = port
+                default:
+                    throw ConfigurationError(source: source, key: "\(key).\(name)", line: k.mark.map { $0.line }, message: "unknown key")
+                }
+            }
+            result.append(listener)
+        }
+        return result
+    }
+
+    /// Applies `MARTLET_<KEY>` variables (e.g. MARTLET_MAX_INFLIGHT=50) over the file's values.
+    public static func applyEnvironment(_ environment: [String: String], into config: inout DaemonConfiguration) throws(ConfigurationError) {
+        for setting in settings {
+            let name = "MARTLET_" + setting.key.uppercased()
+            guard let text = environment[name] else { continue }
+            guard setting.apply(text, &config) else {
+                throw ConfigurationError(source: "environment", key: name, line: nil, message: "expected \(setting.expected), got \"\(text)\"")
+            }
+        }
+    }
+
+    private static func describe(_ node: Node) -> String {
+        if let s = node.scalar?.string { return "\"\(s)\"" }
+        if node.sequence != nil { return "a list" }
+        if node.mapping != nil { return "a mapping" }
+        return "nothing"
+    }
+}

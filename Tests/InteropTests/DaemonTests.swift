@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+
+/// The martletd executable itself: configuration errors, port in use, and signals.
+@Suite struct DaemonTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let martletd = root.appendingPathComponent(".build/debug/martletd").path
+
+    func tempFile(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "martlet-test-\(UUID().uuidString).yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func checkConfigAcceptsTheShippedFile() async throws {
+        let r = try await run(Self.martletd, ["--config", Self.root.appendingPathComponent("config/martlet.yaml").path, "--check-config"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "configuration OK: 127.0.0.1:1883\n")
+    }
+
+    @Test func badConfigNamesKeyAndLineAndExits2() async throws {
+        let path = try tempFile("listeners:\n  - port: 0\nmax_queued_mesages: 10\n")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let r = try await run(Self.martletd, ["--config", path])
+        #expect(r.status == 2)
+        #expect(r.stderr == "martletd: invalid configuration: \(path):3: max_queued_mesages: unknown key\n")
+    }
+
+    @Test func portInUseIsAClearErrorAndNonZeroExit() async throws {
+        let holder = try ChildProcess(Self.martletd, ["--port", "18999", "--log-level", "error"])
+        defer { holder.kill() }
+        try await waitUntilListening(18999)
+        let r = try await run(Self.martletd, ["--port", "18999", "--log-level", "critical"])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("cannot listen on 127.0.0.1:18999"), "\(r.stderr)")
+    }
+
+    @Test func sigtermStopsCleanlyWithExitZero() async throws {
+        let d = try ChildProcess(Self.martletd, ["--port", "18998", "--log-level", "info"])
+        try await waitUntilListening(18998)
+        d.kill(signal: SIGTERM)
+        let r = try await d.finish(timeout: .seconds(5))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("stopped"))
+    }
+}
+
+/// Polls until something accepts TCP connections on 127.0.0.1:`port`.
+func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        close(fd)
+        if ok { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("nothing listening on port \(port)")
+}

@@ -1,0 +1,90 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MartletBroker
+import NIOCore
+import Testing
+
+@Suite struct ConfigurationLoaderTests {
+    func load(_ yaml: String) throws(ConfigurationError) -> DaemonConfiguration {
+        var c = DaemonConfiguration()
+        try ConfigurationLoader.load(yaml: yaml, source: "test.yaml", into: &c)
+        return c
+    }
+
+    @Test func shippedConfigFileLoadsWithItsDocumentedDefaults() throws {
+        let path = #filePath.replacingOccurrences(of: "Tests/MartletBrokerTests/ConfigurationLoaderTests.swift", with: "config/martlet.yaml")
+        let text = try String(decoding: readAll(path), as: UTF8.self)
+        let c = try load(text)
+        let d = DaemonConfiguration()
+        #expect(c.broker.listeners == [.init(host: "127.0.0.1", port: 1883)])
+        #expect(c.logLevel == d.logLevel)
+        #expect(c.broker.maximumPacketSize == d.broker.maximumPacketSize)
+        #expect(c.broker.maximumInflight == d.broker.maximumInflight)
+        #expect(c.broker.maximumQueuedMessages == d.broker.maximumQueuedMessages)
+        #expect(c.broker.connectTimeout == d.broker.connectTimeout)
+        #expect(c.broker.keepaliveSweepInterval == d.broker.keepaliveSweepInterval)
+        #expect(c.broker.listenBacklog == d.broker.listenBacklog)
+    }
+
+    @Test func valuesAndListeners() throws {
+        let c = try load("""
+            listeners:
+              - host: 0.0.0.0
+                port: 1884
+              - port: 0
+            max_inflight: 5
+            connect_timeout_ms: 250
+            log_level: debug
+            """)
+        #expect(c.broker.listeners == [.init(host: "0.0.0.0", port: 1884), .init(host: "127.0.0.1", port: 0)])
+        #expect(c.broker.maximumInflight == 5)
+        #expect(c.broker.connectTimeout == .milliseconds(250))
+        #expect(c.logLevel == "debug")
+    }
+
+    @Test func emptyFileKeepsDefaults() throws {
+        #expect(try load("").broker.maximumInflight == 20)
+        #expect(try load("# only a comment\n").broker.listeners.count == 1)
+    }
+
+    @Test(arguments: [
+        ("max_inflght: 3\n", "max_inflght", 1, "unknown key"),
+        ("threads: 1\nmax_inflight: many\n", "max_inflight", 2, "expected an integer in 1...65535, got \"many\""),
+        ("max_packet_size: 8\n", "max_packet_size", 1, "expected an integer in 16...268435460, got \"8\""),
+        ("log_level: loud\n", "log_level", 1, "expected one of trace, debug, info, notice, warning, error, critical, got \"loud\""),
+        ("listeners:\n  - host: a\n    port: 70000\n", "listeners[0].port", 3, "expected a port in 0...65535, got \"70000\""),
+        ("listeners:\n  - host: a\n    tls: yes\n", "listeners[0].tls", 3, "unknown key"),
+        ("listeners: 1883\n", "listeners", 1, "expected a list of {host, port}"),
+        ("max_inflight: [1, 2]\n", "max_inflight", 1, "expected an integer in 1...65535, got a list"),
+    ])
+    func badInputNamesTheKeyAndLine(_ yaml: String, _ key: String, _ line: Int, _ message: String) {
+        #expect(throws: ConfigurationError(source: "test.yaml", key: key, line: line, message: message)) {
+            try load(yaml)
+        }
+    }
+
+    @Test func notYAMLAtAll() {
+        #expect(throws: ConfigurationError.self) { try load("a: [1, 2\n") }
+        #expect(throws: ConfigurationError.self) { try load("- just\n- a list\n") }
+    }
+
+    @Test func environmentOverridesTheFile() throws {
+        var c = try load("max_inflight: 5\nmax_queued_messages: 7\n")
+        try ConfigurationLoader.applyEnvironment(["MARTLET_MAX_INFLIGHT": "9", "OTHER": "x"], into: &c)
+        #expect(c.broker.maximumInflight == 9)
+        #expect(c.broker.maximumQueuedMessages == 7)
+        #expect(throws: ConfigurationError(source: "environment", key: "MARTLET_THREADS", line: nil, message: "expected an integer in 0...1024, got \"-1\"")) {
+            try ConfigurationLoader.applyEnvironment(["MARTLET_THREADS": "-1"], into: &c)
+        }
+    }
+}
+
+func readAll(_ path: String) throws -> [UInt8] {
+    guard let f = fopen(path, "r") else { throw ConfigurationError(source: path, key: "", line: nil, message: "missing") }
+    defer { fclose(f) }
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while case let n = fread(&chunk, 1, chunk.count, f), n > 0 { out += chunk[0..<n] }
+    return out
+}
