@@ -112,18 +112,16 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .closed = state else {
-            lastPacketAt = .now()
-            do {
-                try processor.process(buffer: unwrapInboundIn(data)) { packet in
-                    self.handle(packet)
-                }
-            } catch let error as MQTTCodecError {
-                handleDecodeError(error)
-            } catch {
-                close(reason: .protocolError(.malformedPacket, "\(error)"))
+        if case .closed = state { return }
+        lastPacketAt = .now()
+        do {
+            try processor.process(buffer: unwrapInboundIn(data)) { packet in
+                self.handle(packet)
             }
-            return
+        } catch let error as MQTTCodecError {
+            handleDecodeError(error)
+        } catch {
+            close(reason: .protocolError(.malformedPacket, "\(error)"))
         }
     }
 
