@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 CONFIG ?= config/martlet.yaml
-# PORT=N replaces the config file's listeners with 127.0.0.1:N.
+# PORT=N adds a listener on 127.0.0.1:N to the config file's.
 PORT ?=
 FUZZ_SECONDS ?= 60
 

@@ -39,7 +39,7 @@ struct Martletd: AsyncParsableCommand {
     @Flag(name: .long, help: "Validate the configuration (file, environment, flags) and exit.")
     var checkConfig = false
 
-    @Option(name: .long, help: "Plain TCP listener port (repeatable); replaces the file's listeners.")
+    @Option(name: .long, help: "Plain TCP listener port (repeatable); added to the config file's listeners.")
     var port: [Int] = []
 
     @Option(name: .long, help: "Address the --port listeners bind to.")
@@ -84,7 +84,11 @@ struct Martletd: AsyncParsableCommand {
         } catch let error as ConfigurationError {
             throw ConfigurationFailure(error: error)
         }
-        if !port.isEmpty { resolved.broker.listeners = port.map { .init(host: bind, port: $0) } }
+        if !port.isEmpty {
+            // --port adds to the file's listeners, or replaces the built-in default one.
+            let extra = port.map { BrokerConfiguration.Listener(host: bind, port: $0) }
+            resolved.broker.listeners = resolved.listenersConfigured ? resolved.broker.listeners + extra : extra
+        }
         if let logLevel { resolved.logLevel = logLevel }
         if let threads { resolved.broker.eventLoops = threads }
         if let maxPacketSize { resolved.broker.maximumPacketSize = maxPacketSize }

@@ -18,6 +18,15 @@ import Testing
         #expect(r.stdout == "configuration OK: 127.0.0.1:1883\n")
     }
 
+    @Test func portFlagsAddToTheFilesListeners() async throws {
+        let path = try tempFile("listeners:\n  - host: 127.0.0.1\n    port: 1883\n")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let combined = try await run(Self.martletd, ["--config", path, "--port", "1884", "--port", "1885", "--check-config"])
+        #expect(combined.stdout == "configuration OK: 127.0.0.1:1883, 127.0.0.1:1884, 127.0.0.1:1885\n")
+        let alone = try await run(Self.martletd, ["--port", "1884", "--bind", "0.0.0.0", "--check-config"])
+        #expect(alone.stdout == "configuration OK: 0.0.0.0:1884\n")
+    }
+
     @Test func badConfigNamesKeyAndLineAndExits2() async throws {
         let path = try tempFile("listeners:\n  - port: 0\nmax_queued_mesages: 10\n")
         defer { try? FileManager.default.removeItem(atPath: path) }

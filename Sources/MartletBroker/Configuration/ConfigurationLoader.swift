@@ -6,6 +6,8 @@ import Yams
 public struct DaemonConfiguration: Sendable {
     public var broker = BrokerConfiguration()
     public var logLevel = "info"
+    /// Whether `broker.listeners` came from a file (flags then add to them) or is the built-in default.
+    public var listenersConfigured = false
     public init() {}
 }
 
@@ -94,6 +96,7 @@ public enum ConfigurationLoader {
             let line = keyNode.mark.map { $0.line }
             if key == "listeners" {
                 config.broker.listeners = try listeners(value, source: source)
+                config.listenersConfigured = true
                 continue
             }
             guard let setting = settings.first(where: { $0.key == key }) else {
