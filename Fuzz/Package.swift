@@ -1,22 +1,31 @@
 // swift-tools-version:6.1
 // libFuzzer target for the MQTT decoder. Built and run by `make fuzz` (part of `make test`):
-//   swift build --sanitize=fuzzer --sanitize=address -Xswiftc -parse-as-library
+//   swift build --sanitize=fuzzer --sanitize=address -Xswiftc -parse-as-library -Xswiftc -use-ld=lld
+//
+// Sources/MartletMQTT is a symlink to the real codec: compiled as a target of this
+// package, it is always instrumented for coverage (SwiftPM did not reliably apply the
+// sanitizer flags to a module reached through a path dependency).
 import PackageDescription
 
 let package = Package(
     name: "MartletFuzz",
     dependencies: [
-        .package(name: "martlet", path: ".."),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
+        .target(
+            name: "MartletMQTT",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            path: "Sources/MartletMQTT",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .executableTarget(
             name: "FuzzDecoder",
             dependencies: [
-                .product(name: "MartletMQTT", package: "martlet"),
+                "MartletMQTT",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
-        )
+        ),
     ]
 )
