@@ -15,6 +15,7 @@ public final class MQTTBroker: Sendable {
     private let routers: [Router]
     private let routerByLoop: [ObjectIdentifier: Router]
     private let serverChannels = NIOLockedValueBox<[any Channel]>([])
+    private let isShutDown = NIOLockedValueBox(false)
 
     public init(configuration: BrokerConfiguration, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "martlet")) {
         self.configuration = configuration
@@ -84,8 +85,13 @@ public final class MQTTBroker: Sendable {
     }
 
     /// Stops accepting, closes every client connection (v5 clients get DISCONNECT 0x8B) and
-    /// stops the event loops the broker created.
+    /// stops the event loops the broker created. Calling it again does nothing.
     public func shutdown() async throws {
+        let already = isShutDown.withLockedValue { done in
+            defer { done = true }
+            return done
+        }
+        if already { return }
         let channels = serverChannels.withLockedValue { channels in
             defer { channels = [] }
             return channels

@@ -59,6 +59,17 @@ import Testing
         }
     }
 
+    @Test("v5 clients get DISCONNECT 0x8B when the server shuts down; 3.1.1 clients are closed")
+    func serverShuttingDown() async throws {
+        try await withBroker { broker, port in
+            let (v5, _) = try await RawClient.connected(port: port, version: .v5, clientID: "v5")
+            let (v3, _) = try await RawClient.connected(port: port, clientID: "v3")
+            try await broker.shutdown()
+            #expect(try await v5.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .serverShuttingDown))])
+            #expect(try await v3.expectClosed().isEmpty)
+        }
+    }
+
     @Test("v5 keepalive expiry is reported with DISCONNECT 0x8D")
     func keepaliveReason() async throws {
         try await withBroker { _, port in
