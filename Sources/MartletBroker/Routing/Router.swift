@@ -503,18 +503,31 @@ actor Router {
     var subscriptionCount: Int { trie.count }
 }
 
-/// Encodes a QoS 0 message once per protocol level and RETAIN flag during one route,
-/// so every subscriber of the same kind receives the same bytes.
+/// Encodes a QoS 0 message once per wire format (3.1/3.1.1 share one, v5 has properties)
+/// and RETAIN flag during one route, so every subscriber of the same kind receives the
+/// same bytes. Four optional slots rather than a collection: nothing allocated but the bytes.
 struct SharedEncoding {
-    private var slots: [(key: UInt8, buffer: ByteBuffer)] = []
+    private var v3: ByteBuffer?
+    private var v3Retained: ByteBuffer?
+    private var v5: ByteBuffer?
+    private var v5Retained: ByteBuffer?
 
     mutating func buffer(for delivery: Delivery, version: ProtocolVersion, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let key = version.rawValue << 1 | (delivery.retain ? 1 : 0)
-        for slot in slots where slot.key == key { return slot.buffer }
-        let packet = Self.publishPacket(delivery, version: version, packetIdentifier: nil, dup: false)
+        switch (version == .v5, delivery.retain) {
+        case (false, false): return Self.cached(&v3, delivery, version, allocator)
+        case (false, true): return Self.cached(&v3Retained, delivery, version, allocator)
+        case (true, false): return Self.cached(&v5, delivery, version, allocator)
+        case (true, true): return Self.cached(&v5Retained, delivery, version, allocator)
+        }
+    }
+
+    private static func cached(_ slot: inout ByteBuffer?, _ delivery: Delivery, _ version: ProtocolVersion, _ allocator: ByteBufferAllocator) -> ByteBuffer {
+        if let buffer = slot { return buffer }
+        let packet = publishPacket(delivery, version: version, packetIdentifier: nil, dup: false)
         var buffer = allocator.buffer(capacity: packet.bodyLength(version: version) + 5)
+        // Cannot fail: the topic was validated on the way in and QoS 0 needs no packet id.
         try? MQTTPacket.write(packet, to: &buffer, version: version)
-        slots.append((key, buffer))
+        slot = buffer
         return buffer
     }
 
