@@ -92,7 +92,11 @@ let package = Package(
         ),
         .testTarget(
             name: "MartletTLSTests",
-            dependencies: ["MartletTLS", "CMartletOpenSSL"],
+            dependencies: [
+                "MartletTLS", "CMartletOpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

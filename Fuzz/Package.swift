@@ -1,10 +1,9 @@
 // swift-tools-version:6.1
 // libFuzzer target for the MQTT decoder. Built and run by `make fuzz` (part of `make test`):
-//   swift build --sanitize=fuzzer --sanitize=address -Xswiftc -parse-as-library -Xswiftc -use-ld=lld
+//   swift build --sanitize=fuzzer -Xswiftc -parse-as-library -Xswiftc -use-ld=lld
 //
-// Sources/MartletMQTT is a symlink to the real codec: compiled as a target of this
-// package, it is always instrumented for coverage (SwiftPM did not reliably apply the
-// sanitizer flags to a module reached through a path dependency).
+// Sources/MartletMQTT is a symlink to the real codec, compiled here as this package's own
+// target so the fuzz build never depends on how flags reach a path dependency.
 import PackageDescription
 
 let package = Package(

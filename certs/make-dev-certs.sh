@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes a development CA, a server certificate for 127.0.0.1/localhost and a client
-# certificate in certs/out/ (git-ignored). Nothing made here is committed.
+# certificate in certs/out/ (git-ignored), or in the directory given as $1.
+# Nothing made here is committed.
 set -euo pipefail
-out="$(dirname "$0")/out"
+out="${1:-$(dirname "$0")/out}"
 mkdir -p "$out"
 cd "$out"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \

@@ -15,3 +15,10 @@ uint64_t CMartletOpenSSL_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPRESS
 uint64_t CMartletOpenSSL_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 uint64_t CMartletOpenSSL_SSL_OP_CIPHER_SERVER_PREFERENCE(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
 uint64_t CMartletOpenSSL_SSL_OP_NO_TICKET(void) { return SSL_OP_NO_TICKET; }
+int CMartletOpenSSL_SSL_CTX_set_num_tickets(SSL_CTX *ctx, size_t n) { return SSL_CTX_set_num_tickets(ctx, n); }
+int CMartletOpenSSL_SSL_FILETYPE_PEM(void) { return SSL_FILETYPE_PEM; }
+int CMartletOpenSSL_BIO_write_all(BIO *bio, const void *data, int length) { return BIO_write(bio, data, length); }
+
+int CMartletOpenSSL_sk_GENERAL_NAME_num(const GENERAL_NAMES *names) { return sk_GENERAL_NAME_num(names); }
+GENERAL_NAME *CMartletOpenSSL_sk_GENERAL_NAME_value(const GENERAL_NAMES *names, int i) { return sk_GENERAL_NAME_value(names, i); }
+void CMartletOpenSSL_GENERAL_NAMES_free(GENERAL_NAMES *names) { GENERAL_NAMES_free(names); }

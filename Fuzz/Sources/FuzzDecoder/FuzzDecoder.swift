@@ -15,7 +15,7 @@ public func fuzzDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let chunk = Int(selector >> 2) + 1
     let bytes = UnsafeBufferPointer(start: data + 1, count: size - 1)
 
-    var processor = NIOSingleStepByteToMessageProcessor(MQTTPacketDecoder(version: version, maximumPacketSize: 1 << 16))
+    let processor = NIOSingleStepByteToMessageProcessor(MQTTPacketDecoder(version: version, maximumPacketSize: 1 << 16))
     var index = 0
     do {
         while index < bytes.count {

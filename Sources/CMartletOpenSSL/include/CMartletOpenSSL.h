@@ -26,4 +26,11 @@ uint64_t CMartletOpenSSL_SSL_OP_NO_RENEGOTIATION(void);
 uint64_t CMartletOpenSSL_SSL_OP_CIPHER_SERVER_PREFERENCE(void);
 uint64_t CMartletOpenSSL_SSL_OP_NO_TICKET(void);
 
+int CMartletOpenSSL_SSL_CTX_set_num_tickets(SSL_CTX *ctx, size_t n);
+int CMartletOpenSSL_SSL_FILETYPE_PEM(void);
+int CMartletOpenSSL_BIO_write_all(BIO *bio, const void *data, int length);
+int CMartletOpenSSL_sk_GENERAL_NAME_num(const GENERAL_NAMES *names);
+GENERAL_NAME *CMartletOpenSSL_sk_GENERAL_NAME_value(const GENERAL_NAMES *names, int i);
+void CMartletOpenSSL_GENERAL_NAMES_free(GENERAL_NAMES *names);
+
 #endif

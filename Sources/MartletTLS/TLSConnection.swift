@@ -1,0 +1,233 @@
+import CMartletOpenSSL
+import NIOCore
+
+/// The outcome of one OpenSSL call: WANT_READ / WANT_WRITE are `incomplete`, never errors.
+enum TLSOperationResult<T> {
+    case complete(T)
+    case incomplete
+    case failed(TLSError)
+}
+
+/// One `SSL*` over two memory BIOs: bytes from the network go in with `receive`, records
+/// to send come out of `takeOutput`. No I/O of its own, so it runs anywhere, in tests
+/// back to back with another one.
+final class TLSConnection {
+    private let ssl: OpaquePointer
+    private let networkIn: OpaquePointer  // BIO the handler writes ciphertext into
+    private let networkOut: OpaquePointer  // BIO OpenSSL writes ciphertext to
+    let context: TLSContext
+
+    init(context: TLSContext, serverName: String?) throws(TLSError) {
+        ERR_clear_error()
+        guard let ssl = SSL_new(context.pointer) else { throw .configuration(TLSError.openSSLErrors("SSL_new")) }
+        guard let rbio = BIO_new(BIO_s_mem()), let wbio = BIO_new(BIO_s_mem()) else {
+            SSL_free(ssl)
+            throw .configuration(TLSError.openSSLErrors("BIO_new"))
+        }
+        // An empty memory BIO reports "retry", not EOF: TCP EOF is detected by the handler.
+        _ = CMartletOpenSSL_BIO_set_mem_eof_return(rbio, -1)
+        _ = CMartletOpenSSL_BIO_set_mem_eof_return(wbio, -1)
+        SSL_set_bio(ssl, rbio, wbio)
+        _ = CMartletOpenSSL_SSL_set_mode(ssl, Int(SSL_MODE_RELEASE_BUFFERS))
+        if context.role == .server {
+            SSL_set_accept_state(ssl)
+        } else {
+            if let serverName {
+                _ = CMartletOpenSSL_SSL_set_tlsext_host_name(ssl, serverName)
+                if context.configuration.peerVerification != .none {
+                    // Check the certificate is for this host (or IP address).
+                    let param = SSL_get0_param(ssl)
+                    if serverName.contains(where: { $0 == ":" }) || serverName.allSatisfy({ $0.isNumber || $0 == "." }) {
+                        _ = X509_VERIFY_PARAM_set1_ip_asc(param, serverName)
+                    } else {
+                        _ = X509_VERIFY_PARAM_set1_host(param, serverName, 0)
+                    }
+                }
+            }
+            SSL_set_connect_state(ssl)
+        }
+        self.ssl = ssl
+        self.networkIn = rbio
+        self.networkOut = wbio
+        self.context = context
+    }
+
+    deinit {
+        SSL_free(ssl)  // frees both BIOs
+    }
+
+    /// Feeds ciphertext that arrived from the network.
+    func receive(_ buffer: ByteBuffer) {
+        buffer.withUnsafeReadableBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = CMartletOpenSSL_BIO_write_all(networkIn, bytes.baseAddress! + offset, Int32(bytes.count - offset))
+                if n <= 0 { break }
+                offset += Int(n)
+            }
+        }
+    }
+
+    /// Ciphertext OpenSSL produced that must go to the network, if any.
+    func takeOutput(allocator: ByteBufferAllocator) -> ByteBuffer? {
+        let pending = CMartletOpenSSL_BIO_pending(networkOut)
+        guard pending > 0 else { return nil }
+        var buffer = allocator.buffer(capacity: pending)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { out in
+            Int(max(0, BIO_read(networkOut, out.baseAddress, Int32(pending))))
+        }
+        return buffer
+    }
+
+    func handshake() -> TLSOperationResult<Void> {
+        ERR_clear_error()
+        let rc = SSL_do_handshake(ssl)
+        if rc == 1 { return .complete(()) }
+        return classify(rc, "handshake") { .handshakeFailed($0) }
+    }
+
+    /// Decrypts what is available into `buffer`.
+    func read(into buffer: inout ByteBuffer) -> TLSOperationResult<Int> {
+        ERR_clear_error()
+        var readBytes = 0
+        var result: TLSOperationResult<Int> = .incomplete
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 16_384) { out in
+            var n = 0
+            let rc = SSL_read_ex(ssl, out.baseAddress, out.count, &n)
+            if rc == 1 {
+                readBytes = n
+                result = .complete(n)
+                return n
+            }
+            result = classify(rc, "read") { .ioFailed($0) }
+            return 0
+        }
+        _ = readBytes
+        return result
+    }
+
+    /// Encrypts all of `buffer` (memory BIOs are unbounded, so a write completes whole).
+    func write(_ buffer: ByteBuffer) -> TLSOperationResult<Void> {
+        ERR_clear_error()
+        return buffer.withUnsafeReadableBytes { bytes -> TLSOperationResult<Void> in
+            var offset = 0
+            while offset < bytes.count {
+                var n = 0
+                let rc = SSL_write_ex(ssl, bytes.baseAddress! + offset, bytes.count - offset, &n)
+                if rc != 1 { return classify(Int32(rc), "write") { .ioFailed($0) } }
+                offset += n
+            }
+            return .complete(())
+        }
+    }
+
+    /// Sends close_notify. `complete` once the peer's close_notify has also been seen.
+    func shutdown() -> TLSOperationResult<Void> {
+        ERR_clear_error()
+        let rc = SSL_shutdown(ssl)
+        switch rc {
+        case 1: return .complete(())
+        case 0: return .incomplete
+        default: return classify(rc, "shutdown") { .ioFailed($0) }
+        }
+    }
+
+    /// Whether the peer has sent close_notify.
+    var receivedCloseNotify: Bool {
+        SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN != 0
+    }
+
+    var negotiatedApplicationProtocol: String? {
+        var data: UnsafePointer<UInt8>?
+        var length: UInt32 = 0
+        SSL_get0_alpn_selected(ssl, &data, &length)
+        guard let data, length > 0 else { return nil }
+        return String(decoding: UnsafeBufferPointer(start: data, count: Int(length)), as: UTF8.self)
+    }
+
+    var negotiatedVersion: String {
+        String(cString: SSL_get_version(ssl))
+    }
+
+    var sessionReused: Bool { SSL_session_reused(ssl) == 1 }
+
+    /// Details of the verified peer certificate, if the peer sent one.
+    var peerCertificate: PeerCertificate? {
+        guard let cert = CMartletOpenSSL_SSL_get_peer_certificate(ssl) else { return nil }
+        defer { X509_free(cert) }
+        return PeerCertificate(cert)
+    }
+
+    private func classify<T>(_ rc: Int32, _ what: String, _ error: (String) -> TLSError) -> TLSOperationResult<T> {
+        let code = SSL_get_error(ssl, rc)
+        switch code {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+            return .incomplete
+        case SSL_ERROR_ZERO_RETURN:
+            return .failed(.ioFailed("peer sent close_notify"))
+        default:
+            var message = TLSError.openSSLErrors(what)
+            let verify = SSL_get_verify_result(ssl)
+            if verify != X509_V_OK {
+                message += " (certificate verification: \(String(cString: X509_verify_cert_error_string(verify))))"
+            }
+            return .failed(error(message))
+        }
+    }
+}
+
+/// What the broker may want to know about a client certificate.
+public struct PeerCertificate: Sendable, Hashable {
+    public var subjectCommonName: String?
+    public var subjectAlternativeNames: [String]
+    public var serialNumber: String
+    /// SHA-256 over the DER encoding, lower-case hex.
+    public var sha256Fingerprint: String
+
+    init(_ cert: OpaquePointer) {
+        var cn: String?
+        if let name = X509_get_subject_name(cert) {
+            let index = X509_NAME_get_index_by_NID(name, NID_commonName, -1)
+            if index >= 0, let entry = X509_NAME_get_entry(name, index), let data = X509_NAME_ENTRY_get_data(entry) {
+                var utf8: UnsafeMutablePointer<UInt8>?
+                let n = ASN1_STRING_to_UTF8(&utf8, data)
+                if n >= 0, let utf8 {
+                    cn = String(decoding: UnsafeBufferPointer(start: utf8, count: Int(n)), as: UTF8.self)
+                    CMartletOpenSSL_OPENSSL_free(utf8)
+                }
+            }
+        }
+        subjectCommonName = cn
+        var sans: [String] = []
+        if let raw = X509_get_ext_d2i(cert, NID_subject_alt_name, nil, nil) {
+            let names = OpaquePointer(raw)
+            for i in 0..<CMartletOpenSSL_sk_GENERAL_NAME_num(names) {
+                guard let general = CMartletOpenSSL_sk_GENERAL_NAME_value(names, i) else { continue }
+                var type: Int32 = 0
+                guard let value = GENERAL_NAME_get0_value(general, &type) else { continue }
+                let string = value.assumingMemoryBound(to: ASN1_STRING.self)
+                if type == GEN_DNS || type == GEN_EMAIL || type == GEN_URI {
+                    sans.append(String(cString: ASN1_STRING_get0_data(string)))
+                } else if type == GEN_IPADD {
+                    let bytes = UnsafeBufferPointer(start: ASN1_STRING_get0_data(string), count: Int(ASN1_STRING_length(string)))
+                    sans.append(bytes.count == 4 ? bytes.map(String.init).joined(separator: ".") : bytes.map { String($0, radix: 16) }.joined(separator: ":"))
+                }
+            }
+            CMartletOpenSSL_GENERAL_NAMES_free(names)
+        }
+        subjectAlternativeNames = sans
+        var serial = ""
+        if let asn1 = X509_get_serialNumber(cert), let bn = ASN1_INTEGER_to_BN(asn1, nil) {
+            if let hex = BN_bn2hex(bn) {
+                serial = String(cString: hex)
+                CMartletOpenSSL_OPENSSL_free(hex)
+            }
+            BN_free(bn)
+        }
+        serialNumber = serial
+        var digest = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        X509_digest(cert, EVP_sha256(), &digest, &length)
+        sha256Fingerprint = digest.prefix(Int(length)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+}

@@ -1,0 +1,142 @@
+import CMartletOpenSSL
+
+/// An immutable OpenSSL `SSL_CTX` built from a `TLSConfiguration`.
+///
+/// Reloading certificates builds a new context for new connections; connections made
+/// from an older one keep it alive (each `SSL` holds a reference) and are left alone.
+public final class TLSContext: Sendable {
+    public enum Role: Sendable { case server, client }
+
+    /// Safe to share: after `init` the context is never mutated, and OpenSSL allows
+    /// concurrent `SSL_new` on one `SSL_CTX`.
+    nonisolated(unsafe) let pointer: OpaquePointer
+    public let role: Role
+    public let configuration: TLSConfiguration
+    /// ALPN protocols in wire format (length-prefixed, then a 0 terminator for the select
+    /// callback), owned by the context. Safe to share: written once in `init`, then only read.
+    nonisolated(unsafe) private let alpnStorage: UnsafeMutableBufferPointer<UInt8>
+    private let alpnLength: Int
+
+    public init(configuration: TLSConfiguration, role: Role) throws(TLSError) {
+        _ = OpenSSL.initialized
+        ERR_clear_error()
+        guard let ctx = SSL_CTX_new(role == .server ? TLS_server_method() : TLS_client_method()) else {
+            throw .configuration(TLSError.openSSLErrors("SSL_CTX_new"))
+        }
+        var wire: [UInt8] = []
+        for proto in configuration.applicationProtocols where !proto.isEmpty && proto.utf8.count < 256 {
+            wire.append(UInt8(proto.utf8.count))
+            wire += proto.utf8
+        }
+        let alpn = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: wire.count + 1)
+        _ = alpn.initialize(from: wire + [0])
+        self.pointer = ctx
+        self.role = role
+        self.configuration = configuration
+        self.alpnStorage = alpn
+        self.alpnLength = wire.count
+        try configure()
+    }
+
+    deinit {
+        SSL_CTX_free(pointer)
+        alpnStorage.deallocate()
+    }
+
+    private func configure() throws(TLSError) {
+        let c = configuration
+        let ctx = pointer
+        _ = CMartletOpenSSL_SSL_CTX_set_mode(ctx, Int(SSL_MODE_RELEASE_BUFFERS))
+        _ = SSL_CTX_set_options(ctx, CMartletOpenSSL_SSL_OP_NO_COMPRESSION() | CMartletOpenSSL_SSL_OP_NO_RENEGOTIATION())
+        func version(_ v: TLSConfiguration.Version) -> Int32 { v == .tls12 ? TLS1_2_VERSION : TLS1_3_VERSION }
+        guard CMartletOpenSSL_SSL_CTX_set_min_proto_version(ctx, version(c.minimumVersion)) == 1 else {
+            throw .configuration(TLSError.openSSLErrors("minimum version"))
+        }
+        if let max = c.maximumVersion, CMartletOpenSSL_SSL_CTX_set_max_proto_version(ctx, version(max)) != 1 {
+            throw .configuration(TLSError.openSSLErrors("maximum version"))
+        }
+        if let list = c.cipherList, SSL_CTX_set_cipher_list(ctx, list) != 1 {
+            throw .configuration(TLSError.openSSLErrors("cipher list \"\(list)\""))
+        }
+        if let suites = c.cipherSuites, SSL_CTX_set_ciphersuites(ctx, suites) != 1 {
+            throw .configuration(TLSError.openSSLErrors("TLS 1.3 cipher suites \"\(suites)\""))
+        }
+        if let chain = c.certificateChainFile {
+            guard SSL_CTX_use_certificate_chain_file(ctx, chain) == 1 else {
+                throw .configuration(TLSError.openSSLErrors("certificate chain \(chain)"))
+            }
+        } else if role == .server {
+            throw .configuration("a server needs a certificate chain file")
+        }
+        if let key = c.privateKeyFile {
+            guard SSL_CTX_use_PrivateKey_file(ctx, key, CMartletOpenSSL_SSL_FILETYPE_PEM()) == 1 else {
+                throw .configuration(TLSError.openSSLErrors("private key \(key)"))
+            }
+            guard SSL_CTX_check_private_key(ctx) == 1 else {
+                throw .configuration(TLSError.openSSLErrors("private key \(key) does not match the certificate"))
+            }
+        } else if c.certificateChainFile != nil {
+            throw .configuration("a certificate chain needs its private key file")
+        }
+        if c.caFile != nil || c.caDirectory != nil {
+            guard SSL_CTX_load_verify_locations(ctx, c.caFile, c.caDirectory) == 1 else {
+                throw .configuration(TLSError.openSSLErrors("CA \(c.caFile ?? c.caDirectory ?? "")"))
+            }
+        } else if c.peerVerification != .none {
+            guard SSL_CTX_set_default_verify_paths(ctx) == 1 else {
+                throw .configuration(TLSError.openSSLErrors("system CA store"))
+            }
+        }
+        switch c.peerVerification {
+        case .none: SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nil)
+        case .optional: SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
+        case .required: SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
+        }
+        if role == .server {
+            if !c.sessionTickets {
+                _ = SSL_CTX_set_options(ctx, CMartletOpenSSL_SSL_OP_NO_TICKET())
+                _ = CMartletOpenSSL_SSL_CTX_set_num_tickets(ctx, 0)
+            }
+            if alpnLength > 0 {
+                SSL_CTX_set_alpn_select_cb(ctx, selectApplicationProtocol, UnsafeMutableRawPointer(alpnStorage.baseAddress))
+            }
+        } else if alpnLength > 0 {
+            guard SSL_CTX_set_alpn_protos(ctx, alpnStorage.baseAddress, UInt32(alpnLength)) == 0 else {
+                throw .configuration(TLSError.openSSLErrors("ALPN"))
+            }
+        }
+    }
+}
+
+/// Server ALPN: the first of our protocols that the client offers; none in common → no ALPN.
+/// The argument is the context's wire-format list, alive as long as the context.
+private let selectApplicationProtocol: @convention(c) (
+    OpaquePointer?, UnsafeMutablePointer<UnsafePointer<UInt8>?>?, UnsafeMutablePointer<UInt8>?,
+    UnsafePointer<UInt8>?, UInt32, UnsafeMutableRawPointer?
+) -> Int32 = { _, out, outLength, offered, offeredLength, arg in
+    guard let arg, let offered, let out, let outLength else { return SSL_TLSEXT_ERR_NOACK }
+    // Walk our list (length-prefixed entries) and return the first the client offered.
+    let ours = arg.assumingMemoryBound(to: UInt8.self)
+    var client: [ArraySlice<UInt8>] = []
+    let offeredBytes = Array(UnsafeBufferPointer(start: offered, count: Int(offeredLength)))
+    var i = 0
+    while i < offeredBytes.count {
+        let n = Int(offeredBytes[i])
+        guard i + 1 + n <= offeredBytes.count else { break }
+        client.append(offeredBytes[(i + 1)..<(i + 1 + n)])
+        i += 1 + n
+    }
+    var j = 0
+    // Our list's length is not passed; it ends at the 0 terminator the context stored.
+    while ours[j] != 0 {
+        let n = Int(ours[j])
+        let candidate = Array(UnsafeBufferPointer(start: ours + j + 1, count: n))
+        if client.contains(where: { Array($0) == candidate }) {
+            out.pointee = UnsafePointer(ours + j + 1)
+            outLength.pointee = UInt8(n)
+            return SSL_TLSEXT_ERR_OK
+        }
+        j += 1 + n
+    }
+    return SSL_TLSEXT_ERR_NOACK
+}

@@ -1,0 +1,233 @@
+import Foundation
+import MartletTLS
+import NIOCore
+import NIOEmbedded
+import Testing
+
+/// Development certificates made with certs/make-dev-certs.sh in a fresh directory.
+struct TestCertificates: Sendable {
+    let directory: String
+    var ca: String { directory + "/ca.pem" }
+    var serverCert: String { directory + "/server.pem" }
+    var serverKey: String { directory + "/server.key" }
+    var clientCert: String { directory + "/client.pem" }
+    var clientKey: String { directory + "/client.key" }
+
+    static func make() throws -> TestCertificates {
+        let dir = NSTemporaryDirectory() + "martlet-certs-\(UUID().uuidString)"
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("certs/make-dev-certs.sh").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = [script, dir]
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw TLSError.configuration("make-dev-certs.sh failed") }
+        return TestCertificates(directory: dir)
+    }
+}
+
+/// Collects what reaches the top of a pipeline.
+final class Sink: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    var received = ByteBuffer()
+    var events: [TLSEvent] = []
+    var errors: [any Error] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var b = unwrapInboundIn(data)
+        received.writeBuffer(&b)
+    }
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? TLSEvent { events.append(e) }
+    }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        errors.append(error)
+    }
+}
+
+/// A client and a server `EmbeddedChannel` wired back to back in memory.
+final class Pair {
+    let client = EmbeddedChannel()
+    let server = EmbeddedChannel()
+    let clientSink = Sink()
+    let serverSink = Sink()
+    let clientTLS: TLSHandler
+    let serverTLS: TLSHandler
+
+    init(client clientContext: TLSContext, server serverContext: TLSContext, serverName: String? = "localhost") throws {
+        clientTLS = TLSHandler(context: clientContext, serverName: serverName, handshakeTimeout: .seconds(5))
+        serverTLS = TLSHandler(context: serverContext, handshakeTimeout: .seconds(5))
+        try client.pipeline.syncOperations.addHandlers([clientTLS, clientSink])
+        try server.pipeline.syncOperations.addHandlers([serverTLS, serverSink])
+    }
+
+    func activate() throws {
+        try server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try pump()
+    }
+
+    /// Moves bytes both ways until neither side has anything left to send.
+    func pump() throws {
+        var moved = true
+        while moved {
+            moved = false
+            while let b = try client.readOutbound(as: ByteBuffer.self) {
+                moved = true
+                if server.isActive { try server.writeInbound(b) }
+            }
+            while let b = try server.readOutbound(as: ByteBuffer.self) {
+                moved = true
+                if client.isActive { try client.writeInbound(b) }
+            }
+        }
+    }
+}
+
+@Suite struct TLSHandlerTests {
+    static let certs = Result { try TestCertificates.make() }
+
+    func contexts(minimum: TLSConfiguration.Version = .tls12, maximum: TLSConfiguration.Version? = nil,
+                  mutual: Bool = false) throws -> (client: TLSContext, server: TLSContext) {
+        let certs = try Self.certs.get()
+        var server = TLSConfiguration.server(certificateChainFile: certs.serverCert, privateKeyFile: certs.serverKey)
+        server.minimumVersion = minimum
+        server.maximumVersion = maximum
+        var client = TLSConfiguration.client(caFile: certs.ca, serverName: "localhost")
+        client.maximumVersion = maximum
+        if mutual {
+            server.peerVerification = .required
+            server.caFile = certs.ca
+            client.certificateChainFile = certs.clientCert
+            client.privateKeyFile = certs.clientKey
+        }
+        return (try TLSContext(configuration: client, role: .client), try TLSContext(configuration: server, role: .server))
+    }
+
+    @Test(arguments: [TLSConfiguration.Version.tls12, .tls13])
+    func handshakeAndDataBothWays(_ version: TLSConfiguration.Version) throws {
+        let (c, s) = try contexts(maximum: version)
+        let pair = try Pair(client: c, server: s)
+        // Written before the handshake: buffered, then sent once it completes.
+        pair.client.writeAndFlush(ByteBuffer(string: "early"), promise: nil)
+        try pair.activate()
+        #expect(pair.clientSink.events == [.handshakeCompleted(applicationProtocol: "mqtt")])
+        #expect(pair.serverSink.events == [.handshakeCompleted(applicationProtocol: "mqtt")])
+        #expect(pair.clientTLS.protocolVersion == (version == .tls12 ? "TLSv1.2" : "TLSv1.3"))
+        #expect(String(buffer: pair.serverSink.received) == "early")
+        pair.server.writeAndFlush(ByteBuffer(string: "hello client"), promise: nil)
+        let big = ByteBuffer(repeating: 0x42, count: 100_000)
+        pair.client.writeAndFlush(big, promise: nil)
+        try pair.pump()
+        #expect(String(buffer: pair.clientSink.received) == "hello client")
+        #expect(pair.serverSink.received.readableBytes == 5 + 100_000)
+        #expect(pair.clientSink.errors.isEmpty && pair.serverSink.errors.isEmpty)
+    }
+
+    @Test func mutualTLSExposesTheClientCertificate() throws {
+        let (c, s) = try contexts(mutual: true)
+        let pair = try Pair(client: c, server: s)
+        try pair.activate()
+        let cert = try #require(pair.serverTLS.peerCertificate)
+        #expect(cert.subjectCommonName == "martlet-client")
+        #expect(cert.subjectAlternativeNames.contains("localhost"))
+        #expect(cert.subjectAlternativeNames.contains("127.0.0.1"))
+        #expect(cert.sha256Fingerprint.count == 64)
+        #expect(!cert.serialNumber.isEmpty)
+        #expect(pair.clientTLS.peerCertificate?.subjectCommonName == "martlet-server")
+    }
+
+    @Test func serverRequiringACertificateRefusesAClientWithout() throws {
+        let (_, s) = try contexts(mutual: true)
+        let certs = try Self.certs.get()
+        let plain = try TLSContext(configuration: .client(caFile: certs.ca, serverName: "localhost"), role: .client)
+        let pair = try Pair(client: plain, server: s)
+        try pair.activate()
+        #expect(pair.serverSink.errors.contains { if case TLSError.handshakeFailed = $0 { return true } else { return false } })
+        #expect(pair.serverTLS.peerCertificate == nil)
+    }
+
+    @Test func clientRejectsAServerItDoesNotTrust() throws {
+        let other = try TestCertificates.make()  // a different CA
+        let (_, s) = try contexts()
+        let client = try TLSContext(configuration: .client(caFile: other.ca, serverName: "localhost"), role: .client)
+        let pair = try Pair(client: client, server: s)
+        try pair.activate()
+        let error = try #require(pair.clientSink.errors.first as? TLSError)
+        guard case .handshakeFailed(let message) = error else { Issue.record("\(error)"); return }
+        #expect(message.contains("certificate verify failed"))
+    }
+
+    @Test func clientChecksTheServerName() throws {
+        let (c, s) = try contexts()
+        let pair = try Pair(client: c, server: s, serverName: "broker.example.com")
+        try pair.activate()
+        #expect(pair.clientSink.errors.contains { if case TLSError.handshakeFailed = $0 { return true } else { return false } })
+    }
+
+    @Test func plaintextToATLSServerFailsTheHandshake() throws {
+        let (_, s) = try contexts()
+        let server = EmbeddedChannel()
+        let sink = Sink()
+        try server.pipeline.syncOperations.addHandlers([TLSHandler(context: s), sink])
+        try server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try server.writeInbound(ByteBuffer(bytes: [0x10, 0x0F, 0x00, 0x04] + Array("MQTT".utf8) + [0x04, 0x02, 0x00, 0x3C, 0x00, 0x03] + Array("abc".utf8)))
+        #expect(sink.errors.contains { if case TLSError.handshakeFailed = $0 { return true } else { return false } })
+        #expect(!server.isActive)
+    }
+
+    @Test func stalledHandshakeTimesOut() throws {
+        let (_, s) = try contexts()
+        let loop = EmbeddedEventLoop()
+        let server = EmbeddedChannel(loop: loop)
+        let sink = Sink()
+        try server.pipeline.syncOperations.addHandlers([TLSHandler(context: s, handshakeTimeout: .milliseconds(300)), sink])
+        try server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        loop.advanceTime(by: .milliseconds(299))
+        #expect(server.isActive)
+        loop.advanceTime(by: .milliseconds(2))
+        #expect(sink.errors.first as? TLSError == .handshakeTimeout)
+        #expect(!server.isActive)
+    }
+
+    @Test func closeSendsCloseNotifyAndThePeerAnswers() throws {
+        let (c, s) = try contexts()
+        let pair = try Pair(client: c, server: s)
+        try pair.activate()
+        let closed = pair.client.close()
+        try pair.pump()
+        #expect(!pair.server.isActive)  // the server saw close_notify and closed
+        try pair.pump()
+        try closed.wait()
+        #expect(pair.serverSink.errors.isEmpty)
+    }
+
+    @Test func tcpCloseWithoutCloseNotifyIsReported() throws {
+        let (c, s) = try contexts()
+        let pair = try Pair(client: c, server: s)
+        try pair.activate()
+        pair.server.pipeline.fireChannelInactive()
+        #expect(pair.serverSink.errors.first as? TLSError == .uncleanShutdown)
+    }
+
+    @Test func contextErrorsCarryOpenSSLsWords() throws {
+        let certs = try Self.certs.get()
+        #expect {
+            _ = try TLSContext(configuration: .server(certificateChainFile: "/nonexistent.pem", privateKeyFile: certs.serverKey), role: .server)
+        } throws: { error in
+            guard case TLSError.configuration(let m) = error else { return false }
+            return m.contains("/nonexistent.pem") && m.contains("No such file")
+        }
+        #expect {
+            _ = try TLSContext(configuration: .server(certificateChainFile: certs.serverCert, privateKeyFile: certs.clientKey), role: .server)
+        } throws: { error in
+            guard case TLSError.configuration(let m) = error else { return false }
+            return m.contains("mismatch") || m.contains("does not match")
+        }
+        var bad = TLSConfiguration.server(certificateChainFile: certs.serverCert, privateKeyFile: certs.serverKey)
+        bad.cipherList = "NOT-A-CIPHER"
+        #expect(throws: TLSError.self) { _ = try TLSContext(configuration: bad, role: .server) }
+    }
+}
