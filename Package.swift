@@ -107,7 +107,7 @@ let package = Package(
         .testTarget(
             name: "ConformanceTests",
             dependencies: [
-                "MartletBroker", "MartletMQTT",
+                "MartletBroker", "MartletMQTT", "MartletTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -116,7 +116,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["MartletBroker", "MartletClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["MartletBroker", "MartletClient", "MartletTLS", .product(name: "Logging", package: "swift-log")],
             exclude: ["paho"],
             swiftSettings: strict
         ),

@@ -1,4 +1,5 @@
 import Logging
+import MartletTLS
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -16,6 +17,8 @@ public final class MQTTBroker: Sendable {
     private let routerByLoop: [ObjectIdentifier: Router]
     private let serverChannels = NIOLockedValueBox<[any Channel]>([])
     private let isShutDown = NIOLockedValueBox(false)
+    /// The TLS context each TLS listener hands to new connections; replaced on reload.
+    private let tlsContexts = NIOLockedValueBox<[Int: TLSContext]>([:])
 
     public init(configuration: BrokerConfiguration, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "martlet")) {
         self.configuration = configuration
@@ -53,8 +56,12 @@ public final class MQTTBroker: Sendable {
             try await router.eventLoop.submit { router.assumeIsolated { $0.start(peers: routers) } }.get()
         }
         do {
-            for listener in configuration.listeners {
-                let channel = try await bind(listener)
+            for (i, listener) in configuration.listeners.enumerated() {
+                if let tls = listener.tls {
+                    let context = try TLSContext(configuration: tls, role: .server)
+                    tlsContexts.withLockedValue { $0[i] = context }
+                }
+                let channel = try await bind(listener, index: i)
                 serverChannels.withLockedValue { $0.append(channel) }
                 core.logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
             }
@@ -64,10 +71,11 @@ public final class MQTTBroker: Sendable {
         }
     }
 
-    private func bind(_ listener: BrokerConfiguration.Listener) async throws -> any Channel {
+    private func bind(_ listener: BrokerConfiguration.Listener, index: Int) async throws -> any Channel {
         let routerByLoop = self.routerByLoop
         let configuration = self.configuration
         let logger = core.logger
+        let tlsContexts = self.tlsContexts
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: configuration.listenBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -76,12 +84,39 @@ public final class MQTTBroker: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let router = routerByLoop[ObjectIdentifier(channel.eventLoop)]!
+                    if let context = tlsContexts.withLockedValue({ $0[index] }) {
+                        // The TLS handshake counts against the connect timeout.
+                        try channel.pipeline.syncOperations.addHandler(
+                            TLSHandler(context: context, handshakeTimeout: configuration.connectTimeout, shutdownTimeout: .zero))
+                    }
                     let handler = MQTTConnectionHandler(router: router, configuration: configuration, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
             .bind(host: listener.host, port: listener.port)
             .get()
+    }
+
+    /// Re-reads every TLS listener's certificate, key and CA files. New connections get the
+    /// new context; existing ones keep theirs. A listener whose files do not load keeps its
+    /// old context and its error is returned (and logged).
+    @discardableResult
+    public func reloadTLS() -> [TLSError] {
+        var errors: [TLSError] = []
+        for (i, listener) in configuration.listeners.enumerated() {
+            guard let tls = listener.tls else { continue }
+            do {
+                let context = try TLSContext(configuration: tls, role: .server)
+                tlsContexts.withLockedValue { $0[i] = context }
+                core.logger.info("TLS context reloaded", metadata: ["listener": "\(listener.host):\(listener.port)"])
+            } catch {
+                core.logger.error("TLS reload failed, keeping the running context", metadata: [
+                    "listener": "\(listener.host):\(listener.port)", "error": "\(error)",
+                ])
+                errors.append(error)
+            }
+        }
+        return errors
     }
 
     /// Stops accepting, closes every client connection (v5 clients get DISCONNECT 0x8B) and

@@ -10,7 +10,8 @@ public enum TLSEvent: Sendable, Equatable {
 ///
 /// Ciphertext from the socket goes into the connection's memory BIO; plaintext comes out
 /// and goes up the pipeline. Writes made during the handshake wait and are flushed after
-/// it. Closing sends close_notify and waits (bounded) for the peer's. A peer that drops TCP
+/// it. Closing sends close_notify and waits (bounded by `shutdownTimeout`; zero means not at
+/// all) for the peer's. A peer that drops TCP
 /// without close_notify is reported as `TLSError.uncleanShutdown`.
 public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
@@ -213,6 +214,12 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard let connection else { return }
             _ = connection.shutdown()
             writeOutput(context: context, promise: nil, flush: true)
+            if shutdownTimeout <= .zero {
+                // Do not wait for the peer's close_notify (what a server usually wants).
+                state = .closed
+                context.close(promise: promise)
+                return
+            }
             let timeout = context.eventLoop.assumeIsolated().scheduleTask(in: shutdownTimeout) { [weak self] in
                 guard let self, case .closing(_, let promise) = self.state else { return }
                 self.state = .closed

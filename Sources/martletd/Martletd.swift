@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Logging
 import MartletBroker
+import MartletTLS
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -42,7 +43,22 @@ struct Martletd: AsyncParsableCommand {
     @Option(name: .long, help: "Plain TCP listener port (repeatable); added to the config file's listeners.")
     var port: [Int] = []
 
-    @Option(name: .long, help: "Address the --port listeners bind to.")
+    @Option(name: .long, help: "TLS listener port (repeatable); needs --cert and --key.")
+    var tlsPort: [Int] = []
+
+    @Option(name: .long, help: "PEM certificate chain for --tls-port listeners.")
+    var cert: String?
+
+    @Option(name: .long, help: "PEM private key for --tls-port listeners.")
+    var key: String?
+
+    @Option(name: .long, help: "PEM CA file used to verify client certificates on --tls-port listeners.")
+    var cafile: String?
+
+    @Flag(name: .long, help: "--tls-port listeners require a client certificate signed by --cafile.")
+    var requireCertificate = false
+
+    @Option(name: .long, help: "Address the --port and --tls-port listeners bind to.")
     var bind: String = "127.0.0.1"
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -64,8 +80,14 @@ struct Martletd: AsyncParsableCommand {
         if let logLevel, Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
-        for p in port where !(0...65_535).contains(p) {
-            throw ValidationError("--port \(p) is not a TCP port")
+        for p in port + tlsPort where !(0...65_535).contains(p) {
+            throw ValidationError("\(p) is not a TCP port")
+        }
+        if !tlsPort.isEmpty && (cert == nil || key == nil) {
+            throw ValidationError("--tls-port needs --cert and --key")
+        }
+        if requireCertificate && cafile == nil {
+            throw ValidationError("--require-certificate needs --cafile")
         }
         if let maxPacketSize, maxPacketSize < 16 { throw ValidationError("--max-packet-size must be at least 16") }
         if let maxInflight, maxInflight < 1 { throw ValidationError("--max-inflight must be at least 1") }
@@ -84,9 +106,14 @@ struct Martletd: AsyncParsableCommand {
         } catch let error as ConfigurationError {
             throw ConfigurationFailure(error: error)
         }
-        if !port.isEmpty {
-            // --port adds to the file's listeners, or replaces the built-in default one.
+        if !port.isEmpty || !tlsPort.isEmpty {
+            // --port/--tls-port add to the file's listeners, or replace the built-in default one.
+            var tls = TLSConfiguration(peerVerification: requireCertificate ? .required : (cafile == nil ? .none : .optional))
+            tls.certificateChainFile = cert
+            tls.privateKeyFile = key
+            tls.caFile = cafile
             let extra = port.map { BrokerConfiguration.Listener(host: bind, port: $0) }
+                + tlsPort.map { BrokerConfiguration.Listener(host: bind, port: $0, tls: tls) }
             resolved.broker.listeners = resolved.listenersConfigured ? resolved.broker.listeners + extra : extra
         }
         if let logLevel { resolved.logLevel = logLevel }
@@ -100,7 +127,17 @@ struct Martletd: AsyncParsableCommand {
     func run() async throws {
         let daemon = try resolveConfiguration()
         if checkConfig {
-            print("configuration OK: \(daemon.broker.listeners.map { "\($0.host):\($0.port)" }.joined(separator: ", "))")
+            for listener in daemon.broker.listeners {
+                if let tls = listener.tls {
+                    do {
+                        _ = try TLSContext(configuration: tls, role: .server)
+                    } catch {
+                        throw ConfigurationFailure(error: ConfigurationError(
+                            source: config ?? "flags", key: "listeners \(listener.host):\(listener.port) tls", line: nil, message: "\(error)"))
+                    }
+                }
+            }
+            print("configuration OK: \(daemon.broker.listeners.map { "\($0.host):\($0.port)\($0.tls == nil ? "" : " (TLS)")" }.joined(separator: ", "))")
             return
         }
         let level = Logger.Level(rawValue: daemon.logLevel)!
@@ -114,14 +151,21 @@ struct Martletd: AsyncParsableCommand {
 
         let signals = TerminationSignals()
         let broker = MQTTBroker(configuration: config, logger: logger)
+        let reload = ReloadSignal { [broker, logger] in
+            logger.info("SIGHUP: reloading TLS certificates")
+            broker.reloadTLS()
+        }
         do {
             try await broker.start()
+        } catch let error as TLSError {
+            throw StartupError(description: "\(error)")
         } catch {
             let addresses = config.listeners.map { "\($0.host):\($0.port)" }.joined(separator: ", ")
             throw StartupError(description: "cannot listen on \(addresses): \(error)")
         }
 
         let signal = await signals.wait()
+        reload.cancel()
         logger.info("shutting down", metadata: ["signal": "\(signal)"])
         try await broker.shutdown()
         logger.info("stopped")
@@ -162,6 +206,20 @@ final class TerminationSignals {
             if let ready { continuation.resume(returning: ready) }
         }
     }
+}
+
+/// SIGHUP → `action` (certificate reload). A reload that fails keeps the running state.
+final class ReloadSignal {
+    private let source: any DispatchSourceSignal
+
+    init(_ action: @escaping @Sendable () -> Void) {
+        signal(SIGHUP, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "martletd.reload"))
+        source.setEventHandler(handler: action)
+        source.resume()
+    }
+
+    func cancel() { source.cancel() }
 }
 
 struct StartupError: Error, CustomStringConvertible {

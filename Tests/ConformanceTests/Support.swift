@@ -1,6 +1,7 @@
 import Logging
 import MartletBroker
 import MartletMQTT
+import MartletTLS
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -16,7 +17,9 @@ func withBroker<T>(
     config.listeners = [.init(host: "127.0.0.1", port: 0)]
     config.eventLoops = 2
     config.keepaliveSweepInterval = .milliseconds(100)
-    config.connectTimeout = .milliseconds(500)
+    // Long enough that a busy test machine never trips it by accident; the tests of the
+    // timeout itself set a short one.
+    config.connectTimeout = .seconds(3)
     configure(&config)
     var logger = Logger(label: "test-broker")
     logger.logLevel = .critical
@@ -71,12 +74,15 @@ final class RawClient: Sendable {
         self.version = version
     }
 
-    static func connect(port: Int, version: ProtocolVersion = .v3_1_1) async throws -> RawClient {
+    static func connect(port: Int, version: ProtocolVersion = .v3_1_1, tls: TLSContext? = nil) async throws -> RawClient {
         let collector = ByteCollector()
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, shutdownTimeout: .zero)) }
+                    try channel.pipeline.syncOperations.addHandler(collector)
+                }
             }
             .connect(host: "127.0.0.1", port: port)
             .get()
@@ -86,9 +92,9 @@ final class RawClient: Sendable {
     /// Opens a connection and completes CONNECT/CONNACK, returning the CONNACK.
     static func connected(
         port: Int, version: ProtocolVersion = .v3_1_1, clientID: String, cleanStart: Bool = true,
-        keepAlive: UInt16 = 60, will: Will? = nil, properties: Properties = []
+        keepAlive: UInt16 = 60, will: Will? = nil, properties: Properties = [], tls: TLSContext? = nil
     ) async throws -> (RawClient, ConnAckPacket) {
-        let client = try await connect(port: port, version: version)
+        let client = try await connect(port: port, version: version, tls: tls)
         try await client.send(.connect(ConnectPacket(
             protocolVersion: version, cleanStart: cleanStart, keepAlive: keepAlive, clientIdentifier: clientID,
             will: will, properties: properties)))

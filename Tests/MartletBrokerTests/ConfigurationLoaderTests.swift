@@ -43,6 +43,25 @@ import Testing
         #expect(c.logLevel == "debug")
     }
 
+    @Test func tlsListener() throws {
+        let c = try load("""
+            listeners:
+              - port: 8883
+                tls:
+                  cert: /etc/martlet/server.pem
+                  key: /etc/martlet/server.key
+                  cafile: /etc/martlet/ca.pem
+                  require_certificate: true
+                  min_version: "1.3"
+            """)
+        let tls = try #require(c.broker.listeners.first?.tls)
+        #expect(tls.certificateChainFile == "/etc/martlet/server.pem")
+        #expect(tls.privateKeyFile == "/etc/martlet/server.key")
+        #expect(tls.caFile == "/etc/martlet/ca.pem")
+        #expect(tls.peerVerification == .required)
+        #expect(tls.minimumVersion == .tls13)
+    }
+
     @Test func emptyFileKeepsDefaults() throws {
         #expect(try load("").broker.maximumInflight == 20)
         #expect(try load("# only a comment\n").broker.listeners.count == 1)
@@ -54,7 +73,10 @@ import Testing
         ("max_packet_size: 8\n", "max_packet_size", 1, "expected an integer in 16...268435460, got \"8\""),
         ("log_level: loud\n", "log_level", 1, "expected one of trace, debug, info, notice, warning, error, critical, got \"loud\""),
         ("listeners:\n  - host: a\n    port: 70000\n", "listeners[0].port", 3, "expected a port in 0...65535, got \"70000\""),
-        ("listeners:\n  - host: a\n    tls: yes\n", "listeners[0].tls", 3, "unknown key"),
+        ("listeners:\n  - host: a\n    colour: red\n", "listeners[0].colour", 3, "unknown key"),
+        ("listeners:\n  - port: 8883\n    tls:\n      cert: a.pem\n", "listeners[0].tls", 4, "a TLS listener needs cert and key"),
+        ("listeners:\n  - port: 8883\n    tls:\n      cert: a.pem\n      key: a.key\n      require_certificate: true\n", "listeners[0].tls.require_certificate", 4, "requires cafile or capath"),
+        ("listeners:\n  - port: 8883\n    tls:\n      cert: a.pem\n      key: a.key\n      min_version: 1.1\n", "listeners[0].tls.min_version", 6, "expected \"1.2\" or \"1.3\", got \"1.1\""),
         ("listeners: 1883\n", "listeners", 1, "expected a list of {host, port}"),
         ("max_inflight: [1, 2]\n", "max_inflight", 1, "expected an integer in 1...65535, got a list"),
     ])

@@ -13,6 +13,9 @@ struct TestCertificates: Sendable {
     var clientCert: String { directory + "/client.pem" }
     var clientKey: String { directory + "/client.key" }
 
+    /// Made once per process: blocking here happens a single time, before any TLS test runs.
+    static let shared = Result { try make() }
+
     static func make() throws -> TestCertificates {
         let dir = NSTemporaryDirectory() + "martlet-certs-\(UUID().uuidString)"
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -87,7 +90,7 @@ final class Pair {
 }
 
 @Suite struct TLSHandlerTests {
-    static let certs = Result { try TestCertificates.make() }
+    static var certs: Result<TestCertificates, any Error> { TestCertificates.shared }
 
     func contexts(minimum: TLSConfiguration.Version = .tls12, maximum: TLSConfiguration.Version? = nil,
                   mutual: Bool = false) throws -> (client: TLSContext, server: TLSContext) {

@@ -1,3 +1,4 @@
+import MartletTLS
 import NIOCore
 
 /// Everything the broker core needs to know, with the defaults a user gets when they
@@ -6,13 +7,16 @@ public struct BrokerConfiguration: Sendable {
     public struct Listener: Sendable, Hashable {
         public var host: String
         public var port: Int
-        public init(host: String = "127.0.0.1", port: Int = 1883) {
+        /// TLS settings; nil for a plain TCP listener.
+        public var tls: TLSConfiguration?
+        public init(host: String = "127.0.0.1", port: Int = 1883, tls: TLSConfiguration? = nil) {
             self.host = host
             self.port = port
+            self.tls = tls
         }
     }
 
-    /// Plain TCP listeners.
+    /// Plain and TLS listeners.
     public var listeners: [Listener] = [Listener()]
     /// Event loops (threads) that serve connections; 0 means one per core.
     public var eventLoops: Int = 0

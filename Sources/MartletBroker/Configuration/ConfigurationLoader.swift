@@ -1,3 +1,4 @@
+import MartletTLS
 import NIOCore
 import Yams
 
@@ -135,6 +136,8 @@ public enum ConfigurationLoader {
                         throw ConfigurationError(source: source, key: "\(key).port", line: line, message: "expected a port in 0...65535, got \(describe(v))")
                     }
                     listener.port = port
+                case "tls":
+                    listener.tls = try tlsSettings(v, key: "\(key).tls", source: source)
                 default:
                     throw ConfigurationError(source: source, key: "\(key).\(name)", line: k.mark.map { $0.line }, message: "unknown key")
                 }
@@ -142,6 +145,58 @@ public enum ConfigurationLoader {
             result.append(listener)
         }
         return result
+    }
+
+    /// `tls: {cert, key, cafile, capath, require_certificate, min_version, ciphers, ciphersuites}`.
+    static func tlsSettings(_ node: Node, key: String, source: String) throws(ConfigurationError) -> TLSConfiguration {
+        guard let map = node.mapping else {
+            throw ConfigurationError(source: source, key: key, line: node.mark.map { $0.line }, message: "expected a mapping with cert and key")
+        }
+        var tls = TLSConfiguration(peerVerification: .none)
+        for (k, v) in map {
+            let name = k.string ?? "?"
+            let line = v.mark.map { $0.line }
+            func text() throws(ConfigurationError) -> String {
+                guard let s = v.scalar?.string, !s.isEmpty else {
+                    throw ConfigurationError(source: source, key: "\(key).\(name)", line: line, message: "expected a value, got \(describe(v))")
+                }
+                return s
+            }
+            switch name {
+            case "cert": tls.certificateChainFile = try text()
+            case "key": tls.privateKeyFile = try text()
+            case "cafile": tls.caFile = try text()
+            case "capath": tls.caDirectory = try text()
+            case "ciphers": tls.cipherList = try text()
+            case "ciphersuites": tls.cipherSuites = try text()
+            case "require_certificate":
+                switch try text() {
+                case "true": tls.peerVerification = .required
+                case "false": tls.peerVerification = tls.caFile == nil ? .none : .optional
+                default:
+                    throw ConfigurationError(source: source, key: "\(key).\(name)", line: line, message: "expected true or false, got \(describe(v))")
+                }
+            case "min_version":
+                switch try text() {
+                case "1.2": tls.minimumVersion = .tls12
+                case "1.3": tls.minimumVersion = .tls13
+                default:
+                    throw ConfigurationError(source: source, key: "\(key).\(name)", line: line, message: "expected \"1.2\" or \"1.3\", got \(describe(v))")
+                }
+            default:
+                throw ConfigurationError(source: source, key: "\(key).\(name)", line: k.mark.map { $0.line }, message: "unknown key")
+            }
+        }
+        guard tls.certificateChainFile != nil, tls.privateKeyFile != nil else {
+            throw ConfigurationError(source: source, key: key, line: node.mark.map { $0.line }, message: "a TLS listener needs cert and key")
+        }
+        if tls.peerVerification == .required && tls.caFile == nil && tls.caDirectory == nil {
+            throw ConfigurationError(source: source, key: "\(key).require_certificate", line: node.mark.map { $0.line }, message: "requires cafile or capath")
+        }
+        if tls.peerVerification == .none && (tls.caFile != nil || tls.caDirectory != nil) {
+            tls.peerVerification = .optional
+        }
+        return tls
     }
 
     /// Applies `MARTLET_<KEY>` variables (e.g. MARTLET_MAX_INFLIGHT=50) over the file's values.

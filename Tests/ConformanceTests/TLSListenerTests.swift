@@ -1,0 +1,137 @@
+import Foundation
+import MartletBroker
+import MartletMQTT
+import MartletTLS
+import NIOCore
+import Testing
+
+/// Certificates made by certs/make-dev-certs.sh in a fresh directory.
+struct DevCertificates: Sendable {
+    let directory: String
+    var ca: String { directory + "/ca.pem" }
+    var serverCert: String { directory + "/server.pem" }
+    var serverKey: String { directory + "/server.key" }
+    var clientCert: String { directory + "/client.pem" }
+    var clientKey: String { directory + "/client.key" }
+
+    /// Runs the script without blocking a concurrency thread (tests share very few).
+    static func make(into dir: String = NSTemporaryDirectory() + "martlet-certs-\(UUID().uuidString)") async throws -> DevCertificates {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("certs/make-dev-certs.sh").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = [script, dir]
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        while p.isRunning { try await Task.sleep(for: .milliseconds(10)) }
+        guard p.terminationStatus == 0 else { throw TLSError.configuration("make-dev-certs.sh failed") }
+        return DevCertificates(directory: dir)
+    }
+
+    func client(withCertificate: Bool = false) throws -> TLSContext {
+        var c = TLSConfiguration.client(caFile: ca, serverName: "127.0.0.1")
+        if withCertificate {
+            c.certificateChainFile = clientCert
+            c.privateKeyFile = clientKey
+        }
+        return try TLSContext(configuration: c, role: .client)
+    }
+}
+
+@Suite struct TLSListenerTests {
+
+    /// A plain listener (index 0) and a TLS listener (index 1).
+    func withTLSBroker(requireCertificate: Bool = false, connectTimeout: TimeAmount = .seconds(3),
+                       _ body: (MQTTBroker, Int, Int, DevCertificates) async throws -> Void) async throws {
+        let certs = try await DevCertificates.make()
+        var tls = TLSConfiguration.server(certificateChainFile: certs.serverCert, privateKeyFile: certs.serverKey)
+        if requireCertificate {
+            tls.peerVerification = .required
+            tls.caFile = certs.ca
+        }
+        try await withBroker({
+            $0.listeners = [.init(host: "127.0.0.1", port: 0), .init(host: "127.0.0.1", port: 0, tls: tls)]
+            $0.connectTimeout = connectTimeout
+        }) { broker, _ in
+            let ports = broker.localAddresses.map { $0.port! }
+            try await body(broker, ports[0], ports[1], certs)
+        }
+    }
+
+    @Test("MQTT over TLS: CONNECT/CONNACK, and messages cross between TLS and plain listeners")
+    func connectAndRouteAcrossListeners() async throws {
+        try await withTLSBroker { _, plain, tlsPort, certs in
+            let (secure, ack) = try await RawClient.connected(port: tlsPort, clientID: "secure", tls: try certs.client())
+            #expect(ack.reasonCode == .success)
+            _ = try await secure.subscribe("t/#", qos: .atLeastOnce)
+            let (open, _) = try await RawClient.connected(port: plain, clientID: "open")
+            try await open.publish("t/1", "over the wire", qos: .atLeastOnce, id: 1)
+            let m = try await secure.nextPublish()
+            #expect(m.payloadString == "over the wire")
+        }
+    }
+
+    @Test("plaintext MQTT sent to the TLS port is closed without affecting others")
+    func plaintextToTLSPort() async throws {
+        try await withTLSBroker { _, _, tlsPort, certs in
+            let (good, _) = try await RawClient.connected(port: tlsPort, clientID: "good", tls: try certs.client())
+            let bad = try await RawClient.connect(port: tlsPort)
+            try await bad.send(h("10 0F 00 04 'MQTT' 04 02 00 3C 00 03 'abc'"))
+            try await bad.expectClosed()
+            try await good.send(h("C0 00"))
+            #expect(try await good.read(count: 2) == h("D0 00"))
+        }
+    }
+
+    @Test("a handshake that stalls is closed after the connect timeout")
+    func stalledHandshake() async throws {
+        try await withTLSBroker(connectTimeout: .milliseconds(300)) { _, _, tlsPort, _ in
+            let silent = try await RawClient.connect(port: tlsPort)
+            try await silent.expectClosed(timeout: .seconds(3))
+        }
+    }
+
+    @Test("mutual TLS: a client without a certificate is refused, one with a certificate connects")
+    func mutualTLS() async throws {
+        try await withTLSBroker(requireCertificate: true) { _, _, tlsPort, certs in
+            let anonymous = try await RawClient.connect(port: tlsPort, tls: try certs.client())
+            // With TLS 1.3 the server may refuse before or after this write is attempted.
+            try? await anonymous.send(.connect(ConnectPacket(clientIdentifier: "anon")))
+            #expect(try await anonymous.expectClosed().isEmpty)
+            let (ok, ack) = try await RawClient.connected(port: tlsPort, clientID: "cert", tls: try certs.client(withCertificate: true))
+            #expect(ack.reasonCode == .success)
+            await ok.close()
+        }
+    }
+
+    @Test("certificate reload: new connections get the new certificate, existing ones keep working, broken files keep the old context")
+    func reload() async throws {
+        let dir = NSTemporaryDirectory() + "martlet-reload-\(UUID().uuidString)"
+        let first = try await DevCertificates.make(into: dir)
+        let tls = TLSConfiguration.server(certificateChainFile: first.serverCert, privateKeyFile: first.serverKey)
+        let firstClient = try first.client()
+        try await withBroker({ $0.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)] }) { broker, port in
+            let (existing, _) = try await RawClient.connected(port: port, clientID: "existing", tls: firstClient)
+            // New CA, new server certificate, written over the same files.
+            let second = try await DevCertificates.make(into: dir)
+            #expect(broker.reloadTLS().isEmpty)
+            let secondClient = try second.client()
+            let (fresh, ack) = try await RawClient.connected(port: port, clientID: "fresh", tls: secondClient)
+            #expect(ack.reasonCode == .success)
+            // A client that only trusts the old CA can no longer connect.
+            let stale = try await RawClient.connect(port: port, tls: firstClient)
+            try await stale.expectClosed()
+            // The connection made before the reload is untouched.
+            try await existing.send(h("C0 00"))
+            #expect(try await existing.read(count: 2) == h("D0 00"))
+            // A broken key file: reload fails, the running context stays.
+            try "not a key".write(toFile: second.serverKey, atomically: true, encoding: .utf8)
+            let errors = broker.reloadTLS()
+            #expect(errors.count == 1)
+            let (again, ack2) = try await RawClient.connected(port: port, clientID: "again", tls: secondClient)
+            #expect(ack2.reasonCode == .success)
+            await fresh.close()
+            await again.close()
+        }
+    }
+}
