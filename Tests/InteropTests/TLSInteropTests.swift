@@ -41,6 +41,91 @@ func makeCertificates(_ dir: String) async throws {
         try await broker.shutdown()
     }
 
+    /// A broker with one TLS listener on port 0; mutual TLS when `cafile` is given.
+    func withTLSBroker(_ dir: String, requireCertificateFrom cafile: String? = nil, _ body: (Int) async throws -> Void) async throws {
+        var tls = TLSConfiguration.server(certificateChainFile: dir + "/server.pem", privateKeyFile: dir + "/server.key")
+        if let cafile {
+            tls.caFile = cafile
+            tls.peerVerification = .required
+        }
+        var config = BrokerConfiguration()
+        config.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)]
+        var logger = Logger(label: "tls-interop")
+        logger.logLevel = .critical
+        let broker = MQTTBroker(configuration: config, logger: logger)
+        try await broker.start()
+        do {
+            try await body(broker.localAddresses[0].port!)
+        } catch {
+            try? await broker.shutdown()
+            throw error
+        }
+        try await broker.shutdown()
+    }
+
+    @Test func opensslSClientVersions() async throws {
+        let dir = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
+        try await makeCertificates(dir)
+        try await withTLSBroker(dir) { port in
+            for flag in ["-tls1_2", "-tls1_3"] {
+                let r = try await run("/usr/bin/openssl", ["s_client", "-connect", "127.0.0.1:\(port)", flag, "-CAfile", dir + "/ca.pem",
+                                                            "-verify_return_error", "-verify_ip", "127.0.0.1", "-alpn", "mqtt"])
+                #expect(r.status == 0, "\(flag): \(r.stderr)")
+                #expect(r.stdout.contains("Verify return code: 0 (ok)"), "\(r.stdout)")
+                #expect(r.stdout.contains("ALPN protocol: mqtt"), "\(r.stdout)")
+                #expect(r.stdout.contains(flag == "-tls1_2" ? "Protocol  : TLSv1.2" : "TLSv1.3"), "\(r.stdout)")
+            }
+            // TLS 1.1 is below the minimum (1.2) and is refused.
+            let old = try await run("/usr/bin/openssl", ["s_client", "-connect", "127.0.0.1:\(port)", "-tls1_1", "-CAfile", dir + "/ca.pem", "-brief"])
+            #expect(old.status != 0)
+        }
+    }
+
+    @Test func mutualTLSWithMosquittoClients() async throws {
+        let dir = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
+        let other = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
+        try await makeCertificates(dir)
+        try await makeCertificates(other)
+        try await withTLSBroker(dir, requireCertificateFrom: dir + "/ca.pem") { port in
+            let base = ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", dir + "/ca.pem", "-t", "m", "-m", "x", "-q", "1"]
+            let ok = try await run(mosquittoPub, base + ["--cert", dir + "/client.pem", "--key", dir + "/client.key"])
+            #expect(ok.status == 0, "\(ok.stderr)")
+            let none = try await run(mosquittoPub, base)
+            #expect(none.status != 0)
+            let foreign = try await run(mosquittoPub, base + ["--cert", other + "/client.pem", "--key", other + "/client.key"])
+            #expect(foreign.status != 0)
+        }
+    }
+
+    @Test func pahoOverTLS() async throws {
+        let dir = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
+        try await makeCertificates(dir)
+        try await withTLSBroker(dir) { port in
+            let script = """
+                import ssl, sys, threading
+                import paho.mqtt.client as mqtt
+                done = threading.Event()
+                got = []
+                def on_message(c, u, m):
+                    got.append(m.payload); done.set()
+                def on_connect(c, u, f, rc):
+                    c.subscribe("paho/tls", 1)
+                def on_subscribe(c, u, mid, q):
+                    c.publish("paho/tls", b"secret", qos=1)
+                c = mqtt.Client(client_id="paho-tls")
+                c.tls_set(ca_certs=sys.argv[2])
+                c.on_connect, c.on_message, c.on_subscribe = on_connect, on_message, on_subscribe
+                c.connect("127.0.0.1", int(sys.argv[1]), 30)
+                c.loop_start()
+                ok = done.wait(10)
+                c.disconnect(); c.loop_stop()
+                print("OK" if ok and got == [b"secret"] else "FAIL %r" % got)
+                """
+            let r = try await run(debianPython, ["-c", script, "\(port)", dir + "/ca.pem"], timeout: .seconds(20))
+            #expect(r.stdout == "OK\n", "\(r.stdout) \(r.stderr)")
+        }
+    }
+
     @Test func sighupReloadsCertificates() async throws {
         let dir = NSTemporaryDirectory() + "martlet-reload-\(UUID().uuidString)"
         try await makeCertificates(dir)

@@ -120,12 +120,15 @@ final class Pair {
         #expect(pair.serverSink.events == [.handshakeCompleted(applicationProtocol: "mqtt")])
         #expect(pair.clientTLS.protocolVersion == (version == .tls12 ? "TLSv1.2" : "TLSv1.3"))
         #expect(String(buffer: pair.serverSink.received) == "early")
-        pair.server.writeAndFlush(ByteBuffer(string: "hello client"), promise: nil)
-        let big = ByteBuffer(repeating: 0x42, count: 100_000)
-        pair.client.writeAndFlush(big, promise: nil)
+        // 1 MiB each way, with a pattern so corruption or reordering would show.
+        let mebibyte = ByteBuffer(bytes: (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 8) })
+        pair.server.writeAndFlush(mebibyte, promise: nil)
+        pair.client.writeAndFlush(mebibyte, promise: nil)
         try pair.pump()
-        #expect(String(buffer: pair.clientSink.received) == "hello client")
-        #expect(pair.serverSink.received.readableBytes == 5 + 100_000)
+        #expect(pair.clientSink.received == mebibyte)
+        var atServer = pair.serverSink.received
+        #expect(atServer.readString(length: 5) == "early")
+        #expect(atServer == mebibyte)
         #expect(pair.clientSink.errors.isEmpty && pair.serverSink.errors.isEmpty)
     }
 
@@ -205,6 +208,18 @@ final class Pair {
         try pair.pump()
         try closed.wait()
         #expect(pair.serverSink.errors.isEmpty)
+    }
+
+    @Test func serverCloseSendsCloseNotifyToo() throws {
+        let (c, s) = try contexts()
+        let pair = try Pair(client: c, server: s)
+        try pair.activate()
+        let closed = pair.server.close()
+        try pair.pump()
+        #expect(!pair.client.isActive)
+        try pair.pump()
+        try closed.wait()
+        #expect(pair.clientSink.errors.isEmpty)
     }
 
     @Test func tcpCloseWithoutCloseNotifyIsReported() throws {
