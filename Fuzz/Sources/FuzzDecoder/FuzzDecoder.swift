@@ -17,13 +17,21 @@ public func fuzzDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 
     let processor = NIOSingleStepByteToMessageProcessor(MQTTPacketDecoder(version: version, maximumPacketSize: 1 << 16))
     var index = 0
+    // The level the stream speaks: fixed for a client, learned from CONNECT for a server,
+    // exactly as the decoder itself learns it.
+    var streamLevel = version
     do {
         while index < bytes.count {
             let end = min(index + chunk, bytes.count)
             let buffer = ByteBuffer(bytes: bytes[index..<end])
             try processor.process(buffer: buffer) { packet in
                 let level: ProtocolVersion
-                if case .connect(let c) = packet { level = c.protocolVersion } else { level = version ?? .v3_1_1 }
+                if case .connect(let c) = packet {
+                    level = c.protocolVersion
+                    if streamLevel == nil { streamLevel = c.protocolVersion }
+                } else {
+                    level = streamLevel ?? .v3_1_1
+                }
                 var out = ByteBuffer()
                 do {
                     try packet.write(to: &out, version: level)
