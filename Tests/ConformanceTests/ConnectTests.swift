@@ -142,3 +142,27 @@ func h(_ notation: String) -> [UInt8] {
     }
     return out
 }
+
+/// The broker's own framing over a real socket: any split of the byte stream works.
+@Suite struct FramingTests {
+    @Test("packets split into single bytes, and a large packet split in pieces, are handled")
+    func splitPackets() async throws {
+        try await withBroker { _, port in
+            let (sub, _) = try await RawClient.connected(port: port, clientID: "sub")
+            _ = try await sub.subscribe("split")
+            let c = try await RawClient.connect(port: port)
+            var bytes = ByteBuffer()
+            try MQTTPacket.connect(ConnectPacket(clientIdentifier: "byte-by-byte")).write(to: &bytes, version: .v3_1_1)
+            try MQTTPacket.publish(PublishPacket(topic: "split", payload: ByteBuffer(string: "small"))).write(to: &bytes, version: .v3_1_1)
+            for b in bytes.readableBytesView { try await c.send([b]) }
+            #expect(try await c.read(count: 4) == h("20 02 00 00"))
+            #expect(try await sub.nextPublish().payloadString == "small")
+            var big = ByteBuffer()
+            let payload = String(repeating: "x", count: 100_000)
+            try MQTTPacket.publish(PublishPacket(topic: "split", payload: ByteBuffer(string: payload))).write(to: &big, version: .v3_1_1)
+            let all = Array(big.readableBytesView)
+            for range in [0..<3, 3..<50_000, 50_000..<all.count] { try await c.send(Array(all[range])) }
+            #expect(try await sub.nextPublish().payload.readableBytes == 100_000)
+        }
+    }
+}

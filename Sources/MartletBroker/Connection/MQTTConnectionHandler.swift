@@ -49,7 +49,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
     private let router: Router
     private let configuration: BrokerConfiguration
     private var logger: Logger
-    private var processor: NIOSingleStepByteToMessageProcessor<MQTTPacketDecoder>
+    private var decoder: MQTTPacketDecoder
+    /// The start of a packet that has not fully arrived, in a buffer of its own. Nil between
+    /// packets, so an idle connection keeps no read buffer alive.
+    private var partial: ByteBuffer?
     private var state = State.awaitingConnect
     private var context: ChannelHandlerContext?
     private(set) var connectionID = 0
@@ -67,9 +70,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         self.router = router
         self.configuration = configuration
         self.logger = logger
-        self.processor = NIOSingleStepByteToMessageProcessor(
-            MQTTPacketDecoder(maximumPacketSize: configuration.maximumPacketSize),
-            maximumBufferSize: configuration.maximumPacketSize + 8)
+        self.decoder = MQTTPacketDecoder(maximumPacketSize: configuration.maximumPacketSize)
     }
 
     private var version: ProtocolVersion {
@@ -114,9 +115,30 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .closed = state { return }
         lastPacketAt = .now()
+        var incoming = unwrapInboundIn(data)
+        let continuing = partial != nil
+        var buffer: ByteBuffer
+        if var p = partial {
+            p.writeBuffer(&incoming)
+            buffer = p
+            partial = nil
+        } else {
+            buffer = incoming
+        }
         do {
-            try processor.process(buffer: unwrapInboundIn(data)) { packet in
-                self.handle(packet)
+            while let packet = try decoder.decode(buffer: &buffer) {
+                handle(packet)
+                if case .closed = state { return }
+            }
+            if buffer.readableBytes > 0 {
+                if continuing {
+                    partial = buffer
+                } else {
+                    // Copy the unfinished packet out so the read buffer it came in is released.
+                    var own = context.channel.allocator.buffer(capacity: buffer.readableBytes)
+                    own.writeBuffer(&buffer)
+                    partial = own
+                }
             }
         } catch let error as MQTTCodecError {
             handleDecodeError(error)
