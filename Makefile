@@ -1,11 +1,13 @@
 # Martlet — the two commands a new user needs:
 #   make run    build and run the broker (martletd) with config/martlet.yaml (127.0.0.1:1883)
+#               plus a TLS listener on 127.0.0.1:8883 with development certificates
 #   make test   install what the tests need, build, run every test and a bounded fuzz run
 SHELL := /bin/bash
 SWIFT ?= swift
 CONFIG ?= config/martlet.yaml
 # PORT=N adds a listener on 127.0.0.1:N to the config file's.
 PORT ?=
+TLS_PORT ?= 8883
 FUZZ_SECONDS ?= 60
 
 # Debian packages: libssl-dev for the OpenSSL shim; mosquitto-clients, python3-paho-mqtt
@@ -38,8 +40,13 @@ build: deps
 build-release: deps
 	$(SWIFT) build -c release --product martletd
 
-run: build-release
-	$(SWIFT) run -c release --skip-build martletd --config $(CONFIG) $(if $(PORT),--port $(PORT))
+# Development certificates for the TLS listener on 8883, made on first use (never committed).
+certs/out/server.pem:
+	bash certs/make-dev-certs.sh
+
+run: build-release certs/out/server.pem
+	$(SWIFT) run -c release --skip-build martletd --config $(CONFIG) $(if $(PORT),--port $(PORT)) \
+	  --tls-port $(TLS_PORT) --cert certs/out/server.pem --key certs/out/server.key
 
 unit-tests: deps
 	$(SWIFT) build --build-tests
