@@ -105,6 +105,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "MartletClientTests",
+            dependencies: [
+                "MartletClient", "MartletBroker", "MartletTLS", "MartletMQTT",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "ConformanceTests",
             dependencies: [
                 "MartletBroker", "MartletMQTT", "MartletTLS",

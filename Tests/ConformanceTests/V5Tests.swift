@@ -101,12 +101,18 @@ import Testing
 
     @Test("v5 session expiry elapses: the session is gone afterwards")
     func sessionExpires() async throws {
-        try await withBroker { _, port in
+        try await withBroker { broker, port in
             var one = Properties()
             one.sessionExpiryInterval = 1
             let (a, _) = try await RawClient.connected(port: port, version: .v5, clientID: "e1", cleanStart: false, properties: one)
             await a.close()
-            try await Task.sleep(for: .milliseconds(1300))
+            // Offline, the session lives for its expiry interval (1 s), then goes.
+            let closedAt = ContinuousClock.now
+            try await poll(.seconds(5), "the session to expire") {
+                let s = try? await broker.statistics()
+                return s?.sessions == 0 ? true : nil
+            }
+            #expect(ContinuousClock.now - closedAt >= .milliseconds(900))
             let (_, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "e1", cleanStart: false, properties: one)
             #expect(ack.sessionPresent == false)
         }

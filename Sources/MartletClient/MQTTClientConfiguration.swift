@@ -1,0 +1,66 @@
+import MartletMQTT
+import MartletTLS
+import NIOCore
+
+/// How `MQTTClient` connects: where, as whom, and with which session.
+public struct MQTTClientConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    public var clientID: String
+    public var version: ProtocolVersion = .v3_1_1
+    /// 3.1.1 clean session / v5 clean start.
+    public var cleanStart = true
+    /// Seconds between PINGREQs when idle; 0 turns keepalive off.
+    public var keepAlive: UInt16 = 60
+    public var username: String?
+    public var password: String?
+    public var will: Will?
+    /// v5 session expiry interval in seconds (0 = the session ends at disconnect).
+    public var sessionExpiryInterval: UInt32?
+    /// TLS settings; nil for plain TCP. Verification and host-name checks are on by default.
+    public var tls: TLSConfiguration?
+    /// Time allowed for TCP, TLS and CONNACK together.
+    public var connectTimeout: TimeAmount = .seconds(10)
+    /// Incoming messages held for a consumer that reads slowly; past it the oldest are dropped
+    /// (and counted in `MQTTClient.droppedMessages`). The broker's flow control still applies.
+    public var messageBufferSize = 10_000
+
+    public init(host: String = "127.0.0.1", port: Int = 1883, clientID: String) {
+        self.host = host
+        self.port = port
+        self.clientID = clientID
+    }
+}
+
+/// Why a client operation failed.
+public enum MQTTClientError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The broker answered CONNECT with a refusal.
+    case connectionRefused(ReasonCode)
+    /// No CONNACK (or no acknowledgement) in time.
+    case timeout(String)
+    /// The connection closed before the operation completed.
+    case connectionClosed
+    /// The broker sent something this client cannot accept.
+    case protocolError(String)
+    /// The broker refused a SUBSCRIBE filter or a PUBLISH (v5 reason code).
+    case refused(ReasonCode)
+
+    public var description: String {
+        switch self {
+        case .connectionRefused(let code): return "connection refused: \(code)"
+        case .timeout(let what): return "timed out waiting for \(what)"
+        case .connectionClosed: return "connection closed"
+        case .protocolError(let why): return "protocol error: \(why)"
+        case .refused(let code): return "refused: \(code)"
+        }
+    }
+}
+
+/// A message received on a subscription.
+public struct ReceivedMessage: Sendable, Hashable {
+    public var topic: String
+    public var payload: ByteBuffer
+    public var qos: QoS
+    public var retain: Bool
+    public var properties: Properties
+}

@@ -1,0 +1,154 @@
+import Foundation
+import Logging
+import MartletBroker
+import MartletClient
+import MartletMQTT
+import MartletTLS
+import NIOCore
+import Testing
+
+/// Starts Debian's mosquitto broker on a free loopback port for the duration of `body`.
+func withMosquitto(_ body: (Int) async throws -> Void) async throws {
+    let port = Int.random(in: 20_000...29_000)
+    let conf = NSTemporaryDirectory() + "mosquitto-\(UUID().uuidString).conf"
+    try "listener \(port) 127.0.0.1\nallow_anonymous true\n".write(toFile: conf, atomically: true, encoding: .utf8)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/sbin/mosquitto")
+    p.arguments = ["-c", conf]
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    defer { kill(p.processIdentifier, SIGKILL) }
+    // Wait until it accepts connections.
+    let deadline = ContinuousClock.now + .seconds(10)
+    while true {
+        if let c = try? await MQTTClient.connect(.init(port: port, clientID: "probe")) {
+            try await c.disconnect()
+            break
+        }
+        if ContinuousClock.now > deadline { Issue.record("mosquitto did not start"); return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    try await body(port)
+}
+
+func withMartlet(tls: TLSConfiguration? = nil, _ body: (Int) async throws -> Void) async throws {
+    var config = BrokerConfiguration()
+    config.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)]
+    config.eventLoops = 2
+    var logger = Logger(label: "client-tests")
+    logger.logLevel = .critical
+    let broker = MQTTBroker(configuration: config, logger: logger)
+    try await broker.start()
+    do {
+        try await body(broker.localAddresses[0].port!)
+    } catch {
+        try? await broker.shutdown()
+        throw error
+    }
+    try await broker.shutdown()
+}
+
+/// Takes the next `count` messages from `client`, failing after `timeout`.
+func next(_ count: Int, from client: MQTTClient, timeout: Duration = .seconds(5)) async throws -> [ReceivedMessage] {
+    try await withThrowingTaskGroup(of: [ReceivedMessage]?.self) { group in
+        group.addTask {
+            var got: [ReceivedMessage] = []
+            for await m in client.messages {
+                got.append(m)
+                if got.count == count { break }
+            }
+            return got
+        }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        let first = try await group.next()!
+        group.cancelAll()
+        guard let result = first else { throw MQTTClientError.timeout("\(count) messages") }
+        return result
+    }
+}
+
+@Suite struct MQTTClientTests {
+    func roundTrip(port: Int, version: ProtocolVersion) async throws {
+        var subConfig = MQTTClientConfiguration(port: port, clientID: "client-sub-\(version.rawValue)")
+        subConfig.version = version
+        let sub = try await MQTTClient.connect(subConfig)
+        let codes = try await sub.subscribe([.init("client/+", qos: .exactlyOnce)])
+        #expect(codes == [.grantedQoS2])
+        var pubConfig = MQTTClientConfiguration(port: port, clientID: "client-pub-\(version.rawValue)")
+        pubConfig.version = version
+        let pub = try await MQTTClient.connect(pubConfig)
+        for qos in QoS.allCases {
+            try await pub.publish("client/\(qos.rawValue)", payload: ByteBuffer(string: "q\(qos.rawValue)"), qos: qos)
+        }
+        let got = try await next(3, from: sub)
+        #expect(got.map(\.topic) == ["client/0", "client/1", "client/2"])
+        #expect(got.map { String(buffer: $0.payload) } == ["q0", "q1", "q2"])
+        #expect(got.map(\.qos) == [.atMostOnce, .atLeastOnce, .exactlyOnce])
+        try await pub.disconnect()
+        try await sub.disconnect()
+    }
+
+    @Test(arguments: [ProtocolVersion.v3_1_1, .v5])
+    func againstMartlet(_ version: ProtocolVersion) async throws {
+        try await withMartlet { port in try await roundTrip(port: port, version: version) }
+    }
+
+    @Test(arguments: [ProtocolVersion.v3_1_1, .v5])
+    func againstMosquitto(_ version: ProtocolVersion) async throws {
+        try await withMosquitto { port in try await roundTrip(port: port, version: version) }
+    }
+
+    @Test func refusalSaysWhy() async throws {
+        try await withMartlet { port in
+            var config = MQTTClientConfiguration(port: port, clientID: "")
+            config.cleanStart = false
+            await #expect(throws: MQTTClientError.connectionRefused(ReasonCode(ConnectReturnCode.identifierRejected.rawValue))) {
+                _ = try await MQTTClient.connect(config)
+            }
+        }
+    }
+
+    @Test func persistentSessionIsPresentOnReconnect() async throws {
+        try await withMartlet { port in
+            var config = MQTTClientConfiguration(port: port, clientID: "persistent")
+            config.cleanStart = false
+            let first = try await MQTTClient.connect(config)
+            #expect(first.connack.sessionPresent == false)
+            try await first.subscribe("p", qos: .atLeastOnce)
+            try await first.disconnect()
+            let pub = try await MQTTClient.connect(.init(port: port, clientID: "pub"))
+            try await pub.publish("p", payload: ByteBuffer(string: "while away"), qos: .atLeastOnce)
+            let again = try await MQTTClient.connect(config)
+            #expect(again.connack.sessionPresent == true)
+            #expect(try await next(1, from: again).first.map { String(buffer: $0.payload) } == "while away")
+        }
+    }
+
+    @Test func tlsWithVerification() async throws {
+        let dir = NSTemporaryDirectory() + "martlet-client-\(UUID().uuidString)"
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("certs/make-dev-certs.sh").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = [script, dir]
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        while p.isRunning { try await Task.sleep(for: .milliseconds(10)) }
+        try await withMartlet(tls: .server(certificateChainFile: dir + "/server.pem", privateKeyFile: dir + "/server.key")) { port in
+            var config = MQTTClientConfiguration(host: "127.0.0.1", port: port, clientID: "tls-client")
+            config.tls = .client(caFile: dir + "/ca.pem", serverName: nil)
+            let client = try await MQTTClient.connect(config)
+            try await client.subscribe("secure")
+            try await client.publish("secure", payload: ByteBuffer(string: "encrypted"), qos: .atLeastOnce)
+            #expect(try await next(1, from: client).first.map { String(buffer: $0.payload) } == "encrypted")
+            try await client.disconnect()
+            // The certificate is for localhost/127.0.0.1: another name fails verification.
+            config.tls?.serverName = "broker.example.com"
+            await #expect(throws: (any Error).self) { _ = try await MQTTClient.connect(config) }
+        }
+    }
+}
