@@ -79,8 +79,10 @@ let package = Package(
             dependencies: [
                 "MartletClient",
                 "MartletMQTT",
+                "MartletTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -21,8 +21,11 @@ final class ChildProcess: @unchecked Sendable {
     /// Test threads block signals such as SIGALRM and SIGTERM, and a spawned child
     /// inherits that mask (mosquitto_sub's -W would never fire). The child is therefore
     /// started through a one-line exec that restores the default mask and dispositions.
+    /// It also asks the kernel to kill the child if the test process dies first
+    /// (PR_SET_PDEATHSIG), so no broker outlives an interrupted test run.
     static let execWithDefaultSignals =
-        "import os,signal,sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+        "import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+        + "signal.pthread_sigmask(signal.SIG_SETMASK, []); "
         + "signal.signal(signal.SIGPIPE, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
 
     init(_ executable: String, _ arguments: [String]) throws {
@@ -52,6 +55,11 @@ final class ChildProcess: @unchecked Sendable {
 
     func kill(signal: Int32 = SIGKILL) {
         Foundation.kill(process.processIdentifier, signal)
+    }
+
+    deinit {
+        // Never leave a child running behind a finished test.
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
     }
 
     private func collect() -> ProcessResult {

@@ -11,10 +11,14 @@ import Testing
 func withMosquitto(_ body: (Int) async throws -> Void) async throws {
     let port = Int.random(in: 20_000...29_000)
     let conf = NSTemporaryDirectory() + "mosquitto-\(UUID().uuidString).conf"
-    try "listener \(port) 127.0.0.1\nallow_anonymous true\n".write(toFile: conf, atomically: true, encoding: .utf8)
+    // `user root`: dropping privileges would clear the parent-death signal set below.
+    try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\n".write(toFile: conf, atomically: true, encoding: .utf8)
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/sbin/mosquitto")
-    p.arguments = ["-c", conf]
+    // Started through a one-line exec that makes the kernel kill mosquitto if this test
+    // process dies first (PR_SET_PDEATHSIG), so no broker outlives an interrupted run.
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+    p.arguments = ["-c", "import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); os.execv(sys.argv[1], sys.argv[1:])",
+                   "/usr/sbin/mosquitto", "-c", conf]
     p.standardOutput = FileHandle.nullDevice
     p.standardError = FileHandle.nullDevice
     try p.run()
