@@ -8,8 +8,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     let version: ProtocolVersion
-    private var decoder: MQTTPacketDecoder
-    private var partial: ByteBuffer?
+    private var framer: MQTTPacketFramer
     private var context: ChannelHandlerContext?
     private var connack: EventLoopPromise<ConnAckPacket>?
     /// Calls waiting for PUBACK / PUBCOMP / SUBACK / UNSUBACK, by packet id.
@@ -25,7 +24,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
 
     init(version: ProtocolVersion, keepAlive: UInt16, deliver: @escaping @Sendable (ReceivedMessage) -> Void) {
         self.version = version
-        self.decoder = MQTTPacketDecoder(version: version)
+        self.framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(version: version))
         self.keepAlive = keepAlive == 0 ? nil : .seconds(Int64(keepAlive))
         self.deliver = deliver
     }
@@ -38,18 +37,11 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        var buffer: ByteBuffer
-        if var p = partial {
-            p.writeBuffer(&incoming)
-            buffer = p
-            partial = nil
-        } else {
-            buffer = incoming
-        }
         do {
-            while let packet = try decoder.decode(buffer: &buffer) { handle(packet) }
-            if buffer.readableBytes > 0 { partial = buffer }
+            try framer.process(unwrapInboundIn(data), allocator: context.channel.allocator) { packet in
+                handle(packet)
+                return !closed
+            }
         } catch {
             context.fireErrorCaught(error)
             context.close(promise: nil)

@@ -30,7 +30,7 @@ import Testing
 
     @Test(arguments: ["mqttv311", "mqttv5"])
     func againstMosquittoBroker(_ version: String) async throws {
-        let port = 18_990 + (version == "mqttv5" ? 1 : 0)
+        let port = randomTestPort()
         try await withMosquitto(port: port) { try await pubSub(port: port, version: version) }
     }
 

@@ -36,17 +36,19 @@ import Testing
     }
 
     @Test func portInUseIsAClearErrorAndNonZeroExit() async throws {
-        let holder = try ChildProcess(Self.martletd, ["--port", "18999", "--log-level", "error"])
+        let port = randomTestPort()
+        let holder = try ChildProcess(Self.martletd, ["--port", "\(port)", "--log-level", "error"])
         defer { holder.kill() }
-        try await waitUntilListening(18999)
-        let r = try await run(Self.martletd, ["--port", "18999", "--log-level", "critical"])
+        try await waitUntilListening(UInt16(port))
+        let r = try await run(Self.martletd, ["--port", "\(port)", "--log-level", "critical"])
         #expect(r.status != 0)
-        #expect(r.stderr.contains("cannot listen on 127.0.0.1:18999"), "\(r.stderr)")
+        #expect(r.stderr.contains("cannot listen on 127.0.0.1:\(port)"), "\(r.stderr)")
     }
 
     @Test func sigtermStopsCleanlyWithExitZero() async throws {
-        let d = try ChildProcess(Self.martletd, ["--port", "18998", "--log-level", "info"])
-        try await waitUntilListening(18998)
+        let port = randomTestPort()
+        let d = try ChildProcess(Self.martletd, ["--port", "\(port)", "--log-level", "info"])
+        try await waitUntilListening(UInt16(port))
         d.kill(signal: SIGTERM)
         let r = try await d.finish(timeout: .seconds(5))
         #expect(r.status == 0, "\(r.stderr)")

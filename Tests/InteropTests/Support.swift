@@ -94,7 +94,7 @@ func withBroker<T>(_ body: (MQTTBroker, Int) async throws -> T) async throws -> 
 }
 
 /// Waits until the broker holds at least `count` subscriptions (a subscriber process is ready).
-func waitForSubscriptions(_ broker: MQTTBroker, _ count: Int, timeout: Duration = .seconds(5)) async throws {
+func waitForSubscriptions(_ broker: MQTTBroker, _ count: Int, timeout: Duration = .seconds(15)) async throws {
     let deadline = ContinuousClock.now + timeout
     while try await broker.statistics().subscriptions < count {
         if ContinuousClock.now > deadline {
@@ -109,3 +109,6 @@ let mosquittoPub = "/usr/bin/mosquitto_pub"
 let mosquittoSub = "/usr/bin/mosquitto_sub"
 /// Debian's python3, which has python3-paho-mqtt (a pyenv python on PATH may not).
 let debianPython = "/usr/bin/python3"
+
+/// A loopback port for a test daemon, random so that overlapping test runs do not collide.
+func randomTestPort() -> Int { Int.random(in: 30_000...39_999) }

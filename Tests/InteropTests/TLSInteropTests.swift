@@ -131,21 +131,22 @@ func makeCertificates(_ dir: String) async throws {
         try await makeCertificates(dir)
         let oldCA = dir + "/old-ca.pem"
         try FileManager.default.copyItem(atPath: dir + "/ca.pem", toPath: oldCA)
-        let daemon = try ChildProcess(DaemonTests.martletd, ["--tls-port", "18997", "--cert", dir + "/server.pem", "--key", dir + "/server.key", "--log-level", "info"])
+        let port = randomTestPort()
+        let daemon = try ChildProcess(DaemonTests.martletd, ["--tls-port", "\(port)", "--cert", dir + "/server.pem", "--key", dir + "/server.key", "--log-level", "info"])
         defer { daemon.kill() }
-        try await waitUntilListening(18997)
-        let before = try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "18997", "--cafile", oldCA, "-t", "r", "-m", "1"])
+        try await waitUntilListening(UInt16(port))
+        let before = try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", oldCA, "-t", "r", "-m", "1"])
         #expect(before.status == 0, "\(before.stderr)")
         try await makeCertificates(dir)  // new CA and server certificate over the same files
         daemon.kill(signal: SIGHUP)
         var after = ProcessResult(status: -1, stdout: "", stderr: "")
         for _ in 0..<50 {  // the reload is asynchronous: retry briefly
-            after = try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "18997", "--cafile", dir + "/ca.pem", "-t", "r", "-m", "2"])
+            after = try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", dir + "/ca.pem", "-t", "r", "-m", "2"])
             if after.status == 0 { break }
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(after.status == 0, "\(after.stderr)")
-        let stale = try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "18997", "--cafile", oldCA, "-t", "r", "-m", "3"])
+        let stale = try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", oldCA, "-t", "r", "-m", "3"])
         #expect(stale.status != 0)
         daemon.kill(signal: SIGTERM)
         let r = try await daemon.finish(timeout: .seconds(5))

@@ -46,4 +46,28 @@ import Testing
         #expect(out == [.pingreq])
         #expect(processor.unprocessedBytes == 4)
     }
+
+    @Test func framerKeepsOnlyTheUnfinishedPacket() throws {
+        var framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(version: .v3_1_1))
+        let allocator = ByteBufferAllocator()
+        var got: [MQTTPacket] = []
+        // A whole PINGREQ and the first 3 bytes of a PUBLISH in one large read buffer.
+        var read = allocator.buffer(capacity: 16_384)
+        read.writeBytes(h("C0 00 30 07 00"))
+        try framer.process(read, allocator: allocator) { got.append($0); return true }
+        #expect(got == [.pingreq])
+        #expect(framer.bufferedBytes == 3)
+        try framer.process(ByteBuffer(bytes: h("03 'a/b'")), allocator: allocator) { got.append($0); return true }
+        #expect(framer.bufferedBytes == 7)
+        try framer.process(ByteBuffer(bytes: h("'hi' C0 00")), allocator: allocator) { got.append($0); return true }
+        #expect(got == [.pingreq, .publish(.init(topic: "a/b", payload: buffer("hi"))), .pingreq])
+        #expect(framer.bufferedBytes == 0)
+        // Returning false stops at once.
+        try framer.process(ByteBuffer(bytes: h("C0 00 C0 00")), allocator: allocator) { _ in false }
+        #expect(framer.bufferedBytes == 0)
+        // Errors surface as the decoder's.
+        #expect(throws: MQTTCodecError.invalidPacketType(0)) {
+            try framer.process(ByteBuffer(bytes: h("00 00")), allocator: allocator) { _ in true }
+        }
+    }
 }

@@ -49,10 +49,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
     private let router: Router
     private let configuration: BrokerConfiguration
     private var logger: Logger
-    private var decoder: MQTTPacketDecoder
-    /// The start of a packet that has not fully arrived, in a buffer of its own. Nil between
-    /// packets, so an idle connection keeps no read buffer alive.
-    private var partial: ByteBuffer?
+    private var framer: MQTTPacketFramer
     private var state = State.awaitingConnect
     private var context: ChannelHandlerContext?
     private(set) var connectionID = 0
@@ -70,7 +67,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         self.router = router
         self.configuration = configuration
         self.logger = logger
-        self.decoder = MQTTPacketDecoder(maximumPacketSize: configuration.maximumPacketSize)
+        self.framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(maximumPacketSize: configuration.maximumPacketSize))
     }
 
     private var version: ProtocolVersion {
@@ -115,30 +112,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .closed = state { return }
         lastPacketAt = .now()
-        var incoming = unwrapInboundIn(data)
-        let continuing = partial != nil
-        var buffer: ByteBuffer
-        if var p = partial {
-            p.writeBuffer(&incoming)
-            buffer = p
-            partial = nil
-        } else {
-            buffer = incoming
-        }
         do {
-            while let packet = try decoder.decode(buffer: &buffer) {
+            try framer.process(unwrapInboundIn(data), allocator: context.channel.allocator) { packet in
                 handle(packet)
-                if case .closed = state { return }
-            }
-            if buffer.readableBytes > 0 {
-                if continuing {
-                    partial = buffer
-                } else {
-                    // Copy the unfinished packet out so the read buffer it came in is released.
-                    var own = context.channel.allocator.buffer(capacity: buffer.readableBytes)
-                    own.writeBuffer(&buffer)
-                    partial = own
-                }
+                if case .closed = state { return false }
+                return true
             }
         } catch let error as MQTTCodecError {
             handleDecodeError(error)

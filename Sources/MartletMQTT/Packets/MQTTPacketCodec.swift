@@ -44,3 +44,44 @@ public final class MQTTPacketEncoder: MessageToByteEncoder {
         try data.write(to: &out, version: version)
     }
 }
+
+/// Turns a connection's reads into packets, keeping no read buffer alive between packets:
+/// only the start of an unfinished packet is kept, copied into a buffer of its own size.
+/// An idle connection therefore holds no receive memory.
+public struct MQTTPacketFramer {
+    public var decoder: MQTTPacketDecoder
+    private var partial: ByteBuffer?
+
+    public init(decoder: MQTTPacketDecoder) {
+        self.decoder = decoder
+    }
+
+    /// Bytes of an unfinished packet held from earlier reads.
+    public var bufferedBytes: Int { partial?.readableBytes ?? 0 }
+
+    /// Calls `body` for each whole packet, in order; `body` returns false to stop (the
+    /// connection is closing) and the rest is dropped. Throws the decoder's errors.
+    public mutating func process(_ incoming: ByteBuffer, allocator: ByteBufferAllocator, _ body: (MQTTPacket) throws -> Bool) throws {
+        var incoming = incoming
+        let continuing = partial != nil
+        var buffer: ByteBuffer
+        if var p = partial {
+            partial = nil
+            p.writeBuffer(&incoming)
+            buffer = p
+        } else {
+            buffer = incoming
+        }
+        while let packet = try decoder.decode(buffer: &buffer) {
+            guard try body(packet) else { return }
+        }
+        guard buffer.readableBytes > 0 else { return }
+        if continuing {
+            partial = buffer  // already our own buffer
+        } else {
+            var own = allocator.buffer(capacity: buffer.readableBytes)
+            own.writeBuffer(&buffer)
+            partial = own
+        }
+    }
+}
