@@ -2,6 +2,7 @@ import ArgumentParser
 import MartletClient
 import MartletMQTT
 import MartletTLS
+import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -137,6 +138,10 @@ enum ExitStatus {
             return ExitCode(connectionFailed)
         case let e as TLSError:
             warn("TLS error: \(e)")
+            return ExitCode(connectionFailed)
+        case let e as NIOConnectionError:
+            let reason = e.connectionErrors.first.map { "\($0.error)" } ?? "no address to try"
+            warn("Error: cannot connect to \(e.host):\(e.port): \(reason)")
             return ExitCode(connectionFailed)
         default:
             warn("Error: \(error)")
