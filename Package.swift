@@ -87,14 +87,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "MartletTestSupport",
+            dependencies: [
+                "MartletBroker", "MartletTLS",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/MartletTestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "MartletMQTTTests",
-            dependencies: ["MartletMQTT", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["MartletMQTT", "MartletTestSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "MartletTLSTests",
             dependencies: [
+                "MartletTestSupport",
                 "MartletTLS", "CMartletOpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -103,12 +113,14 @@ let package = Package(
         ),
         .testTarget(
             name: "MartletBrokerTests",
-            dependencies: ["MartletBroker", "MartletMQTT"],
+            dependencies: [
+                "MartletTestSupport", "MartletBroker", "MartletMQTT"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "MartletClientTests",
             dependencies: [
+                "MartletTestSupport",
                 "MartletClient", "MartletBroker", "MartletTLS", "MartletMQTT",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -118,6 +130,7 @@ let package = Package(
         .testTarget(
             name: "ConformanceTests",
             dependencies: [
+                "MartletTestSupport",
                 "MartletBroker", "MartletMQTT", "MartletTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -127,7 +140,8 @@ let package = Package(
         ),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["MartletBroker", "MartletClient", "MartletTLS", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "MartletTestSupport", "MartletBroker", "MartletClient", "MartletTLS", .product(name: "Logging", package: "swift-log")],
             exclude: ["paho"],
             swiftSettings: strict
         ),

@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// CONNECT rules of MQTT 3.1.1 section 3.1 / 3.2, checked on the wire.
 @Suite struct ConnectTests {
@@ -128,19 +129,6 @@ import Testing
             try await c.expectClosed()
         }
     }
-}
-
-/// Hex and 'ascii' tokens to bytes (same notation as the codec tests).
-func h(_ notation: String) -> [UInt8] {
-    var out: [UInt8] = []
-    for token in notation.split(separator: " ") {
-        if token.hasPrefix("'") && token.hasSuffix("'") && token.count >= 2 {
-            out += Array(token.dropFirst().dropLast().utf8)
-        } else {
-            out.append(UInt8(token, radix: 16)!)
-        }
-    }
-    return out
 }
 
 /// The broker's own framing over a real socket: any split of the byte stream works.

@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// Configured limits, each fed a client that goes past it.
 @Suite struct LimitTests {

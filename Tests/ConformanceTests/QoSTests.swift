@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// QoS flows of MQTT 3.1.1 section 4.3 and delivery rules of 3.3.5 / 4.6.
 @Suite struct QoSTests {

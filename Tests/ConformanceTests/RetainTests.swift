@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// Retained messages (MQTT 3.1.1 section 3.3.1.3).
 @Suite struct RetainTests {

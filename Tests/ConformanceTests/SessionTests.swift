@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// Session state rules of MQTT 3.1.1 sections 3.1.2.4 and 4.1.
 @Suite struct SessionTests {

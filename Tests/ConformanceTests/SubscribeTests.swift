@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// SUBSCRIBE / UNSUBSCRIBE and topic matching (MQTT 3.1.1 sections 3.8–3.11, 4.7).
 @Suite struct SubscribeTests {

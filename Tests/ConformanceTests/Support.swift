@@ -6,35 +6,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
-
-/// A broker started in-process on 127.0.0.1, port 0, with two event loops so that
-/// cross-loop routing is exercised, and short timers so tests stay fast.
-func withBroker<T>(
-    _ configure: (inout BrokerConfiguration) -> Void = { _ in },
-    _ body: (MQTTBroker, Int) async throws -> T
-) async throws -> T {
-    var config = BrokerConfiguration()
-    config.listeners = [.init(host: "127.0.0.1", port: 0)]
-    config.eventLoops = 2
-    config.keepaliveSweepInterval = .milliseconds(100)
-    // Long enough that a busy test machine never trips it by accident; the tests of the
-    // timeout itself set a short one.
-    config.connectTimeout = .seconds(3)
-    configure(&config)
-    var logger = Logger(label: "test-broker")
-    logger.logLevel = .critical
-    let broker = MQTTBroker(configuration: config, logger: logger)
-    try await broker.start()
-    let port = broker.localAddresses.first!.port!
-    do {
-        let result = try await body(broker, port)
-        try await broker.shutdown()
-        return result
-    } catch {
-        try? await broker.shutdown()
-        throw error
-    }
-}
+import MartletTestSupport
 
 struct TimedOut: Error, CustomStringConvertible {
     var description: String

@@ -4,39 +4,7 @@ import MartletMQTT
 import MartletTLS
 import NIOCore
 import Testing
-
-/// Certificates made by certs/make-dev-certs.sh in a fresh directory.
-struct DevCertificates: Sendable {
-    let directory: String
-    var ca: String { directory + "/ca.pem" }
-    var serverCert: String { directory + "/server.pem" }
-    var serverKey: String { directory + "/server.key" }
-    var clientCert: String { directory + "/client.pem" }
-    var clientKey: String { directory + "/client.key" }
-
-    /// Runs the script without blocking a concurrency thread (tests share very few).
-    static func make(into dir: String = NSTemporaryDirectory() + "martlet-certs-\(UUID().uuidString)") async throws -> DevCertificates {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("certs/make-dev-certs.sh").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = [script, dir]
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        while p.isRunning { try await Task.sleep(for: .milliseconds(10)) }
-        guard p.terminationStatus == 0 else { throw TLSError.configuration("make-dev-certs.sh failed") }
-        return DevCertificates(directory: dir)
-    }
-
-    func client(withCertificate: Bool = false) throws -> TLSContext {
-        var c = TLSConfiguration.client(caFile: ca, serverName: "127.0.0.1")
-        if withCertificate {
-            c.certificateChainFile = clientCert
-            c.privateKeyFile = clientKey
-        }
-        return try TLSContext(configuration: c, role: .client)
-    }
-}
+import MartletTestSupport
 
 @Suite struct TLSListenerTests {
 
@@ -44,11 +12,7 @@ struct DevCertificates: Sendable {
     func withTLSBroker(requireCertificate: Bool = false, connectTimeout: TimeAmount = .seconds(3),
                        _ body: (MQTTBroker, Int, Int, DevCertificates) async throws -> Void) async throws {
         let certs = try await DevCertificates.make()
-        var tls = TLSConfiguration.server(certificateChainFile: certs.serverCert, privateKeyFile: certs.serverKey)
-        if requireCertificate {
-            tls.peerVerification = .required
-            tls.caFile = certs.ca
-        }
+        let tls = certs.server(requireClientCertificate: requireCertificate)
         try await withBroker({
             $0.listeners = [.init(host: "127.0.0.1", port: 0), .init(host: "127.0.0.1", port: 0, tls: tls)]
             $0.connectTimeout = connectTimeout
@@ -106,9 +70,9 @@ struct DevCertificates: Sendable {
 
     @Test("certificate reload: new connections get the new certificate, existing ones keep working, broken files keep the old context")
     func reload() async throws {
-        let dir = NSTemporaryDirectory() + "martlet-reload-\(UUID().uuidString)"
+        let dir = DevCertificates.freshDirectory()
         let first = try await DevCertificates.make(into: dir)
-        let tls = TLSConfiguration.server(certificateChainFile: first.serverCert, privateKeyFile: first.serverKey)
+        let tls = first.server()
         let firstClient = try first.client()
         try await withBroker({ $0.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)] }) { broker, port in
             let (existing, _) = try await RawClient.connected(port: port, clientID: "existing", tls: firstClient)

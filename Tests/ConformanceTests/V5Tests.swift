@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// MQTT 5.0 basics: reason codes, session expiry, assigned client id, forwarded properties.
 @Suite struct V5Tests {

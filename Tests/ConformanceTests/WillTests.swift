@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// Will messages (MQTT 3.1.1 section 3.1.2.5) and keepalive (3.1.2.10).
 @Suite struct WillTests {

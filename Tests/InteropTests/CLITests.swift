@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import MartletTestSupport
 
 /// `martlet pub` / `martlet sub` against Debian's mosquitto broker and against martletd.
 @Suite struct CLITests {

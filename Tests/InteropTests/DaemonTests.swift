@@ -1,9 +1,10 @@
 import Foundation
 import Testing
+import MartletTestSupport
 
 /// The martletd executable itself: configuration errors, port in use, and signals.
 @Suite struct DaemonTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = repositoryRoot
     static let martletd = root.appendingPathComponent(".build/debug/martletd").path
 
     func tempFile(_ text: String) throws -> String {

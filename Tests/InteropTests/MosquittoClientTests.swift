@@ -1,6 +1,7 @@
 import Foundation
 import MartletBroker
 import Testing
+import MartletTestSupport
 
 /// Debian's mosquitto_pub / mosquitto_sub against martletd.
 @Suite struct MosquittoClientTests {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MartletBroker
 import Testing
+import MartletTestSupport
 
 /// A finished process: exit status and what it printed.
 struct ProcessResult {
@@ -71,26 +72,6 @@ final class ChildProcess: @unchecked Sendable {
 
 func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(10)) async throws -> ProcessResult {
     try await ChildProcess(executable, arguments).finish(timeout: timeout)
-}
-
-func withBroker<T>(_ body: (MQTTBroker, Int) async throws -> T) async throws -> T {
-    var config = BrokerConfiguration()
-    config.listeners = [.init(host: "127.0.0.1", port: 0)]
-    config.eventLoops = 2
-    config.keepaliveSweepInterval = .milliseconds(100)
-    var logger = Logger(label: "interop-broker")
-    logger.logLevel = .critical
-    let broker = MQTTBroker(configuration: config, logger: logger)
-    try await broker.start()
-    let port = broker.localAddresses.first!.port!
-    do {
-        let result = try await body(broker, port)
-        try await broker.shutdown()
-        return result
-    } catch {
-        try? await broker.shutdown()
-        throw error
-    }
 }
 
 /// Waits until the broker holds at least `count` subscriptions (a subscriber process is ready).

@@ -3,12 +3,10 @@ import Logging
 import MartletBroker
 import MartletTLS
 import Testing
+import MartletTestSupport
 
-/// Makes development certificates in `dir` with certs/make-dev-certs.sh.
 func makeCertificates(_ dir: String) async throws {
-    let script = DaemonTests.root.appendingPathComponent("certs/make-dev-certs.sh").path
-    let r = try await run("/bin/bash", [script, dir])
-    #expect(r.status == 0, "\(r.stderr)")
+    _ = try await DevCertificates.make(into: dir)
 }
 
 /// mosquitto_pub / mosquitto_sub over TLS, and certificate reload on SIGHUP.
@@ -16,29 +14,23 @@ func makeCertificates(_ dir: String) async throws {
     @Test func mosquittoClientsOverTLS() async throws {
         let dir = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
         try await makeCertificates(dir)
-        var config = BrokerConfiguration()
-        config.listeners = [.init(host: "127.0.0.1", port: 0, tls: .server(certificateChainFile: dir + "/server.pem", privateKeyFile: dir + "/server.key"))]
-        config.eventLoops = 2
-        var logger = Logger(label: "tls-interop")
-        logger.logLevel = .critical
-        let broker = MQTTBroker(configuration: config, logger: logger)
-        try await broker.start()
-        let port = broker.localAddresses[0].port!
-        let tlsArgs = ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", dir + "/ca.pem"]
-        let sub = try ChildProcess(mosquittoSub, tlsArgs + ["-t", "secure/#", "-v", "-C", "2", "-W", "10", "-q", "1"])
-        try await waitForSubscriptions(broker, 1)
-        for (i, version) in ["mqttv311", "mqttv5"].enumerated() {
-            let r = try await run(mosquittoPub, tlsArgs + ["-V", version, "-q", "1", "-t", "secure/\(i)", "-m", "tls \(version)"])
-            #expect(r.status == 0, "\(r.stderr)")
+        let tls = TLSConfiguration.server(certificateChainFile: dir + "/server.pem", privateKeyFile: dir + "/server.key")
+        try await withBroker({ $0.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)] }) { broker, port in
+            let tlsArgs = ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", dir + "/ca.pem"]
+            let sub = try ChildProcess(mosquittoSub, tlsArgs + ["-t", "secure/#", "-v", "-C", "2", "-W", "10", "-q", "1"])
+            try await waitForSubscriptions(broker, 1)
+            for (i, version) in ["mqttv311", "mqttv5"].enumerated() {
+                let r = try await run(mosquittoPub, tlsArgs + ["-V", version, "-q", "1", "-t", "secure/\(i)", "-m", "tls \(version)"])
+                #expect(r.status == 0, "\(r.stderr)")
+            }
+            let result = try await sub.finish()
+            #expect(result.stdout == "secure/0 tls mqttv311\nsecure/1 tls mqttv5\n", "\(result.stderr)")
+            // A client that does not trust the broker's CA is refused by its own verification.
+            let other = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
+            try await makeCertificates(other)
+            let refused = try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", other + "/ca.pem", "-t", "x", "-m", "y"])
+            #expect(refused.status != 0)
         }
-        let result = try await sub.finish()
-        #expect(result.stdout == "secure/0 tls mqttv311\nsecure/1 tls mqttv5\n", "\(result.stderr)")
-        // A client that does not trust the broker's CA is refused by its own verification.
-        let other = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
-        try await makeCertificates(other)
-        let refused = try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", other + "/ca.pem", "-t", "x", "-m", "y"])
-        #expect(refused.status != 0)
-        try await broker.shutdown()
     }
 
     /// A broker with one TLS listener on port 0; mutual TLS when `cafile` is given.
@@ -48,19 +40,9 @@ func makeCertificates(_ dir: String) async throws {
             tls.caFile = cafile
             tls.peerVerification = .required
         }
-        var config = BrokerConfiguration()
-        config.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)]
-        var logger = Logger(label: "tls-interop")
-        logger.logLevel = .critical
-        let broker = MQTTBroker(configuration: config, logger: logger)
-        try await broker.start()
-        do {
-            try await body(broker.localAddresses[0].port!)
-        } catch {
-            try? await broker.shutdown()
-            throw error
+        try await withBroker({ $0.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)] }) { _, port in
+            try await body(port)
         }
-        try await broker.shutdown()
     }
 
     @Test func opensslSClientVersions() async throws {

@@ -6,6 +6,7 @@ import MartletMQTT
 import MartletTLS
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// Starts Debian's mosquitto broker on a free loopback port for the duration of `body`.
 func withMosquitto(_ body: (Int) async throws -> Void) async throws {
@@ -37,20 +38,9 @@ func withMosquitto(_ body: (Int) async throws -> Void) async throws {
 }
 
 func withMartlet(tls: TLSConfiguration? = nil, _ body: (Int) async throws -> Void) async throws {
-    var config = BrokerConfiguration()
-    config.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)]
-    config.eventLoops = 2
-    var logger = Logger(label: "client-tests")
-    logger.logLevel = .critical
-    let broker = MQTTBroker(configuration: config, logger: logger)
-    try await broker.start()
-    do {
-        try await body(broker.localAddresses[0].port!)
-    } catch {
-        try? await broker.shutdown()
-        throw error
+    try await withBroker({ $0.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)] }) { _, port in
+        try await body(port)
     }
-    try await broker.shutdown()
 }
 
 /// Takes the next `count` messages from `client`, failing after `timeout`.
@@ -133,16 +123,9 @@ func next(_ count: Int, from client: MQTTClient, timeout: Duration = .seconds(5)
     }
 
     @Test func tlsWithVerification() async throws {
-        let dir = NSTemporaryDirectory() + "martlet-client-\(UUID().uuidString)"
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("certs/make-dev-certs.sh").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = [script, dir]
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        while p.isRunning { try await Task.sleep(for: .milliseconds(10)) }
-        try await withMartlet(tls: .server(certificateChainFile: dir + "/server.pem", privateKeyFile: dir + "/server.key")) { port in
+        let certs = try await DevCertificates.make()
+        let dir = certs.directory
+        try await withMartlet(tls: certs.server()) { port in
             var config = MQTTClientConfiguration(host: "127.0.0.1", port: port, clientID: "tls-client")
             config.tls = .client(caFile: dir + "/ca.pem", serverName: nil)
             let client = try await MQTTClient.connect(config)

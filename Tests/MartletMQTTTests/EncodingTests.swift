@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// Byte-for-byte checks against encodings written out by hand from the spec.
 @Suite struct EncodingTests {

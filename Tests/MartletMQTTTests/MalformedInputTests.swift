@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// Each row: bytes a peer might send, the level the connection speaks, and the exact error.
 @Suite struct MalformedInputTests {

@@ -1,6 +1,7 @@
 import MartletMQTT
 import NIOCore
 import Testing
+import MartletTestSupport
 
 /// The decoder must give the same packets whatever the read boundaries are.
 @Suite struct StreamingDecoderTests {

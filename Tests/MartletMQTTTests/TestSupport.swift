@@ -1,19 +1,6 @@
 import MartletMQTT
 import NIOCore
-
-/// Bytes from a compact notation: hex pairs and 'ascii' tokens separated by spaces,
-/// so "30 07 00 03 'a/b' 'hi'" is a whole PUBLISH.
-func h(_ notation: String) -> [UInt8] {
-    var out: [UInt8] = []
-    for token in notation.split(separator: " ") {
-        if token.hasPrefix("'") && token.hasSuffix("'") && token.count >= 2 {
-            out += Array(token.dropFirst().dropLast().utf8)
-        } else {
-            out.append(UInt8(token, radix: 16)!)
-        }
-    }
-    return out
-}
+import MartletTestSupport
 
 func buffer(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
 func buffer(_ string: String) -> ByteBuffer { ByteBuffer(string: string) }

@@ -3,33 +3,10 @@ import MartletTLS
 import NIOCore
 import NIOEmbedded
 import Testing
+import MartletTestSupport
 
-/// Development certificates made with certs/make-dev-certs.sh in a fresh directory.
-struct TestCertificates: Sendable {
-    let directory: String
-    var ca: String { directory + "/ca.pem" }
-    var serverCert: String { directory + "/server.pem" }
-    var serverKey: String { directory + "/server.key" }
-    var clientCert: String { directory + "/client.pem" }
-    var clientKey: String { directory + "/client.key" }
-
-    /// Made once per process: blocking here happens a single time, before any TLS test runs.
-    static let shared = Result { try make() }
-
-    static func make() throws -> TestCertificates {
-        let dir = NSTemporaryDirectory() + "martlet-certs-\(UUID().uuidString)"
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("certs/make-dev-certs.sh").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = [script, dir]
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw TLSError.configuration("make-dev-certs.sh failed") }
-        return TestCertificates(directory: dir)
-    }
-}
+/// Made once per process: blocking here happens a single time, before any TLS test runs.
+let sharedCertificates = Result { try DevCertificates.makeBlocking() }
 
 /// Collects what reaches the top of a pipeline.
 final class Sink: ChannelInboundHandler {
@@ -90,7 +67,7 @@ final class Pair {
 }
 
 @Suite struct TLSHandlerTests {
-    static var certs: Result<TestCertificates, any Error> { TestCertificates.shared }
+    static var certs: Result<DevCertificates, any Error> { sharedCertificates }
 
     func contexts(minimum: TLSConfiguration.Version = .tls12, maximum: TLSConfiguration.Version? = nil,
                   mutual: Bool = false) throws -> (client: TLSContext, server: TLSContext) {
@@ -156,7 +133,7 @@ final class Pair {
     }
 
     @Test func clientRejectsAServerItDoesNotTrust() throws {
-        let other = try TestCertificates.make()  // a different CA
+        let other = try DevCertificates.makeBlocking()  // a different CA
         let (_, s) = try contexts()
         let client = try TLSContext(configuration: .client(caFile: other.ca, serverName: "localhost"), role: .client)
         let pair = try Pair(client: client, server: s)

@@ -1,0 +1,116 @@
+import Foundation
+import Logging
+import MartletBroker
+import MartletTLS
+
+/// Helpers shared by the test targets: an in-process broker, development certificates, and
+/// a compact byte notation. No test framework here, so any target can use them.
+
+/// A broker started in-process on 127.0.0.1, port 0, with two event loops so that
+/// cross-loop routing is exercised, and short timers so tests stay fast. `body` gets the
+/// broker and the first listener's port; the broker is shut down afterwards either way.
+public func withBroker<T>(
+    _ configure: (inout BrokerConfiguration) -> Void = { _ in },
+    _ body: (MQTTBroker, Int) async throws -> T
+) async throws -> T {
+    var config = BrokerConfiguration()
+    config.listeners = [.init(host: "127.0.0.1", port: 0)]
+    config.eventLoops = 2
+    config.keepaliveSweepInterval = .milliseconds(100)
+    // Long enough that a busy test machine never trips it by accident; the tests of the
+    // timeout itself set a short one.
+    config.connectTimeout = .seconds(3)
+    configure(&config)
+    var logger = Logger(label: "test-broker")
+    logger.logLevel = .critical
+    let broker = MQTTBroker(configuration: config, logger: logger)
+    try await broker.start()
+    let port = broker.localAddresses.first!.port!
+    do {
+        let result = try await body(broker, port)
+        try await broker.shutdown()
+        return result
+    } catch {
+        try? await broker.shutdown()
+        throw error
+    }
+}
+
+/// Bytes from a compact notation: hex pairs and 'ascii' tokens separated by spaces,
+/// so "30 07 00 03 'a/b' 'hi'" is a whole PUBLISH.
+public func h(_ notation: String) -> [UInt8] {
+    var out: [UInt8] = []
+    for token in notation.split(separator: " ") {
+        if token.hasPrefix("'") && token.hasSuffix("'") && token.count >= 2 {
+            out += Array(token.dropFirst().dropLast().utf8)
+        } else {
+            out.append(UInt8(token, radix: 16)!)
+        }
+    }
+    return out
+}
+
+/// The repository root, for scripts and built executables.
+public let repositoryRoot = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// Development certificates made by certs/make-dev-certs.sh: a CA, a server certificate for
+/// localhost / 127.0.0.1 / ::1 and a client certificate.
+public struct DevCertificates: Sendable {
+    public let directory: String
+    public var ca: String { directory + "/ca.pem" }
+    public var serverCert: String { directory + "/server.pem" }
+    public var serverKey: String { directory + "/server.key" }
+    public var clientCert: String { directory + "/client.pem" }
+    public var clientKey: String { directory + "/client.key" }
+
+    public static func freshDirectory() -> String {
+        NSTemporaryDirectory() + "martlet-certs-\(UUID().uuidString)"
+    }
+
+    private static func start(_ dir: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = [repositoryRoot.appendingPathComponent("certs/make-dev-certs.sh").path, dir]
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    /// Makes (or remakes, over the same files) certificates in `dir` without blocking a
+    /// concurrency thread: tests share very few of them.
+    public static func make(into dir: String = freshDirectory()) async throws -> DevCertificates {
+        let p = try start(dir)
+        while p.isRunning { try await Task.sleep(for: .milliseconds(10)) }
+        guard p.terminationStatus == 0 else { throw TLSError.configuration("make-dev-certs.sh failed") }
+        return DevCertificates(directory: dir)
+    }
+
+    /// For synchronous tests: blocks the calling thread while openssl runs.
+    public static func makeBlocking(into dir: String = freshDirectory()) throws -> DevCertificates {
+        let p = try start(dir)
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw TLSError.configuration("make-dev-certs.sh failed") }
+        return DevCertificates(directory: dir)
+    }
+
+    /// The broker's side: a TLS server with this certificate; mutual TLS when asked.
+    public func server(requireClientCertificate: Bool = false) -> TLSConfiguration {
+        var tls = TLSConfiguration.server(certificateChainFile: serverCert, privateKeyFile: serverKey)
+        if requireClientCertificate {
+            tls.peerVerification = .required
+            tls.caFile = ca
+        }
+        return tls
+    }
+
+    /// A client context trusting this CA, for 127.0.0.1, optionally with the client certificate.
+    public func client(withCertificate: Bool = false) throws -> TLSContext {
+        var c = TLSConfiguration.client(caFile: ca, serverName: "127.0.0.1")
+        if withCertificate {
+            c.certificateChainFile = clientCert
+            c.privateKeyFile = clientKey
+        }
+        return try TLSContext(configuration: c, role: .client)
+    }
+}
