@@ -21,6 +21,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private var pingTask: Scheduled<Void>?
     private var lastPingResponse = NIODeadline.now()
     private var closed = false
+    /// The first error seen (a failed TLS handshake, say), reported to calls that come later.
+    private var failure: (any Error)?
 
     init(version: ProtocolVersion, keepAlive: UInt16, deliver: @escaping @Sendable (ReceivedMessage) -> Void) {
         self.version = version
@@ -32,6 +34,11 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func start(connect: ConnectPacket, promise: EventLoopPromise<ConnAckPacket>) {
+        guard !closed else {
+            // The connection already failed (e.g. the TLS handshake): say why at once.
+            promise.fail(failure ?? MQTTClientError.connectionClosed)
+            return
+        }
         connack = promise
         sendAndFlush(.connect(connect))
     }
@@ -155,6 +162,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if failure == nil { failure = error }
         connack?.fail(error)
         connack = nil
         context.close(promise: nil)

@@ -86,23 +86,20 @@ final class TLSConnection {
         return classify(rc, "handshake") { .handshakeFailed($0) }
     }
 
-    /// Decrypts what is available into `buffer`.
+    /// Appends one record's worth of plaintext (at most 16 KiB) to `buffer`.
     func read(into buffer: inout ByteBuffer) -> TLSOperationResult<Int> {
         ERR_clear_error()
-        var readBytes = 0
         var result: TLSOperationResult<Int> = .incomplete
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 16_384) { out in
             var n = 0
             let rc = SSL_read_ex(ssl, out.baseAddress, out.count, &n)
             if rc == 1 {
-                readBytes = n
                 result = .complete(n)
                 return n
             }
             result = classify(rc, "read") { .ioFailed($0) }
             return 0
         }
-        _ = readBytes
         return result
     }
 

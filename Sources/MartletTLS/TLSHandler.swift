@@ -140,28 +140,32 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Decrypts everything available into one buffer (allocated once per read burst, not
+    /// kept afterwards) and passes it up as a single read.
     private func readPlaintext(context: ChannelHandlerContext) {
         guard let connection else { return }
-        var produced = false
-        while true {
-            var buffer = context.channel.allocator.buffer(capacity: 0)
+        var buffer = context.channel.allocator.buffer(capacity: 0)
+        var failure: TLSError?
+        reading: while true {
             switch connection.read(into: &buffer) {
-            case .complete:
-                produced = true
-                context.fireChannelRead(wrapInboundOut(buffer))
-                continue
-            case .incomplete:
-                break
+            case .complete: continue
+            case .incomplete: break reading
             case .failed(let error):
-                if connection.receivedCloseNotify {
-                    peerClosed(context: context)
-                } else {
-                    fail(error, context: context)
-                }
+                failure = error
+                break reading
             }
-            break
         }
-        if produced { context.fireChannelReadComplete() }
+        if buffer.readableBytes > 0 {
+            context.fireChannelRead(wrapInboundOut(buffer))
+            context.fireChannelReadComplete()
+        }
+        if let failure {
+            if connection.receivedCloseNotify {
+                peerClosed(context: context)
+            } else {
+                fail(failure, context: context)
+            }
+        }
     }
 
     /// The peer sent close_notify: answer with ours and close the socket.

@@ -22,6 +22,4 @@ final class SessionRegistry: Sendable {
             if $0[clientID] == router { $0.removeValue(forKey: clientID) }
         }
     }
-
-    var count: Int { owners.withLockedValue { $0.count } }
 }

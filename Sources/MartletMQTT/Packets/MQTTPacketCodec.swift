@@ -33,18 +33,6 @@ public struct MQTTPacketDecoder: NIOSingleStepByteToMessageDecoder {
     }
 }
 
-/// Encoder for a pipeline: packets out as bytes, at the version the connection speaks.
-public final class MQTTPacketEncoder: MessageToByteEncoder {
-    public typealias OutboundIn = MQTTPacket
-    public var version: ProtocolVersion
-
-    public init(version: ProtocolVersion) { self.version = version }
-
-    public func encode(data: MQTTPacket, out: inout ByteBuffer) throws {
-        try data.write(to: &out, version: version)
-    }
-}
-
 /// Turns a connection's reads into packets, keeping no read buffer alive between packets:
 /// only the start of an unfinished packet is kept, copied into a buffer of its own size.
 /// An idle connection therefore holds no receive memory.

@@ -73,11 +73,6 @@ public enum Topic {
             previous = byte
         }
     }
-
-    /// Whether a topic filter contains `+` or `#`.
-    public static func hasWildcards(_ filter: String) -> Bool {
-        filter.utf8.contains { $0 == plus || $0 == hash }
-    }
 }
 
 /// A `$share/{group}/{filter}` subscription, split into its parts.
