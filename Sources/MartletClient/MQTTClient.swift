@@ -47,6 +47,9 @@ public final class MQTTClient: Sendable {
         let serverName = configuration.tls?.serverName ?? configuration.host
         let version = configuration.version
         let keepAlive = configuration.keepAlive
+        // The handler as the initializer made it: looking it up in the pipeline later fails
+        // once a failed TLS handshake has closed the channel and emptied the pipeline.
+        let installed = NIOLockedValueBox<NIOLoopBound<ClientConnectionHandler>?>(nil)
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -56,8 +59,9 @@ public final class MQTTClient: Sendable {
                         try channel.pipeline.syncOperations.addHandler(
                             TLSHandler(context: tlsContext, serverName: serverName, handshakeTimeout: configuration.connectTimeout))
                     }
-                    try channel.pipeline.syncOperations.addHandler(
-                        ClientConnectionHandler(version: version, keepAlive: keepAlive, deliver: deliver))
+                    let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, deliver: deliver)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
                 }
             }
             .connect(host: configuration.host, port: configuration.port)
@@ -74,15 +78,15 @@ public final class MQTTClient: Sendable {
         let (handler, ack): (NIOLoopBound<ClientConnectionHandler>, ConnAckPacket)
         do {
             (handler, ack) = try await channel.eventLoop.flatSubmit {
-                let h = try! channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self)
+                guard let bound = installed.withLockedValue({ $0 }) else {
+                    return channel.eventLoop.makeFailedFuture(MQTTClientError.connectionClosed)
+                }
+                let h = bound.value
                 let promise = channel.eventLoop.makePromise(of: ConnAckPacket.self)
                 let deadline = channel.eventLoop.scheduleTask(in: timeout) { promise.fail(MQTTClientError.timeout("CONNACK")) }
+                promise.futureResult.whenComplete { _ in deadline.cancel() }
                 h.start(connect: connect, promise: promise)
-                let bound = NIOLoopBound(h, eventLoop: channel.eventLoop)
-                return promise.futureResult.map { ack in
-                    deadline.cancel()
-                    return (bound, ack)
-                }
+                return promise.futureResult.map { (bound, $0) }
             }.get()
         } catch {
             try? await channel.close()

@@ -56,6 +56,21 @@ import MartletTestSupport
         let usage = try await run(Self.martlet, ["pub", "-t", "a/+", "-m", "y"])
         #expect(usage.status != 0)
         #expect(usage.stderr.contains("invalid topic"))
+        // Bad flags are refused before any connection is tried.
+        for (arguments, message) in [
+            (["pub", "-t", "a", "-m", "y", "-q", "3"], "-q must be 0, 1 or 2"),
+            (["pub", "-t", "a"], "give exactly one of -m, -f, -s, -l, -n"),
+            (["pub", "-L", "http://127.0.0.1/a", "-m", "y"], "-L must start with mqtt:// or mqtts://"),
+            (["pub", "-L", "mqtt://127.0.0.1:port/a", "-m", "y"], "-L has a bad port"),
+            (["pub", "-L", "mqtt://127.0.0.1", "-m", "y"], "-L needs a topic"),
+            (["sub", "-t", "a/#/b"], "invalid topic filter"),
+            (["sub", "-t", "a", "-c"], "-c needs a client id (-i)"),
+            (["sub", "-t", "a", "-V", "mqttv6"], "-V must be mqttv311 or mqttv5"),
+        ] {
+            let r = try await run(Self.martlet, arguments)
+            #expect(r.status != 0, "\(arguments)")
+            #expect(r.stderr.contains(message), "\(arguments): \(r.stderr)")
+        }
         try await withBroker { _, port in
             let rejected = try await run(Self.martlet, ["sub", "-p", "\(port)", "-c", "-i", "", "-t", "x", "-W", "1"])
             #expect(rejected.status == 3, "\(rejected.stderr)")

@@ -91,5 +91,6 @@ let mosquittoSub = "/usr/bin/mosquitto_sub"
 /// Debian's python3, which has python3-paho-mqtt (a pyenv python on PATH may not).
 let debianPython = "/usr/bin/python3"
 
-/// A loopback port for a test daemon, random so that overlapping test runs do not collide.
-func randomTestPort() -> Int { Int.random(in: 30_000...39_999) }
+/// A loopback port for a test daemon, random so that overlapping test runs do not collide,
+/// and below the ephemeral range (32768+) that outgoing test connections take ports from.
+func randomTestPort() -> Int { Int.random(in: 11_000...19_999) }
