@@ -48,6 +48,32 @@ import MartletTestSupport
         #expect(processor.unprocessedBytes == 4)
     }
 
+    @Test("a continuous stream of packets larger than a read does not grow the framer's buffer")
+    func framerBufferStaysBoundedOnAStream() throws {
+        var packet = ByteBuffer()
+        try MQTTPacket.publish(PublishPacket(topic: "flood", payload: ByteBuffer(repeating: 1, count: 65_536), qos: .atMostOnce))
+            .write(to: &packet, version: .v3_1_1)
+        var stream = ByteBuffer()
+        for _ in 0..<200 { stream.writeImmutableBuffer(packet) }
+        var framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(version: .v3_1_1))
+        var decoded = 0
+        var largest = 0
+        // The broker holds recent packets (their payloads are slices) while it routes them.
+        var held: [MQTTPacket] = []
+        while stream.readableBytes > 0 {
+            let chunk = stream.readSlice(length: min(65_536, stream.readableBytes))!
+            try framer.process(chunk, allocator: ByteBufferAllocator()) { packet in
+                decoded += 1
+                held.append(packet)
+                if held.count > 4 { held.removeFirst() }
+                return true
+            }
+            largest = max(largest, framer.bufferedCapacity)
+        }
+        #expect(decoded == 200)
+        #expect(largest <= 2 * packet.readableBytes, "the framer held \(largest) bytes")
+    }
+
     @Test func framerKeepsOnlyTheUnfinishedPacket() throws {
         var framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(version: .v3_1_1))
         let allocator = ByteBufferAllocator()

@@ -46,6 +46,8 @@ public struct MQTTPacketFramer {
 
     /// Bytes of an unfinished packet held from earlier reads.
     public var bufferedBytes: Int { partial?.readableBytes ?? 0 }
+    /// Memory held for that unfinished packet.
+    public var bufferedCapacity: Int { partial?.capacity ?? 0 }
 
     /// Calls `body` for each whole packet, in order; `body` returns false to stop (the
     /// connection is closing) and the rest is dropped. Throws the decoder's errors.
@@ -64,9 +66,11 @@ public struct MQTTPacketFramer {
             guard try body(packet) else { return }
         }
         guard buffer.readableBytes > 0 else { return }
-        if continuing {
-            partial = buffer  // already our own buffer
+        if continuing && buffer.readerIndex == 0 {
+            partial = buffer  // already our own buffer, and nothing in it was consumed
         } else {
+            // A fresh buffer for the unfinished packet: reusing one whose front was consumed
+            // would grow it by a read's worth on every packet of a continuous stream.
             var own = allocator.buffer(capacity: buffer.readableBytes)
             own.writeBuffer(&buffer)
             partial = own
