@@ -8,7 +8,7 @@ let strict: [SwiftSetting] = [
 
 let package = Package(
     name: "martlet",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "MartletMQTT", targets: ["MartletMQTT"]),
         .library(name: "MartletClient", targets: ["MartletClient"]),

@@ -3,6 +3,10 @@ import MartletTLS
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The broker: listeners, one `Router` per event loop, and their shared state.
 ///
@@ -19,6 +23,9 @@ public final class MQTTBroker: Sendable {
     private let isShutDown = NIOLockedValueBox(false)
     /// The TLS context each TLS listener hands to new connections; replaced on reload.
     private let tlsContexts = NIOLockedValueBox<[Int: TLSContext]>([:])
+    /// Open connections per listener, and the broker-wide connection-rate bucket.
+    private let listenerConnections: [ConnectionGauge]
+    private let rateLimiter: NIOLockedValueBox<TokenBucket>?
 
     public init(configuration: BrokerConfiguration, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "martlet")) {
         self.configuration = configuration
@@ -40,6 +47,9 @@ public final class MQTTBroker: Sendable {
         }
         self.routers = routers
         self.routerByLoop = byLoop
+        self.listenerConnections = configuration.listeners.map { _ in ConnectionGauge() }
+        self.rateLimiter = configuration.maximumConnectionRate > 0
+            ? NIOLockedValueBox(TokenBucket(ratePerSecond: configuration.maximumConnectionRate)) : nil
     }
 
     /// Addresses the listeners are bound to, in configuration order.
@@ -76,25 +86,83 @@ public final class MQTTBroker: Sendable {
         let configuration = self.configuration
         let logger = core.logger
         let tlsContexts = self.tlsContexts
-        return try await ServerBootstrap(group: group)
+        let counters = core.counters
+        let listenerGauge = listenerConnections[index]
+        let rateLimiter = self.rateLimiter
+        var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: configuration.listenBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(
+                low: configuration.writeBufferLowWater, high: configuration.writeBufferHighWater))
+        #if os(Linux)
+        // A peer that vanished without FIN: probes find it when idle, TCP_USER_TIMEOUT when
+        // data stays unacknowledged.
+        if configuration.tcpKeepaliveIdle > 0 {
+            bootstrap = bootstrap
+                .childChannelOption(.tcpOption(TCP_KEEPIDLE), value: SocketOptionValue(configuration.tcpKeepaliveIdle))
+                .childChannelOption(.tcpOption(TCP_KEEPINTVL), value: 10)
+                .childChannelOption(.tcpOption(TCP_KEEPCNT), value: 3)
+        }
+        if configuration.tcpUserTimeout > 0 {
+            bootstrap = bootstrap.childChannelOption(.tcpOption(TCP_USER_TIMEOUT), value: SocketOptionValue(configuration.tcpUserTimeout))
+        }
+        #endif
+        return try await bootstrap
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let router = routerByLoop[ObjectIdentifier(channel.eventLoop)]!
+                    let refusal = Self.admit(
+                        listener: listener, configuration: configuration, counters: counters,
+                        listenerGauge: listenerGauge, rateLimiter: rateLimiter)
+                    let isTLS = tlsContexts.withLockedValue({ $0[index] }) != nil
+                    if let refusal {
+                        router.assumeIsolated { $0.count(refusal.v5 == .connectionRateExceeded ? \.connectionsRefusedRate : \.connectionsRefusedLimit) }
+                        if isTLS {
+                            // No TLS work for a connection that will be refused anyway.
+                            channel.close(promise: nil)
+                            return
+                        }
+                    } else {
+                        router.assumeIsolated { $0.count(\.connectionsAccepted) }
+                        channel.closeFuture.whenComplete { _ in
+                            counters.openConnections.subtract(1, ordering: .relaxed)
+                            listenerGauge.open.subtract(1, ordering: .relaxed)
+                        }
+                    }
                     if let context = tlsContexts.withLockedValue({ $0[index] }) {
                         // The TLS handshake counts against the connect timeout.
                         try channel.pipeline.syncOperations.addHandler(
                             TLSHandler(context: context, handshakeTimeout: configuration.connectTimeout, shutdownTimeout: .zero))
                     }
-                    let handler = MQTTConnectionHandler(router: router, configuration: configuration, logger: logger)
+                    let handler = MQTTConnectionHandler(
+                        router: router, configuration: configuration, policy: listener.slowConsumerPolicy,
+                        refusal: refusal, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
             .bind(host: listener.host, port: listener.port)
             .get()
+    }
+
+    /// Counts a new connection in, or says why it is refused (then it is not counted):
+    /// the connection rate first, then the broker-wide and the listener's `max_connections`.
+    private static func admit(
+        listener: BrokerConfiguration.Listener, configuration: BrokerConfiguration, counters: BrokerCounters,
+        listenerGauge: ConnectionGauge, rateLimiter: NIOLockedValueBox<TokenBucket>?
+    ) -> MQTTConnectionHandler.Refusal? {
+        if let rateLimiter, !rateLimiter.withLockedValue({ $0.take(now: .now()) }) {
+            return .init(v3: .serverUnavailable, v5: .connectionRateExceeded, why: "max_connection_rate")
+        }
+        let total = counters.openConnections.add(1, ordering: .relaxed).newValue
+        let mine = listenerGauge.open.add(1, ordering: .relaxed).newValue
+        let overTotal = configuration.maximumConnections > 0 && total > configuration.maximumConnections
+        let overListener = listener.maximumConnections > 0 && mine > listener.maximumConnections
+        guard overTotal || overListener else { return nil }
+        counters.openConnections.subtract(1, ordering: .relaxed)
+        listenerGauge.open.subtract(1, ordering: .relaxed)
+        return .init(v3: .serverUnavailable, v5: .quotaExceeded, why: "max_connections")
     }
 
     /// Re-reads every TLS listener's certificate, key and CA files. New connections get the
@@ -140,6 +208,15 @@ public final class MQTTBroker: Sendable {
 
     // MARK: Introspection
 
+    /// What a session lost and holds (nil when the client id has no session).
+    public func sessionReport(clientID: String) async throws -> SessionReport? {
+        for router in routers {
+            let report = try await router.eventLoop.submit { router.assumeIsolated { $0.sessionReport(clientID) } }.get()
+            if let report { return report }
+        }
+        return nil
+    }
+
     /// Open connections, sessions (online and offline) and subscriptions, over all loops.
     public func statistics() async throws -> (connections: Int, sessions: Int, subscriptions: Int) {
         var result = (connections: 0, sessions: 0, subscriptions: 0)
@@ -153,4 +230,51 @@ public final class MQTTBroker: Sendable {
         }
         return result
     }
+}
+
+/// One session as the broker sees it: drops by reason and what is waiting.
+public struct SessionReport: Sendable, Hashable {
+    public var online: Bool
+    public var dropped: [DropReason: Int]
+    public var queuedMessages: Int
+    public var queuedBytes: Int
+    public var inflight: Int
+}
+
+/// Open connections of one listener.
+final class ConnectionGauge: Sendable {
+    let open = Atomic<Int>(0)
+}
+
+/// `max_connection_rate`: a token bucket refilled at the rate, holding at most one second's worth.
+struct TokenBucket: Sendable {
+    let ratePerSecond: Int
+    private var tokens: Double
+    private var last: NIODeadline
+
+    init(ratePerSecond: Int) {
+        self.ratePerSecond = ratePerSecond
+        self.tokens = Double(ratePerSecond)
+        self.last = .now()
+    }
+
+    mutating func take(now: NIODeadline) -> Bool {
+        let elapsed = Double((now - last).nanoseconds) / 1e9
+        last = now
+        tokens = min(Double(ratePerSecond), tokens + elapsed * Double(ratePerSecond))
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
+    }
+}
+
+extension ChannelOptions.Types.SocketOption {
+    /// An IPPROTO_TCP-level option by its Linux number.
+    static func tcpOption(_ name: Int32) -> Self {
+        .init(level: .tcp, name: NIOBSDSocket.Option(rawValue: name))
+    }
+}
+
+extension ChannelOption where Self == ChannelOptions.Types.SocketOption {
+    static func tcpOption(_ name: Int32) -> Self { .tcpOption(name) }
 }

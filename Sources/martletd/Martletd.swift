@@ -73,8 +73,11 @@ struct Martletd: AsyncParsableCommand {
     @Option(name: .long, help: "QoS 1/2 messages in flight per client (max_inflight).")
     var maxInflight: Int?
 
-    @Option(name: .long, help: "QoS 1/2 messages queued per client beyond the inflight window (max_queued_messages).")
+    @Option(name: .long, help: "Messages queued per client: beyond the inflight window, while its socket is full, or while offline (max_queued_messages).")
     var maxQueuedMessages: Int?
+
+    @Option(name: .long, help: "Open connections over all listeners; 0 = no limit (max_connections).")
+    var maxConnections: Int?
 
     func validate() throws {
         if let logLevel, Logger.Level(rawValue: logLevel) == nil {
@@ -92,6 +95,7 @@ struct Martletd: AsyncParsableCommand {
         if let maxPacketSize, maxPacketSize < 16 { throw ValidationError("--max-packet-size must be at least 16") }
         if let maxInflight, maxInflight < 1 { throw ValidationError("--max-inflight must be at least 1") }
         if let maxQueuedMessages, maxQueuedMessages < 0 { throw ValidationError("--max-queued-messages must not be negative") }
+        if let maxConnections, maxConnections < 0 { throw ValidationError("--max-connections must not be negative") }
     }
 
     /// Defaults, then the file, then MARTLET_* variables, then flags.
@@ -121,6 +125,12 @@ struct Martletd: AsyncParsableCommand {
         if let maxPacketSize { resolved.broker.maximumPacketSize = maxPacketSize }
         if let maxInflight { resolved.broker.maximumInflight = maxInflight }
         if let maxQueuedMessages { resolved.broker.maximumQueuedMessages = maxQueuedMessages }
+        if let maxConnections { resolved.broker.maximumConnections = maxConnections }
+        do {
+            try resolved.finish(source: config ?? "configuration")
+        } catch {
+            throw ConfigurationFailure(error: error)
+        }
         return resolved
     }
 
@@ -148,6 +158,7 @@ struct Martletd: AsyncParsableCommand {
         }
         let logger = Logger(label: "martletd")
         let config = daemon.broker
+        raiseFileLimit(for: config, logger: logger)
 
         let signals = TerminationSignals()
         let broker = MQTTBroker(configuration: config, logger: logger)
@@ -220,6 +231,30 @@ final class ReloadSignal {
     }
 
     func cancel() { source.cancel() }
+}
+
+/// Every connection is a file descriptor: raise the soft limit to the hard one, and warn
+/// when `max_connections` (or, without one, a busy broker) cannot fit.
+func raiseFileLimit(for config: BrokerConfiguration, logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+    if limit.rlim_cur < limit.rlim_max {
+        var raised = limit
+        raised.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+    }
+    // Listeners, event loops and the process's own files need a few descriptors too.
+    let usable = Int(clamping: limit.rlim_cur) - 64
+    logger.info("file descriptor limit", metadata: ["nofile": "\(limit.rlim_cur)"])
+    if config.maximumConnections > usable {
+        logger.warning("max_connections is above what the file descriptor limit allows", metadata: [
+            "max_connections": "\(config.maximumConnections)", "usable_descriptors": "\(usable)",
+        ])
+    } else if config.maximumConnections == 0 && usable < 10_000 {
+        logger.warning("low file descriptor limit and no max_connections: connections past it will fail at accept", metadata: [
+            "usable_descriptors": "\(usable)",
+        ])
+    }
 }
 
 struct StartupError: Error, CustomStringConvertible {

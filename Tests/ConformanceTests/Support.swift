@@ -17,14 +17,43 @@ final class ByteCollector: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
     let received = NIOLockedValueBox(ByteBuffer())
     let closed = NIOLockedValueBox(false)
+    private let waiter = NIOLockedValueBox<(count: Int, promise: EventLoopPromise<[UInt8]>)?>(nil)
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
-        received.withLockedValue { $0.writeBuffer(&incoming) }
+        let total = received.withLockedValue { buffer in
+            buffer.writeBuffer(&incoming)
+            return buffer
+        }
+        if let (count, promise) = waiter.withLockedValue({ $0 }), total.readableBytes >= count {
+            waiter.withLockedValue { $0 = nil }
+            promise.succeed(Array(total.readableBytesView.prefix(count)))
+        }
+    }
+
+    /// The first `count` bytes received (without consuming them), without polling; fails
+    /// if the connection closes first.
+    func firstBytes(_ count: Int, on loop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+        loop.flatSubmit {
+            let promise = loop.makePromise(of: [UInt8].self)
+            let now = self.received.withLockedValue { $0 }
+            if now.readableBytes >= count {
+                promise.succeed(Array(now.readableBytesView.prefix(count)))
+            } else if self.closed.withLockedValue({ $0 }) {
+                promise.fail(ChannelError.eof)
+            } else {
+                self.waiter.withLockedValue { $0 = (count, promise) }
+            }
+            return promise.futureResult
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         closed.withLockedValue { $0 = true }
+        if let (_, promise) = waiter.withLockedValue({ $0 }) {
+            waiter.withLockedValue { $0 = nil }
+            promise.fail(ChannelError.eof)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -157,6 +186,7 @@ final class RawClient: Sendable {
 }
 
 /// Polls `check` every 5 ms until it returns a value or `timeout` passes.
+@discardableResult
 func poll<T>(_ timeout: Duration, _ what: String, _ check: () async throws -> T?) async throws -> T {
     let deadline = ContinuousClock.now + timeout
     while true {

@@ -19,12 +19,50 @@ import Testing
         let d = DaemonConfiguration()
         #expect(c.broker.listeners == [.init(host: "127.0.0.1", port: 1883)])
         #expect(c.logLevel == d.logLevel)
-        #expect(c.broker.maximumPacketSize == d.broker.maximumPacketSize)
-        #expect(c.broker.maximumInflight == d.broker.maximumInflight)
-        #expect(c.broker.maximumQueuedMessages == d.broker.maximumQueuedMessages)
-        #expect(c.broker.connectTimeout == d.broker.connectTimeout)
-        #expect(c.broker.keepaliveSweepInterval == d.broker.keepaliveSweepInterval)
-        #expect(c.broker.listenBacklog == d.broker.listenBacklog)
+        #expect(c.slowConsumerPolicy == d.slowConsumerPolicy)
+        // Every value the file shows is the built-in default.
+        #expect(c.broker == d.broker)
+    }
+
+    @Test func backpressureKeysAndPerListenerPolicy() throws {
+        var c = try load("""
+            listeners:
+              - port: 1883
+              - port: 1884
+                slow_consumer_policy: disconnect
+                max_connections: 10
+            slow_consumer_policy: drop-old
+            max_queued_bytes: 1000
+            max_queued_bytes_total: 5000
+            inbound_high_water_bytes: 4000
+            inbound_low_water_bytes: 2000
+            max_connections: 50
+            max_connection_rate: 20
+            max_topic_levels: 8
+            write_timeout_ms: 250
+            """)
+        try c.finish(source: "test.yaml")
+        #expect(c.broker.listeners.map(\.slowConsumerPolicy) == [.dropOld, .disconnect])
+        #expect(c.broker.listeners.map(\.maximumConnections) == [0, 10])
+        #expect(c.broker.maximumQueuedBytes == 1000)
+        #expect(c.broker.maximumQueuedBytesTotal == 5000)
+        #expect(c.broker.inboundHighWaterBytes == 4000)
+        #expect(c.broker.maximumConnections == 50)
+        #expect(c.broker.maximumConnectionRate == 20)
+        #expect(c.broker.maximumTopicLevels == 8)
+        #expect(c.broker.writeTimeout == .milliseconds(250))
+    }
+
+    @Test func keysThatMustAgreeAreChecked() throws {
+        var c = try load("inbound_high_water_bytes: 100\ninbound_low_water_bytes: 100\n")
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "inbound_low_water_bytes", line: nil, message: "must be below inbound_high_water_bytes (100)")) {
+            try c.finish(source: "test.yaml")
+        }
+        var d = try load("max_queued_bytes_total: 10\n")
+        #expect(throws: ConfigurationError.self) { try d.finish(source: "test.yaml") }
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "listeners[0].slow_consumer_policy", line: 2, message: "expected one of drop-new, drop-old, disconnect, got \"drop-all\"")) {
+            _ = try load("listeners:\n  - slow_consumer_policy: drop-all\n")
+        }
     }
 
     @Test func valuesAndListeners() throws {

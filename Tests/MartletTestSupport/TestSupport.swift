@@ -22,7 +22,8 @@ public func withBroker<T>(
     config.connectTimeout = .seconds(3)
     configure(&config)
     var logger = Logger(label: "test-broker")
-    logger.logLevel = .critical
+    // MARTLET_TEST_LOG=debug shows the broker's log while debugging a test.
+    logger.logLevel = ProcessInfo.processInfo.environment["MARTLET_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
     let broker = MQTTBroker(configuration: config, logger: logger)
     try await broker.start()
     let port = broker.localAddresses.first!.port!

@@ -1,18 +1,38 @@
 import MartletTLS
 import NIOCore
 
+/// What the broker does with a message for a subscriber whose outbox is full.
+public enum SlowConsumerPolicy: String, Sendable, Hashable, CaseIterable {
+    /// The new message is dropped (QoS 0 ones in the outbox are evicted first for a QoS 1/2 message).
+    case dropNew = "drop-new"
+    /// The oldest queued message is evicted (QoS 0 first) to make room for the new one.
+    case dropOld = "drop-old"
+    /// New messages are dropped and, if the outbox is still full after the grace time, the
+    /// subscriber is disconnected (v5: DISCONNECT 0x97 Quota exceeded).
+    case disconnect
+}
+
 /// Everything the broker core needs to know, with the defaults a user gets when they
-/// configure nothing. Each field is a named, documented limit.
-public struct BrokerConfiguration: Sendable {
+/// configure nothing. Each field is a named, documented limit (config/martlet.yaml).
+public struct BrokerConfiguration: Sendable, Hashable {
     public struct Listener: Sendable, Hashable {
         public var host: String
         public var port: Int
         /// TLS settings; nil for a plain TCP listener.
         public var tls: TLSConfiguration?
-        public init(host: String = "127.0.0.1", port: Int = 1883, tls: TLSConfiguration? = nil) {
+        /// `max_connections` of this listener; 0 = only the broker-wide limit applies.
+        public var maximumConnections: Int
+        /// `slow_consumer_policy` for clients of this listener.
+        public var slowConsumerPolicy: SlowConsumerPolicy
+        public init(
+            host: String = "127.0.0.1", port: Int = 1883, tls: TLSConfiguration? = nil,
+            maximumConnections: Int = 0, slowConsumerPolicy: SlowConsumerPolicy = .dropNew
+        ) {
             self.host = host
             self.port = port
             self.tls = tls
+            self.maximumConnections = maximumConnections
+            self.slowConsumerPolicy = slowConsumerPolicy
         }
     }
 
@@ -20,21 +40,71 @@ public struct BrokerConfiguration: Sendable {
     public var listeners: [Listener] = [Listener()]
     /// Event loops (threads) that serve connections; 0 means one per core.
     public var eventLoops: Int = 0
+
+    // MARK: Packets and topics
+
     /// `max_packet_size`: largest packet accepted from a client, fixed header included.
     public var maximumPacketSize: Int = 1 << 20
+    /// `max_topic_length`: longest topic name or filter, in bytes.
+    public var maximumTopicLength: Int = 65_535
+    /// `max_topic_levels`: most '/'-separated levels in a topic name or filter.
+    public var maximumTopicLevels: Int = 128
+    /// `max_subscriptions_per_client`: filters one session may hold; 0 = no limit.
+    public var maximumSubscriptionsPerClient: Int = 0
+    /// `max_client_id_length`: longest client identifier accepted.
+    public var maximumClientIdentifierLength: Int = 65_535
+
+    // MARK: Outbound backpressure
+
     /// `max_inflight`: QoS 1/2 messages sent to a client and not yet acknowledged.
     public var maximumInflight: Int = 20
-    /// `max_queued_messages`: QoS 1/2 messages held for a client beyond the inflight window
-    /// (and while a persistent session is offline). Past it, new messages are dropped and counted.
+    /// `max_queued_messages`: messages held in one session's outbox (waiting for the socket
+    /// to drain or for the inflight window, or while a persistent session is offline).
     public var maximumQueuedMessages: Int = 1000
-    /// `connect_timeout`: a socket that has not sent CONNECT by then is closed.
+    /// `max_queued_bytes`: the same outbox bounded in bytes.
+    public var maximumQueuedBytes: Int = 16 << 20
+    /// `max_queued_bytes_total`: every outbox together. Past it QoS 0 is dropped first,
+    /// then the listener's slow-consumer policy applies.
+    public var maximumQueuedBytesTotal: Int = 1 << 30
+    /// `slow_consumer_grace_ms`: with the `disconnect` policy, how long an outbox may stay full.
+    public var slowConsumerGrace: TimeAmount = .seconds(5)
+    /// `write_buffer_high_water` / `write_buffer_low_water`: bytes a connection may hold in
+    /// its socket write buffer before the outbox takes over (NIO's water marks).
+    public var writeBufferHighWater: Int = 64 << 10
+    public var writeBufferLowWater: Int = 32 << 10
+
+    // MARK: Inbound flow control
+
+    /// `inbound_high_water_bytes`: when the outboxes of online clients hold more than this,
+    /// the broker stops reading from clients that publish; it resumes below
+    /// `inbound_low_water_bytes`.
+    public var inboundHighWaterBytes: Int = 256 << 20
+    public var inboundLowWaterBytes: Int = 128 << 20
+    /// `max_unrouted_bytes`: messages one event loop has handed to the others and they have
+    /// not routed yet; past it the loop's publishers are paused until half of it is left.
+    public var maximumUnroutedBytes: Int = 16 << 20
+
+    // MARK: Connections and timers
+
+    /// `max_connections`: open connections over all listeners; 0 = no limit.
+    public var maximumConnections: Int = 0
+    /// `max_connection_rate`: new connections per second over all listeners (token bucket
+    /// with a burst of one second's worth); 0 = no limit.
+    public var maximumConnectionRate: Int = 0
+    /// `connect_timeout`: a socket that has not completed TLS and sent CONNECT by then is closed.
     public var connectTimeout: TimeAmount = .seconds(10)
-    /// `keepalive_sweep_interval`: how often each event loop checks its connections' keepalive.
+    /// `write_timeout`: a connection whose socket stays unwritable this long is closed.
+    public var writeTimeout: TimeAmount = .seconds(60)
+    /// `keepalive_sweep_interval`: how often each event loop checks its connections' timers.
     public var keepaliveSweepInterval: TimeAmount = .milliseconds(500)
     /// `max_keepalive`: 0 means no cap. A v5 client asking for more is told the server keep alive.
     public var maximumKeepalive: UInt16 = 0
-    /// `max_client_id_length`: longest client identifier accepted.
-    public var maximumClientIdentifierLength: Int = 65_535
+    /// `tcp_keepalive_idle_s`: idle seconds before TCP keepalive probes start on accepted sockets
+    /// (probes every 10 s, 3 of them); 0 leaves the system's setting.
+    public var tcpKeepaliveIdle: Int = 60
+    /// `tcp_user_timeout_ms`: how long sent data may stay unacknowledged before the kernel
+    /// drops the connection (TCP_USER_TIMEOUT); 0 leaves the system's setting.
+    public var tcpUserTimeout: Int = 60_000
     /// `listen_backlog`: the accept queue of each listener.
     public var listenBacklog: Int32 = 4096
 

@@ -9,7 +9,32 @@ public struct DaemonConfiguration: Sendable {
     public var logLevel = "info"
     /// Whether `broker.listeners` came from a file (flags then add to them) or is the built-in default.
     public var listenersConfigured = false
+    /// `slow_consumer_policy` at the top level: for listeners that do not set their own.
+    public var slowConsumerPolicy: SlowConsumerPolicy = .dropNew
+    /// Listeners (by index) whose file entry set `slow_consumer_policy`.
+    var listenersWithOwnPolicy: Set<Int> = []
     public init() {}
+
+    /// The top-level policy given to every listener without its own; then the checks that
+    /// involve more than one key. Called once the file, environment and flags are applied.
+    public mutating func finish(source: String) throws(ConfigurationError) {
+        for i in broker.listeners.indices where !listenersWithOwnPolicy.contains(i) {
+            broker.listeners[i].slowConsumerPolicy = slowConsumerPolicy
+        }
+        let b = broker
+        if b.writeBufferLowWater >= b.writeBufferHighWater {
+            throw ConfigurationError(source: source, key: "write_buffer_low_water", line: nil,
+                                     message: "must be below write_buffer_high_water (\(b.writeBufferHighWater))")
+        }
+        if b.inboundLowWaterBytes >= b.inboundHighWaterBytes {
+            throw ConfigurationError(source: source, key: "inbound_low_water_bytes", line: nil,
+                                     message: "must be below inbound_high_water_bytes (\(b.inboundHighWaterBytes))")
+        }
+        if b.maximumQueuedBytes > b.maximumQueuedBytesTotal {
+            throw ConfigurationError(source: source, key: "max_queued_bytes", line: nil,
+                                     message: "must not exceed max_queued_bytes_total (\(b.maximumQueuedBytesTotal))")
+        }
+    }
 }
 
 /// A configuration value that cannot be used: names the key, and the line in the file
@@ -61,6 +86,8 @@ public enum ConfigurationLoader {
     }
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+    static let policies = SlowConsumerPolicy.allCases.map(\.rawValue)
+    static let terabyte = 1 << 40
 
     /// Every scalar key, with its documented meaning in config/martlet.yaml.
     static let settings: [Setting] = [
@@ -73,10 +100,31 @@ public enum ConfigurationLoader {
         integer("max_packet_size", 16...268_435_460) { v, c in c.broker.maximumPacketSize = v },
         integer("max_inflight", 1...65_535) { v, c in c.broker.maximumInflight = v },
         integer("max_queued_messages", 0...10_000_000) { v, c in c.broker.maximumQueuedMessages = v },
+        integer("max_queued_bytes", 0...terabyte) { v, c in c.broker.maximumQueuedBytes = v },
+        integer("max_queued_bytes_total", 0...terabyte) { v, c in c.broker.maximumQueuedBytesTotal = v },
+        Setting(key: "slow_consumer_policy", expected: "one of \(policies.joined(separator: ", "))") { text, c in
+            guard let policy = SlowConsumerPolicy(rawValue: text) else { return false }
+            c.slowConsumerPolicy = policy
+            return true
+        },
+        milliseconds("slow_consumer_grace_ms", 0...3_600_000) { v, c in c.broker.slowConsumerGrace = v },
+        integer("write_buffer_high_water", 1024...terabyte) { v, c in c.broker.writeBufferHighWater = v },
+        integer("write_buffer_low_water", 0...terabyte) { v, c in c.broker.writeBufferLowWater = v },
+        integer("inbound_high_water_bytes", 1...terabyte) { v, c in c.broker.inboundHighWaterBytes = v },
+        integer("inbound_low_water_bytes", 0...terabyte) { v, c in c.broker.inboundLowWaterBytes = v },
+        integer("max_unrouted_bytes", 1024...terabyte) { v, c in c.broker.maximumUnroutedBytes = v },
+        integer("max_topic_length", 1...65_535) { v, c in c.broker.maximumTopicLength = v },
+        integer("max_topic_levels", 1...65_535) { v, c in c.broker.maximumTopicLevels = v },
+        integer("max_subscriptions_per_client", 0...10_000_000) { v, c in c.broker.maximumSubscriptionsPerClient = v },
         integer("max_client_id_length", 1...65_535) { v, c in c.broker.maximumClientIdentifierLength = v },
+        integer("max_connections", 0...100_000_000) { v, c in c.broker.maximumConnections = v },
+        integer("max_connection_rate", 0...100_000_000) { v, c in c.broker.maximumConnectionRate = v },
         integer("max_keepalive", 0...65_535) { v, c in c.broker.maximumKeepalive = UInt16(v) },
         milliseconds("connect_timeout_ms", 1...3_600_000) { v, c in c.broker.connectTimeout = v },
+        milliseconds("write_timeout_ms", 1...3_600_000) { v, c in c.broker.writeTimeout = v },
         milliseconds("keepalive_sweep_interval_ms", 10...60_000) { v, c in c.broker.keepaliveSweepInterval = v },
+        integer("tcp_keepalive_idle_s", 0...86_400) { v, c in c.broker.tcpKeepaliveIdle = v },
+        integer("tcp_user_timeout_ms", 0...3_600_000) { v, c in c.broker.tcpUserTimeout = v },
         integer("listen_backlog", 1...65_535) { v, c in c.broker.listenBacklog = Int32(v) },
     ]
 
@@ -96,7 +144,9 @@ public enum ConfigurationLoader {
             let key = keyNode.string ?? "?"
             let line = keyNode.mark.map { $0.line }
             if key == "listeners" {
-                config.broker.listeners = try listeners(value, source: source)
+                let (listeners, withPolicy) = try listeners(value, source: source)
+                config.broker.listeners = listeners
+                config.listenersWithOwnPolicy = withPolicy
                 config.listenersConfigured = true
                 continue
             }
@@ -110,12 +160,13 @@ public enum ConfigurationLoader {
         }
     }
 
-    static func listeners(_ node: Node, source: String) throws(ConfigurationError) -> [BrokerConfiguration.Listener] {
+    static func listeners(_ node: Node, source: String) throws(ConfigurationError) -> ([BrokerConfiguration.Listener], Set<Int>) {
         guard let sequence = node.sequence, !sequence.isEmpty else {
             throw ConfigurationError(source: source, key: "listeners", line: node.mark.map { $0.line },
                                      message: "expected a list of {host, port}")
         }
         var result: [BrokerConfiguration.Listener] = []
+        var withPolicy: Set<Int> = []
         for (i, item) in sequence.enumerated() {
             let key = "listeners[\(i)]"
             guard let map = item.mapping else {
@@ -138,13 +189,25 @@ public enum ConfigurationLoader {
                     listener.port = port
                 case "tls":
                     listener.tls = try tlsSettings(v, key: "\(key).tls", source: source)
+                case "max_connections":
+                    guard let n = v.scalar.flatMap({ Int($0.string) }), n >= 0 else {
+                        throw ConfigurationError(source: source, key: "\(key).max_connections", line: line, message: "expected a count (0 = no limit), got \(describe(v))")
+                    }
+                    listener.maximumConnections = n
+                case "slow_consumer_policy":
+                    guard let policy = v.scalar.flatMap({ SlowConsumerPolicy(rawValue: $0.string) }) else {
+                        throw ConfigurationError(source: source, key: "\(key).slow_consumer_policy", line: line,
+                                                 message: "expected one of \(policies.joined(separator: ", ")), got \(describe(v))")
+                    }
+                    listener.slowConsumerPolicy = policy
+                    withPolicy.insert(i)
                 default:
                     throw ConfigurationError(source: source, key: "\(key).\(name)", line: k.mark.map { $0.line }, message: "unknown key")
                 }
             }
             result.append(listener)
         }
-        return result
+        return (result, withPolicy)
     }
 
     /// `tls: {cert, key, cafile, capath, require_certificate, min_version, ciphers, ciphersuites}`.

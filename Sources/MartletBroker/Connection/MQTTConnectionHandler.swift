@@ -2,12 +2,21 @@ import Logging
 import MartletMQTT
 import NIOCore
 
-/// One client connection: framing, the CONNECT handshake, keepalive, and closing with
-/// the right reason. Everything that is session state (QoS flows, subscriptions) lives in
-/// the loop's `Router`, which this handler calls synchronously.
-final class MQTTConnectionHandler: ChannelInboundHandler {
+/// One client connection: framing, the CONNECT handshake, keepalive, write-stall and
+/// read pausing, and closing with the right reason. Everything that is session state (QoS
+/// flows, subscriptions, the outbox) lives in the loop's `Router`, which this handler calls
+/// synchronously.
+final class MQTTConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+
+    /// Why a connection is refused at CONNECT before any session is touched.
+    struct Refusal: Sendable {
+        var v3: ConnectReturnCode
+        var v5: ReasonCode
+        var why: String
+    }
 
     enum CloseReason: Sendable, Equatable {
         /// A malformed packet or a protocol violation: the will is published.
@@ -16,14 +25,19 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         case connectTimeout
         case sessionTakenOver
         case serverShuttingDown
+        /// The socket stayed unwritable for `write_timeout`.
+        case writeTimeout
+        /// The `disconnect` slow-consumer policy.
+        case slowConsumer
 
         var reasonCode: ReasonCode? {
             switch self {
             case .protocolError(let code, _): return code
             case .keepAliveTimeout: return .keepAliveTimeout
-            case .connectTimeout: return nil
+            case .connectTimeout, .writeTimeout: return nil
             case .sessionTakenOver: return .sessionTakenOver
             case .serverShuttingDown: return .serverShuttingDown
+            case .slowConsumer: return .quotaExceeded
             }
         }
     }
@@ -48,6 +62,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
 
     private let router: Router
     private let configuration: BrokerConfiguration
+    private let policy: SlowConsumerPolicy
+    private let refusal: Refusal?
     private var logger: Logger
     private var framer: MQTTPacketFramer
     private var state = State.awaitingConnect
@@ -63,9 +79,25 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
     private var buffered: [MQTTPacket] = []
     private static let maximumBufferedPackets = 1024
 
-    init(router: Router, configuration: BrokerConfiguration, logger: Logger) {
+    /// Reads withheld: by inbound flow control, or because this connection's own socket is
+    /// not draining (a peer that does not read what it asks for is not read either).
+    private var pausedInbound = false
+    private var pausedForOwnWrites = false
+    /// NIO asked to read while paused; the read is issued on resume.
+    private var readRequested = false
+    /// A PUBLISH arrived in this read burst (only publishers are paused by flow control).
+    private var publishedInBurst = false
+    /// Since when the socket has been unwritable.
+    private var unwritableSince: NIODeadline?
+    /// Bytes in and out since the router last collected them.
+    private var bytesIn = 0
+    private var bytesOut = 0
+
+    init(router: Router, configuration: BrokerConfiguration, policy: SlowConsumerPolicy = .dropNew, refusal: Refusal? = nil, logger: Logger) {
         self.router = router
         self.configuration = configuration
+        self.policy = policy
+        self.refusal = refusal
         self.logger = logger
         self.framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(maximumPacketSize: configuration.maximumPacketSize))
     }
@@ -112,8 +144,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .closed = state { return }
         lastPacketAt = .now()
+        let bytes = unwrapInboundIn(data)
+        bytesIn += bytes.readableBytes
         do {
-            try framer.process(unwrapInboundIn(data), allocator: context.channel.allocator) { packet in
+            try framer.process(bytes, allocator: context.channel.allocator) { packet in
                 handle(packet)
                 if case .closed = state { return false }
                 return true
@@ -128,7 +162,73 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         router.assumeIsolated { $0.flush() }
         flushIfDirty()
+        if publishedInBurst {
+            publishedInBurst = false
+            if !pausedInbound, case .connected = state, router.assumeIsolated({ $0.inboundShouldPause }) {
+                pausedInbound = true
+                let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                router.assumeIsolated { $0.paused(bound) }
+            }
+        }
+        if !context.channel.isWritable { pausedForOwnWrites = true }
         context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            unwritableSince = nil
+            if pausedForOwnWrites {
+                pausedForOwnWrites = false
+                resumeReadingIfAllowed(context: context)
+            }
+            if case .connected(let c) = state {
+                // Not re-entrantly: this can fire in the middle of a router flush.
+                let connectionID = self.connectionID
+                let router = self.router
+                context.eventLoop.execute {
+                    router.assumeIsolated { $0.becameWritable(clientID: c.clientID, connectionID: connectionID) }
+                }
+            }
+        } else if unwritableSince == nil {
+            unwritableSince = .now()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: Reading on demand
+
+    func read(context: ChannelHandlerContext) {
+        if pausedInbound || pausedForOwnWrites {
+            readRequested = true
+        } else {
+            context.read()
+        }
+    }
+
+    private func resumeReadingIfAllowed(context: ChannelHandlerContext) {
+        guard !pausedInbound, !pausedForOwnWrites, readRequested else { return }
+        readRequested = false
+        // Time spent paused is not the client's silence.
+        lastPacketAt = .now()
+        context.read()
+    }
+
+    /// Inbound flow control lifted the pause.
+    func resumeInbound() {
+        guard pausedInbound else { return }
+        pausedInbound = false
+        guard let context else { return }
+        resumeReadingIfAllowed(context: context)
+    }
+
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    func takeTraffic() -> (received: Int, sent: Int) {
+        defer {
+            bytesIn = 0
+            bytesOut = 0
+        }
+        return (bytesIn, bytesOut)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -186,6 +286,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
                 close(reason: .protocolError(.topicAliasInvalid, "topic alias without a topic alias maximum"))
                 return
             }
+            guard Topic.isWithin(publish.topic, maximumLength: configuration.maximumTopicLength, maximumLevels: configuration.maximumTopicLevels) else {
+                close(reason: .protocolError(.topicNameInvalid, "topic longer than max_topic_length or deeper than max_topic_levels"))
+                return
+            }
+            publishedInBurst = true
             router.assumeIsolated { $0.received(packet, clientID: c.clientID, connectionID: connectionID) }
         case .puback, .pubrec, .pubrel, .pubcomp, .subscribe, .unsubscribe:
             router.assumeIsolated { $0.received(packet, clientID: c.clientID, connectionID: connectionID) }
@@ -228,6 +333,20 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
 
     private func handleConnect(_ connect: ConnectPacket) {
         let v = connect.protocolVersion
+        if let refusal {
+            logger.info("connection refused", metadata: ["reason": "\(refusal.why)"])
+            refuse(v, v3: refusal.v3, v5: refusal.v5)
+            return
+        }
+        if let will = connect.will,
+           !Topic.isWithin(will.topic, maximumLength: configuration.maximumTopicLength, maximumLevels: configuration.maximumTopicLevels) {
+            if v == .v5 {
+                refuse(v, v3: .serverUnavailable, v5: .topicNameInvalid)
+            } else {
+                close(reason: .protocolError(.topicNameInvalid, "will topic beyond max_topic_length or max_topic_levels"))
+            }
+            return
+        }
         var clientID = connect.clientIdentifier
         var assigned = false
         if clientID.isEmpty {
@@ -274,7 +393,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         let request = Router.ConnectRequest(
             clientID: clientID, version: v, cleanStart: connect.cleanStart, expiryInterval: expiry,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? UInt16.max),
-            maximumPacketSize: connect.properties.maximumPacketSize.map { Int($0) } ?? .max)
+            maximumPacketSize: connect.properties.maximumPacketSize.map { Int($0) } ?? .max,
+            policy: policy)
         let bound = NIOLoopBound(self, eventLoop: context!.eventLoop)
         router.assumeIsolated { $0.connect(request, handler: bound) }
     }
@@ -326,13 +446,19 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         return will
     }
 
-    /// Keepalive (1.5 × the client's value, MQTT-3.1.2-24) and connect timeout.
+    /// Keepalive (1.5 × the client's value, MQTT-3.1.2-24), connect timeout and write stall.
     func checkTimers(now: NIODeadline) {
+        if let since = unwritableSince, now - since > configuration.writeTimeout {
+            logger.info("write timeout: the socket stayed unwritable", metadata: ["seconds": "\((now - since).nanoseconds / 1_000_000_000)"])
+            close(reason: .writeTimeout)
+            return
+        }
         switch state {
         case .awaitingConnect:
             if now - openedAt > configuration.connectTimeout { close(reason: .connectTimeout) }
         case .connected(let c):
-            if let k = c.keepAlive, now - lastPacketAt > k {
+            // A connection the broker is not reading cannot be blamed for silence.
+            if let k = c.keepAlive, !pausedInbound, !pausedForOwnWrites, now - lastPacketAt > k {
                 logger.info("keepalive expired")
                 close(reason: .keepAliveTimeout)
             }
@@ -356,11 +482,13 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
             logger.error("cannot encode \(packet.type)", metadata: ["error": "\(error)"])
             return
         }
+        bytesOut += buffer.readableBytes
         context.write(wrapOutboundOut(buffer), promise: nil)
         needsFlush = true
     }
 
     func write(_ buffer: ByteBuffer) {
+        bytesOut += buffer.readableBytes
         context?.write(wrapOutboundOut(buffer), promise: nil)
         needsFlush = true
     }
@@ -397,6 +525,14 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         default:
             logger.debug("closing connection", metadata: ["reason": "\(reason)"])
         }
+        let counter: WritableKeyPath<BrokerCounters.Snapshot, Int>? = switch reason {
+        case .protocolError: \.protocolErrors
+        case .keepAliveTimeout: \.keepaliveExpiries
+        case .connectTimeout: \.connectTimeouts
+        case .writeTimeout: \.writeTimeouts
+        case .sessionTakenOver, .serverShuttingDown, .slowConsumer: nil
+        }
+        if let counter { router.assumeIsolated { $0.count(counter) } }
         if case .connected(let c) = previous, c.version == .v5, let code = reason.reasonCode {
             // The server tells a v5 client why before closing (MQTT 5 4.13).
             sendRaw(.disconnect(DisconnectPacket(reasonCode: code)), version: .v5)

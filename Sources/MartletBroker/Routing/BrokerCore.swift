@@ -1,5 +1,6 @@
 import Logging
 import NIOConcurrencyHelpers
+import Synchronization
 
 /// What every router shares: configuration, the client-id registry, the retained store
 /// and broker-wide counters.
@@ -16,22 +17,122 @@ final class BrokerCore: Sendable {
     }
 }
 
-/// Broker-wide totals. Routers add to them in batches, not per message.
+/// Why a message did not reach a subscriber. Each reason is counted per client and
+/// broker-wide, and logged (rate-limited) with the client id.
+public enum DropReason: String, Sendable, CaseIterable {
+    /// The session's outbox was full (`max_queued_messages` / `max_queued_bytes`): the new message was dropped.
+    case queueFull = "queue_full"
+    /// The `drop-old` policy, or a QoS 1/2 message needing room, evicted a queued message.
+    case evicted = "evicted"
+    /// All outboxes together passed `max_queued_bytes_total`.
+    case totalLimit = "total_limit"
+    /// Larger than the subscriber's v5 Maximum Packet Size.
+    case tooLarge = "too_large"
+    /// Still queued when a non-persistent session ended (its client disconnected or was closed).
+    case sessionEnded = "session_ended"
+}
+
+/// Broker-wide totals and gauges.
+///
+/// Totals: each router gathers its own and folds them in once per sweep, so the hot path
+/// never touches shared memory. Gauges that several loops move (queued bytes, open
+/// connections) are atomics, touched only when a message is queued or dequeued, or a
+/// connection opens or closes.
 public final class BrokerCounters: Sendable {
     public struct Snapshot: Sendable, Hashable {
-        public var connections = 0
+        // Totals since start.
+        public var connectionsAccepted = 0
+        public var connectionsRefusedLimit = 0
+        public var connectionsRefusedRate = 0
         public var messagesReceived = 0
         public var messagesSent = 0
+        public var bytesReceived = 0
+        public var bytesSent = 0
         public var droppedQueueFull = 0
+        public var droppedEvicted = 0
+        public var droppedTotalLimit = 0
         public var droppedTooLarge = 0
+        public var droppedSessionEnded = 0
         public var keepaliveExpiries = 0
+        public var connectTimeouts = 0
+        public var writeTimeouts = 0
+        public var slowConsumerDisconnects = 0
         public var protocolErrors = 0
+        public var inboundPauses = 0
+        public var inboundResumes = 0
+        // Gauges, read when the snapshot is taken.
+        public var connections = 0
+        public var queuedMessages = 0
+        public var queuedBytes = 0
+        public var pausedConnections = 0
+
+        public init() {}
+
+        public var dropped: Int { droppedQueueFull + droppedEvicted + droppedTotalLimit + droppedTooLarge + droppedSessionEnded }
+
+        public func dropped(_ reason: DropReason) -> Int {
+            switch reason {
+            case .queueFull: return droppedQueueFull
+            case .evicted: return droppedEvicted
+            case .totalLimit: return droppedTotalLimit
+            case .tooLarge: return droppedTooLarge
+            case .sessionEnded: return droppedSessionEnded
+            }
+        }
+
+        mutating func countDrop(_ reason: DropReason, _ n: Int = 1) {
+            switch reason {
+            case .queueFull: droppedQueueFull += n
+            case .evicted: droppedEvicted += n
+            case .totalLimit: droppedTotalLimit += n
+            case .tooLarge: droppedTooLarge += n
+            case .sessionEnded: droppedSessionEnded += n
+            }
+        }
+
+        /// Adds the totals of `other` (gauges are not summed).
+        mutating func add(_ o: Snapshot) {
+            connectionsAccepted += o.connectionsAccepted
+            connectionsRefusedLimit += o.connectionsRefusedLimit
+            connectionsRefusedRate += o.connectionsRefusedRate
+            messagesReceived += o.messagesReceived
+            messagesSent += o.messagesSent
+            bytesReceived += o.bytesReceived
+            bytesSent += o.bytesSent
+            droppedQueueFull += o.droppedQueueFull
+            droppedEvicted += o.droppedEvicted
+            droppedTotalLimit += o.droppedTotalLimit
+            droppedTooLarge += o.droppedTooLarge
+            droppedSessionEnded += o.droppedSessionEnded
+            keepaliveExpiries += o.keepaliveExpiries
+            connectTimeouts += o.connectTimeouts
+            writeTimeouts += o.writeTimeouts
+            slowConsumerDisconnects += o.slowConsumerDisconnects
+            protocolErrors += o.protocolErrors
+            inboundPauses += o.inboundPauses
+            inboundResumes += o.inboundResumes
+        }
     }
-    private let box = NIOLockedValueBox(Snapshot())
 
-    public var snapshot: Snapshot { box.withLockedValue { $0 } }
+    private let totals = NIOLockedValueBox(Snapshot())
+    /// Bytes in every session's outbox, online or not.
+    let queuedBytes = Atomic<Int>(0)
+    /// Bytes in the outboxes of online sessions: what inbound flow control watches.
+    let queuedBytesOnline = Atomic<Int>(0)
+    let queuedMessages = Atomic<Int>(0)
+    let openConnections = Atomic<Int>(0)
+    let pausedConnections = Atomic<Int>(0)
 
-    func update(_ body: (inout Snapshot) -> Void) {
-        box.withLockedValue { body(&$0) }
+    public var snapshot: Snapshot {
+        var s = totals.withLockedValue { $0 }
+        s.connections = openConnections.load(ordering: .relaxed)
+        s.queuedMessages = queuedMessages.load(ordering: .relaxed)
+        s.queuedBytes = queuedBytes.load(ordering: .relaxed)
+        s.pausedConnections = pausedConnections.load(ordering: .relaxed)
+        return s
+    }
+
+    func add(_ delta: Snapshot) {
+        totals.withLockedValue { $0.add(delta) }
     }
 }

@@ -2,6 +2,7 @@ import DequeModule
 import Logging
 import MartletMQTT
 import NIOCore
+import Synchronization
 
 /// The routing engine of one event loop: the sessions that live on it, their
 /// subscription trie, QoS flows, and the batched hand-off of messages to the other loops.
@@ -18,6 +19,9 @@ actor Router {
         eventLoop.executor.asUnownedSerialExecutor()
     }
 
+    /// Bytes this loop has handed to other loops that they have not routed yet.
+    nonisolated let unroutedBytes = Atomic<Int>(0)
+
     private var peers: [Router] = []
     private var trie = SubscriptionTrie<Session>()
     private var sessions: [String: Session] = [:]
@@ -26,8 +30,9 @@ actor Router {
     private var nextConnectionID = 1
     private var sweepTask: RepeatedTask?
 
-    /// Messages waiting to be handed to each peer at the end of the read burst.
+    /// Messages waiting to be handed to each peer at the end of the read burst, and their bytes.
     private var outgoingBatches: [[Message]] = []
+    private var outgoingBytes: [Int] = []
     /// Connections written to since the last flush.
     private var dirty: [NIOLoopBound<MQTTConnectionHandler>] = []
 
@@ -36,9 +41,21 @@ actor Router {
     private let allocator = ByteBufferAllocator()
     private var logger: Logger
 
-    /// Counters gathered locally and folded into the broker-wide ones once per sweep.
-    private var received = 0
-    private var sent = 0
+    /// Totals gathered locally and folded into the broker-wide ones once per sweep.
+    private var local = BrokerCounters.Snapshot()
+    /// Publishers whose socket is not being read (inbound flow control).
+    private var paused: [NIOLoopBound<MQTTConnectionHandler>] = []
+    /// Sessions whose outbox refused a message under the `disconnect` policy.
+    private var overLimit: [Session] = []
+    /// Sessions with drops not logged yet, and when drops were last logged.
+    private var unloggedDroppers: [Session] = []
+    private var lastDropLog = NIODeadline.uptimeNanoseconds(0)
+    static let dropLogInterval = TimeAmount.seconds(5)
+    /// Pauses are logged at most once per interval too, with how many there were.
+    private var lastPauseLog = NIODeadline.uptimeNanoseconds(0)
+    private var pausesSinceLog = 0
+    /// The last message copied out of a larger read buffer (see `compacted`).
+    private var compactedMessage: Message?
 
     struct Match {
         var session: Session
@@ -59,6 +76,7 @@ actor Router {
     func start(peers: [Router]) {
         self.peers = peers
         self.outgoingBatches = Array(repeating: [], count: peers.count)
+        self.outgoingBytes = Array(repeating: 0, count: peers.count)
         let interval = core.configuration.keepaliveSweepInterval
         sweepTask = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
             self.assumeIsolated { $0.sweep() }
@@ -82,24 +100,38 @@ actor Router {
     }
 
     func unregister(_ id: Int) {
-        connections.removeValue(forKey: id)
+        if let handler = connections.removeValue(forKey: id) {
+            collectTraffic(handler.value)
+        }
+        forgetPaused(id)
     }
 
     var connectionCount: Int { connections.count }
 
+    /// Adds one to a total (connection events, timeouts); folded in at the next sweep.
+    func count(_ counter: WritableKeyPath<BrokerCounters.Snapshot, Int>) {
+        local[keyPath: counter] += 1
+    }
+
+    private func collectTraffic(_ handler: MQTTConnectionHandler) {
+        let (received, sent) = handler.takeTraffic()
+        local.bytesReceived += received
+        local.bytesSent += sent
+    }
+
     private func sweep() {
         let now = NIODeadline.now()
-        for (_, handler) in connections { handler.value.checkTimers(now: now) }
+        for (_, handler) in connections {
+            handler.value.checkTimers(now: now)
+            collectTraffic(handler.value)
+        }
+        checkSlowConsumers(now: now)
+        checkResume()
+        logDrops(now: now)
         flush()
-        let r = received
-        let s = sent
-        received = 0
-        sent = 0
-        if r > 0 || s > 0 {
-            core.counters.update {
-                $0.messagesReceived += r
-                $0.messagesSent += s
-            }
+        if local != BrokerCounters.Snapshot() {
+            core.counters.add(local)
+            local = BrokerCounters.Snapshot()
         }
     }
 
@@ -112,6 +144,7 @@ actor Router {
         var expiryInterval: UInt32
         var receiveMaximum: Int
         var maximumPacketSize: Int
+        var policy: SlowConsumerPolicy
     }
 
     /// Attaches the connection to the client id's session, taking it over from wherever it lives.
@@ -137,14 +170,17 @@ actor Router {
         guard let session = sessions.removeValue(forKey: clientID) else { return .none }
         session.expiryTask?.cancel()
         if let connection = session.connection {
-            session.connection = nil
+            setConnection(session, nil)
             if let will = connection.value.takeOver() {
                 publish(will)
             }
         }
         for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
+        let state = session.state
+        // The outbox leaves this loop's accounting; the new owner charges it again.
+        discardOutbox(session, countAs: discard ? .sessionEnded : nil)
         flush()
-        return .some(discard ? nil : session.state)
+        return .some(discard ? nil : state)
     }
 
     private func finishConnect(_ request: ConnectRequest, handler: NIOLoopBound<MQTTConnectionHandler>, state: SessionState??) {
@@ -152,9 +188,11 @@ actor Router {
             clientID: request.clientID, version: request.version, expiryInterval: request.expiryInterval,
             inflightWindow: max(1, min(core.configuration.maximumInflight, request.receiveMaximum)))
         session.maximumPacketSize = request.maximumPacketSize
+        session.policy = request.policy
         var sessionPresent = false
         if !request.cleanStart, case .some(.some(let restored)) = state {
             session.restore(restored)
+            account(session, bytes: 0, messages: session.outbox.count, chargeSession: session.outboxBytes)
             sessionPresent = true
             for (filter, sub) in session.subscriptions {
                 trie.insert(filter: filter, subscriber: session, options: sub.options, identifier: sub.identifier)
@@ -165,15 +203,18 @@ actor Router {
             if session.isPersistent && core.registry.owner(of: request.clientID) == index {
                 sessions[request.clientID] = session
                 scheduleExpiry(session)
-            } else if core.registry.owner(of: request.clientID) == index {
-                core.registry.release(request.clientID, router: index)
+            } else {
+                discardOutbox(session, countAs: .sessionEnded)
+                if core.registry.owner(of: request.clientID) == index {
+                    core.registry.release(request.clientID, router: index)
+                }
             }
             handler.value.close(reason: .sessionTakenOver)
             flush()
             return
         }
         sessions[request.clientID] = session
-        session.connection = handler
+        setConnection(session, handler)
         session.connectionID = handler.value.connectionID
         handler.value.sessionAttached(sessionPresent: sessionPresent)
         markDirty(handler)
@@ -186,7 +227,7 @@ actor Router {
                 write(.pubrel(PubRelPacket(packetIdentifier: flight.packetIdentifier)), to: session)
             }
         }
-        drainPending(session)
+        drain(session)
         handler.value.replayBufferedPackets()
         flush()
     }
@@ -198,7 +239,7 @@ actor Router {
             flush()
             return
         }
-        session.connection = nil
+        setConnection(session, nil)
         if session.isPersistent {
             scheduleExpiry(session)
         } else {
@@ -228,6 +269,7 @@ actor Router {
     }
 
     private func endSession(_ session: Session) {
+        discardOutbox(session, countAs: .sessionEnded)
         for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
         sessions.removeValue(forKey: session.clientID)
         core.registry.release(session.clientID, router: index)
@@ -243,14 +285,14 @@ actor Router {
         case .puback(let ack):
             if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == ack.packetIdentifier && $0.stage == .awaitingPubAck }) {
                 session.inflight.remove(at: i)
-                drainPending(session)
+                drain(session)
             }
         case .pubrec(let rec):
             if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == rec.packetIdentifier && $0.stage == .awaitingPubRec }) {
                 if rec.reasonCode.isFailure {
                     // A v5 failure PUBREC ends the flow (MQTT 5 4.3.3).
                     session.inflight.remove(at: i)
-                    drainPending(session)
+                    drain(session)
                 } else {
                     session.inflight[i].stage = .awaitingPubComp
                     write(.pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier)), to: session)
@@ -263,7 +305,7 @@ actor Router {
         case .pubcomp(let comp):
             if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == comp.packetIdentifier && $0.stage == .awaitingPubComp }) {
                 session.inflight.remove(at: i)
-                drainPending(session)
+                drain(session)
             }
         case .pubrel(let rel):
             let known = session.inboundQoS2.remove(rel.packetIdentifier) != nil
@@ -284,7 +326,7 @@ actor Router {
     }
 
     private func receivedPublish(_ publish: PublishPacket, from session: Session) {
-        received += 1
+        local.messagesReceived += 1
         var properties = publish.properties
         if !properties.isEmpty { properties.removeAll([.topicAlias, .subscriptionIdentifier]) }
         let message = Message(
@@ -311,6 +353,7 @@ actor Router {
         let identifier = subscribe.properties.subscriptionIdentifiers.first
         var codes: [ReasonCode] = []
         var retained: [(RetainedMessage, QoS)] = []
+        let limits = core.configuration
         for sub in subscribe.subscriptions {
             do {
                 try Topic.validateFilter(sub.topicFilter)
@@ -318,8 +361,17 @@ actor Router {
                 codes.append(v5 ? .topicFilterInvalid : .subscribeFailure)
                 continue
             }
+            if !Topic.isWithin(sub.topicFilter, maximumLength: limits.maximumTopicLength, maximumLevels: limits.maximumTopicLevels) {
+                codes.append(v5 ? .topicFilterInvalid : .subscribeFailure)
+                continue
+            }
             if SharedSubscription(sub.topicFilter) != nil {
                 codes.append(v5 ? .sharedSubscriptionsNotSupported : .subscribeFailure)
+                continue
+            }
+            if limits.maximumSubscriptionsPerClient > 0 && session.subscriptions[sub.topicFilter] == nil
+                && session.subscriptions.count >= limits.maximumSubscriptionsPerClient {
+                codes.append(v5 ? .quotaExceeded : .subscribeFailure)
                 continue
             }
             let existed = trie.insert(filter: sub.topicFilter, subscriber: session, options: sub.options, identifier: identifier)
@@ -350,8 +402,12 @@ actor Router {
             core.retained.store(RetainedMessage(topic: message.topic, payload: message.payload, qos: message.qos, properties: message.properties))
         }
         deliverLocally(message)
-        for i in peers.indices where i != index {
-            outgoingBatches[i].append(message)
+        if peers.count > 1 {
+            let cost = message.payload.readableBytes + message.topic.utf8.count + 64
+            for i in peers.indices where i != index {
+                outgoingBatches[i].append(message)
+                outgoingBytes[i] += cost
+            }
         }
     }
 
@@ -391,39 +447,39 @@ actor Router {
             let delivery = Delivery(message: message, qos: qos, retain: retain, subscriptionIdentifiers: match.identifiers)
             if qos == .atMostOnce && match.identifiers.isEmpty {
                 guard let connection = match.session.connection else { continue }
+                guard match.session.outbox.isEmpty && connection.value.isWritable else {
+                    enqueue(delivery, to: match.session)
+                    continue
+                }
                 let bytes = shared.buffer(for: delivery, version: match.session.version, allocator: allocator)
                 if bytes.readableBytes > match.session.maximumPacketSize {
-                    match.session.droppedTooLarge += 1
+                    drop(.tooLarge, match.session)
                     continue
                 }
                 connection.value.write(bytes)
                 markDirty(connection)
-                sent += 1
+                local.messagesSent += 1
             } else {
                 deliver(delivery, to: match.session)
             }
         }
     }
 
-    /// QoS 0 goes out now if online; QoS 1/2 enter the inflight window or wait in order.
+    /// Goes out now when the client is online, nothing is queued before it, the socket is
+    /// writable and (QoS 1/2) the inflight window has room; otherwise waits in the outbox.
+    /// QoS 0 is not queued for an offline session (MQTT-3.1.2-5 leaves it optional).
     private func deliver(_ delivery: Delivery, to session: Session) {
-        if delivery.qos == .atMostOnce {
-            guard session.isOnline else { return }  // QoS 0 is not queued for offline sessions
-            writePublish(delivery, to: session, packetIdentifier: nil, dup: false)
+        guard let connection = session.connection else {
+            if delivery.qos != .atMostOnce { enqueue(delivery, to: session) }
             return
         }
-        if session.isOnline && session.pending.isEmpty && session.inflight.count < session.inflightWindow {
+        let canSend = session.outbox.isEmpty && connection.value.isWritable
+        if canSend && delivery.qos == .atMostOnce {
+            writePublish(delivery, to: session, packetIdentifier: nil, dup: false)
+        } else if canSend && session.inflight.count < session.inflightWindow {
             sendInflight(delivery, to: session)
-        } else if session.pending.count < core.configuration.maximumQueuedMessages {
-            session.pending.append(delivery)
         } else {
-            session.droppedQueueFull += 1
-            core.counters.update { $0.droppedQueueFull += 1 }
-            if session.droppedQueueFull == 1 || session.droppedQueueFull % 1000 == 0 {
-                logger.warning("queue full, message dropped", metadata: [
-                    "client_id": "\(session.clientID)", "dropped": "\(session.droppedQueueFull)",
-                ])
-            }
+            enqueue(delivery, to: session)
         }
     }
 
@@ -435,14 +491,248 @@ actor Router {
         writePublish(delivery, to: session, packetIdentifier: id, dup: false)
     }
 
-    private func drainPending(_ session: Session) {
-        while session.isOnline && session.inflight.count < session.inflightWindow, let next = session.pending.popFirst() {
+    /// Moves messages from the outbox to the socket while it is writable, in order; a QoS 1/2
+    /// message at the head waits for the inflight window (and so does everything behind it).
+    private func drain(_ session: Session) {
+        guard let connection = session.connection else { return }
+        let handler = connection.value
+        var moved = 0
+        var bytes = 0
+        while handler.isWritable, let next = session.outbox.first {
+            if next.qos != .atMostOnce && session.inflight.count >= session.inflightWindow { break }
+            session.outbox.removeFirst()
+            if next.qos == .atMostOnce { session.outboxQoS0 -= 1 }
+            moved += 1
+            bytes += next.cost
             if next.qos == .atMostOnce {
                 writePublish(next, to: session, packetIdentifier: nil, dup: false)
             } else {
                 sendInflight(next, to: session)
             }
         }
+        if moved > 0 {
+            account(session, bytes: -bytes, messages: -moved)
+            if session.fullSince != nil && hasRoom(session, for: 0) { session.fullSince = nil }
+        }
+    }
+
+    /// The connection's socket drained below the low-water mark.
+    func becameWritable(clientID: String, connectionID: Int) {
+        guard let session = sessions[clientID], session.connectionID == connectionID else { return }
+        drain(session)
+        flush()
+    }
+
+    // MARK: Outbox limits
+
+    private func hasRoom(_ session: Session, for cost: Int) -> Bool {
+        let limits = core.configuration
+        return session.outbox.count < limits.maximumQueuedMessages && session.outboxBytes + cost <= limits.maximumQueuedBytes
+    }
+
+    private func totalHasRoom(for cost: Int) -> Bool {
+        core.counters.queuedBytes.load(ordering: .relaxed) + cost <= core.configuration.maximumQueuedBytesTotal
+    }
+
+    /// Queues a delivery, applying the limits: QoS 0 makes room for QoS 1/2 first, then the
+    /// session's slow-consumer policy decides. Every message not queued is counted.
+    private func enqueue(_ delivery: Delivery, to session: Session) {
+        var delivery = delivery
+        delivery.message = compacted(delivery.message)
+        let cost = delivery.cost
+        if delivery.qos != .atMostOnce {
+            while session.outboxQoS0 > 0 && !(hasRoom(session, for: cost) && totalHasRoom(for: cost)) {
+                evict(from: session, qos0Only: true)
+            }
+        }
+        if !totalHasRoom(for: cost) && delivery.qos == .atMostOnce {
+            drop(.totalLimit, session)
+            return
+        }
+        if !(hasRoom(session, for: cost) && totalHasRoom(for: cost)) {
+            let reason: DropReason = hasRoom(session, for: cost) ? .totalLimit : .queueFull
+            switch session.policy {
+            case .dropOld:
+                while !session.outbox.isEmpty && !(hasRoom(session, for: cost) && totalHasRoom(for: cost)) {
+                    evict(from: session, qos0Only: false)
+                }
+                if !(hasRoom(session, for: cost) && totalHasRoom(for: cost)) {
+                    drop(reason, session)
+                    return
+                }
+            case .dropNew:
+                drop(reason, session)
+                return
+            case .disconnect:
+                drop(reason, session)
+                if session.fullSince == nil && session.isOnline {
+                    session.fullSince = .now()
+                    overLimit.append(session)
+                }
+                return
+            }
+        }
+        session.outbox.append(delivery)
+        if delivery.qos == .atMostOnce { session.outboxQoS0 += 1 }
+        account(session, bytes: cost, messages: 1)
+    }
+
+    /// Removes the oldest queued message (the oldest QoS 0 one with `qos0Only`).
+    private func evict(from session: Session, qos0Only: Bool) {
+        let i = qos0Only ? session.outbox.firstIndex(where: { $0.qos == .atMostOnce }) : session.outbox.startIndex
+        guard let i, i < session.outbox.endIndex else { return }
+        let evicted = session.outbox.remove(at: i)
+        if evicted.qos == .atMostOnce { session.outboxQoS0 -= 1 }
+        account(session, bytes: -evicted.cost, messages: -1)
+        drop(.evicted, session)
+    }
+
+    private func drop(_ reason: DropReason, _ session: Session, count: Int = 1) {
+        session.drops[reason] += count
+        local.countDrop(reason, count)
+        if session.unloggedDrops == 0 { unloggedDroppers.append(session) }
+        session.unloggedDrops += count
+    }
+
+    /// Empties the outbox out of the accounting; `countAs` counts its messages as dropped.
+    private func discardOutbox(_ session: Session, countAs reason: DropReason?) {
+        guard !session.outbox.isEmpty else { return }
+        if let reason { drop(reason, session, count: session.outbox.count) }
+        account(session, bytes: -session.outboxBytes, messages: -session.outbox.count)
+        session.outbox = []
+        session.outboxQoS0 = 0
+    }
+
+    /// Moves the session's outbox figures and the broker-wide gauges together. Online bytes
+    /// falling below the low-water mark wake the publishers every loop paused.
+    /// `chargeSession`: bytes already in the session's figure (a restored outbox) that the
+    /// gauges must now count.
+    private func account(_ session: Session, bytes: Int, messages: Int, chargeSession: Int = 0) {
+        session.outboxBytes += bytes
+        let gauge = bytes + chargeSession
+        core.counters.queuedBytes.add(gauge, ordering: .relaxed)
+        core.counters.queuedMessages.add(messages, ordering: .relaxed)
+        if session.isOnline { adjustOnlineBytes(gauge) }
+    }
+
+    private func adjustOnlineBytes(_ bytes: Int) {
+        guard bytes != 0 else { return }
+        let now = core.counters.queuedBytesOnline.add(bytes, ordering: .relaxed).newValue
+        let low = core.configuration.inboundLowWaterBytes
+        if bytes < 0 && now < low && now - bytes >= low {
+            for peer in peers {
+                peer.eventLoop.execute { peer.assumeIsolated { $0.checkResume() } }
+            }
+        }
+    }
+
+    /// Attaches or detaches a connection; the outbox moves between online and offline bytes.
+    private func setConnection(_ session: Session, _ connection: NIOLoopBound<MQTTConnectionHandler>?) {
+        let wasOnline = session.isOnline
+        session.connection = connection
+        if wasOnline != session.isOnline {
+            adjustOnlineBytes(session.isOnline ? session.outboxBytes : -session.outboxBytes)
+        }
+    }
+
+    /// A payload that is a small slice of a large read buffer would keep the whole buffer
+    /// alive in an outbox; such a message is copied once per route before it is queued.
+    private func compacted(_ message: Message) -> Message {
+        let payload = message.payload
+        guard payload.storageCapacity > 2 * payload.readableBytes + 1024 else { return message }
+        if let c = compactedMessage, c.topic == message.topic, c.payload == payload { return c }
+        var copy = message
+        var fresh = allocator.buffer(capacity: payload.readableBytes)
+        fresh.writeImmutableBuffer(payload)
+        copy.payload = fresh
+        compactedMessage = copy
+        return copy
+    }
+
+    // MARK: Slow consumers and flow control
+
+    /// `disconnect` policy: a consumer whose outbox stayed full past the grace time is closed.
+    private func checkSlowConsumers(now: NIODeadline) {
+        guard !overLimit.isEmpty else { return }
+        let grace = core.configuration.slowConsumerGrace
+        var closing: [NIOLoopBound<MQTTConnectionHandler>] = []
+        overLimit.removeAll { session in
+            guard let since = session.fullSince, let connection = session.connection else {
+                session.fullSince = nil
+                return true
+            }
+            guard now - since >= grace else { return false }
+            session.fullSince = nil
+            logger.warning("slow consumer disconnected", metadata: [
+                "client_id": "\(session.clientID)", "queued": "\(session.outbox.count)", "queued_bytes": "\(session.outboxBytes)",
+            ])
+            local.slowConsumerDisconnects += 1
+            closing.append(connection)
+            return true
+        }
+        for connection in closing { connection.value.close(reason: .slowConsumer) }
+    }
+
+    /// Whether a connection that just published should stop being read.
+    var inboundShouldPause: Bool {
+        core.counters.queuedBytesOnline.load(ordering: .relaxed) > core.configuration.inboundHighWaterBytes
+            || unroutedBytes.load(ordering: .relaxed) > core.configuration.maximumUnroutedBytes
+    }
+
+    func paused(_ handler: NIOLoopBound<MQTTConnectionHandler>) {
+        pausesSinceLog += 1
+        let now = NIODeadline.now()
+        if now - lastPauseLog >= Self.dropLogInterval {
+            logger.info("inbound flow control: pausing publishers", metadata: [
+                "queued_bytes_online": "\(core.counters.queuedBytesOnline.load(ordering: .relaxed))",
+                "unrouted_bytes": "\(unroutedBytes.load(ordering: .relaxed))",
+                "pauses_since_last_log": "\(pausesSinceLog)",
+            ])
+            lastPauseLog = now
+            pausesSinceLog = 0
+        }
+        paused.append(handler)
+        local.inboundPauses += 1
+        core.counters.pausedConnections.add(1, ordering: .relaxed)
+    }
+
+    /// Resumes every paused publisher of this loop once both marks are below their low water.
+    func checkResume() {
+        guard !paused.isEmpty else { return }
+        let config = core.configuration
+        guard core.counters.queuedBytesOnline.load(ordering: .relaxed) < config.inboundLowWaterBytes,
+              unroutedBytes.load(ordering: .relaxed) <= config.maximumUnroutedBytes / 2 else { return }
+        let resumed = paused
+        paused = []
+        core.counters.pausedConnections.subtract(resumed.count, ordering: .relaxed)
+        local.inboundResumes += resumed.count
+        logger.debug("inbound flow control: resuming publishers", metadata: ["count": "\(resumed.count)"])
+        for handler in resumed { handler.value.resumeInbound() }
+    }
+
+    /// A paused connection that closes leaves the list.
+    private func forgetPaused(_ connectionID: Int) {
+        guard !paused.isEmpty else { return }
+        let before = paused.count
+        paused.removeAll { $0.value.connectionID == connectionID }
+        if paused.count != before { core.counters.pausedConnections.subtract(before - paused.count, ordering: .relaxed) }
+    }
+
+    private func logDrops(now: NIODeadline) {
+        guard !unloggedDroppers.isEmpty, now - lastDropLog >= Self.dropLogInterval else { return }
+        lastDropLog = now
+        for session in unloggedDroppers.prefix(20) {
+            logger.warning("messages dropped", metadata: [
+                "client_id": "\(session.clientID)", "dropped": "\(session.unloggedDrops)",
+                "queue_full": "\(session.drops[.queueFull])", "evicted": "\(session.drops[.evicted])",
+                "total_limit": "\(session.drops[.totalLimit])", "too_large": "\(session.drops[.tooLarge])",
+            ])
+        }
+        if unloggedDroppers.count > 20 {
+            logger.warning("messages dropped for more clients", metadata: ["clients": "\(unloggedDroppers.count - 20)"])
+        }
+        for session in unloggedDroppers { session.unloggedDrops = 0 }
+        unloggedDroppers.removeAll()
     }
 
     private func writePublish(_ delivery: Delivery, to session: Session, packetIdentifier: UInt16?, dup: Bool) {
@@ -456,7 +746,7 @@ actor Router {
             return
         }
         if buffer.readableBytes > session.maximumPacketSize {
-            session.droppedTooLarge += 1
+            drop(.tooLarge, session)
             if let id = packetIdentifier, let i = session.inflight.firstIndex(where: { $0.packetIdentifier == id }) {
                 session.inflight.remove(at: i)
             }
@@ -464,7 +754,7 @@ actor Router {
         }
         connection.value.write(buffer)
         markDirty(connection)
-        sent += 1
+        local.messagesSent += 1
     }
 
     private func write(_ packet: MQTTPacket, to session: Session) {
@@ -480,19 +770,34 @@ actor Router {
     }
 
     private func flushConnections() {
-        for connection in dirty { connection.value.flushIfDirty() }
+        // By index: a flush can close a connection, whose handling may mark others dirty.
+        var i = 0
+        while i < dirty.count {
+            dirty[i].value.flushIfDirty()
+            i += 1
+        }
         dirty.removeAll(keepingCapacity: true)
     }
 
-    /// End of a read burst: flush every connection written to, then hand each other loop its batch.
+    /// End of a read burst: flush every connection written to, then hand each other loop its
+    /// batch. The batch's bytes count as this loop's unrouted work until the peer routed it.
     func flush() {
         flushConnections()
         for i in outgoingBatches.indices where !outgoingBatches[i].isEmpty {
             let batch = outgoingBatches[i]
+            let bytes = outgoingBytes[i]
             outgoingBatches[i] = []
+            outgoingBytes[i] = 0
+            unroutedBytes.add(bytes, ordering: .relaxed)
             let peer = peers[i]
+            let origin = self
+            let resumeBelow = core.configuration.maximumUnroutedBytes / 2
             peer.eventLoop.execute {
                 peer.assumeIsolated { $0.deliverBatch(batch) }
+                let left = origin.unroutedBytes.subtract(bytes, ordering: .relaxed).newValue
+                if left <= resumeBelow && left + bytes > resumeBelow {
+                    origin.eventLoop.execute { origin.assumeIsolated { $0.checkResume() } }
+                }
             }
         }
     }
@@ -500,6 +805,15 @@ actor Router {
     // MARK: Introspection for tests and $SYS
 
     var sessionCount: Int { sessions.count }
+
+    /// What one session lost and holds, for operators and tests.
+    func sessionReport(_ clientID: String) -> SessionReport? {
+        guard let session = sessions[clientID] else { return nil }
+        var drops: [DropReason: Int] = [:]
+        for reason in DropReason.allCases { drops[reason] = session.drops[reason] }
+        return SessionReport(online: session.isOnline, dropped: drops, queuedMessages: session.outbox.count,
+                             queuedBytes: session.outboxBytes, inflight: session.inflight.count)
+    }
     var subscriptionCount: Int { trie.count }
 }
 

@@ -31,6 +31,20 @@ struct Delivery: Sendable {
     var qos: QoS
     var retain: Bool
     var subscriptionIdentifiers: [UInt32]
+
+    /// What the delivery is charged against `max_queued_bytes`: payload, topic, and a fixed
+    /// allowance for the rest of the packet and the queue entry.
+    var cost: Int { message.payload.readableBytes + message.topic.utf8.count + 64 }
+}
+
+/// Messages a session lost, by reason.
+struct DropCounts: Sendable {
+    private var counts = [Int](repeating: 0, count: DropReason.allCases.count)
+    subscript(reason: DropReason) -> Int {
+        get { counts[DropReason.allCases.firstIndex(of: reason)!] }
+        set { counts[DropReason.allCases.firstIndex(of: reason)!] = newValue }
+    }
+    var total: Int { counts.reduce(0, +) }
 }
 
 /// A QoS 1/2 message sent to the client and not yet fully acknowledged.
@@ -52,7 +66,8 @@ struct StoredSubscription: Sendable {
 struct SessionState: Sendable {
     var subscriptions: [String: StoredSubscription]
     var inflight: Deque<OutgoingFlight>
-    var pending: Deque<Delivery>
+    var outbox: Deque<Delivery>
+    var outboxBytes: Int
     var inboundQoS2: Set<UInt16>
     var nextPacketIdentifier: UInt16
 }
@@ -71,7 +86,13 @@ final class Session {
 
     var subscriptions: [String: StoredSubscription] = [:]
     var inflight: Deque<OutgoingFlight> = []
-    var pending: Deque<Delivery> = []
+    /// Messages waiting for the socket to drain, for the inflight window, or for the client
+    /// to come back; bounded by `max_queued_messages` and `max_queued_bytes`.
+    var outbox: Deque<Delivery> = []
+    /// Sum of `cost` over the outbox.
+    var outboxBytes = 0
+    /// QoS 0 messages in the outbox: the first to go when room is needed.
+    var outboxQoS0 = 0
     /// QoS 2 packet ids received and answered with PUBREC, not yet released (MQTT-4.3.3).
     var inboundQoS2: Set<UInt16> = []
     var nextPacketIdentifier: UInt16 = 1
@@ -81,9 +102,14 @@ final class Session {
     /// The client's v5 Maximum Packet Size: larger messages are not sent to it.
     var maximumPacketSize: Int = .max
 
-    /// Counters of messages this session did not get, by reason.
-    var droppedQueueFull = 0
-    var droppedTooLarge = 0
+    /// What happens when the outbox is full (from the listener the client connected to).
+    var policy: SlowConsumerPolicy = .dropNew
+    /// With the `disconnect` policy: when the outbox first refused a message, until it has room again.
+    var fullSince: NIODeadline?
+    /// Messages this session did not get, by reason.
+    var drops = DropCounts()
+    /// Drops not yet logged (the router logs them at most once per interval).
+    var unloggedDrops = 0
 
     /// Scratch for merging overlapping subscriptions during one route, without a dictionary.
     var matchStamp: UInt64 = 0
@@ -103,14 +129,16 @@ final class Session {
 
     var state: SessionState {
         SessionState(
-            subscriptions: subscriptions, inflight: inflight, pending: pending, inboundQoS2: inboundQoS2,
+            subscriptions: subscriptions, inflight: inflight, outbox: outbox, outboxBytes: outboxBytes, inboundQoS2: inboundQoS2,
             nextPacketIdentifier: nextPacketIdentifier)
     }
 
     func restore(_ state: SessionState) {
         subscriptions = state.subscriptions
         inflight = state.inflight
-        pending = state.pending
+        outbox = state.outbox
+        outboxBytes = state.outboxBytes
+        outboxQoS0 = state.outbox.reduce(0) { $0 + ($1.qos == .atMostOnce ? 1 : 0) }
         inboundQoS2 = state.inboundQoS2
         nextPacketIdentifier = state.nextPacketIdentifier
     }

@@ -30,6 +30,21 @@ public enum Topic {
     static let plus = UInt8(ascii: "+")
     static let hash = UInt8(ascii: "#")
 
+    /// Whether a topic name or filter stays within a configured length (bytes) and number of
+    /// levels. Cheap when the limits are the protocol's own: nothing is scanned then.
+    public static func isWithin(_ topic: String, maximumLength: Int, maximumLevels: Int) -> Bool {
+        let utf8 = topic.utf8
+        if utf8.count > maximumLength { return false }
+        // A topic of n bytes has at most n levels.
+        if maximumLevels >= utf8.count { return true }
+        var levels = 1
+        for byte in utf8 where byte == slash {
+            levels += 1
+            if levels > maximumLevels { return false }
+        }
+        return true
+    }
+
     /// Checks a topic name as sent in PUBLISH or a will.
     public static func validateName(_ topic: String) throws(TopicValidationError) {
         var count = 0
