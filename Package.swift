@@ -78,6 +78,7 @@ let package = Package(
             name: "martlet",
             dependencies: [
                 "MartletClient",
+                "MartletBroker",
                 "MartletMQTT",
                 "MartletTLS",
                 .product(name: "NIOCore", package: "swift-nio"),

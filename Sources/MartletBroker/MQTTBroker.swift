@@ -61,6 +61,9 @@ public final class MQTTBroker: Sendable {
     public var retainedCount: Int { core.retained.count }
 
     public func start() async throws {
+        // A password file or ACL that does not load stops the start, naming the line.
+        let security = try Self.loadSecurity(configuration)
+        core.security.withLockedValue { $0 = security }
         let routers = self.routers
         for router in routers {
             try await router.eventLoop.submit { router.assumeIsolated { $0.start(peers: routers) } }.get()
@@ -137,7 +140,7 @@ public final class MQTTBroker: Sendable {
                             TLSHandler(context: context, handshakeTimeout: configuration.connectTimeout, shutdownTimeout: .zero))
                     }
                     let handler = MQTTConnectionHandler(
-                        router: router, configuration: configuration, policy: listener.slowConsumerPolicy,
+                        router: router, configuration: configuration, listener: listener,
                         refusal: refusal, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
@@ -185,6 +188,39 @@ public final class MQTTBroker: Sendable {
             }
         }
         return errors
+    }
+
+    /// Checks that the password file and ACL load, for `--check-config`.
+    public static func validateSecurityFiles(_ configuration: BrokerConfiguration) throws(ConfigurationError) {
+        _ = try loadSecurity(configuration)
+    }
+
+    static func loadSecurity(_ configuration: BrokerConfiguration, generation: Int = 0) throws(ConfigurationError) -> SecurityState {
+        var state = SecurityState()
+        state.generation = generation
+        if let path = configuration.passwordFile {
+            let passwords = try PasswordFile(parsing: ConfigurationLoader.readFile(path, key: "password_file"), source: path)
+            state.authenticator = Authenticator(passwords: passwords)
+        }
+        if let path = configuration.aclFile {
+            state.acl = try AccessControlList(parsing: ConfigurationLoader.readFile(path, key: "acl_file"), source: path)
+        }
+        return state
+    }
+
+    /// Re-reads the password file and the ACL. Connected clients keep their session; from
+    /// now on their publications, subscriptions and deliveries follow the new ACL, and new
+    /// connections the new passwords. A file that does not load keeps the running state.
+    public func reloadSecurity() throws(ConfigurationError) {
+        let generation = core.security.withLockedValue { $0.generation } + 1
+        do {
+            let state = try Self.loadSecurity(configuration, generation: generation)
+            core.security.withLockedValue { $0 = state }
+            core.logger.info("password file and ACL reloaded")
+        } catch {
+            core.logger.error("password file or ACL reload failed, keeping the running ones", metadata: ["error": "\(error)"])
+            throw error
+        }
     }
 
     /// Stops accepting, closes every client connection (v5 clients get DISCONNECT 0x8B) and

@@ -98,16 +98,20 @@ struct Martletd: AsyncParsableCommand {
         if let maxConnections, maxConnections < 0 { throw ValidationError("--max-connections must not be negative") }
     }
 
+    static func loadFileAndEnvironment(_ path: String?, into resolved: inout DaemonConfiguration) throws(ConfigurationError) {
+        if let path {
+            let text = try ConfigurationLoader.readFile(path, key: "(file)")
+            try ConfigurationLoader.load(yaml: text, source: path, into: &resolved)
+        }
+        try ConfigurationLoader.applyEnvironment(ProcessEnvironment.current, into: &resolved)
+    }
+
     /// Defaults, then the file, then MARTLET_* variables, then flags.
     func resolveConfiguration() throws -> DaemonConfiguration {
         var resolved = DaemonConfiguration()
         do {
-            if let config {
-                let text = try readConfigurationFile(config)
-                try ConfigurationLoader.load(yaml: text, source: config, into: &resolved)
-            }
-            try ConfigurationLoader.applyEnvironment(ProcessEnvironment.current, into: &resolved)
-        } catch let error as ConfigurationError {
+            try Self.loadFileAndEnvironment(config, into: &resolved)
+        } catch {
             throw ConfigurationFailure(error: error)
         }
         if !port.isEmpty || !tlsPort.isEmpty {
@@ -147,6 +151,11 @@ struct Martletd: AsyncParsableCommand {
                     }
                 }
             }
+            do {
+                try MQTTBroker.validateSecurityFiles(daemon.broker)
+            } catch {
+                throw ConfigurationFailure(error: error)
+            }
             print("configuration OK: \(daemon.broker.listeners.map { "\($0.host):\($0.port)\($0.tls == nil ? "" : " (TLS)")" }.joined(separator: ", "))")
             return
         }
@@ -163,11 +172,14 @@ struct Martletd: AsyncParsableCommand {
         let signals = TerminationSignals()
         let broker = MQTTBroker(configuration: config, logger: logger)
         let reload = ReloadSignal { [broker, logger] in
-            logger.info("SIGHUP: reloading TLS certificates")
+            logger.info("SIGHUP: reloading TLS certificates, password file and ACL")
             broker.reloadTLS()
+            try? broker.reloadSecurity()
         }
         do {
             try await broker.start()
+        } catch let error as ConfigurationError {
+            throw ConfigurationFailure(error: error)
         } catch let error as TLSError {
             throw StartupError(description: "\(error)")
         } catch {
@@ -265,25 +277,6 @@ struct StartupError: Error, CustomStringConvertible {
 struct ConfigurationFailure: Error, CustomStringConvertible {
     var error: ConfigurationError
     var description: String { "invalid configuration: \(error)" }
-}
-
-/// Reads the whole file, or says why not in errno's words.
-func readConfigurationFile(_ path: String) throws -> String {
-    guard let file = fopen(path, "r") else {
-        throw ConfigurationError(source: path, key: "(file)", line: nil, message: "cannot read: \(String(cString: strerror(errno)))")
-    }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, file)
-        if n == 0 { break }
-        bytes += chunk[0..<n]
-    }
-    guard let text = String(validating: bytes, as: UTF8.self) else {
-        throw ConfigurationError(source: path, key: "(file)", line: nil, message: "not UTF-8 text")
-    }
-    return text
 }
 
 func writeStandardError(_ text: String) {

@@ -24,15 +24,23 @@ public struct BrokerConfiguration: Sendable, Hashable {
         public var maximumConnections: Int
         /// `slow_consumer_policy` for clients of this listener.
         public var slowConsumerPolicy: SlowConsumerPolicy
+        /// `allow_anonymous`: clients without a user name may connect.
+        public var allowAnonymous: Bool
+        /// `use_identity_as_username` (TLS listeners): the client certificate's subject CN (or
+        /// first SAN) is the user name, and the CONNECT's user name and password are ignored.
+        public var useIdentityAsUsername: Bool
         public init(
             host: String = "127.0.0.1", port: Int = 1883, tls: TLSConfiguration? = nil,
-            maximumConnections: Int = 0, slowConsumerPolicy: SlowConsumerPolicy = .dropNew
+            maximumConnections: Int = 0, slowConsumerPolicy: SlowConsumerPolicy = .dropNew,
+            allowAnonymous: Bool = true, useIdentityAsUsername: Bool = false
         ) {
             self.host = host
             self.port = port
             self.tls = tls
             self.maximumConnections = maximumConnections
             self.slowConsumerPolicy = slowConsumerPolicy
+            self.allowAnonymous = allowAnonymous
+            self.useIdentityAsUsername = useIdentityAsUsername
         }
     }
 
@@ -40,6 +48,13 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var listeners: [Listener] = [Listener()]
     /// Event loops (threads) that serve connections; 0 means one per core.
     public var eventLoops: Int = 0
+
+    // MARK: Security
+
+    /// `password_file`: users and PBKDF2 hashes (mosquitto's format); nil = no passwords checked.
+    public var passwordFile: String?
+    /// `acl_file`: topic access rules (mosquitto's format); nil = every client may do anything.
+    public var aclFile: String?
 
     // MARK: Packets and topics
 

@@ -1,6 +1,9 @@
 import MartletTLS
 import NIOCore
 import Yams
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Everything the daemon reads from its configuration: the broker's settings plus the
 /// daemon's own (logging).
@@ -126,6 +129,16 @@ public enum ConfigurationLoader {
         integer("tcp_keepalive_idle_s", 0...86_400) { v, c in c.broker.tcpKeepaliveIdle = v },
         integer("tcp_user_timeout_ms", 0...3_600_000) { v, c in c.broker.tcpUserTimeout = v },
         integer("listen_backlog", 1...65_535) { v, c in c.broker.listenBacklog = Int32(v) },
+        Setting(key: "password_file", expected: "a file path") { text, c in
+            guard !text.isEmpty else { return false }
+            c.broker.passwordFile = text
+            return true
+        },
+        Setting(key: "acl_file", expected: "a file path") { text, c in
+            guard !text.isEmpty else { return false }
+            c.broker.aclFile = text
+            return true
+        },
     ]
 
     /// Parses a YAML document. Unknown keys, wrong types and out-of-range values are errors.
@@ -189,6 +202,11 @@ public enum ConfigurationLoader {
                     listener.port = port
                 case "tls":
                     listener.tls = try tlsSettings(v, key: "\(key).tls", source: source)
+                case "allow_anonymous", "use_identity_as_username":
+                    guard let flag = v.scalar.flatMap({ Bool($0.string) }) else {
+                        throw ConfigurationError(source: source, key: "\(key).\(name)", line: line, message: "expected true or false, got \(describe(v))")
+                    }
+                    if name == "allow_anonymous" { listener.allowAnonymous = flag } else { listener.useIdentityAsUsername = flag }
                 case "max_connections":
                     guard let n = v.scalar.flatMap({ Int($0.string) }), n >= 0 else {
                         throw ConfigurationError(source: source, key: "\(key).max_connections", line: line, message: "expected a count (0 = no limit), got \(describe(v))")
@@ -204,6 +222,10 @@ public enum ConfigurationLoader {
                 default:
                     throw ConfigurationError(source: source, key: "\(key).\(name)", line: k.mark.map { $0.line }, message: "unknown key")
                 }
+            }
+            if listener.useIdentityAsUsername && listener.tls?.peerVerification != .required {
+                throw ConfigurationError(source: source, key: "\(key).use_identity_as_username", line: item.mark.map { $0.line },
+                                         message: "needs a TLS listener with require_certificate: true")
             }
             result.append(listener)
         }
@@ -260,6 +282,25 @@ public enum ConfigurationLoader {
             tls.peerVerification = .optional
         }
         return tls
+    }
+
+    /// Reads a whole UTF-8 text file, or says why not in errno's words, naming `key`.
+    public static func readFile(_ path: String, key: String) throws(ConfigurationError) -> String {
+        guard let file = fopen(path, "r") else {
+            throw ConfigurationError(source: path, key: key, line: nil, message: "cannot read: \(String(cString: strerror(errno)))")
+        }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, file)
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw ConfigurationError(source: path, key: key, line: nil, message: "not UTF-8 text")
+        }
+        return text
     }
 
     /// Applies `MARTLET_<KEY>` variables (e.g. MARTLET_MAX_INFLIGHT=50) over the file's values.

@@ -1,5 +1,6 @@
 import Logging
 import MartletMQTT
+import MartletTLS
 import NIOCore
 
 /// One client connection: framing, the CONNECT handshake, keepalive, write-stall and
@@ -62,7 +63,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
 
     private let router: Router
     private let configuration: BrokerConfiguration
-    private let policy: SlowConsumerPolicy
+    private let listener: BrokerConfiguration.Listener
     private let refusal: Refusal?
     private var logger: Logger
     private var framer: MQTTPacketFramer
@@ -93,10 +94,10 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     private var bytesIn = 0
     private var bytesOut = 0
 
-    init(router: Router, configuration: BrokerConfiguration, policy: SlowConsumerPolicy = .dropNew, refusal: Refusal? = nil, logger: Logger) {
+    init(router: Router, configuration: BrokerConfiguration, listener: BrokerConfiguration.Listener, refusal: Refusal? = nil, logger: Logger) {
         self.router = router
         self.configuration = configuration
-        self.policy = policy
+        self.listener = listener
         self.refusal = refusal
         self.logger = logger
         self.framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(maximumPacketSize: configuration.maximumPacketSize))
@@ -347,6 +348,30 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             }
             return
         }
+        // Authentication: the certificate's identity, or user name and password.
+        var username = connect.username
+        if listener.useIdentityAsUsername {
+            let certificate = try? context?.pipeline.syncOperations.handler(type: TLSHandler.self).peerCertificate
+            username = certificate.flatMap { $0.subjectCommonName ?? $0.subjectAlternativeNames.first }
+        }
+        let password = connect.password.map { Array($0.readableBytesView) }
+        let allowAnonymous = listener.allowAnonymous
+        let identityIsUsername = listener.useIdentityAsUsername && username != nil
+        let offered = username
+        let outcome = router.assumeIsolated { $0.authenticate(
+            username: offered, password: password, allowAnonymous: allowAnonymous, identityIsUsername: identityIsUsername) }
+        switch outcome {
+        case .accepted:
+            break
+        case .notAuthorized:
+            logger.info("connection refused: not authorized", metadata: ["user": "\(username ?? "(anonymous)")"])
+            refuse(v, v3: .notAuthorized, v5: .notAuthorized)
+            return
+        case .badCredentials:
+            logger.info("connection refused: bad user name or password", metadata: ["user": "\(username ?? "")"])
+            refuse(v, v3: .badUserNameOrPassword, v5: .badUserNameOrPassword)
+            return
+        }
         var clientID = connect.clientIdentifier
         var assigned = false
         if clientID.isEmpty {
@@ -360,6 +385,13 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         }
         guard clientID.utf8.count <= configuration.maximumClientIdentifierLength else {
             refuse(v, v3: .identifierRejected, v5: .clientIdentifierNotValid)
+            return
+        }
+        let user = username
+        let id = clientID
+        if let will = connect.will, !router.assumeIsolated({ $0.mayWrite(will.topic, username: user, clientID: id) }) {
+            logger.info("connection refused: the ACL does not allow the will topic", metadata: ["topic": "\(will.topic)"])
+            refuse(v, v3: .notAuthorized, v5: .notAuthorized)
             return
         }
         var keepAlive = connect.keepAlive
@@ -394,7 +426,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             clientID: clientID, version: v, cleanStart: connect.cleanStart, expiryInterval: expiry,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? UInt16.max),
             maximumPacketSize: connect.properties.maximumPacketSize.map { Int($0) } ?? .max,
-            policy: policy)
+            policy: listener.slowConsumerPolicy, username: username)
         let bound = NIOLoopBound(self, eventLoop: context!.eventLoop)
         router.assumeIsolated { $0.connect(request, handler: bound) }
     }

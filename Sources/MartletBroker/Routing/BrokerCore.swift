@@ -10,11 +10,21 @@ final class BrokerCore: Sendable {
     let retained = RetainedStore()
     let counters = BrokerCounters()
     let logger: Logger
+    /// Password file and ACL as last (re)loaded; routers take a copy once per sweep.
+    let security = NIOLockedValueBox(SecurityState())
 
     init(configuration: BrokerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
     }
+}
+
+/// What authentication and authorization use; replaced whole on reload.
+struct SecurityState: Sendable {
+    var authenticator = Authenticator(passwords: nil)
+    var acl: AccessControlList?
+    /// Bumped on every reload, so cached ACL answers are dropped.
+    var generation = 0
 }
 
 /// Why a message did not reach a subscriber. Each reason is counted per client and
@@ -60,6 +70,9 @@ public final class BrokerCounters: Sendable {
         public var protocolErrors = 0
         public var inboundPauses = 0
         public var inboundResumes = 0
+        public var authFailures = 0
+        public var publishDenied = 0
+        public var subscribeDenied = 0
         // Gauges, read when the snapshot is taken.
         public var connections = 0
         public var queuedMessages = 0
@@ -111,6 +124,9 @@ public final class BrokerCounters: Sendable {
             protocolErrors += o.protocolErrors
             inboundPauses += o.inboundPauses
             inboundResumes += o.inboundResumes
+            authFailures += o.authFailures
+            publishDenied += o.publishDenied
+            subscribeDenied += o.subscribeDenied
         }
     }
 

@@ -54,6 +54,11 @@ actor Router {
     /// Pauses are logged at most once per interval too, with how many there were.
     private var lastPauseLog = NIODeadline.uptimeNanoseconds(0)
     private var pausesSinceLog = 0
+    /// The password file and ACL, refreshed from the broker's once per sweep (so a reload
+    /// reaches every loop within one sweep interval) and at each CONNECT.
+    private var security = SecurityState()
+    private var lastAuthFailureLog = NIODeadline.uptimeNanoseconds(0)
+    private var authFailuresSinceLog = 0
     /// The last message copied out of a larger read buffer (see `compacted`).
     private var compactedMessage: Message?
 
@@ -125,6 +130,7 @@ actor Router {
             handler.value.checkTimers(now: now)
             collectTraffic(handler.value)
         }
+        security = core.security.withLockedValue { $0 }
         checkSlowConsumers(now: now)
         checkResume()
         logDrops(now: now)
@@ -145,6 +151,44 @@ actor Router {
         var receiveMaximum: Int
         var maximumPacketSize: Int
         var policy: SlowConsumerPolicy
+        var username: String?
+    }
+
+    /// Checks CONNECT credentials; failures are counted and logged at most every 5 s.
+    func authenticate(username: String?, password: [UInt8]?, allowAnonymous: Bool, identityIsUsername: Bool) -> Authenticator.Outcome {
+        security = core.security.withLockedValue { $0 }
+        let outcome = security.authenticator.check(
+            username: username, password: password, allowAnonymous: allowAnonymous, identityIsUsername: identityIsUsername)
+        if outcome != .accepted {
+            local.authFailures += 1
+            authFailuresSinceLog += 1
+            let now = NIODeadline.now()
+            if now - lastAuthFailureLog >= Self.dropLogInterval {
+                logger.warning("authentication failures", metadata: ["count": "\(authFailuresSinceLog)", "last_user": "\(username ?? "(anonymous)")"])
+                lastAuthFailureLog = now
+                authFailuresSinceLog = 0
+            }
+        }
+        return outcome
+    }
+
+    /// Whether a client may publish to `topic` (a will, checked at CONNECT).
+    func mayWrite(_ topic: String, username: String?, clientID: String) -> Bool {
+        security.acl?.allows(.write, topic, username: username, clientID: clientID) ?? true
+    }
+
+    /// Whether the session may receive a message on `topic` (always, without an ACL).
+    private func mayRead(_ topic: String, _ session: Session) -> Bool {
+        guard let acl = security.acl else { return true }
+        if session.readAllowedGeneration != security.generation {
+            session.readAllowed = [:]
+            session.readAllowedGeneration = security.generation
+        }
+        if let known = session.readAllowed[topic] { return known }
+        let allowed = acl.allows(.read, topic, username: session.username, clientID: session.clientID)
+        if session.readAllowed.count >= 1024 { session.readAllowed.removeAll(keepingCapacity: true) }
+        session.readAllowed[topic] = allowed
+        return allowed
     }
 
     /// Attaches the connection to the client id's session, taking it over from wherever it lives.
@@ -189,6 +233,7 @@ actor Router {
             inflightWindow: max(1, min(core.configuration.maximumInflight, request.receiveMaximum)))
         session.maximumPacketSize = request.maximumPacketSize
         session.policy = request.policy
+        session.username = request.username
         var sessionPresent = false
         if !request.cleanStart, case .some(.some(let restored)) = state {
             session.restore(restored)
@@ -327,6 +372,18 @@ actor Router {
 
     private func receivedPublish(_ publish: PublishPacket, from session: Session) {
         local.messagesReceived += 1
+        if let acl = security.acl, !acl.allows(.write, publish.topic, username: session.username, clientID: session.clientID) {
+            // Not routed. v5 says why in the acknowledgement; 3.1.1 cannot, so the flow
+            // completes as if delivered (as mosquitto does) and the refusal is counted.
+            local.publishDenied += 1
+            let code: ReasonCode = session.version == .v5 ? .notAuthorized : .success
+            switch publish.qos {
+            case .atMostOnce: break
+            case .atLeastOnce: write(.puback(PubAckPacket(packetIdentifier: publish.packetIdentifier!, reasonCode: code)), to: session)
+            case .exactlyOnce: write(.pubrec(PubRecPacket(packetIdentifier: publish.packetIdentifier!, reasonCode: code)), to: session)
+            }
+            return
+        }
         var properties = publish.properties
         if !properties.isEmpty { properties.removeAll([.topicAlias, .subscriptionIdentifier]) }
         let message = Message(
@@ -369,6 +426,11 @@ actor Router {
                 codes.append(v5 ? .sharedSubscriptionsNotSupported : .subscribeFailure)
                 continue
             }
+            if let acl = security.acl, !acl.allows(.subscribe, sub.topicFilter, username: session.username, clientID: session.clientID) {
+                local.subscribeDenied += 1
+                codes.append(v5 ? .notAuthorized : .subscribeFailure)
+                continue
+            }
             if limits.maximumSubscriptionsPerClient > 0 && session.subscriptions[sub.topicFilter] == nil
                 && session.subscriptions.count >= limits.maximumSubscriptionsPerClient {
                 codes.append(v5 ? .quotaExceeded : .subscribeFailure)
@@ -388,7 +450,7 @@ actor Router {
         }
         write(.suback(SubAckPacket(packetIdentifier: subscribe.packetIdentifier, reasonCodes: codes)), to: session)
         // Retained messages follow the SUBACK, flagged RETAIN=1 (MQTT-3.3.1-8).
-        for (message, grantedQoS) in retained {
+        for (message, grantedQoS) in retained where mayRead(message.topic, session) {
             let m = Message(topic: message.topic, payload: message.payload, qos: message.qos, retain: true, properties: message.properties)
             deliver(Delivery(message: m, qos: min(message.qos, grantedQoS), retain: true, subscriptionIdentifiers: identifier.map { [$0] } ?? []), to: session)
         }
@@ -421,9 +483,11 @@ actor Router {
         routeStamp &+= 1
         let stamp = routeStamp
         matches.removeAll(keepingCapacity: true)
+        let checkRead = security.acl != nil
         trie.forEachMatch(topic: message.topic) { entry in
             let session = entry.subscriber
             if entry.options.noLocal && session.clientID == message.publisherID { return }
+            if checkRead && session.matchStamp != stamp && !mayRead(message.topic, session) { return }
             if session.matchStamp == stamp {
                 // Overlapping subscriptions: one copy at the highest QoS (MQTT-3.3.5-1).
                 let i = session.matchIndex

@@ -102,6 +102,12 @@ final class Session {
     /// The client's v5 Maximum Packet Size: larger messages are not sent to it.
     var maximumPacketSize: Int = .max
 
+    /// The authenticated user name (nil: anonymous), for ACL checks.
+    var username: String?
+    /// ACL answers for topics this session received on, valid for one ACL generation.
+    var readAllowed: [String: Bool] = [:]
+    var readAllowedGeneration = -1
+
     /// What happens when the outbox is full (from the listener the client connected to).
     var policy: SlowConsumerPolicy = .dropNew
     /// With the `disconnect` policy: when the outbox first refused a message, until it has room again.

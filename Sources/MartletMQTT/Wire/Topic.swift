@@ -140,4 +140,22 @@ extension Topic {
     public static func matches(filter: String, topic: String) -> Bool {
         matches(filter: filter[...], topic: topic[...])
     }
+
+    /// Whether every topic `filter` can match is also matched by `pattern` (both filters):
+    /// how an ACL decides a SUBSCRIBE. `#` in the pattern covers anything below; `+` covers
+    /// one level of the filter, `+` included but not `#`.
+    public static func covers(pattern: String, filter: String) -> Bool {
+        let p = pattern.split(separator: "/", omittingEmptySubsequences: false)
+        let f = filter.split(separator: "/", omittingEmptySubsequences: false)
+        if filter.hasPrefix("$") != pattern.hasPrefix("$") && (p.first == "+" || p.first == "#") { return false }
+        var i = 0
+        while i < p.count {
+            if p[i] == "#" { return true }
+            guard i < f.count else { return false }
+            if f[i] == "#" { return false }
+            if p[i] != "+" && p[i] != f[i] { return false }
+            i += 1
+        }
+        return i == f.count
+    }
 }

@@ -1,0 +1,156 @@
+import Foundation
+import MartletBroker
+import MartletMQTT
+import MartletTLS
+import NIOCore
+import Testing
+import MartletTestSupport
+
+/// Authentication and ACLs end to end: CONNACK codes, SUBACK and PUBACK refusals,
+/// deliveries filtered, reload.
+@Suite struct SecurityTests {
+    static func files(passwords: [(String, String)], acl: String) throws -> (passwordFile: String, aclFile: String) {
+        let dir = NSTemporaryDirectory() + "martlet-security-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var file = PasswordFile()
+        for (user, password) in passwords { file.set(user: user, password: password, iterations: 1000) }
+        try file.rendered.write(toFile: dir + "/passwords", atomically: true, encoding: .utf8)
+        try acl.write(toFile: dir + "/acl", atomically: true, encoding: .utf8)
+        return (dir + "/passwords", dir + "/acl")
+    }
+
+    static func connect(_ port: Int, _ version: ProtocolVersion = .v3_1_1, id: String, user: String? = nil, password: String? = nil) async throws -> (RawClient, ConnAckPacket?) {
+        let c = try await RawClient.connect(port: port, version: version)
+        try await c.send(.connect(ConnectPacket(
+            protocolVersion: version, clientIdentifier: id, username: user, password: password.map { ByteBuffer(string: $0) })))
+        guard case .connack(let ack) = try await c.next() else { return (c, nil) }
+        return (c, ack)
+    }
+
+    static let v3NotAuthorized = ReasonCode(ConnectReturnCode.notAuthorized.rawValue)
+    static let v3BadPassword = ReasonCode(ConnectReturnCode.badUserNameOrPassword.rawValue)
+
+    @Test("authentication: anonymous refused when not allowed, bad password refused, right password accepted; failures counted")
+    func authentication() async throws {
+        let (passwords, _) = try Self.files(passwords: [("alice", "wonderland")], acl: "")
+        try await withBroker({
+            $0.passwordFile = passwords
+            $0.listeners[0].allowAnonymous = false
+        }) { broker, port in
+            #expect(try await Self.connect(port, id: "anon").1?.reasonCode == Self.v3NotAuthorized)
+            #expect(try await Self.connect(port, .v5, id: "anon5").1?.reasonCode == .notAuthorized)
+            #expect(try await Self.connect(port, id: "a", user: "alice", password: "nope").1?.reasonCode == Self.v3BadPassword)
+            #expect(try await Self.connect(port, .v5, id: "a5", user: "alice", password: "nope").1?.reasonCode == .badUserNameOrPassword)
+            #expect(try await Self.connect(port, id: "m", user: "mallory", password: "wonderland").1?.reasonCode == Self.v3BadPassword)
+            #expect(try await Self.connect(port, id: "a", user: "alice", password: "wonderland").1?.reasonCode == .success)
+            // A second connect with the same credentials (the verification cache) and a wrong one after it.
+            #expect(try await Self.connect(port, id: "a2", user: "alice", password: "wonderland").1?.reasonCode == .success)
+            #expect(try await Self.connect(port, id: "a3", user: "alice", password: "wonderlan").1?.reasonCode == Self.v3BadPassword)
+            try await poll(.seconds(2), "the auth failure counter") { broker.counters.authFailures == 6 ? true : nil }
+        }
+    }
+
+    @Test("ACL: a refused SUBSCRIBE gets 0x80 / 0x87, a refused PUBLISH is dropped (v3) or answered 0x87 (v5), a refused read is never delivered")
+    func accessControl() async throws {
+        let (passwords, acl) = try Self.files(
+            passwords: [("alice", "a"), ("bob", "b")],
+            acl: """
+                user alice
+                topic readwrite shared/#
+                topic read private/#
+                user bob
+                topic write shared/#
+                topic write private/#
+                topic read shared/public
+                """)
+        try await withBroker({
+            $0.passwordFile = passwords
+            $0.aclFile = acl
+        }) { broker, port in
+            let (alice, _) = try await Self.connect(port, .v5, id: "alice", user: "alice", password: "a")
+            let (bob, _) = try await Self.connect(port, id: "bob", user: "bob", password: "b")
+            // Bob subscribes to more than he may read: granted, but only readable topics arrive.
+            #expect(try await bob.subscribe("shared/#").reasonCodes == [.subscribeFailure])
+            #expect(try await bob.subscribe("shared/public", id: 2).reasonCodes == [.grantedQoS0])
+            try await alice.send(.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [
+                .init("shared/#", qos: .atLeastOnce), .init("private/#", qos: .atMostOnce), .init("other/#", qos: .atMostOnce),
+            ])))
+            #expect(try await alice.next() == .suback(SubAckPacket(packetIdentifier: 1, reasonCodes: [.grantedQoS1, .grantedQoS0, .notAuthorized])))
+            // v5 PUBLISH to a topic Alice may not write: PUBACK 0x87, nothing routed.
+            try await alice.publish("private/x", "no", qos: .atLeastOnce, id: 7)
+            #expect(try await alice.next() == .puback(PubAckPacket(packetIdentifier: 7, reasonCode: .notAuthorized)))
+            // v3 PUBLISH Bob may not write: acknowledged, not routed.
+            try await bob.publish("elsewhere", "no", qos: .atLeastOnce, id: 3)
+            #expect(try await bob.next() == .puback(PubAckPacket(packetIdentifier: 3)))
+            // Bob writes where Alice reads.
+            try await bob.publish("private/note", "for alice")
+            #expect(try await alice.nextPublish().payloadString == "for alice")
+            // Alice writes shared/secret (Bob may not read it) and shared/public (he may).
+            try await alice.publish("shared/secret", "not for bob", qos: .atLeastOnce, id: 8)
+            // Her PUBACK and her own subscription's copy, in either order.
+            var seen: [String] = []
+            for _ in 0..<2 {
+                switch try await alice.next() {
+                case .puback(let ack): seen.append("puback \(ack.packetIdentifier) \(ack.reasonCode == .success)")
+                case .publish(let p): seen.append("publish \(p.payloadString)")
+                default: seen.append("other")
+                }
+            }
+            #expect(Set(seen) == ["puback 8 true", "publish not for bob"])
+            try await alice.publish("shared/public", "for everyone")
+            #expect(try await bob.nextPublish().payloadString == "for everyone")
+            try await bob.expectSilence()
+            try await poll(.seconds(2), "the denial counters") {
+                let c = broker.counters
+                return c.publishDenied == 2 && c.subscribeDenied == 2 ? true : nil
+            }
+        }
+    }
+
+    @Test("reload: a changed ACL applies to connected clients; a broken file keeps the running one")
+    func reload() async throws {
+        let (passwords, acl) = try Self.files(passwords: [], acl: "topic read news/#\n")
+        try await withBroker({
+            $0.passwordFile = passwords
+            $0.aclFile = acl
+        }) { broker, port in
+            let (reader, _) = try await RawClient.connected(port: port, clientID: "reader")
+            _ = try await reader.subscribe("news/#")
+            let (writer, _) = try await RawClient.connected(port: port, clientID: "writer")
+            try await writer.publish("news/1", "refused")
+            try await reader.expectSilence()
+            try "topic readwrite news/#\n".write(toFile: acl, atomically: true, encoding: .utf8)
+            try broker.reloadSecurity()
+            // Routers pick the new ACL up within one sweep (100 ms in tests).
+            try await poll(.seconds(3), "the new ACL to allow writing") {
+                try await writer.publish("news/2", "allowed")
+                return try? await reader.nextPublish(timeout: .milliseconds(150))
+            }
+            try "topic sometimes news/#\n".write(toFile: acl, atomically: true, encoding: .utf8)
+            #expect(throws: ConfigurationError.self) { try broker.reloadSecurity() }
+            try await writer.publish("news/3", "still allowed")
+            #expect(try await reader.nextPublish().payloadString == "still allowed")
+        }
+    }
+
+    @Test("use_identity_as_username: the client certificate's CN is the user the ACL sees")
+    func identityAsUsername() async throws {
+        let certs = try await DevCertificates.make()
+        let (_, acl) = try Self.files(passwords: [], acl: "user martlet-client\ntopic readwrite mtls/#\n")
+        var listener = BrokerConfiguration.Listener(host: "127.0.0.1", port: 0, tls: certs.server(requireClientCertificate: true))
+        listener.useIdentityAsUsername = true
+        listener.allowAnonymous = false
+        try await withBroker({
+            $0.listeners = [listener]
+            $0.aclFile = acl
+        }) { _, port in
+            let tls = try certs.client(withCertificate: true)
+            let (c, ack) = try await RawClient.connected(port: port, clientID: "device", tls: tls)
+            #expect(ack.reasonCode == .success)
+            #expect(try await c.subscribe("mtls/#").reasonCodes == [.grantedQoS0])
+            #expect(try await c.subscribe("other", id: 2).reasonCodes == [.subscribeFailure])
+            try await c.publish("mtls/x", "mine")
+            #expect(try await c.nextPublish().payloadString == "mine")
+        }
+    }
+}
