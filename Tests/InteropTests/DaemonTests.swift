@@ -75,3 +75,49 @@ func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async 
     }
     Issue.record("nothing listening on port \(port)")
 }
+
+/// Password files: mosquitto_passwd's read by martletd, `martlet passwd`'s loaded on SIGHUP.
+@Suite struct DaemonSecurityTests {
+    @Test("a mosquitto_passwd file authenticates mosquitto_pub; martlet passwd adds a user that works after SIGHUP")
+    func passwordFileAndReload() async throws {
+        let dir = NSTemporaryDirectory() + "martlet-pw-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let passwords = dir + "/passwords"
+        let made = try await run("/usr/bin/mosquitto_passwd", ["-c", "-b", passwords, "alice", "secret"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let port = randomTestPort()
+        let config = dir + "/martlet.yaml"
+        try """
+            listeners:
+              - host: 127.0.0.1
+                port: \(port)
+                allow_anonymous: false
+            password_file: \(passwords)
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let check = try await run(DaemonTests.martletd, ["--config", config, "--check-config"])
+        #expect(check.status == 0, "\(check.stderr)")
+        let d = try ChildProcess(DaemonTests.martletd, ["--config", config, "--log-level", "info"])
+        defer { d.kill() }
+        try await waitUntilListening(UInt16(port))
+        func publish(_ user: String?, _ password: String?) async throws -> ProcessResult {
+            var args = ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-q", "1"]
+            if let user { args += ["-u", user] }
+            if let password { args += ["-P", password] }
+            return try await run(mosquittoPub, args)
+        }
+        #expect(try await publish("alice", "secret").status == 0)
+        let wrong = try await publish("alice", "guess")
+        #expect(wrong.status != 0)
+        #expect(wrong.stderr.lowercased().contains("not authori") || wrong.stderr.lowercased().contains("bad user"), "\(wrong.stderr)")
+        #expect(try await publish(nil, nil).status != 0)
+
+        let added = try await run(CLITests.martlet, ["passwd", "-b", passwords, "bob", "builder"])
+        #expect(added.status == 0, "\(added.stderr)")
+        #expect(try await publish("bob", "builder").status != 0)  // not loaded yet
+        d.kill(signal: SIGHUP)
+        try await poll(.seconds(5), "bob to be accepted after SIGHUP") {
+            try await publish("bob", "builder").status == 0 ? true : nil
+        }
+        #expect(try await publish("alice", "secret").status == 0)
+    }
+}

@@ -94,3 +94,18 @@ let debianPython = "/usr/bin/python3"
 /// A loopback port for a test daemon, random so that overlapping test runs do not collide,
 /// and below the ephemeral range (32768+) that outgoing test connections take ports from.
 func randomTestPort() -> Int { Int.random(in: 11_000...19_999) }
+
+/// Polls `check` every 50 ms until it returns a value or `timeout` passes.
+func poll<T>(_ timeout: Duration, _ what: String, _ check: () async throws -> T?) async throws -> T {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if let value = try await check() { return value }
+        if ContinuousClock.now > deadline { throw PollTimedOut(what: what) }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+}
+
+struct PollTimedOut: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "timed out waiting for \(what)" }
+}
