@@ -2,6 +2,7 @@ import Logging
 import MartletTLS
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import Synchronization
 #if canImport(Glibc)
@@ -20,6 +21,13 @@ public final class MQTTBroker: Sendable {
     private let routers: [Router]
     private let routerByLoop: [ObjectIdentifier: Router]
     private let serverChannels = NIOLockedValueBox<[any Channel]>([])
+    private let metricsChannel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let exporter = MetricsExporter()
+    private let sysTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    private let startedAt = NIODeadline.now()
+
+    /// The version reported in `$SYS/broker/version`.
+    public static let version = "martlet 0.1.0"
     private let isShutDown = NIOLockedValueBox(false)
     /// The TLS context each TLS listener hands to new connections; replaced on reload.
     private let tlsContexts = NIOLockedValueBox<[Int: TLSContext]>([:])
@@ -77,6 +85,12 @@ public final class MQTTBroker: Sendable {
                 let channel = try await bind(listener, index: i)
                 serverChannels.withLockedValue { $0.append(channel) }
                 core.logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+            }
+            startSysPublisher()
+            if let metrics = configuration.metrics {
+                let channel = try await bindMetrics(metrics)
+                metricsChannel.withLockedValue { $0 = channel }
+                core.logger.info("metrics endpoint", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "paths": "/metrics /healthz"])
             }
         } catch {
             try? await shutdown()
@@ -147,6 +161,70 @@ public final class MQTTBroker: Sendable {
             }
             .bind(host: listener.host, port: listener.port)
             .get()
+    }
+
+    private func bindMetrics(_ metrics: BrokerConfiguration.MetricsListener) async throws -> any Channel {
+        let exporter = self.exporter
+        let counters = core.counters
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(exporter: exporter, snapshot: { counters.snapshot }))
+                }
+            }
+            .bind(host: metrics.host, port: metrics.port)
+            .get()
+    }
+
+    /// Publishes the broker's figures as retained `$SYS/broker/...` messages every
+    /// `sys_interval`, from the first event loop's router (so they route like any message).
+    private func startSysPublisher() {
+        let interval = configuration.sysInterval
+        guard interval > .zero, let router = routers.first else { return }
+        let counters = core.counters
+        let startedAt = self.startedAt
+        let task = router.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: interval) { _ in
+            let s = counters.snapshot
+            let uptime = (NIODeadline.now() - startedAt).nanoseconds / 1_000_000_000
+            let figures: [(String, String)] = [
+                ("version", Self.version),
+                ("uptime", "\(uptime) seconds"),
+                ("clients/connected", "\(s.connections)"),
+                ("clients/accepted", "\(s.connectionsAccepted)"),
+                ("clients/refused", "\(s.connectionsRefusedLimit + s.connectionsRefusedRate)"),
+                ("messages/received", "\(s.messagesReceived)"),
+                ("messages/sent", "\(s.messagesSent)"),
+                ("messages/dropped", "\(s.dropped)"),
+                ("messages/inflight", "\(s.inflightMessages)"),
+                ("bytes/received", "\(s.bytesReceived)"),
+                ("bytes/sent", "\(s.bytesSent)"),
+                ("queued/messages", "\(s.queuedMessages)"),
+                ("queued/bytes", "\(s.queuedBytes)"),
+                ("inbound/paused", "\(s.pausedConnections)"),
+                ("auth/failures", "\(s.authFailures)"),
+                ("keepalive/expiries", "\(s.keepaliveExpiries)"),
+                ("slow_consumers/disconnected", "\(s.slowConsumerDisconnects)"),
+            ]
+            router.assumeIsolated { router in
+                for (topic, value) in figures {
+                    router.publish(Message(topic: "$SYS/broker/" + topic, payload: ByteBuffer(string: value), qos: .atMostOnce, retain: true))
+                }
+                router.flush()
+            }
+        }
+        sysTask.withLockedValue { $0 = task }
+    }
+
+    /// Where /metrics is served, when configured.
+    public var metricsAddress: SocketAddress? {
+        metricsChannel.withLockedValue { $0?.localAddress }
+    }
+
+    /// The Prometheus text /metrics serves, for callers without HTTP.
+    public func renderMetrics() -> String {
+        String(decoding: exporter.render(core.counters.snapshot), as: UTF8.self)
     }
 
     /// Counts a new connection in, or says why it is refused (then it is not counted):
@@ -235,7 +313,9 @@ public final class MQTTBroker: Sendable {
             defer { channels = [] }
             return channels
         }
+        sysTask.withLockedValue { $0?.cancel() }
         for channel in channels { try? await channel.close() }
+        if let metrics = metricsChannel.withLockedValue({ $0 }) { try? await metrics.close() }
         for router in routers {
             try? await router.eventLoop.submit { router.assumeIsolated { $0.stop() } }.get()
         }

@@ -20,6 +20,8 @@ public func withBroker<T>(
     // Long enough that a busy test machine never trips it by accident; the tests of the
     // timeout itself set a short one.
     config.connectTimeout = .seconds(3)
+    // $SYS messages are retained; tests that count retained messages would see them.
+    config.sysInterval = .zero
     configure(&config)
     var logger = Logger(label: "test-broker")
     // MARTLET_TEST_LOG=debug shows the broker's log while debugging a test.

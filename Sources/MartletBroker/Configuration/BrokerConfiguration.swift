@@ -49,6 +49,19 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// Event loops (threads) that serve connections; 0 means one per core.
     public var eventLoops: Int = 0
 
+    /// `metrics: {host, port}`: the HTTP endpoint serving /metrics and /healthz; nil = off.
+    public var metrics: MetricsListener?
+    public struct MetricsListener: Sendable, Hashable {
+        public var host: String
+        public var port: Int
+        public init(host: String = "127.0.0.1", port: Int = 9883) {
+            self.host = host
+            self.port = port
+        }
+    }
+    /// `sys_interval_s`: how often `$SYS/broker/...` topics are published (retained); 0 = never.
+    public var sysInterval: TimeAmount = .seconds(10)
+
     // MARK: Security
 
     /// `password_file`: users and PBKDF2 hashes (mosquitto's format); nil = no passwords checked.

@@ -129,6 +129,7 @@ public enum ConfigurationLoader {
         integer("tcp_keepalive_idle_s", 0...86_400) { v, c in c.broker.tcpKeepaliveIdle = v },
         integer("tcp_user_timeout_ms", 0...3_600_000) { v, c in c.broker.tcpUserTimeout = v },
         integer("listen_backlog", 1...65_535) { v, c in c.broker.listenBacklog = Int32(v) },
+        integer("sys_interval_s", 0...86_400) { v, c in c.broker.sysInterval = .seconds(Int64(v)) },
         Setting(key: "password_file", expected: "a file path") { text, c in
             guard !text.isEmpty else { return false }
             c.broker.passwordFile = text
@@ -161,6 +162,10 @@ public enum ConfigurationLoader {
                 config.broker.listeners = listeners
                 config.listenersWithOwnPolicy = withPolicy
                 config.listenersConfigured = true
+                continue
+            }
+            if key == "metrics" {
+                config.broker.metrics = try metricsListener(value, source: source)
                 continue
             }
             guard let setting = settings.first(where: { $0.key == key }) else {
@@ -230,6 +235,32 @@ public enum ConfigurationLoader {
             result.append(listener)
         }
         return (result, withPolicy)
+    }
+
+    /// `metrics: {host, port}`.
+    static func metricsListener(_ node: Node, source: String) throws(ConfigurationError) -> BrokerConfiguration.MetricsListener {
+        guard let map = node.mapping else {
+            throw ConfigurationError(source: source, key: "metrics", line: node.mark.map { $0.line }, message: "expected {host, port}")
+        }
+        var listener = BrokerConfiguration.MetricsListener()
+        for (k, v) in map {
+            let name = k.string ?? "?"
+            switch name {
+            case "host":
+                guard let host = v.scalar?.string, !host.isEmpty else {
+                    throw ConfigurationError(source: source, key: "metrics.host", line: v.mark.map { $0.line }, message: "expected an address")
+                }
+                listener.host = host
+            case "port":
+                guard let port = v.scalar.flatMap({ Int($0.string) }), (0...65_535).contains(port) else {
+                    throw ConfigurationError(source: source, key: "metrics.port", line: v.mark.map { $0.line }, message: "expected a port in 0...65535, got \(describe(v))")
+                }
+                listener.port = port
+            default:
+                throw ConfigurationError(source: source, key: "metrics.\(name)", line: k.mark.map { $0.line }, message: "unknown key")
+            }
+        }
+        return listener
     }
 
     /// `tls: {cert, key, cafile, capath, require_certificate, min_version, ciphers, ciphersuites}`.

@@ -232,7 +232,15 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         return (bytesIn, bytesOut)
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSEvent {
+            router.assumeIsolated { $0.count(\.tlsHandshakes) }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is TLSError { router.assumeIsolated { $0.count(\.tlsHandshakeFailures) } }
         logger.debug("connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }

@@ -73,11 +73,14 @@ public final class BrokerCounters: Sendable {
         public var authFailures = 0
         public var publishDenied = 0
         public var subscribeDenied = 0
+        public var tlsHandshakes = 0
+        public var tlsHandshakeFailures = 0
         // Gauges, read when the snapshot is taken.
         public var connections = 0
         public var queuedMessages = 0
         public var queuedBytes = 0
         public var pausedConnections = 0
+        public var inflightMessages = 0
 
         public init() {}
 
@@ -127,6 +130,8 @@ public final class BrokerCounters: Sendable {
             authFailures += o.authFailures
             publishDenied += o.publishDenied
             subscribeDenied += o.subscribeDenied
+            tlsHandshakes += o.tlsHandshakes
+            tlsHandshakeFailures += o.tlsHandshakeFailures
         }
     }
 
@@ -138,6 +143,7 @@ public final class BrokerCounters: Sendable {
     let queuedMessages = Atomic<Int>(0)
     let openConnections = Atomic<Int>(0)
     let pausedConnections = Atomic<Int>(0)
+    let inflightMessages = Atomic<Int>(0)
 
     public var snapshot: Snapshot {
         var s = totals.withLockedValue { $0 }
@@ -145,6 +151,7 @@ public final class BrokerCounters: Sendable {
         s.queuedMessages = queuedMessages.load(ordering: .relaxed)
         s.queuedBytes = queuedBytes.load(ordering: .relaxed)
         s.pausedConnections = pausedConnections.load(ordering: .relaxed)
+        s.inflightMessages = inflightMessages.load(ordering: .relaxed)
         return s
     }
 

@@ -237,6 +237,7 @@ actor Router {
         var sessionPresent = false
         if !request.cleanStart, case .some(.some(let restored)) = state {
             session.restore(restored)
+            core.counters.inflightMessages.add(session.inflight.count, ordering: .relaxed)
             account(session, bytes: 0, messages: session.outbox.count, chargeSession: session.outboxBytes)
             sessionPresent = true
             for (filter, sub) in session.subscriptions {
@@ -329,14 +330,14 @@ actor Router {
             receivedPublish(publish, from: session)
         case .puback(let ack):
             if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == ack.packetIdentifier && $0.stage == .awaitingPubAck }) {
-                session.inflight.remove(at: i)
+                removeInflight(session, at: i)
                 drain(session)
             }
         case .pubrec(let rec):
             if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == rec.packetIdentifier && $0.stage == .awaitingPubRec }) {
                 if rec.reasonCode.isFailure {
                     // A v5 failure PUBREC ends the flow (MQTT 5 4.3.3).
-                    session.inflight.remove(at: i)
+                    removeInflight(session, at: i)
                     drain(session)
                 } else {
                     session.inflight[i].stage = .awaitingPubComp
@@ -349,7 +350,7 @@ actor Router {
             }
         case .pubcomp(let comp):
             if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == comp.packetIdentifier && $0.stage == .awaitingPubComp }) {
-                session.inflight.remove(at: i)
+                removeInflight(session, at: i)
                 drain(session)
             }
         case .pubrel(let rel):
@@ -549,6 +550,7 @@ actor Router {
 
     private func sendInflight(_ delivery: Delivery, to session: Session) {
         let id = session.allocatePacketIdentifier()
+        core.counters.inflightMessages.add(1, ordering: .relaxed)
         session.inflight.append(OutgoingFlight(
             packetIdentifier: id, delivery: delivery,
             stage: delivery.qos == .atLeastOnce ? .awaitingPubAck : .awaitingPubRec))
@@ -578,6 +580,11 @@ actor Router {
             account(session, bytes: -bytes, messages: -moved)
             if session.fullSince != nil && hasRoom(session, for: 0) { session.fullSince = nil }
         }
+    }
+
+    private func removeInflight(_ session: Session, at i: Int) {
+        session.inflight.remove(at: i)
+        core.counters.inflightMessages.subtract(1, ordering: .relaxed)
     }
 
     /// The connection's socket drained below the low-water mark.
@@ -658,8 +665,10 @@ actor Router {
         session.unloggedDrops += count
     }
 
-    /// Empties the outbox out of the accounting; `countAs` counts its messages as dropped.
+    /// Empties the outbox out of the accounting (and the inflight gauge); `countAs` counts
+    /// its messages as dropped.
     private func discardOutbox(_ session: Session, countAs reason: DropReason?) {
+        if !session.inflight.isEmpty { core.counters.inflightMessages.subtract(session.inflight.count, ordering: .relaxed) }
         guard !session.outbox.isEmpty else { return }
         if let reason { drop(reason, session, count: session.outbox.count) }
         account(session, bytes: -session.outboxBytes, messages: -session.outbox.count)
@@ -812,7 +821,7 @@ actor Router {
         if buffer.readableBytes > session.maximumPacketSize {
             drop(.tooLarge, session)
             if let id = packetIdentifier, let i = session.inflight.firstIndex(where: { $0.packetIdentifier == id }) {
-                session.inflight.remove(at: i)
+                removeInflight(session, at: i)
             }
             return
         }
