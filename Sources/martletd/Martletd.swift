@@ -5,6 +5,7 @@ import MartletBroker
 import MartletTLS
 import NIOConcurrencyHelpers
 import NIOCore
+import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
@@ -64,6 +65,9 @@ struct Martletd: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String?
 
+    @Option(name: .long, help: "Log format: text or json (one JSON object per line).")
+    var logFormat: String?
+
     @Option(name: .long, help: "Event loop threads (0 = one per core).")
     var threads: Int?
 
@@ -82,6 +86,9 @@ struct Martletd: AsyncParsableCommand {
     func validate() throws {
         if let logLevel, Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        if let logFormat, logFormat != "text" && logFormat != "json" {
+            throw ValidationError("--log-format must be text or json")
         }
         for p in port + tlsPort where !(0...65_535).contains(p) {
             throw ValidationError("\(p) is not a TCP port")
@@ -125,6 +132,7 @@ struct Martletd: AsyncParsableCommand {
             resolved.broker.listeners = resolved.listenersConfigured ? resolved.broker.listeners + extra : extra
         }
         if let logLevel { resolved.logLevel = logLevel }
+        if let logFormat { resolved.logFormat = logFormat }
         if let threads { resolved.broker.eventLoops = threads }
         if let maxPacketSize { resolved.broker.maximumPacketSize = maxPacketSize }
         if let maxInflight { resolved.broker.maximumInflight = maxInflight }
@@ -160,7 +168,9 @@ struct Martletd: AsyncParsableCommand {
             return
         }
         let level = Logger.Level(rawValue: daemon.logLevel)!
+        let json = daemon.logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label, level: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -169,15 +179,21 @@ struct Martletd: AsyncParsableCommand {
         let config = daemon.broker
         raiseFileLimit(for: config, logger: logger)
 
-        let signals = TerminationSignals()
         let broker = MQTTBroker(configuration: config, logger: logger)
         let reload = ReloadSignal { [broker, logger] in
             logger.info("SIGHUP: reloading TLS certificates, password file and ACL")
             broker.reloadTLS()
             try? broker.reloadSecurity()
         }
+        defer { reload.cancel() }
+        // swift-service-lifecycle: SIGTERM/SIGINT start a graceful shutdown (v5 clients get
+        // DISCONNECT 0x8B); past the bound the group is cancelled.
+        var lifecycle = ServiceGroupConfiguration(
+            services: [BrokerService(broker: broker, logger: logger)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        lifecycle.maximumGracefulShutdownDuration = .seconds(10)
         do {
-            try await broker.start()
+            try await ServiceGroup(configuration: lifecycle).run()
         } catch let error as ConfigurationError {
             throw ConfigurationFailure(error: error)
         } catch let error as TLSError {
@@ -186,48 +202,22 @@ struct Martletd: AsyncParsableCommand {
             let addresses = config.listeners.map { "\($0.host):\($0.port)" }.joined(separator: ", ")
             throw StartupError(description: "cannot listen on \(addresses): \(error)")
         }
-
-        let signal = await signals.wait()
-        reload.cancel()
-        logger.info("shutting down", metadata: ["signal": "\(signal)"])
-        try await broker.shutdown()
         logger.info("stopped")
     }
 }
 
-/// Catches SIGINT and SIGTERM from the moment it is made (before the listeners open), and
-/// hands the first one to `wait()`.
-final class TerminationSignals {
-    private let state = NIOLockedValueBox<(signal: Int32?, waiter: CheckedContinuation<Int32, Never>?)>((nil, nil))
-    private var sources: [any DispatchSourceSignal] = []
+/// The broker as a swift-service-lifecycle service: starts (binding every listener), runs
+/// until the group's graceful shutdown, then closes every connection.
+struct BrokerService: Service {
+    let broker: MQTTBroker
+    let logger: Logger
 
-    init() {
-        let queue = DispatchQueue(label: "martletd.signals")
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            source.setEventHandler { [state] in
-                let waiter = state.withLockedValue { s -> CheckedContinuation<Int32, Never>? in
-                    if s.signal == nil { s.signal = sig }
-                    defer { s.waiter = nil }
-                    return s.waiter
-                }
-                waiter?.resume(returning: sig)
-            }
-            source.resume()
-            sources.append(source)
-        }
-    }
-
-    func wait() async -> Int32 {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLockedValue { s -> Int32? in
-                if let sig = s.signal { return sig }
-                s.waiter = continuation
-                return nil
-            }
-            if let ready { continuation.resume(returning: ready) }
-        }
+    func run() async throws {
+        try await broker.start()
+        // Returns when a shutdown signal arrives (throws if the task is cancelled instead).
+        try? await gracefulShutdown()
+        logger.info("shutting down")
+        try await broker.shutdown()
     }
 }
 

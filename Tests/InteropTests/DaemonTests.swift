@@ -121,3 +121,29 @@ func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async 
         #expect(try await publish("alice", "secret").status == 0)
     }
 }
+
+@Suite struct DaemonLoggingTests {
+    @Test("log_format json: every line on stderr is one JSON object with time, level and message")
+    func jsonLogs() async throws {
+        let port = randomTestPort()
+        let d = try ChildProcess(DaemonTests.martletd, ["--port", "\(port)", "--log-format", "json", "--log-level", "info"])
+        try await waitUntilListening(UInt16(port))
+        d.kill(signal: SIGTERM)
+        let r = try await d.finish(timeout: .seconds(5))
+        #expect(r.status == 0)
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count >= 3)
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["time"] is String && object?["level"] is String && object?["message"] is String, "\(line)")
+        }
+        #expect(lines.contains { $0.contains("\"message\":\"listening\"") })
+    }
+
+    @Test("a bad environment value names the variable and exits 2")
+    func badEnvironment() async throws {
+        let r = try await run("/usr/bin/env", ["MARTLET_MAX_INFLIGHT=lots", DaemonTests.martletd, "--check-config"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("MARTLET_MAX_INFLIGHT"), "\(r.stderr)")
+    }
+}

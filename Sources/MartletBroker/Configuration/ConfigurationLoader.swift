@@ -10,6 +10,8 @@ import Glibc
 public struct DaemonConfiguration: Sendable {
     public var broker = BrokerConfiguration()
     public var logLevel = "info"
+    /// `log_format`: "text" (one line per event) or "json" (one JSON object per line).
+    public var logFormat = "text"
     /// Whether `broker.listeners` came from a file (flags then add to them) or is the built-in default.
     public var listenersConfigured = false
     /// `slow_consumer_policy` at the top level: for listeners that do not set their own.
@@ -97,6 +99,11 @@ public enum ConfigurationLoader {
         Setting(key: "log_level", expected: "one of \(logLevels.joined(separator: ", "))") { text, c in
             guard logLevels.contains(text) else { return false }
             c.logLevel = text
+            return true
+        },
+        Setting(key: "log_format", expected: "text or json") { text, c in
+            guard text == "text" || text == "json" else { return false }
+            c.logFormat = text
             return true
         },
         integer("threads", 0...1024) { v, c in c.broker.eventLoops = v },
