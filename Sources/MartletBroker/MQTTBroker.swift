@@ -33,7 +33,7 @@ public final class MQTTBroker: Sendable {
     private let tlsContexts = NIOLockedValueBox<[Int: TLSContext]>([:])
     /// Open connections per listener, and the broker-wide connection-rate bucket.
     private let listenerConnections: [ConnectionGauge]
-    private let rateLimiter: NIOLockedValueBox<TokenBucket>?
+    private let rateLimiter: NIOLockedValueBox<TokenBucket?>
 
     public init(configuration: BrokerConfiguration, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "martlet")) {
         self.configuration = configuration
@@ -56,8 +56,8 @@ public final class MQTTBroker: Sendable {
         self.routers = routers
         self.routerByLoop = byLoop
         self.listenerConnections = configuration.listeners.map { _ in ConnectionGauge() }
-        self.rateLimiter = configuration.maximumConnectionRate > 0
-            ? NIOLockedValueBox(TokenBucket(ratePerSecond: configuration.maximumConnectionRate)) : nil
+        self.rateLimiter = NIOLockedValueBox(
+            configuration.maximumConnectionRate > 0 ? TokenBucket(ratePerSecond: configuration.maximumConnectionRate) : nil)
     }
 
     /// Addresses the listeners are bound to, in configuration order.
@@ -101,6 +101,7 @@ public final class MQTTBroker: Sendable {
     private func bind(_ listener: BrokerConfiguration.Listener, index: Int) async throws -> any Channel {
         let routerByLoop = self.routerByLoop
         let configuration = self.configuration
+        let live = core.live
         let logger = core.logger
         let tlsContexts = self.tlsContexts
         let counters = core.counters
@@ -130,6 +131,9 @@ public final class MQTTBroker: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let router = routerByLoop[ObjectIdentifier(channel.eventLoop)]!
+                    // Limits as last reloaded; the listener's address and TLS-ness are fixed.
+                    let configuration = live.withLockedValue { $0 }
+                    let listener = configuration.listeners[index]
                     let refusal = Self.admit(
                         listener: listener, configuration: configuration, counters: counters,
                         listenerGauge: listenerGauge, rateLimiter: rateLimiter)
@@ -231,9 +235,13 @@ public final class MQTTBroker: Sendable {
     /// the connection rate first, then the broker-wide and the listener's `max_connections`.
     private static func admit(
         listener: BrokerConfiguration.Listener, configuration: BrokerConfiguration, counters: BrokerCounters,
-        listenerGauge: ConnectionGauge, rateLimiter: NIOLockedValueBox<TokenBucket>?
+        listenerGauge: ConnectionGauge, rateLimiter: NIOLockedValueBox<TokenBucket?>
     ) -> MQTTConnectionHandler.Refusal? {
-        if let rateLimiter, !rateLimiter.withLockedValue({ $0.take(now: .now()) }) {
+        let rateOK = rateLimiter.withLockedValue { bucket in
+            guard bucket != nil else { return true }
+            return bucket!.take(now: .now())
+        }
+        if !rateOK {
             return .init(v3: .serverUnavailable, v5: .connectionRateExceeded, why: "max_connection_rate")
         }
         let total = counters.openConnections.add(1, ordering: .relaxed).newValue
@@ -252,7 +260,7 @@ public final class MQTTBroker: Sendable {
     @discardableResult
     public func reloadTLS() -> [TLSError] {
         var errors: [TLSError] = []
-        for (i, listener) in configuration.listeners.enumerated() {
+        for (i, listener) in core.live.withLockedValue({ $0.listeners }).enumerated() {
             guard let tls = listener.tls else { continue }
             do {
                 let context = try TLSContext(configuration: tls, role: .server)
@@ -286,13 +294,76 @@ public final class MQTTBroker: Sendable {
         return state
     }
 
+    /// What a reload changed, and what it could not.
+    public struct ReloadReport: Sendable {
+        /// Keys whose new values need a restart; their running values are kept.
+        public var needsRestart: [String] = []
+        public var tlsErrors: [TLSError] = []
+        public var securityError: ConfigurationError?
+    }
+
+    /// Applies a new configuration to the running broker: limits, timeouts, slow-consumer
+    /// policies and per-listener settings (routers pick them up within one sweep, new
+    /// connections at once), TLS files, the password file and the ACL. Listener addresses,
+    /// event loops, socket options and the metrics endpoint need a restart: they are
+    /// reported and keep their running values. Parts whose files fail to load keep theirs.
+    @discardableResult
+    public func reload(_ new: BrokerConfiguration) -> ReloadReport {
+        var report = ReloadReport()
+        let running = core.live.withLockedValue { $0 }
+        var applied = new
+        func keep<T: Equatable>(_ key: String, _ path: WritableKeyPath<BrokerConfiguration, T>) {
+            if new[keyPath: path] != running[keyPath: path] {
+                report.needsRestart.append(key)
+                applied[keyPath: path] = running[keyPath: path]
+            }
+        }
+        let sameListeners = new.listeners.count == running.listeners.count
+            && zip(new.listeners, running.listeners).allSatisfy { $0.host == $1.host && $0.port == $1.port && ($0.tls == nil) == ($1.tls == nil) }
+        if !sameListeners {
+            report.needsRestart.append("listeners")
+            applied.listeners = running.listeners
+        }
+        keep("threads", \.eventLoops)
+        keep("metrics", \.metrics)
+        keep("sys_interval_s", \.sysInterval)
+        keep("listen_backlog", \.listenBacklog)
+        keep("write_buffer_high_water", \.writeBufferHighWater)
+        keep("write_buffer_low_water", \.writeBufferLowWater)
+        keep("tcp_keepalive_idle_s", \.tcpKeepaliveIdle)
+        keep("tcp_user_timeout_ms", \.tcpUserTimeout)
+        keep("keepalive_sweep_interval_ms", \.keepaliveSweepInterval)
+        if !report.needsRestart.isEmpty {
+            core.logger.warning("reload: these settings need a restart and keep their running values", metadata: [
+                "keys": "\(report.needsRestart.joined(separator: ", "))",
+            ])
+        }
+        core.live.withLockedValue { $0 = applied }
+        if applied.maximumConnectionRate != running.maximumConnectionRate {
+            rateLimiter.withLockedValue {
+                $0 = applied.maximumConnectionRate > 0 ? TokenBucket(ratePerSecond: applied.maximumConnectionRate) : nil
+            }
+        }
+        report.tlsErrors = reloadTLS()
+        do {
+            try reloadSecurity()
+        } catch {
+            report.securityError = error
+        }
+        core.logger.info("configuration reloaded")
+        return report
+    }
+
+    /// The configuration as last reloaded.
+    public var liveConfiguration: BrokerConfiguration { core.live.withLockedValue { $0 } }
+
     /// Re-reads the password file and the ACL. Connected clients keep their session; from
     /// now on their publications, subscriptions and deliveries follow the new ACL, and new
     /// connections the new passwords. A file that does not load keeps the running state.
     public func reloadSecurity() throws(ConfigurationError) {
         let generation = core.security.withLockedValue { $0.generation } + 1
         do {
-            let state = try Self.loadSecurity(configuration, generation: generation)
+            let state = try Self.loadSecurity(core.live.withLockedValue { $0 }, generation: generation)
             core.security.withLockedValue { $0 = state }
             core.logger.info("password file and ACL reloaded")
         } catch {

@@ -12,7 +12,7 @@ import Glibc
 #endif
 
 @main
-struct Martletd: AsyncParsableCommand {
+struct Martletd: AsyncParsableCommand, Sendable {
     /// Exit code 2 for a bad configuration, as documented; everything else as ArgumentParser does.
     static func main() async {
         do {
@@ -180,10 +180,17 @@ struct Martletd: AsyncParsableCommand {
         raiseFileLimit(for: config, logger: logger)
 
         let broker = MQTTBroker(configuration: config, logger: logger)
+        let command = self
         let reload = ReloadSignal { [broker, logger] in
-            logger.info("SIGHUP: reloading TLS certificates, password file and ACL")
-            broker.reloadTLS()
-            try? broker.reloadSecurity()
+            // The file and environment are read again (flags still win); a configuration that
+            // does not load changes nothing.
+            logger.info("SIGHUP: reloading the configuration, TLS certificates, password file and ACL")
+            do {
+                let fresh = try command.resolveConfiguration()
+                broker.reload(fresh.broker)
+            } catch {
+                logger.error("reload failed, keeping the running configuration", metadata: ["error": "\(error)"])
+            }
         }
         defer { reload.cancel() }
         // swift-service-lifecycle: SIGTERM/SIGINT start a graceful shutdown (v5 clients get

@@ -147,3 +147,38 @@ func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async 
         #expect(r.stderr.contains("MARTLET_MAX_INFLIGHT"), "\(r.stderr)")
     }
 }
+
+@Suite struct DaemonReloadTests {
+    @Test("SIGHUP with a broken configuration file keeps the running configuration; a fixed file is then applied")
+    func badReloadKeepsRunningConfiguration() async throws {
+        let dir = NSTemporaryDirectory() + "martlet-reload-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let port = randomTestPort()
+        let config = dir + "/martlet.yaml"
+        let good = "listeners:\n  - host: 127.0.0.1\n    port: \(port)\nmax_connections: 1\n"
+        try good.write(toFile: config, atomically: true, encoding: .utf8)
+        let d = try ChildProcess(DaemonTests.martletd, ["--config", config, "--log-level", "info"])
+        defer { d.kill() }
+        try await waitUntilListening(UInt16(port))
+        func publish() async throws -> Int32 {
+            try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-q", "1"]).status
+        }
+        // One connection held open uses the only place.
+        let holder = try ChildProcess(mosquittoSub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-W", "30"])
+        defer { holder.kill() }
+        try await poll(.seconds(5), "the holder to take the only place") { try await publish() != 0 ? true : nil }
+
+        try (good + "max_conections: 5\n").write(toFile: config, atomically: true, encoding: .utf8)
+        d.kill(signal: SIGHUP)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await publish() != 0)  // still max_connections 1
+
+        try good.replacingOccurrences(of: "max_connections: 1", with: "max_connections: 5").write(toFile: config, atomically: true, encoding: .utf8)
+        d.kill(signal: SIGHUP)
+        try await poll(.seconds(5), "the new max_connections") { try await publish() == 0 ? true : nil }
+        d.kill(signal: SIGTERM)
+        let r = try await d.finish(timeout: .seconds(5))
+        #expect(r.stderr.contains("reload failed, keeping the running configuration"), "\(r.stderr)")
+        #expect(r.stderr.contains("max_conections: unknown key"))
+    }
+}

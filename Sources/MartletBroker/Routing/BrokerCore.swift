@@ -12,9 +12,13 @@ final class BrokerCore: Sendable {
     let logger: Logger
     /// Password file and ACL as last (re)loaded; routers take a copy once per sweep.
     let security = NIOLockedValueBox(SecurityState())
+    /// The configuration as last reloaded: routers take a copy once per sweep, new
+    /// connections read it when accepted.
+    let live: NIOLockedValueBox<BrokerConfiguration>
 
     init(configuration: BrokerConfiguration, logger: Logger) {
         self.configuration = configuration
+        self.live = NIOLockedValueBox(configuration)
         self.logger = logger
     }
 }

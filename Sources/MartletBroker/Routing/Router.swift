@@ -54,6 +54,8 @@ actor Router {
     /// Pauses are logged at most once per interval too, with how many there were.
     private var lastPauseLog = NIODeadline.uptimeNanoseconds(0)
     private var pausesSinceLog = 0
+    /// The live configuration (limits change on reload), refreshed once per sweep.
+    private var config: BrokerConfiguration
     /// The password file and ACL, refreshed from the broker's once per sweep (so a reload
     /// reaches every loop within one sweep interval) and at each CONNECT.
     private var security = SecurityState()
@@ -73,6 +75,7 @@ actor Router {
         self.index = index
         self.eventLoop = eventLoop
         self.core = core
+        self.config = core.configuration
         var logger = core.logger
         logger[metadataKey: "loop"] = "\(index)"
         self.logger = logger
@@ -82,7 +85,7 @@ actor Router {
         self.peers = peers
         self.outgoingBatches = Array(repeating: [], count: peers.count)
         self.outgoingBytes = Array(repeating: 0, count: peers.count)
-        let interval = core.configuration.keepaliveSweepInterval
+        let interval = config.keepaliveSweepInterval
         sweepTask = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
             self.assumeIsolated { $0.sweep() }
         }
@@ -131,6 +134,7 @@ actor Router {
             collectTraffic(handler.value)
         }
         security = core.security.withLockedValue { $0 }
+        config = core.live.withLockedValue { $0 }
         checkSlowConsumers(now: now)
         checkResume()
         logDrops(now: now)
@@ -230,7 +234,7 @@ actor Router {
     private func finishConnect(_ request: ConnectRequest, handler: NIOLoopBound<MQTTConnectionHandler>, state: SessionState??) {
         let session = Session(
             clientID: request.clientID, version: request.version, expiryInterval: request.expiryInterval,
-            inflightWindow: max(1, min(core.configuration.maximumInflight, request.receiveMaximum)))
+            inflightWindow: max(1, min(config.maximumInflight, request.receiveMaximum)))
         session.maximumPacketSize = request.maximumPacketSize
         session.policy = request.policy
         session.username = request.username
@@ -411,7 +415,7 @@ actor Router {
         let identifier = subscribe.properties.subscriptionIdentifiers.first
         var codes: [ReasonCode] = []
         var retained: [(RetainedMessage, QoS)] = []
-        let limits = core.configuration
+        let limits = config
         for sub in subscribe.subscriptions {
             do {
                 try Topic.validateFilter(sub.topicFilter)
@@ -597,12 +601,12 @@ actor Router {
     // MARK: Outbox limits
 
     private func hasRoom(_ session: Session, for cost: Int) -> Bool {
-        let limits = core.configuration
+        let limits = config
         return session.outbox.count < limits.maximumQueuedMessages && session.outboxBytes + cost <= limits.maximumQueuedBytes
     }
 
     private func totalHasRoom(for cost: Int) -> Bool {
-        core.counters.queuedBytes.load(ordering: .relaxed) + cost <= core.configuration.maximumQueuedBytesTotal
+        core.counters.queuedBytes.load(ordering: .relaxed) + cost <= config.maximumQueuedBytesTotal
     }
 
     /// Queues a delivery, applying the limits: QoS 0 makes room for QoS 1/2 first, then the
@@ -691,7 +695,7 @@ actor Router {
     private func adjustOnlineBytes(_ bytes: Int) {
         guard bytes != 0 else { return }
         let now = core.counters.queuedBytesOnline.add(bytes, ordering: .relaxed).newValue
-        let low = core.configuration.inboundLowWaterBytes
+        let low = config.inboundLowWaterBytes
         if bytes < 0 && now < low && now - bytes >= low {
             for peer in peers {
                 peer.eventLoop.execute { peer.assumeIsolated { $0.checkResume() } }
@@ -727,7 +731,7 @@ actor Router {
     /// `disconnect` policy: a consumer whose outbox stayed full past the grace time is closed.
     private func checkSlowConsumers(now: NIODeadline) {
         guard !overLimit.isEmpty else { return }
-        let grace = core.configuration.slowConsumerGrace
+        let grace = config.slowConsumerGrace
         var closing: [NIOLoopBound<MQTTConnectionHandler>] = []
         overLimit.removeAll { session in
             guard let since = session.fullSince, let connection = session.connection else {
@@ -748,8 +752,8 @@ actor Router {
 
     /// Whether a connection that just published should stop being read.
     var inboundShouldPause: Bool {
-        core.counters.queuedBytesOnline.load(ordering: .relaxed) > core.configuration.inboundHighWaterBytes
-            || unroutedBytes.load(ordering: .relaxed) > core.configuration.maximumUnroutedBytes
+        core.counters.queuedBytesOnline.load(ordering: .relaxed) > config.inboundHighWaterBytes
+            || unroutedBytes.load(ordering: .relaxed) > config.maximumUnroutedBytes
     }
 
     func paused(_ handler: NIOLoopBound<MQTTConnectionHandler>) {
@@ -772,7 +776,7 @@ actor Router {
     /// Resumes every paused publisher of this loop once both marks are below their low water.
     func checkResume() {
         guard !paused.isEmpty else { return }
-        let config = core.configuration
+        let config = config
         guard core.counters.queuedBytesOnline.load(ordering: .relaxed) < config.inboundLowWaterBytes,
               unroutedBytes.load(ordering: .relaxed) <= config.maximumUnroutedBytes / 2 else { return }
         let resumed = paused
@@ -864,7 +868,7 @@ actor Router {
             unroutedBytes.add(bytes, ordering: .relaxed)
             let peer = peers[i]
             let origin = self
-            let resumeBelow = core.configuration.maximumUnroutedBytes / 2
+            let resumeBelow = config.maximumUnroutedBytes / 2
             peer.eventLoop.execute {
                 peer.assumeIsolated { $0.deliverBatch(batch) }
                 let left = origin.unroutedBytes.subtract(bytes, ordering: .relaxed).newValue
