@@ -43,7 +43,8 @@ public final class MQTTClient: Sendable {
         let deliver: @Sendable (ReceivedMessage) -> Void = { message in
             if case .dropped = continuation.yield(message) { dropped.withLockedValue { $0 += 1 } }
         }
-        let tlsContext = try configuration.tls.map { try TLSContext(configuration: $0, role: .client) }
+        // A shared context per configuration: its session store lets a repeat connection resume.
+        let tlsContext = try configuration.tls.map { try TLSContext.client($0) }
         let serverName = configuration.tls?.serverName ?? configuration.host
         let version = configuration.version
         let keepAlive = configuration.keepAlive

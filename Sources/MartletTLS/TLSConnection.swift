@@ -32,6 +32,7 @@ final class TLSConnection {
         if context.role == .server {
             SSL_set_accept_state(ssl)
         } else {
+            context.sessions?.offer(to: ssl, serverName: serverName ?? "")
             if let serverName {
                 _ = CMartletOpenSSL_SSL_set_tlsext_host_name(ssl, serverName)
                 if context.configuration.peerVerification != .none {

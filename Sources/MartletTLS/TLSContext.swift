@@ -1,4 +1,5 @@
 import CMartletOpenSSL
+import NIOConcurrencyHelpers
 
 /// An immutable OpenSSL `SSL_CTX` built from a `TLSConfiguration`.
 ///
@@ -16,6 +17,25 @@ public final class TLSContext: Sendable {
     /// callback), owned by the context. Safe to share: written once in `init`, then only read.
     nonisolated(unsafe) private let alpnStorage: UnsafeMutableBufferPointer<UInt8>
     private let alpnLength: Int
+    /// Client role: the last session (ticket) each server name gave us, offered on the next
+    /// connection so a repeat short-lived client skips the full handshake.
+    let sessions: TLSSessionStore?
+
+    /// Client contexts by configuration, so every connection made with the same settings
+    /// shares one context and so one session store (bounded; a changed file on disk needs a
+    /// changed configuration or a new process to be read again).
+    private static let clientContexts = NIOLockedValueBox<[TLSConfiguration: TLSContext]>([:])
+
+    /// A client context for `configuration`, reused across calls.
+    public static func client(_ configuration: TLSConfiguration) throws(TLSError) -> TLSContext {
+        if let known = clientContexts.withLockedValue({ $0[configuration] }) { return known }
+        let context = try TLSContext(configuration: configuration, role: .client)
+        clientContexts.withLockedValue { cache in
+            if cache.count >= 16 { cache.removeAll() }
+            cache[configuration] = context
+        }
+        return context
+    }
 
     public init(configuration: TLSConfiguration, role: Role) throws(TLSError) {
         _ = OpenSSL.initialized
@@ -35,6 +55,7 @@ public final class TLSContext: Sendable {
         self.configuration = configuration
         self.alpnStorage = alpn
         self.alpnLength = wire.count
+        self.sessions = role == .client && configuration.sessionTickets ? TLSSessionStore() : nil
         try configure()
     }
 
@@ -93,6 +114,9 @@ public final class TLSContext: Sendable {
         case .required: SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
         }
         if role == .server {
+            // Resumption with client certificates needs a session id context.
+            let sid = Array("martlet".utf8)
+            _ = SSL_CTX_set_session_id_context(ctx, sid, UInt32(sid.count))
             if !c.sessionTickets {
                 _ = SSL_CTX_set_options(ctx, CMartletOpenSSL_SSL_OP_NO_TICKET())
                 _ = CMartletOpenSSL_SSL_CTX_set_num_tickets(ctx, 0)
@@ -100,9 +124,18 @@ public final class TLSContext: Sendable {
             if alpnLength > 0 {
                 SSL_CTX_set_alpn_select_cb(ctx, selectApplicationProtocol, UnsafeMutableRawPointer(alpnStorage.baseAddress))
             }
-        } else if alpnLength > 0 {
-            guard SSL_CTX_set_alpn_protos(ctx, alpnStorage.baseAddress, UInt32(alpnLength)) == 0 else {
-                throw .configuration(TLSError.openSSLErrors("ALPN"))
+        } else {
+            if alpnLength > 0 {
+                guard SSL_CTX_set_alpn_protos(ctx, alpnStorage.baseAddress, UInt32(alpnLength)) == 0 else {
+                    throw .configuration(TLSError.openSSLErrors("ALPN"))
+                }
+            }
+            if let sessions {
+                // Sessions go to our store through the callback, not OpenSSL's internal cache.
+                _ = CMartletOpenSSL_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE))
+                // The store lives as long as the context (a stored property), so unretained is safe.
+                SSL_CTX_set_ex_data(ctx, 0, Unmanaged.passUnretained(sessions).toOpaque())
+                SSL_CTX_sess_set_new_cb(ctx, storeNewSession)
             }
         }
     }
@@ -139,4 +172,41 @@ private let selectApplicationProtocol: @convention(c) (
         j += 1 + n
     }
     return SSL_TLSEXT_ERR_NOACK
+}
+
+/// The newest session each server name issued to a client context.
+final class TLSSessionStore: Sendable {
+    /// An `SSL_SESSION` reference we own. Sendable: a session is immutable once issued and
+    /// reference-counted, and OpenSSL lets several `SSL` objects use one concurrently.
+    struct Session: @unchecked Sendable {
+        let pointer: OpaquePointer
+    }
+    private let sessions = NIOLockedValueBox<[String: Session]>([:])
+
+    /// Takes ownership of `session`'s reference, releasing the one it replaces.
+    func store(_ session: OpaquePointer, for serverName: String) {
+        let old = sessions.withLockedValue { $0.updateValue(Session(pointer: session), forKey: serverName) }
+        if let old { SSL_SESSION_free(old.pointer) }
+    }
+
+    /// Offers the stored session (if any) on `ssl`; `SSL_set_session` takes its own reference.
+    func offer(to ssl: OpaquePointer, serverName: String) {
+        sessions.withLockedValue { sessions in
+            if let s = sessions[serverName] { _ = SSL_set_session(ssl, s.pointer) }
+        }
+    }
+
+    deinit {
+        for s in sessions.withLockedValue({ $0.values }) { SSL_SESSION_free(s.pointer) }
+    }
+}
+
+/// OpenSSL calls this when a server issues a session (a TLS 1.3 ticket arrives after the
+/// handshake); returning 1 keeps the reference, which the store then owns.
+private let storeNewSession: @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32 = { ssl, session in
+    guard let ssl, let session, let ctx = SSL_get_SSL_CTX(ssl), let raw = SSL_CTX_get_ex_data(ctx, 0) else { return 0 }
+    let store = Unmanaged<TLSSessionStore>.fromOpaque(raw).takeUnretainedValue()
+    let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name).map { String(cString: $0) } ?? ""
+    store.store(session, for: name)
+    return 1
 }

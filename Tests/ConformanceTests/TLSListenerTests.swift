@@ -98,4 +98,28 @@ import MartletTestSupport
             await again.close()
         }
     }
+
+    static func sessionReused(_ c: RawClient) async throws -> Bool {
+        let channel = c.channel
+        return try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: TLSHandler.self).sessionReused
+        }.get()
+    }
+
+    @Test("TLS session resumption: a repeat client connection with the same context skips the full handshake")
+    func sessionResumption() async throws {
+        try await withTLSBroker { _, _, tlsPort, certs in
+            let context = try TLSContext.client(TLSConfiguration.client(caFile: certs.ca, serverName: "127.0.0.1"))
+            #expect(try TLSContext.client(TLSConfiguration.client(caFile: certs.ca, serverName: "127.0.0.1")) === context)
+            let (first, _) = try await RawClient.connected(port: tlsPort, clientID: "first", tls: context)
+            #expect(try await Self.sessionReused(first) == false)
+            await first.close()
+            let (second, ack) = try await RawClient.connected(port: tlsPort, clientID: "second", tls: context)
+            #expect(ack.reasonCode == .success)
+            #expect(try await Self.sessionReused(second) == true)
+            // A different context has no session to offer.
+            let (third, _) = try await RawClient.connected(port: tlsPort, clientID: "third", tls: try certs.client())
+            #expect(try await Self.sessionReused(third) == false)
+        }
+    }
 }

@@ -143,6 +143,35 @@ final class Pair {
         #expect(message.contains("certificate verify failed"))
     }
 
+    @Test("a server certificate that expired yesterday fails verification, saying so")
+    func clientRejectsAnExpiredCertificate() throws {
+        let certs = try Self.certs.get()
+        // Signed by the same CA, valid until a day ago (openssl x509 -days -1).
+        let dir = certs.directory
+        let script = """
+            set -e
+            cd '\(dir)'
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \\
+              -keyout expired.key -out expired.csr 2>/dev/null
+            printf 'subjectAltName=DNS:localhost\\n' > expired.ext
+            openssl x509 -req -in expired.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days -1 \\
+              -extfile expired.ext -out expired.pem 2>/dev/null
+            """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = ["-c", script]
+        try p.run()
+        p.waitUntilExit()
+        try #require(p.terminationStatus == 0)
+        let server = try TLSContext(configuration: .server(certificateChainFile: dir + "/expired.pem", privateKeyFile: dir + "/expired.key"), role: .server)
+        let client = try TLSContext(configuration: .client(caFile: certs.ca, serverName: "localhost"), role: .client)
+        let pair = try Pair(client: client, server: server)
+        try pair.activate()
+        let error = try #require(pair.clientSink.errors.first as? TLSError)
+        guard case .handshakeFailed(let message) = error else { Issue.record("\(error)"); return }
+        #expect(message.contains("certificate has expired"), "\(message)")
+    }
+
     @Test func clientChecksTheServerName() throws {
         let (c, s) = try contexts()
         let pair = try Pair(client: c, server: s, serverName: "broker.example.com")
