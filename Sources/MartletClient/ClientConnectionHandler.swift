@@ -11,8 +11,12 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private var framer: MQTTPacketFramer
     private var context: ChannelHandlerContext?
     private var connack: EventLoopPromise<ConnAckPacket>?
-    /// Calls waiting for PUBACK / PUBCOMP / SUBACK / UNSUBACK, by packet id.
-    private var waiting: [UInt16: EventLoopPromise<MQTTPacket>] = [:]
+    /// Calls waiting for PUBACK / PUBCOMP / SUBACK / UNSUBACK, by packet id, with the packet
+    /// they sent (to resend it after a reconnect).
+    private var waiting: [UInt16: PendingRequest] = [:]
+    /// With automatic reconnect: called on close with the requests still waiting, instead of
+    /// failing them, so the next connection can resend them.
+    var onClose: (@Sendable ([PendingRequest]) -> Void)?
     private var nextPacketID: UInt16 = 1
     /// QoS 2 messages received and not yet released (MQTT-4.3.3).
     private var inboundQoS2: Set<UInt16> = []
@@ -78,14 +82,15 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             send(.pubcomp(PubCompPacket(packetIdentifier: rel.packetIdentifier)))
         case .pubrec(let rec):
             if rec.reasonCode.isFailure {
-                waiting.removeValue(forKey: rec.packetIdentifier)?.succeed(packet)
+                waiting.removeValue(forKey: rec.packetIdentifier)?.promise.succeed(packet)
             } else {
+                waiting[rec.packetIdentifier]?.released = true
                 send(.pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier)))
             }
-        case .puback(let a): waiting.removeValue(forKey: a.packetIdentifier)?.succeed(packet)
-        case .pubcomp(let c): waiting.removeValue(forKey: c.packetIdentifier)?.succeed(packet)
-        case .suback(let s): waiting.removeValue(forKey: s.packetIdentifier)?.succeed(packet)
-        case .unsuback(let u): waiting.removeValue(forKey: u.packetIdentifier)?.succeed(packet)
+        case .puback(let a): waiting.removeValue(forKey: a.packetIdentifier)?.promise.succeed(packet)
+        case .pubcomp(let c): waiting.removeValue(forKey: c.packetIdentifier)?.promise.succeed(packet)
+        case .suback(let s): waiting.removeValue(forKey: s.packetIdentifier)?.promise.succeed(packet)
+        case .unsuback(let u): waiting.removeValue(forKey: u.packetIdentifier)?.promise.succeed(packet)
         case .pingresp: lastPingResponse = .now()
         case .disconnect:
             context?.close(promise: nil)
@@ -108,8 +113,32 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         var id = nextPacketID
         while waiting[id] != nil { id = id == .max ? 1 : id + 1 }
         nextPacketID = id == .max ? 1 : id + 1
-        waiting[id] = promise
-        send(make(id))
+        let packet = make(id)
+        waiting[id] = PendingRequest(packetIdentifier: id, packet: packet, promise: promise)
+        send(packet)
+        context?.flush()
+    }
+
+    /// After a reconnect: sends again what the previous connection left unacknowledged, with
+    /// the same packet ids. With the session kept, a PUBLISH goes with DUP and a QoS 2 flow
+    /// that had its PUBREC continues with PUBREL (MQTT-4.4.0-1); without it, everything is
+    /// sent again as new.
+    func resend(_ requests: [PendingRequest], sessionPresent: Bool) {
+        guard !closed else {
+            // Lost again before the resend: carry them to the next connection.
+            if let onClose { onClose(requests) } else { for r in requests { r.promise.fail(MQTTClientError.connectionClosed) } }
+            return
+        }
+        for var request in requests.sorted(by: { $0.packetIdentifier < $1.packetIdentifier }) {
+            if sessionPresent && request.released {
+                send(.pubrel(PubRelPacket(packetIdentifier: request.packetIdentifier)))
+            } else {
+                if case .publish(var p) = request.packet, sessionPresent { p.dup = true; request.packet = .publish(p) }
+                request.released = false
+                send(request.packet)
+            }
+            waiting[request.packetIdentifier] = request
+        }
         context?.flush()
     }
 
@@ -155,9 +184,13 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         pingTask?.cancel()
         connack?.fail(MQTTClientError.connectionClosed)
         connack = nil
-        let pending = waiting
+        let pending = Array(waiting.values)
         waiting = [:]
-        for (_, p) in pending { p.fail(MQTTClientError.connectionClosed) }
+        if let onClose {
+            onClose(pending)
+        } else {
+            for p in pending { p.promise.fail(MQTTClientError.connectionClosed) }
+        }
         context.fireChannelInactive()
     }
 
@@ -167,4 +200,13 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         connack = nil
         context.close(promise: nil)
     }
+}
+
+/// A packet sent and not yet acknowledged, with the call waiting for its acknowledgement.
+struct PendingRequest: Sendable {
+    var packetIdentifier: UInt16
+    var packet: MQTTPacket
+    var promise: EventLoopPromise<MQTTPacket>
+    /// QoS 2: PUBREC arrived and PUBREL was sent.
+    var released = false
 }

@@ -7,33 +7,66 @@ import NIOPosix
 /// An MQTT 3.1.1 / 5.0 client for async code.
 ///
 /// ```swift
-/// let client = try await MQTTClient.connect(.init(clientID: "app"))
+/// var config = MQTTClientConfiguration(clientID: "app")
+/// config.reconnect = ReconnectPolicy()          // optional: reconnect with backoff
+/// let client = try await MQTTClient.connect(config)
 /// try await client.subscribe("sensors/#", qos: .atLeastOnce)
 /// try await client.publish("sensors/t", payload: ByteBuffer(string: "21"), qos: .atLeastOnce)
 /// for await message in client.messages { … }
 /// ```
+///
+/// With `configuration.reconnect` set, a lost connection (closed by the broker, reset, or
+/// a broker that stops answering PINGREQ) is opened again with exponential backoff and
+/// jitter; subscriptions are sent again unless the broker kept the session, and QoS 1/2
+/// messages still unacknowledged are resent (with DUP when the session was kept). Calls made
+/// while reconnecting wait for the new connection.
 public final class MQTTClient: Sendable {
     public let configuration: MQTTClientConfiguration
-    /// What the broker said in CONNACK (session present, v5 properties such as an assigned id).
-    public let connack: ConnAckPacket
-    /// Every message received on any subscription, in arrival order.
+    /// Every message received on any subscription, in arrival order, across reconnects.
     public let messages: AsyncStream<ReceivedMessage>
 
-    private let channel: any Channel
-    private let handler: NIOLoopBound<ClientConnectionHandler>
-    private let dropped: NIOLockedValueBox<Int>
+    private struct Connection: Sendable {
+        var channel: any Channel
+        var handler: NIOLoopBound<ClientConnectionHandler>
+        var connack: ConnAckPacket
+    }
 
+    private struct State: Sendable {
+        var connection: Connection
+        /// Filters subscribed (and not unsubscribed), sent again after a reconnect to a clean session.
+        var subscriptions: [String: Subscription] = [:]
+        var reconnecting = false
+        var reconnects = 0
+        /// Set by `disconnect()`, or when reconnecting gave up: no more reconnects.
+        var finished = false
+        var waiters: [CheckedContinuation<Connection, any Error>] = []
+        /// Requests left unacknowledged by lost connections, resent on the next one.
+        var carried: [PendingRequest] = []
+    }
+
+    private let state: NIOLockedValueBox<State>
+    private let group: any EventLoopGroup
+    private let dropped: NIOLockedValueBox<Int>
+    private let deliver: @Sendable (ReceivedMessage) -> Void
+    private let finishMessages: @Sendable () -> Void
+
+    /// What the broker said in the last CONNACK (session present, v5 properties such as an assigned id).
+    public var connack: ConnAckPacket { state.withLockedValue { $0.connection.connack } }
     /// Messages dropped because the consumer of `messages` fell `messageBufferSize` behind.
     public var droppedMessages: Int { dropped.withLockedValue { $0 } }
+    /// Connections re-established after a loss.
+    public var reconnectCount: Int { state.withLockedValue { $0.reconnects } }
 
-    private init(configuration: MQTTClientConfiguration, connack: ConnAckPacket, messages: AsyncStream<ReceivedMessage>,
-                 channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, dropped: NIOLockedValueBox<Int>) {
+    private init(configuration: MQTTClientConfiguration, group: any EventLoopGroup, connection: Connection,
+                 messages: AsyncStream<ReceivedMessage>, dropped: NIOLockedValueBox<Int>,
+                 deliver: @escaping @Sendable (ReceivedMessage) -> Void, finishMessages: @escaping @Sendable () -> Void) {
         self.configuration = configuration
-        self.connack = connack
+        self.group = group
+        self.state = NIOLockedValueBox(State(connection: connection))
         self.messages = messages
-        self.channel = channel
-        self.handler = handler
         self.dropped = dropped
+        self.deliver = deliver
+        self.finishMessages = finishMessages
     }
 
     /// Opens TCP (and TLS), sends CONNECT and waits for CONNACK.
@@ -43,6 +76,17 @@ public final class MQTTClient: Sendable {
         let deliver: @Sendable (ReceivedMessage) -> Void = { message in
             if case .dropped = continuation.yield(message) { dropped.withLockedValue { $0 += 1 } }
         }
+        let connection = try await open(configuration, group: group, deliver: deliver)
+        let client = MQTTClient(
+            configuration: configuration, group: group, connection: connection, messages: stream, dropped: dropped,
+            deliver: deliver, finishMessages: { continuation.finish() })
+        await client.watch(connection)
+        return client
+    }
+
+    /// One connection: TCP, TLS, CONNECT, CONNACK.
+    private static func open(_ configuration: MQTTClientConfiguration, group: any EventLoopGroup,
+                             deliver: @escaping @Sendable (ReceivedMessage) -> Void) async throws -> Connection {
         // A shared context per configuration: its session store lets a repeat connection resume.
         let tlsContext = try configuration.tls.map { try TLSContext.client($0) }
         let serverName = configuration.tls?.serverName ?? configuration.host
@@ -67,7 +111,6 @@ public final class MQTTClient: Sendable {
             }
             .connect(host: configuration.host, port: configuration.port)
             .get()
-        channel.closeFuture.whenComplete { _ in continuation.finish() }
 
         var properties = Properties()
         if version == .v5, let expiry = configuration.sessionExpiryInterval { properties.sessionExpiryInterval = expiry }
@@ -97,27 +140,165 @@ public final class MQTTClient: Sendable {
             try? await channel.close()
             throw MQTTClientError.connectionRefused(ack.reasonCode)
         }
-        return MQTTClient(configuration: configuration, connack: ack, messages: stream, channel: channel, handler: handler, dropped: dropped)
+        return Connection(channel: channel, handler: handler, connack: ack)
+    }
+
+    /// Arranges for the loss of `connection` to end the client or start reconnecting.
+    private func watch(_ connection: Connection) async {
+        let reconnecting = configuration.reconnect != nil
+        let handler = connection.handler
+        let channel = connection.channel
+        let lostEarly = try? await connection.channel.eventLoop.submit { () -> Bool in
+            guard reconnecting else { return false }
+            handler.value.onClose = { [weak self] pending in
+                guard let self else {
+                    for p in pending { p.promise.fail(MQTTClientError.connectionClosed) }
+                    return
+                }
+                self.connectionLost(pending: pending)
+            }
+            // Closed before the hook was in place: nobody else will notice.
+            return !channel.isActive
+        }.get()
+        if lostEarly == true { connectionLost(pending: []) }
+        connection.channel.closeFuture.whenComplete { [weak self] _ in
+            guard let self, !reconnecting else { return }
+            self.finish()
+        }
+    }
+
+    private func finish() {
+        let (waiters, carried) = state.withLockedValue { s -> ([CheckedContinuation<Connection, any Error>], [PendingRequest]) in
+            s.finished = true
+            defer {
+                s.waiters = []
+                s.carried = []
+            }
+            return (s.waiters, s.carried)
+        }
+        for w in waiters { w.resume(throwing: MQTTClientError.connectionClosed) }
+        for p in carried { p.promise.fail(MQTTClientError.connectionClosed) }
+        finishMessages()
+    }
+
+    /// A connection closed with reconnect on: `pending` waits for the next connection, and
+    /// a reconnect starts unless one is running.
+    private func connectionLost(pending: [PendingRequest]) {
+        enum Next { case start, running, finished }
+        let next = state.withLockedValue { s -> Next in
+            if s.finished { return .finished }
+            s.carried += pending
+            if s.reconnecting { return .running }
+            s.reconnecting = true
+            return .start
+        }
+        switch next {
+        case .finished:
+            for p in pending { p.promise.fail(MQTTClientError.connectionClosed) }
+        case .running:
+            break
+        case .start:
+            guard let policy = configuration.reconnect else { return finish() }
+            Task { await self.reconnect(policy: policy) }
+        }
+    }
+
+    private func reconnect(policy: ReconnectPolicy) async {
+        var attempt = 0
+        while true {
+            if state.withLockedValue({ $0.finished }) { break }
+            try? await Task.sleep(for: policy.delay(attempt: attempt))
+            if state.withLockedValue({ $0.finished }) { break }
+            attempt += 1
+            guard let connection = try? await Self.open(configuration, group: group, deliver: deliver) else {
+                if let limit = policy.maximumAttempts, attempt >= limit { break }
+                continue
+            }
+            let (subscriptions, waiters, pending) = state.withLockedValue { s -> ([Subscription], [CheckedContinuation<Connection, any Error>], [PendingRequest]) in
+                s.connection = connection
+                s.reconnecting = false
+                s.reconnects += 1
+                defer {
+                    s.waiters = []
+                    s.carried = []
+                }
+                return (Array(s.subscriptions.values), s.waiters, s.carried)
+            }
+            await watch(connection)
+            let sessionPresent = connection.connack.sessionPresent
+            let handler = connection.handler
+            let loop = connection.channel.eventLoop
+            try? await loop.submit {
+                if !sessionPresent && !subscriptions.isEmpty {
+                    // The broker forgot them: subscribe again (the SUBACK is not awaited).
+                    handler.value.request({ .subscribe(SubscribePacket(packetIdentifier: $0, subscriptions: subscriptions)) },
+                                          promise: loop.makePromise(of: MQTTPacket.self))
+                }
+                handler.value.resend(pending, sessionPresent: sessionPresent)
+            }.get()
+            for w in waiters { w.resume(returning: connection) }
+            return
+        }
+        finish()
+    }
+
+    /// The connection to use now; while reconnecting, waits for the next one.
+    private func current() async throws -> Connection {
+        enum Now { case ready(Connection), wait, closed }
+        let now = state.withLockedValue { s -> Now in
+            if s.finished { return .closed }
+            if s.reconnecting || (!s.connection.channel.isActive && configuration.reconnect != nil) { return .wait }
+            return .ready(s.connection)
+        }
+        switch now {
+        case .ready(let c): return c
+        case .closed: throw MQTTClientError.connectionClosed
+        case .wait:
+            return try await withCheckedThrowingContinuation { continuation in
+                let ready = state.withLockedValue { s -> Connection? in
+                    if !s.reconnecting && s.connection.channel.isActive { return s.connection }
+                    s.waiters.append(continuation)
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        }
+    }
+
+    /// Sends a request carrying a new packet id and returns its acknowledgement.
+    private func request(_ make: @escaping @Sendable (UInt16) -> MQTTPacket) async throws -> MQTTPacket {
+        while true {
+            let connection = try await current()
+            let handler = connection.handler
+            let loop = connection.channel.eventLoop
+            do {
+                return try await loop.flatSubmit {
+                    let promise = loop.makePromise(of: MQTTPacket.self)
+                    handler.value.request(make, promise: promise)
+                    return promise.futureResult
+                }.get()
+            } catch MQTTClientError.connectionClosed where configuration.reconnect != nil && !state.withLockedValue({ $0.finished }) {
+                // The connection was already closed when the request reached it, so nothing
+                // was sent (a request sent and then lost is carried over instead): try the next.
+                continue
+            }
+        }
     }
 
     /// Publishes and returns when the QoS flow is complete: at once for QoS 0, on PUBACK for
     /// QoS 1, on PUBCOMP for QoS 2.
     public func publish(_ topic: String, payload: ByteBuffer, qos: QoS = .atMostOnce, retain: Bool = false, properties: Properties = []) async throws {
-        let handler = self.handler
-        let loop = channel.eventLoop
         if qos == .atMostOnce {
-            try await loop.submit {
+            let connection = try await current()
+            let handler = connection.handler
+            try await connection.channel.eventLoop.submit {
                 handler.value.sendAndFlush(.publish(PublishPacket(topic: topic, payload: payload, retain: retain, properties: properties)))
             }.get()
             return
         }
-        let ack = try await loop.flatSubmit {
-            let promise = loop.makePromise(of: MQTTPacket.self)
-            handler.value.request({ id in
-                .publish(PublishPacket(topic: topic, payload: payload, qos: qos, retain: retain, packetIdentifier: id, properties: properties))
-            }, promise: promise)
-            return promise.futureResult
-        }.get()
+        let ack = try await request { id in
+            .publish(PublishPacket(topic: topic, payload: payload, qos: qos, retain: retain, packetIdentifier: id, properties: properties))
+        }
         switch ack {
         case .puback(let a) where a.reasonCode.isFailure: throw MQTTClientError.refused(a.reasonCode)
         case .pubrec(let r) where r.reasonCode.isFailure: throw MQTTClientError.refused(r.reasonCode)
@@ -129,14 +310,11 @@ public final class MQTTClient: Sendable {
     /// Subscribes and returns the broker's reason code for each filter; throws if any was refused.
     @discardableResult
     public func subscribe(_ subscriptions: [Subscription]) async throws -> [ReasonCode] {
-        let handler = self.handler
-        let loop = channel.eventLoop
-        let ack = try await loop.flatSubmit {
-            let promise = loop.makePromise(of: MQTTPacket.self)
-            handler.value.request({ .subscribe(SubscribePacket(packetIdentifier: $0, subscriptions: subscriptions)) }, promise: promise)
-            return promise.futureResult
-        }.get()
+        let ack = try await request { .subscribe(SubscribePacket(packetIdentifier: $0, subscriptions: subscriptions)) }
         guard case .suback(let s) = ack else { throw MQTTClientError.protocolError("expected SUBACK") }
+        state.withLockedValue { st in
+            for (sub, code) in zip(subscriptions, s.reasonCodes) where !code.isFailure { st.subscriptions[sub.topicFilter] = sub }
+        }
         if let failure = s.reasonCodes.first(where: { $0.isFailure }) { throw MQTTClientError.refused(failure) }
         return s.reasonCodes
     }
@@ -147,24 +325,65 @@ public final class MQTTClient: Sendable {
     }
 
     public func unsubscribe(_ filters: [String]) async throws {
-        let handler = self.handler
-        let loop = channel.eventLoop
-        _ = try await loop.flatSubmit {
-            let promise = loop.makePromise(of: MQTTPacket.self)
-            handler.value.request({ .unsubscribe(UnsubscribePacket(packetIdentifier: $0, topicFilters: filters)) }, promise: promise)
-            return promise.futureResult
-        }.get()
+        _ = try await request { .unsubscribe(UnsubscribePacket(packetIdentifier: $0, topicFilters: filters)) }
+        state.withLockedValue { st in for f in filters { st.subscriptions.removeValue(forKey: f) } }
     }
 
-    /// Sends DISCONNECT (the will is discarded) and closes the connection.
+    /// Sends DISCONNECT (the will is discarded) and closes the connection; no reconnect follows.
     public func disconnect() async throws {
-        let handler = self.handler
-        try? await channel.eventLoop.submit { handler.value.sendAndFlush(.disconnect(DisconnectPacket())) }.get()
-        try? await channel.close()
+        let connection = state.withLockedValue { s -> Connection in
+            s.finished = true
+            return s.connection
+        }
+        let handler = connection.handler
+        try? await connection.channel.eventLoop.submit { handler.value.sendAndFlush(.disconnect(DisconnectPacket())) }.get()
+        try? await connection.channel.close()
+        finish()
     }
 
-    /// Completes when the connection has closed, for whatever reason.
+    /// Completes when the client has closed for good (with reconnect: after `disconnect()`
+    /// or when reconnecting gave up).
     public func waitUntilClosed() async {
-        try? await channel.closeFuture.get()
+        for await _ in closedSignal() {}
+    }
+
+    private func closedSignal() -> AsyncStream<Void> {
+        AsyncStream { continuation in
+            let task = Task {
+                while !self.state.withLockedValue({ $0.finished }) {
+                    let channel = self.state.withLockedValue { $0.connection.channel }
+                    try? await channel.closeFuture.get()
+                    if self.configuration.reconnect == nil { break }
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}
+
+/// Automatic reconnect: the delay before attempt n is `initialDelay × 2ⁿ`, at most
+/// `maximumDelay`, each multiplied by a random factor in 1 ± `jitter` so many clients that
+/// lost the same broker do not all come back in the same instant.
+public struct ReconnectPolicy: Sendable, Hashable {
+    public var initialDelay: Duration
+    public var maximumDelay: Duration
+    public var jitter: Double
+    /// Attempts before giving up; nil = keep trying.
+    public var maximumAttempts: Int?
+
+    public init(initialDelay: Duration = .milliseconds(100), maximumDelay: Duration = .seconds(30), jitter: Double = 0.2, maximumAttempts: Int? = nil) {
+        self.initialDelay = initialDelay
+        self.maximumDelay = maximumDelay
+        self.jitter = jitter
+        self.maximumAttempts = maximumAttempts
+    }
+
+    public func delay(attempt: Int) -> Duration {
+        let base = initialDelay * Double(1 << min(attempt, 30))
+        let capped = min(base, maximumDelay)
+        let factor = jitter > 0 ? Double.random(in: (1 - jitter)...(1 + jitter)) : 1
+        return capped * factor
     }
 }

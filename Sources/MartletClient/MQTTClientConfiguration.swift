@@ -24,6 +24,9 @@ public struct MQTTClientConfiguration: Sendable {
     /// Incoming messages held for a consumer that reads slowly; past it the oldest are dropped
     /// (and counted in `MQTTClient.droppedMessages`). The broker's flow control still applies.
     public var messageBufferSize = 10_000
+    /// Reconnect automatically after a lost connection; nil (the default) ends the client
+    /// with the connection instead.
+    public var reconnect: ReconnectPolicy?
 
     public init(host: String = "127.0.0.1", port: Int = 1883, clientID: String) {
         self.host = host

@@ -8,9 +8,8 @@ import NIOCore
 import Testing
 import MartletTestSupport
 
-/// Starts Debian's mosquitto broker on a free loopback port for the duration of `body`.
-func withMosquitto(_ body: (Int) async throws -> Void) async throws {
-    let port = Int.random(in: 20_000...29_000)
+/// Starts Debian's mosquitto broker on `port` and waits until it accepts connections.
+func startMosquitto(port: Int, persistent: Bool = false) async throws -> Process {
     let conf = NSTemporaryDirectory() + "mosquitto-\(UUID().uuidString).conf"
     // `user root`: dropping privileges would clear the parent-death signal set below.
     try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\n".write(toFile: conf, atomically: true, encoding: .utf8)
@@ -23,17 +22,31 @@ func withMosquitto(_ body: (Int) async throws -> Void) async throws {
     p.standardOutput = FileHandle.nullDevice
     p.standardError = FileHandle.nullDevice
     try p.run()
-    defer { kill(p.processIdentifier, SIGKILL) }
-    // Wait until it accepts connections.
     let deadline = ContinuousClock.now + .seconds(10)
     while true {
         if let c = try? await MQTTClient.connect(.init(port: port, clientID: "probe")) {
             try await c.disconnect()
-            break
+            return p
         }
-        if ContinuousClock.now > deadline { Issue.record("mosquitto did not start"); return }
+        if ContinuousClock.now > deadline {
+            kill(p.processIdentifier, SIGKILL)
+            throw MQTTClientError.timeout("mosquitto to start")
+        }
         try await Task.sleep(for: .milliseconds(50))
     }
+}
+
+/// Stops a broker started by `startMosquitto` and waits until it has exited.
+func stopMosquitto(_ p: Process) async {
+    kill(p.processIdentifier, SIGKILL)
+    while p.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+}
+
+/// Starts Debian's mosquitto broker on a free loopback port for the duration of `body`.
+func withMosquitto(_ body: (Int) async throws -> Void) async throws {
+    let port = Int.random(in: 20_000...29_000)
+    let p = try await startMosquitto(port: port)
+    defer { kill(p.processIdentifier, SIGKILL) }
     try await body(port)
 }
 
