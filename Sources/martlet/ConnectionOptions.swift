@@ -28,53 +28,13 @@ struct ConnectionOptions: ParsableArguments {
     /// The topic from -L, if one was given.
     var urlTopic: String? { try? parseURL()?.topic }
 
-    struct ParsedURL {
-        var secure: Bool
-        var user: String?
-        var password: String?
-        var host: String
-        var port: Int?
-        var topic: String
-    }
-
-    func parseURL() throws -> ParsedURL? {
+    func parseURL() throws -> MQTTURL? {
         guard let url else { return nil }
-        let secure: Bool
-        var rest: Substring
-        if url.hasPrefix("mqtts://") {
-            secure = true
-            rest = url.dropFirst(8)
-        } else if url.hasPrefix("mqtt://") {
-            secure = false
-            rest = url.dropFirst(7)
-        } else {
-            throw ValidationError("-L must start with mqtt:// or mqtts://")
+        do {
+            return try MQTTURL(string: url)
+        } catch {
+            throw ValidationError("-L \(error)")
         }
-        guard let slash = rest.firstIndex(of: "/") else { throw ValidationError("-L needs a topic: mqtt://host/topic") }
-        var authority = rest[..<slash]
-        let topic = String(rest[rest.index(after: slash)...])
-        var user: String?
-        var pass: String?
-        if let at = authority.lastIndex(of: "@") {
-            let credentials = authority[..<at]
-            authority = authority[authority.index(after: at)...]
-            if let colon = credentials.firstIndex(of: ":") {
-                user = String(credentials[..<colon])
-                pass = String(credentials[credentials.index(after: colon)...])
-            } else {
-                user = String(credentials)
-            }
-        }
-        var host = String(authority)
-        var port: Int?
-        if let colon = authority.lastIndex(of: ":") {
-            host = String(authority[..<colon])
-            guard let p = Int(authority[authority.index(after: colon)...]) else { throw ValidationError("-L has a bad port") }
-            port = p
-        }
-        guard !host.isEmpty, !topic.isEmpty else { throw ValidationError("-L needs a host and a topic") }
-        rest = ""
-        return ParsedURL(secure: secure, user: user, password: pass, host: host, port: port, topic: topic)
     }
 
     func validateConnection() throws {
