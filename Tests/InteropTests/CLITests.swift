@@ -9,7 +9,8 @@ import MartletTestSupport
     /// A mosquitto broker on `port` for the duration of `body`.
     func withMosquitto(port: Int, _ body: () async throws -> Void) async throws {
         let conf = NSTemporaryDirectory() + "mosquitto-cli-\(UUID().uuidString).conf"
-        try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\n".write(toFile: conf, atomically: true, encoding: .utf8)
+        // No logging: its output goes to a pipe nobody reads, and a full pipe stalls mosquitto.
+        try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest none\n".write(toFile: conf, atomically: true, encoding: .utf8)
         let broker = try ChildProcess("/usr/sbin/mosquitto", ["-c", conf])
         defer { broker.kill() }
         try await waitUntilListening(UInt16(port))

@@ -54,6 +54,9 @@ final class ChildProcess: @unchecked Sendable {
         return collect()
     }
 
+    /// The child's pid (the exec wrapper keeps it for the program it starts).
+    var pid: Int32 { process.processIdentifier }
+
     func kill(signal: Int32 = SIGKILL) {
         Foundation.kill(process.processIdentifier, signal)
     }

@@ -1,0 +1,372 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import MartletMQTT
+import MartletTLS
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// `martlet bench`: load scenarios against any MQTT broker.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure an MQTT broker (any broker) with a load scenario.",
+        discussion: """
+            Scenarios: fanout (1 → N on one topic), fanin (N → 1 on a wildcard), pairs (N \
+            publisher/subscriber pairs), churn (short-lived publishers: connect, publish QoS 1, \
+            PUBACK, disconnect, K at a time), idle (N connections held open). A progress line goes \
+            to stderr once a second; the summary (or --json) to stdout. Latency is measured from \
+            the publisher's write to the subscriber's read, on this machine's monotonic clock.
+            """,
+        subcommands: [Scenario.Fanout.self, Scenario.Fanin.self, Scenario.Pairs.self, Scenario.Churn.self, Scenario.Idle.self]
+    )
+}
+
+/// Options every scenario takes.
+struct BenchOptions: ParsableArguments {
+    @Option(name: .short, help: "Broker host.") var host = "127.0.0.1"
+    @Option(name: .short, help: "Broker port.") var port = 1883
+    @Option(name: .customShort("V"), help: "mqttv311 or mqttv5.") var protocolVersion = "mqttv311"
+    @Option(name: .short, help: "QoS of publications and subscriptions (0 or 1).") var qos = 0
+    @Option(help: "Payload bytes (at least 8: the send time travels in it).") var payload = 64
+    @Option(help: "Messages per second per publisher; 0 = as fast as the connection (and, for QoS 1, the window) allows.") var rate = 0
+    @Option(help: "Seconds of load.") var duration = 5.0
+    @Option(help: "QoS 1 messages a publisher may have unacknowledged.") var inflight = 64
+    @Option(help: "Broker process id: report its CPU (and, for idle, its memory).") var brokerPid: Int32?
+    @Flag(help: "Print the summary as one JSON object.") var json = false
+    @Flag(help: "Connect with TLS.") var tls = false
+    @Option(help: "CA file to verify the broker (implies --tls).") var cafile: String?
+    @Flag(help: "Do not verify the broker's certificate (implies --tls).") var insecure = false
+
+    func validate() throws {
+        guard ["mqttv311", "mqttv5"].contains(protocolVersion) else { throw ValidationError("-V must be mqttv311 or mqttv5") }
+        guard qos == 0 || qos == 1 else { throw ValidationError("-q must be 0 or 1") }
+        guard payload >= 0, rate >= 0, duration > 0, inflight >= 1 else { throw ValidationError("sizes, rates and durations must be positive") }
+    }
+
+    var version: ProtocolVersion { protocolVersion == "mqttv5" ? .v5 : .v3_1_1 }
+    var qosValue: QoS { QoS(rawValue: UInt8(qos))! }
+
+    func endpoint() throws -> BenchPeer.Endpoint {
+        var context: TLSContext?
+        if tls || cafile != nil || insecure {
+            var t = TLSConfiguration.client(caFile: cafile, serverName: host)
+            if insecure { t.peerVerification = .none }
+            context = try TLSContext.client(t)
+        }
+        return BenchPeer.Endpoint(host: host, port: port, version: version, tls: context)
+    }
+}
+
+enum Scenario {
+    struct Fanout: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One publisher, N subscribers on one topic.")
+        @OptionGroup var options: BenchOptions
+        @Option(name: .short, help: "Subscribers.") var n = 10
+        func run() async throws {
+            try await runPubSub(options, name: "fanout", publishers: 1, subscribers: n,
+                                topic: { _ in "bench/fanout" }, filter: { _ in "bench/fanout" }, factor: n)
+        }
+    }
+
+    struct Fanin: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "N publishers, one subscriber on a wildcard.")
+        @OptionGroup var options: BenchOptions
+        @Option(name: .short, help: "Publishers.") var n = 10
+        func run() async throws {
+            try await runPubSub(options, name: "fanin", publishers: n, subscribers: 1,
+                                topic: { "bench/fanin/\($0)" }, filter: { _ in "bench/fanin/+" }, factor: 1)
+        }
+    }
+
+    struct Pairs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "N publisher/subscriber pairs, one topic each.")
+        @OptionGroup var options: BenchOptions
+        @Option(name: .short, help: "Pairs.") var n = 100
+        func run() async throws {
+            try await runPubSub(options, name: "pairs", publishers: n, subscribers: n,
+                                topic: { "bench/pairs/\($0)" }, filter: { "bench/pairs/\($0)" }, factor: 1)
+        }
+    }
+
+    struct Churn: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Short-lived publishers: connect, publish QoS 1, PUBACK, disconnect; K at a time.")
+        @OptionGroup var options: BenchOptions
+        @Option(name: .short, help: "Concurrent publishers.") var c = 16
+        func run() async throws { try await runChurn(options, concurrency: c) }
+    }
+
+    struct Idle: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "N connections held open; with --broker-pid, the broker's memory per connection.")
+        @OptionGroup var options: BenchOptions
+        @Option(name: .short, help: "Connections.") var n = 1000
+        func run() async throws { try await runIdle(options, count: n) }
+    }
+}
+
+// MARK: Measurement helpers
+
+/// CPU seconds a process has used (utime + stime from /proc).
+func processCPUSeconds(_ pid: Int32) -> Double? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = text.lastIndex(of: ")") else { return nil }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    // After the command name: state is field 3, utime 14, stime 15 (1-based over the whole line).
+    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+func processRSS(_ pid: Int32) -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return line.split(separator: " ").dropFirst().first.flatMap { Int($0) }.map { $0 * 1024 }
+    }
+    return nil
+}
+
+func selfCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+    return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+        + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+}
+
+/// Prints "t=… published/s delivered/s errors" to stderr once a second until cancelled.
+func progress(_ totals: BenchTotals, start: NIODeadline, unit: String) -> Task<Void, Never> {
+    Task {
+        var last = totals.snapshot
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            if Task.isCancelled { break }
+            let now = totals.snapshot
+            let t = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+            let line: String
+            if unit == "connections" {
+                line = String(format: "t=%.0fs  %d connections/s  errors %d\n", t, now.connections - last.connections, now.errors)
+            } else {
+                line = String(format: "t=%.0fs  published %d/s  delivered %d/s  errors %d\n",
+                              t, now.published - last.published, now.delivered - last.delivered, now.errors)
+            }
+            FileHandle.standardError.write(Data(line.utf8))
+            last = now
+        }
+    }
+}
+
+/// The summary: text or one JSON object.
+func report(_ fields: [(String, Any)], json: Bool) {
+    if json {
+        let body = fields.map { key, value -> String in
+            switch value {
+            case let s as String: return "\"\(key)\":\"\(s)\""
+            case let d as Double: return "\"\(key)\":\(d.isFinite ? String(format: "%.3f", d) : "null")"
+            default: return "\"\(key)\":\(value)"
+            }
+        }.joined(separator: ",")
+        print("{\(body)}")
+    } else {
+        print(fields.map { key, value in
+            if let d = value as? Double { return "\(key)=\(String(format: "%.3f", d))" }
+            return "\(key)=\(value)"
+        }.joined(separator: " "))
+    }
+}
+
+func latencyFields(_ h: Histogram<UInt64>) -> [(String, Any)] {
+    guard h.totalCount > 0 else { return [] }
+    return [
+        ("latency_p50_us", Int(h.valueAtPercentile(50))), ("latency_p90_us", Int(h.valueAtPercentile(90))),
+        ("latency_p99_us", Int(h.valueAtPercentile(99))), ("latency_p999_us", Int(h.valueAtPercentile(99.9))),
+        ("latency_max_us", Int(h.max)),
+    ]
+}
+
+// MARK: Scenarios
+
+/// Publishers and subscribers: every publisher sends for `duration`, then the run waits (up
+/// to 5 s) for every expected delivery. Expected = published × `factor`; the difference is
+/// reported as lost.
+func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: Int,
+               topic: @escaping @Sendable (Int) -> String, filter: (Int) -> String, factor: Int) async throws {
+    let group = MultiThreadedEventLoopGroup.singleton
+    let endpoint = try o.endpoint()
+    let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    let totals = BenchTotals()
+    var channels: [any Channel] = []
+    defer { for c in channels { c.close(promise: nil) } }
+    for i in 0..<subscribers {
+        let ch = try await BenchPeer.open(endpoint, clientID: "bench-\(run)-s\(i)", totals: totals, group: group)
+        channels.append(ch)
+        try await BenchPeer.subscribe(ch, filter: run + "/" + filter(i), qos: o.qosValue, version: o.version)
+    }
+    var pubs: [any Channel] = []
+    for i in 0..<publishers {
+        pubs.append(try await BenchPeer.open(endpoint, clientID: "bench-\(run)-p\(i)", totals: nil, group: group))
+    }
+    channels += pubs
+    let cpuBefore = o.brokerPid.flatMap(processCPUSeconds)
+    let toolBefore = selfCPUSeconds()
+    let start = NIODeadline.now()
+    let deadline = start + .nanoseconds(Int64(o.duration * 1e9))
+    let ticker = progress(totals, start: start, unit: "messages")
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        for (i, pub) in pubs.enumerated() {
+            let t = run + "/" + topic(i)
+            tasks.addTask {
+                var nextID: UInt16 = 1
+                var sent = 0
+                let batch = o.rate == 0 ? (o.qos == 0 ? 64 : max(1, o.inflight / 4)) : 0
+                let tick = TimeAmount.milliseconds(10)
+                var due = 0.0
+                while NIODeadline.now() < deadline {
+                    var count = batch
+                    if o.rate > 0 {
+                        try await Task.sleep(for: .milliseconds(10))
+                        due += Double(o.rate) * Double(tick.nanoseconds) / 1e9
+                        count = Int(due)
+                        due -= Double(count)
+                        if count == 0 { continue }
+                    }
+                    do {
+                        try await BenchPeer.publish(pub, topic: t, payloadSize: o.payload, count: count, qos: o.qosValue,
+                                                    version: o.version, window: o.inflight, nextID: &nextID)
+                    } catch {
+                        totals.error()
+                        return
+                    }
+                    sent += count
+                    totals.add(published: count)
+                }
+                if o.qos == 1 { try? await BenchPeer.drain(pub) }
+            }
+        }
+        try await tasks.waitForAll()
+    }
+    let publishedAt = NIODeadline.now()
+    let expected = totals.snapshot.published * factor
+    // Let the last messages arrive.
+    while totals.snapshot.delivered < expected && NIODeadline.now() - publishedAt < .seconds(5) {
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    ticker.cancel()
+    let end = NIODeadline.now()
+    let elapsed = Double((end - start).nanoseconds) / 1e9
+    let s = totals.snapshot
+    var fields: [(String, Any)] = [
+        ("scenario", name), ("publishers", publishers), ("subscribers", subscribers), ("payload", max(8, o.payload)),
+        ("qos", o.qos), ("rate_per_publisher", o.rate), ("tls", endpoint.tls != nil ? "yes" : "no"),
+        ("seconds", elapsed), ("published", s.published), ("expected", expected), ("delivered", s.delivered),
+        ("lost", max(0, expected - s.delivered)), ("errors", s.errors),
+        ("published_per_s", Double(s.published) / elapsed), ("delivered_per_s", Double(s.delivered) / elapsed),
+    ]
+    fields += latencyFields(s.latency)
+    if let before = cpuBefore, let after = o.brokerPid.flatMap(processCPUSeconds) {
+        fields.append(("broker_cpu_percent", (after - before) / elapsed * 100))
+    }
+    fields.append(("tool_cpu_percent", (selfCPUSeconds() - toolBefore) / elapsed * 100))
+    report(fields, json: o.json)
+    if s.errors > 0 { throw ExitCode(1) }
+}
+
+/// K workers, each: connect, publish one QoS 1 message, wait for PUBACK, DISCONNECT; again
+/// until the duration is over.
+func runChurn(_ o: BenchOptions, concurrency: Int) async throws {
+    let group = MultiThreadedEventLoopGroup.singleton
+    let endpoint = try o.endpoint()
+    let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    let totals = BenchTotals()
+    let cycles = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
+    let cpuBefore = o.brokerPid.flatMap(processCPUSeconds)
+    let toolBefore = selfCPUSeconds()
+    let start = NIODeadline.now()
+    let deadline = start + .nanoseconds(Int64(o.duration * 1e9))
+    let ticker = progress(totals, start: start, unit: "connections")
+    var disconnect = ByteBuffer()
+    try MQTTPacket.disconnect(DisconnectPacket()).write(to: &disconnect, version: o.version)
+    let bye = disconnect
+    await withTaskGroup(of: Void.self) { tasks in
+        for worker in 0..<concurrency {
+            tasks.addTask {
+                var n = 0
+                while NIODeadline.now() < deadline {
+                    let began = benchNow()
+                    do {
+                        let ch = try await BenchPeer.open(endpoint, clientID: "churn-\(run)-\(worker)-\(n)", totals: nil, group: group)
+                        var id: UInt16 = 1
+                        try await BenchPeer.publish(ch, topic: "bench/churn/\(worker)", payloadSize: o.payload, count: 1, qos: .atLeastOnce,
+                                                    version: o.version, window: 1, nextID: &id)
+                        try await BenchPeer.drain(ch)
+                        try await ch.writeAndFlush(bye)
+                        try? await ch.close()
+                        let took = benchNow() - began
+                        cycles.withLockedValue { _ = $0.record(took) }
+                        totals.add(connections: 1)
+                    } catch {
+                        totals.error()
+                        if totals.snapshot.errors <= 3 {
+                            FileHandle.standardError.write(Data("churn: \(error)\n".utf8))
+                        }
+                    }
+                    n += 1
+                }
+            }
+        }
+    }
+    ticker.cancel()
+    let elapsed = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+    let s = totals.snapshot
+    var fields: [(String, Any)] = [
+        ("scenario", "churn"), ("concurrency", concurrency), ("tls", endpoint.tls != nil ? "yes" : "no"), ("seconds", elapsed),
+        ("connections", s.connections), ("errors", s.errors), ("connections_per_s", Double(s.connections) / elapsed),
+    ]
+    fields += latencyFields(cycles.withLockedValue { $0 }).map { ($0.0.replacingOccurrences(of: "latency", with: "cycle"), $0.1) }
+    if let before = cpuBefore, let after = o.brokerPid.flatMap(processCPUSeconds) {
+        fields.append(("broker_cpu_percent", (after - before) / elapsed * 100))
+        if s.connections > 0 { fields.append(("broker_cpu_ms_per_connection", (after - before) * 1000 / Double(s.connections))) }
+    }
+    fields.append(("tool_cpu_percent", (selfCPUSeconds() - toolBefore) / elapsed * 100))
+    report(fields, json: o.json)
+    if s.errors > 0 { throw ExitCode(1) }
+}
+
+/// Opens N connections (100 at a time), holds them for the duration, and reports the
+/// broker's resident memory per connection when its pid is given.
+func runIdle(_ o: BenchOptions, count: Int) async throws {
+    let group = MultiThreadedEventLoopGroup.singleton
+    let endpoint = try o.endpoint()
+    let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    let totals = BenchTotals()
+    let rssBefore = o.brokerPid.flatMap(processRSS)
+    let start = NIODeadline.now()
+    var channels: [any Channel] = []
+    defer { for c in channels { c.close(promise: nil) } }
+    var opened = 0
+    while opened < count {
+        let batch = min(100, count - opened)
+        let base = opened
+        let made = await withTaskGroup(of: (any Channel)?.self) { tasks in
+            for i in 0..<batch {
+                tasks.addTask { try? await BenchPeer.open(endpoint, clientID: "idle-\(run)-\(base + i)", totals: nil, group: group) }
+            }
+            var got: [any Channel] = []
+            for await c in tasks { if let c { got.append(c) } else { totals.error() } }
+            return got
+        }
+        channels += made
+        opened += batch
+    }
+    let openedIn = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+    try await Task.sleep(for: .nanoseconds(Int64(o.duration * 1e9)))
+    let alive = channels.filter(\.isActive).count
+    var fields: [(String, Any)] = [
+        ("scenario", "idle"), ("connections", channels.count), ("alive_after_hold", alive), ("errors", totals.snapshot.errors),
+        ("tls", endpoint.tls != nil ? "yes" : "no"), ("open_seconds", openedIn), ("hold_seconds", o.duration),
+    ]
+    if let before = rssBefore, let after = o.brokerPid.flatMap(processRSS) {
+        fields.append(("broker_rss_bytes", after))
+        if !channels.isEmpty { fields.append(("broker_rss_per_connection_bytes", (after - before) / channels.count)) }
+    }
+    report(fields, json: o.json)
+    if totals.snapshot.errors > 0 || alive < channels.count { throw ExitCode(1) }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Testing
+import MartletTestSupport
+
+/// `martlet bench` smoke runs: every scenario, short and at low rates, against martletd and
+/// against Debian's mosquitto, asserting on the JSON summary.
+@Suite(.serialized) struct BenchTests {
+    static func bench(_ args: [String], port: Int) async throws -> [String: Any] {
+        let r = try await run(CLITests.martlet, ["bench"] + args + ["-p", "\(port)", "--json"], timeout: .seconds(30))
+        #expect(r.status == 0, "martlet bench \(args): \(r.stderr)")
+        let line = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        return try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not JSON: \(r.stdout)")
+    }
+
+    func scenarios(port: Int, brokerPid: Int32?) async throws {
+        let pid = brokerPid.map { ["--broker-pid", "\($0)"] } ?? []
+        for (args, deliveries) in [
+            (["fanout", "-n", "3", "--rate", "200"], 3), (["fanin", "-n", "3", "--rate", "100"], 1),
+            (["pairs", "-n", "4", "--rate", "100"], 1), (["fanout", "-n", "2", "-q", "1", "--rate", "200"], 2),
+        ] {
+            let r = try await Self.bench(args + ["--duration", "0.5"] + pid, port: port)
+            let published = r["published"] as? Int ?? 0
+            #expect(published > 0, "\(args): \(r)")
+            #expect(r["expected"] as? Int == published * deliveries)
+            #expect(r["delivered"] as? Int == published * deliveries, "\(args): \(r)")
+            #expect(r["lost"] as? Int == 0)
+            #expect(r["errors"] as? Int == 0)
+            #expect((r["latency_p99_us"] as? Int ?? -1) >= 0)
+            if brokerPid != nil { #expect(r["broker_cpu_percent"] != nil) }
+        }
+        let churn = try await Self.bench(["churn", "-c", "4", "--duration", "0.5"] + pid, port: port)
+        #expect((churn["connections"] as? Int ?? 0) > 0)
+        #expect(churn["errors"] as? Int == 0)
+        let idle = try await Self.bench(["idle", "-n", "50", "--duration", "0.2"] + pid, port: port)
+        #expect(idle["alive_after_hold"] as? Int == 50)
+        if brokerPid != nil { #expect(idle["broker_rss_per_connection_bytes"] != nil) }
+    }
+
+    @Test("every scenario against martletd")
+    func againstMartletd() async throws {
+        let port = randomTestPort()
+        let d = try ChildProcess(DaemonTests.martletd, ["--port", "\(port)", "--log-level", "error"])
+        defer { d.kill() }
+        try await waitUntilListening(UInt16(port))
+        try await scenarios(port: port, brokerPid: d.pid)
+    }
+
+    @Test("every scenario against mosquitto")
+    func againstMosquitto() async throws {
+        let port = randomTestPort()
+        try await CLITests().withMosquitto(port: port) {
+            try await scenarios(port: port, brokerPid: nil)
+        }
+    }
+}
