@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 60
 # and mosquitto for the interop tests (third-party clients and broker).
 DEB_PACKAGES := libssl-dev mosquitto mosquitto-clients python3-paho-mqtt
 
-.PHONY: all deps build build-release run test unit-tests fuzz benchmarks clean
+.PHONY: all deps build build-release run test unit-tests fuzz benchmarks bench clean
 
 all: build
 
@@ -48,7 +48,7 @@ run: build-release certs/out/server.pem
 	$(SWIFT) run -c release --skip-build martletd --config $(CONFIG) $(if $(PORT),--port $(PORT)) \
 	  --tls-port $(TLS_PORT) --cert certs/out/server.pem --key certs/out/server.key
 
-# LoadTests (200 MB floods, a 5,000-connection burst) saturate both cores; they run on
+# *LoadTests (200 MB floods, a 5,000-connection burst, bench runs) saturate both cores; they run on
 # their own after the rest so timing tests (keepalive, timeouts) are not starved.
 unit-tests: deps
 	$(SWIFT) build --build-tests
@@ -76,6 +76,10 @@ test: unit-tests fuzz
 
 benchmarks:
 	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark
+
+# martletd against mosquitto, side by side; writes BENCHMARKS.md (RUNS=3 DURATION=5 by default).
+bench:
+	bash Benchmarks/compare.sh
 
 clean:
 	rm -rf .build Fuzz/.build Benchmarks/.build

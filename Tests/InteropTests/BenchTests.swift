@@ -3,8 +3,9 @@ import Testing
 import MartletTestSupport
 
 /// `martlet bench` smoke runs: every scenario, short and at low rates, against martletd and
-/// against Debian's mosquitto, asserting on the JSON summary.
-@Suite(.serialized) struct BenchTests {
+/// against Debian's mosquitto, asserting on the JSON summary. They load both cores, so
+/// `make test` runs them with the other *LoadTests, after the rest.
+@Suite(.serialized) struct BenchLoadTests {
     static func bench(_ args: [String], port: Int) async throws -> [String: Any] {
         let r = try await run(CLITests.martlet, ["bench"] + args + ["-p", "\(port)", "--json"], timeout: .seconds(30))
         #expect(r.status == 0, "martlet bench \(args): \(r.stderr)")

@@ -166,7 +166,7 @@ func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async 
         // One connection held open uses the only place.
         let holder = try ChildProcess(mosquittoSub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-W", "30"])
         defer { holder.kill() }
-        try await poll(.seconds(5), "the holder to take the only place") { try await publish() != 0 ? true : nil }
+        try await poll(.seconds(15), "the holder to take the only place") { try await publish() != 0 ? true : nil }
 
         try (good + "max_conections: 5\n").write(toFile: config, atomically: true, encoding: .utf8)
         d.kill(signal: SIGHUP)
