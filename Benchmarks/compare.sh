@@ -61,7 +61,7 @@ max_queued_messages: 1000
 log_level: error
 sys_interval_s: 0
 YAML
-  "$BIN/martletd" --config "$WORK/martlet.yaml" 2>"$WORK/martletd.log" &
+  "$BIN/martletd" --config "$WORK/martlet.yaml" >/dev/null 2>"$WORK/martletd.log" &
   echo $!
 }
 

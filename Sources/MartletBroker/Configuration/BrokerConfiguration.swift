@@ -110,7 +110,7 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var inboundLowWaterBytes: Int = 128 << 20
     /// `max_unrouted_bytes`: messages one event loop has handed to the others and they have
     /// not routed yet; past it the loop's publishers are paused until half of it is left.
-    public var maximumUnroutedBytes: Int = 16 << 20
+    public var maximumUnroutedBytes: Int = 1 << 20
 
     // MARK: Connections and timers
 

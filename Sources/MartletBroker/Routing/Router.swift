@@ -516,6 +516,9 @@ actor Router {
             let delivery = Delivery(message: message, qos: qos, retain: retain, subscriptionIdentifiers: match.identifiers)
             if qos == .atMostOnce && match.identifiers.isEmpty {
                 guard let connection = match.session.connection else { continue }
+                // A writable socket takes what waits first (the writability event that would
+                // drain it may sit behind other work on this loop).
+                if !match.session.outbox.isEmpty && connection.value.isWritable { drain(match.session) }
                 guard match.session.outbox.isEmpty && connection.value.isWritable else {
                     enqueue(delivery, to: match.session)
                     continue
@@ -542,6 +545,7 @@ actor Router {
             if delivery.qos != .atMostOnce { enqueue(delivery, to: session) }
             return
         }
+        if !session.outbox.isEmpty && connection.value.isWritable { drain(session) }
         let canSend = session.outbox.isEmpty && connection.value.isWritable
         if canSend && delivery.qos == .atMostOnce {
             writePublish(delivery, to: session, packetIdentifier: nil, dup: false)
