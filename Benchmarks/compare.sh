@@ -5,6 +5,7 @@
 #
 #   make bench                 # RUNS=3 DURATION=5 by default
 #   RUNS=1 DURATION=2 make bench
+#   ONLY=idle OUT=/tmp/idle.md make bench     # only the rows whose name contains "idle"
 #
 # Equivalent settings for both brokers: anonymous, no persistence, max_queued_messages 1000,
 # the same TLS certificate (certs/out), loopback ports. mosquitto runs twice: with
@@ -100,16 +101,26 @@ ROWS=(
   "idle $IDLE TLS|idle -n $IDLE --tls --cafile $CA"
 )
 
-for broker in martlet mosquitto-nodelay mosquitto-default; do
-  case $broker in
-    martlet) pid=$(start_martlet) ;;
-    mosquitto-nodelay) pid=$(start_mosquitto nodelay) ;;
-    mosquitto-default) pid=$(start_mosquitto default) ;;
+start_broker() {
+  case $1 in
+    martlet) start_martlet ;;
+    mosquitto-nodelay) start_mosquitto nodelay ;;
+    mosquitto-default) start_mosquitto default ;;
   esac
+}
+
+for broker in martlet mosquitto-nodelay mosquitto-default; do
+  pid=$(start_broker $broker)
   wait_port $PLAIN; wait_port $TLSP
   for row in "${ROWS[@]}"; do
     name=${row%%|*}; args=${row#*|}
+    [ -n "${ONLY:-}" ] && [[ "$name" != *"$ONLY"* ]] && continue
     for run in $(seq 1 "$RUNS"); do
+      case $args in idle*)
+        # Memory per connection needs a fresh broker: freed memory is not given back.
+        kill "$pid"; wait "$pid" 2>/dev/null || true; sleep 0.3
+        pid=$(start_broker $broker); wait_port $PLAIN; wait_port $TLSP; sleep 0.5 ;;
+      esac
       duration=$DURATION
       case $args in idle*) duration=2 ;; esac
       port=$PLAIN
