@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 60
 # and mosquitto for the interop tests (third-party clients and broker).
 DEB_PACKAGES := libssl-dev mosquitto mosquitto-clients python3-paho-mqtt
 
-.PHONY: all deps build build-release run test unit-tests fuzz benchmarks bench clean
+.PHONY: all deps build build-release run test unit-tests fuzz benchmarks benchmark-check bench clean
 
 all: build
 
@@ -76,6 +76,10 @@ test: unit-tests fuzz
 
 benchmarks:
 	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark
+
+# The routing microbenchmarks against their checked-in thresholds (Benchmarks/Thresholds).
+benchmark-check:
+	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark thresholds check --target RoutingBenchmarks
 
 # martletd against mosquitto, side by side; writes BENCHMARKS.md (RUNS=3 DURATION=5 by default).
 bench:

@@ -1,0 +1,50 @@
+import Benchmark
+import MartletBroker
+import MartletMQTT
+
+/// Topic matching in the subscription trie with 100,000 subscriptions: exact filters, `+`
+/// filters and `#` filters mixed, as one PUBLISH's routing pays it. Thresholds are checked in
+/// (Thresholds/); `swift package benchmark baseline check` compares.
+final class Subscriber {}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .mallocCountTotal, .throughput],
+        scalingFactor: .kilo,
+        maxDuration: .seconds(2),
+        maxIterations: 10_000
+    )
+
+    // 100,000 subscriptions: 80,000 exact (devices/N/telemetry), 15,000 with '+'
+    // (devices/+/alerts/N), 5,000 with '#' (fleet/N/#).
+    var trie = SubscriptionTrie<Subscriber>()
+    var subscribers: [Subscriber] = []
+    for i in 0..<100_000 {
+        let s = Subscriber()
+        subscribers.append(s)
+        let filter: String
+        switch i % 20 {
+        case 0..<16: filter = "devices/\(i)/telemetry"
+        case 16, 17, 18: filter = "devices/+/alerts/\(i)"
+        default: filter = "fleet/\(i % 5000)/#"
+        }
+        _ = trie.insert(filter: filter, subscriber: s, options: .init(qos: .atMostOnce))
+    }
+    let built = trie
+
+    for (name, topic) in [
+        ("exact hit", "devices/4000/telemetry"),
+        ("+ hit", "devices/7/alerts/16"),
+        ("# hit", "fleet/123/engine/temp"),
+        ("miss", "nothing/here/at/all"),
+    ] {
+        Benchmark("trie match 100k subscriptions, \(name)") { benchmark in
+            var matched = 0
+            for _ in benchmark.scaledIterations {
+                built.forEachMatch(topic: topic) { _ in matched += 1 }
+            }
+            blackHole(matched)
+            blackHole(subscribers.count)
+        }
+    }
+}
