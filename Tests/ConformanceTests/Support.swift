@@ -154,7 +154,7 @@ final class RawClient: Sendable {
 
     /// Waits until the broker closes the connection; returns the packets it sent before.
     @discardableResult
-    func expectClosed(timeout: Duration = .seconds(3)) async throws -> [MQTTPacket] {
+    func expectClosed(timeout: Duration = .seconds(10)) async throws -> [MQTTPacket] {
         try await poll(timeout, "the broker to close the connection") {
             collector.closed.withLockedValue { $0 } ? true : nil
         }

@@ -21,6 +21,11 @@ actor Router {
 
     /// Bytes this loop has handed to other loops that they have not routed yet.
     nonisolated let unroutedBytes = Atomic<Int>(0)
+    /// Subscriptions in this loop's trie, published at each flush (before any SUBACK or
+    /// CONNACK of that flush leaves), so other loops skip handing messages to a loop that
+    /// has no subscriber at all.
+    nonisolated let subscribedCount = Atomic<Int>(0)
+    private var publishedSubscribedCount = 0
 
     private var peers: [Router] = []
     private var trie = SubscriptionTrie<Session>()
@@ -471,7 +476,7 @@ actor Router {
         deliverLocally(message)
         if peers.count > 1 {
             let cost = message.payload.readableBytes + message.topic.utf8.count + 64
-            for i in peers.indices where i != index {
+            for i in peers.indices where i != index && peers[i].subscribedCount.load(ordering: .acquiring) > 0 {
                 outgoingBatches[i].append(message)
                 outgoingBytes[i] += cost
             }
@@ -863,6 +868,10 @@ actor Router {
     /// End of a read burst: flush every connection written to, then hand each other loop its
     /// batch. The batch's bytes count as this loop's unrouted work until the peer routed it.
     func flush() {
+        if trie.count != publishedSubscribedCount {
+            publishedSubscribedCount = trie.count
+            subscribedCount.store(trie.count, ordering: .releasing)
+        }
         flushConnections()
         for i in outgoingBatches.indices where !outgoingBatches[i].isEmpty {
             let batch = outgoingBatches[i]
