@@ -226,11 +226,6 @@ public final class MQTTBroker: Sendable {
         metricsChannel.withLockedValue { $0?.localAddress }
     }
 
-    /// The Prometheus text /metrics serves, for callers without HTTP.
-    public func renderMetrics() -> String {
-        String(decoding: exporter.render(core.counters.snapshot), as: UTF8.self)
-    }
-
     /// Counts a new connection in, or says why it is refused (then it is not counted):
     /// the connection rate first, then the broker-wide and the listener's `max_connections`.
     private static func admit(

@@ -90,16 +90,6 @@ public final class BrokerCounters: Sendable {
 
         public var dropped: Int { droppedQueueFull + droppedEvicted + droppedTotalLimit + droppedTooLarge + droppedSessionEnded }
 
-        public func dropped(_ reason: DropReason) -> Int {
-            switch reason {
-            case .queueFull: return droppedQueueFull
-            case .evicted: return droppedEvicted
-            case .totalLimit: return droppedTotalLimit
-            case .tooLarge: return droppedTooLarge
-            case .sessionEnded: return droppedSessionEnded
-            }
-        }
-
         mutating func countDrop(_ reason: DropReason, _ n: Int = 1) {
             switch reason {
             case .queueFull: droppedQueueFull += n

@@ -125,6 +125,32 @@ func processRSS(_ pid: Int32) -> Int? {
     return nil
 }
 
+/// The broker's (with `--broker-pid`) and this tool's CPU over a run.
+struct CPUMeter {
+    let brokerPid: Int32?
+    private let brokerBefore: Double?
+    private let toolBefore = selfCPUSeconds()
+
+    init(brokerPid: Int32?) {
+        self.brokerPid = brokerPid
+        self.brokerBefore = brokerPid.flatMap(processCPUSeconds)
+    }
+
+    /// `broker_cpu_percent` (and `broker_cpu_ms_per_connection` given `connections`), then
+    /// `tool_cpu_percent`.
+    func fields(elapsed: Double, connections: Int? = nil) -> [(String, Any)] {
+        var fields: [(String, Any)] = []
+        if let before = brokerBefore, let after = brokerPid.flatMap(processCPUSeconds) {
+            fields.append(("broker_cpu_percent", (after - before) / elapsed * 100))
+            if let connections, connections > 0 {
+                fields.append(("broker_cpu_ms_per_connection", (after - before) * 1000 / Double(connections)))
+            }
+        }
+        fields.append(("tool_cpu_percent", (selfCPUSeconds() - toolBefore) / elapsed * 100))
+        return fields
+    }
+}
+
 func selfCPUSeconds() -> Double {
     var usage = rusage()
     getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
@@ -205,8 +231,7 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
         pubs.append(try await BenchPeer.open(endpoint, clientID: "bench-\(run)-p\(i)", totals: nil, group: group))
     }
     channels += pubs
-    let cpuBefore = o.brokerPid.flatMap(processCPUSeconds)
-    let toolBefore = selfCPUSeconds()
+    let cpu = CPUMeter(brokerPid: o.brokerPid)
     let start = NIODeadline.now()
     let deadline = start + .nanoseconds(Int64(o.duration * 1e9))
     let ticker = progress(totals, start: start, unit: "messages")
@@ -261,10 +286,7 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
         ("published_per_s", Double(s.published) / elapsed), ("delivered_per_s", Double(s.delivered) / elapsed),
     ]
     fields += latencyFields(s.latency)
-    if let before = cpuBefore, let after = o.brokerPid.flatMap(processCPUSeconds) {
-        fields.append(("broker_cpu_percent", (after - before) / elapsed * 100))
-    }
-    fields.append(("tool_cpu_percent", (selfCPUSeconds() - toolBefore) / elapsed * 100))
+    fields += cpu.fields(elapsed: elapsed)
     report(fields, json: o.json)
     if s.errors > 0 { throw ExitCode(1) }
 }
@@ -277,8 +299,7 @@ func runChurn(_ o: BenchOptions, concurrency: Int) async throws {
     let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
     let totals = BenchTotals()
     let cycles = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
-    let cpuBefore = o.brokerPid.flatMap(processCPUSeconds)
-    let toolBefore = selfCPUSeconds()
+    let cpu = CPUMeter(brokerPid: o.brokerPid)
     let start = NIODeadline.now()
     let deadline = start + .nanoseconds(Int64(o.duration * 1e9))
     let ticker = progress(totals, start: start, unit: "connections")
@@ -321,11 +342,7 @@ func runChurn(_ o: BenchOptions, concurrency: Int) async throws {
         ("connections", s.connections), ("errors", s.errors), ("connections_per_s", Double(s.connections) / elapsed),
     ]
     fields += latencyFields(cycles.withLockedValue { $0 }).map { ($0.0.replacingOccurrences(of: "latency", with: "cycle"), $0.1) }
-    if let before = cpuBefore, let after = o.brokerPid.flatMap(processCPUSeconds) {
-        fields.append(("broker_cpu_percent", (after - before) / elapsed * 100))
-        if s.connections > 0 { fields.append(("broker_cpu_ms_per_connection", (after - before) * 1000 / Double(s.connections))) }
-    }
-    fields.append(("tool_cpu_percent", (selfCPUSeconds() - toolBefore) / elapsed * 100))
+    fields += cpu.fields(elapsed: elapsed, connections: s.connections)
     report(fields, json: o.json)
     if s.errors > 0 { throw ExitCode(1) }
 }
