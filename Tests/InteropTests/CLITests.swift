@@ -67,6 +67,12 @@ import MartletTestSupport
             (["sub", "-t", "a/#/b"], "invalid topic filter"),
             (["sub", "-t", "a", "-c"], "-c needs a client id (-i)"),
             (["sub", "-t", "a", "-V", "mqttv6"], "-V must be mqttv311 or mqttv5"),
+            (["passwd", "-c", "-b", "/tmp/martlet-never", "al:ice", "pw"], "must not be empty or contain ':'"),
+            (["passwd", "-c", "/tmp/martlet-never", "alice", "pw"], "a password argument needs -b"),
+            (["passwd", "-c", "-b", "/tmp/martlet-never", "alice"], "-b needs a password after USER"),
+            (["passwd", "-b", "/nonexistent/dir/passwords", "alice", "pw"], "use -c to create it"),
+            (["bench", "fanout", "-q", "2"], "-q must be 0 or 1"),
+            (["bench", "pairs", "--duration", "0"], "must be positive"),
         ] {
             let r = try await run(Self.martlet, arguments)
             #expect(r.status != 0, "\(arguments)")

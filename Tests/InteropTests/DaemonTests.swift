@@ -182,3 +182,28 @@ func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async 
         #expect(r.stderr.contains("max_conections: unknown key"))
     }
 }
+
+@Suite struct DaemonSecurityFileTests {
+    @Test("a password file or ACL that does not load stops the daemon with the file and line, exit 2")
+    func badSecurityFilesExit2() async throws {
+        let dir = NSTemporaryDirectory() + "martlet-badsec-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "alice:$6$not-pbkdf2\n".write(toFile: dir + "/passwords", atomically: true, encoding: .utf8)
+        try "topic read a\ntopic maybe b\n".write(toFile: dir + "/acl", atomically: true, encoding: .utf8)
+        let port = randomTestPort()
+        for (key, file, expected) in [
+            ("password_file", dir + "/passwords", "\(dir)/passwords:1: password_file:"),
+            ("acl_file", dir + "/acl", "\(dir)/acl:2: acl_file: unknown access \"maybe\""),
+            ("password_file", dir + "/missing", "\(dir)/missing: password_file: cannot read: No such file or directory"),
+        ] {
+            let config = dir + "/martlet.yaml"
+            try "listeners:\n  - port: \(port)\n\(key): \(file)\n".write(toFile: config, atomically: true, encoding: .utf8)
+            let check = try await run(DaemonTests.martletd, ["--config", config, "--check-config"])
+            #expect(check.status == 2)
+            #expect(check.stderr.contains(expected), "\(check.stderr)")
+            let start = try await run(DaemonTests.martletd, ["--config", config])
+            #expect(start.status == 2)
+            #expect(start.stderr.contains(expected), "\(start.stderr)")
+        }
+    }
+}

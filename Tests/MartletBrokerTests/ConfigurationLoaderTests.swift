@@ -53,6 +53,28 @@ import Testing
         #expect(c.broker.writeTimeout == .milliseconds(250))
     }
 
+    @Test("metrics, allow_anonymous, use_identity_as_username and security paths refuse bad values, naming the key")
+    func badSecurityAndMetricsValues() throws {
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "metrics.port", line: 2, message: "expected a port in 0...65535, got \"http\"")) {
+            _ = try load("metrics:\n  port: http\n")
+        }
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "metrics.path", line: 2, message: "unknown key")) {
+            _ = try load("metrics:\n  path: /m\n")
+        }
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "listeners[0].allow_anonymous", line: 2, message: "expected true or false, got \"maybe\"")) {
+            _ = try load("listeners:\n  - allow_anonymous: maybe\n")
+        }
+        #expect(throws: ConfigurationError.self) { _ = try load("listeners:\n  - port: 1883\n    use_identity_as_username: true\n") }
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "sys_interval_s", line: 1, message: "expected an integer in 0...86400, got \"-1\"")) {
+            _ = try load("sys_interval_s: -1\n")
+        }
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "log_format", line: 1, message: "expected text or json, got \"xml\"")) {
+            _ = try load("log_format: xml\n")
+        }
+        let c = try load("metrics:\n  port: 9999\n")
+        #expect(c.broker.metrics == .init(host: "127.0.0.1", port: 9999))
+    }
+
     @Test func keysThatMustAgreeAreChecked() throws {
         var c = try load("inbound_high_water_bytes: 100\ninbound_low_water_bytes: 100\n")
         #expect(throws: ConfigurationError(source: "test.yaml", key: "inbound_low_water_bytes", line: nil, message: "must be below inbound_high_water_bytes (100)")) {
