@@ -96,7 +96,23 @@ let debianPython = "/usr/bin/python3"
 
 /// A loopback port for a test daemon, random so that overlapping test runs do not collide,
 /// and below the ephemeral range (32768+) that outgoing test connections take ports from.
-func randomTestPort() -> Int { Int.random(in: 11_000...19_999) }
+/// A port below the kernel's ephemeral range that nothing is bound to right now (tried
+/// with a bind), so two tests running side by side rarely pick the same one.
+func randomTestPort() -> Int {
+    while true {
+        let port = Int.random(in: 11_000...19_999)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(port).bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let free = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        close(fd)
+        if free { return port }
+    }
+}
 
 /// Polls `check` every 50 ms until it returns a value or `timeout` passes.
 func poll<T>(_ timeout: Duration, _ what: String, _ check: () async throws -> T?) async throws -> T {
