@@ -112,6 +112,9 @@ public final class MQTTBroker: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            // A publisher that closes while flow control holds its packets is told as
+            // `inputClosed`; the connection closes once those packets have been routed.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.writeBufferWaterMark, value: .init(
                 low: configuration.writeBufferLowWater, high: configuration.writeBufferHighWater))
         #if os(Linux)
@@ -207,6 +210,8 @@ public final class MQTTBroker: Sendable {
                 ("queued/messages", "\(s.queuedMessages)"),
                 ("queued/bytes", "\(s.queuedBytes)"),
                 ("inbound/paused", "\(s.pausedConnections)"),
+                ("subscribers/lagging", "\(s.laggingSubscribers)"),
+                ("subscribers/stalled", "\(s.subscriberStalls)"),
                 ("auth/failures", "\(s.authFailures)"),
                 ("keepalive/expiries", "\(s.keepaliveExpiries)"),
                 ("slow_consumers/disconnected", "\(s.slowConsumerDisconnects)"),

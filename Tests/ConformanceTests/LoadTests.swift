@@ -60,6 +60,9 @@ import MartletTestSupport
             #expect(fast.publishes > Self.messages * 9 / 10)
             let report = try #require(try await broker.sessionReport(clientID: "stuck"))
             #expect(report.dropped[.queueFull]! > 0)
+            // It lagged, held the publisher back for the stall timeout, then stopped doing so.
+            try await poll(.seconds(2), "the stall counter") { broker.counters.subscriberStalls >= 1 ? true : nil }
+            #expect(broker.counters.laggingSubscribers == 0)
             #expect(report.queuedBytes <= 2 << 20)
             try await poll(.seconds(2), "the broker-wide drop counter") {
                 let fastDropped = try await broker.sessionReport(clientID: "fast")?.dropped[.queueFull] ?? 0
@@ -124,6 +127,36 @@ import MartletTestSupport
             #expect(broker.counters.dropped == 0)
             #expect(broker.counters.pausedConnections == 0)
         }
+    }
+
+    @Test("a subscriber slower than the publisher but reading: with pause_publishers_for_slow_subscribers nothing is lost; without it the excess is dropped")
+    func laggingSubscriberPacesThePublisher() async throws {
+        let messages = 20_000
+        func run(pacing: Bool) async throws -> (received: Int, counters: BrokerCounters.Snapshot) {
+            try await withBroker({
+                $0.maximumQueuedMessages = 200
+                $0.pausePublishersForSlowSubscribers = pacing
+                $0.subscriberStallTimeout = .milliseconds(500)
+            }) { broker, port in
+                // One read every 2 ms: far below what the flood sends.
+                let (channel, slow) = try await CountingSubscriber.connect(
+                    port: port, clientID: "slow", topic: "pace", readTick: .milliseconds(2))
+                defer { channel.close(promise: nil) }
+                try await flood(port: port, topic: "pace", count: messages, payloadSize: 100)
+                let received = try await poll(.seconds(60), "every message delivered or dropped") { () -> Int? in
+                    let dropped = try await broker.sessionReport(clientID: "slow")?.dropped.values.reduce(0, +) ?? 0
+                    return slow.publishes + dropped == messages ? slow.publishes : nil
+                }
+                return (received, broker.counters)
+            }
+        }
+        let paced = try await run(pacing: true)
+        #expect(paced.received == messages)
+        #expect(paced.counters.dropped == 0)
+        #expect(paced.counters.inboundPauses > 0)
+        #expect(paced.counters.subscriberStalls == 0)
+        let unpaced = try await run(pacing: false)
+        #expect(unpaced.counters.droppedQueueFull > 0, "the flood should overrun a 200-message queue without pacing")
     }
 
     @Test("write timeout: a connection whose socket stays unwritable is closed")

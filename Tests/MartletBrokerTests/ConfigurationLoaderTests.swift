@@ -71,6 +71,12 @@ import Testing
         #expect(throws: ConfigurationError(source: "test.yaml", key: "log_format", line: 1, message: "expected text or json, got \"xml\"")) {
             _ = try load("log_format: xml\n")
         }
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "pause_publishers_for_slow_subscribers", line: 1, message: "expected true or false, got \"sometimes\"")) {
+            _ = try load("pause_publishers_for_slow_subscribers: sometimes\n")
+        }
+        let paced = try load("pause_publishers_for_slow_subscribers: false\nsubscriber_stall_timeout_ms: 250\n")
+        #expect(paced.broker.pausePublishersForSlowSubscribers == false)
+        #expect(paced.broker.subscriberStallTimeout == .milliseconds(250))
         let c = try load("metrics:\n  port: 9999\n")
         #expect(c.broker.metrics == .init(host: "127.0.0.1", port: 9999))
     }

@@ -89,8 +89,15 @@ import MartletTestSupport
         try framer.process(ByteBuffer(bytes: h("'hi' C0 00")), allocator: allocator) { got.append($0); return true }
         #expect(got == [.pingreq, .publish(.init(topic: "a/b", payload: buffer("hi"))), .pingreq])
         #expect(framer.bufferedBytes == 0)
-        // Returning false stops at once.
+        // Returning false stops at once; the rest is held (and more can be held behind it)
+        // until the next call decodes it.
         try framer.process(ByteBuffer(bytes: h("C0 00 C0 00")), allocator: allocator) { _ in false }
+        #expect(framer.bufferedBytes == 2)
+        framer.hold(ByteBuffer(bytes: h("E0 00")), allocator: allocator)
+        #expect(framer.bufferedBytes == 4)
+        got = []
+        try framer.process(ByteBuffer(), allocator: allocator) { got.append($0); return true }
+        #expect(got == [.pingreq, .disconnect(DisconnectPacket())])
         #expect(framer.bufferedBytes == 0)
         // Errors surface as the decoder's.
         #expect(throws: MQTTCodecError.invalidPacketType(0)) {

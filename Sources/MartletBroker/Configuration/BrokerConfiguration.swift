@@ -111,6 +111,16 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// `max_unrouted_bytes`: messages one event loop has handed to the others and they have
     /// not routed yet; past it the loop's publishers are paused until half of it is left.
     public var maximumUnroutedBytes: Int = 1 << 20
+    /// `pause_publishers_for_slow_subscribers`: a subscriber whose outbox holds half of
+    /// `max_queued_messages` or `max_queued_bytes` is *lagging* until it drains to a quarter;
+    /// a publisher whose message is queued for a lagging subscriber stops being read (right
+    /// after that packet) until no subscriber lags. The queue limits are then a buffer that
+    /// absorbs bursts, not a place where messages are lost.
+    public var pausePublishersForSlowSubscribers = true
+    /// `subscriber_stall_timeout_ms`: a lagging subscriber that takes nothing off its outbox
+    /// for this long is *stalled*: it stops holding publishers back and its outbox follows
+    /// the slow-consumer policy (so one dead reader cannot stop everyone's publishers).
+    public var subscriberStallTimeout: TimeAmount = .seconds(1)
 
     // MARK: Connections and timers
 

@@ -86,6 +86,14 @@ public enum ConfigurationLoader {
         }
     }
 
+    static func boolean(_ key: String, _ set: @escaping @Sendable (Bool, inout DaemonConfiguration) -> Void) -> Setting {
+        Setting(key: key, expected: "true or false") { text, config in
+            guard let v = Bool(text) else { return false }
+            set(v, &config)
+            return true
+        }
+    }
+
     static func milliseconds(_ key: String, _ range: ClosedRange<Int>, _ set: @escaping @Sendable (TimeAmount, inout DaemonConfiguration) -> Void) -> Setting {
         integer(key, range) { v, c in set(.milliseconds(Int64(v)), &c) }
     }
@@ -123,6 +131,8 @@ public enum ConfigurationLoader {
         integer("inbound_high_water_bytes", 1...terabyte) { v, c in c.broker.inboundHighWaterBytes = v },
         integer("inbound_low_water_bytes", 0...terabyte) { v, c in c.broker.inboundLowWaterBytes = v },
         integer("max_unrouted_bytes", 1024...terabyte) { v, c in c.broker.maximumUnroutedBytes = v },
+        boolean("pause_publishers_for_slow_subscribers") { v, c in c.broker.pausePublishersForSlowSubscribers = v },
+        milliseconds("subscriber_stall_timeout_ms", 10...3_600_000) { v, c in c.broker.subscriberStallTimeout = v },
         integer("max_topic_length", 1...65_535) { v, c in c.broker.maximumTopicLength = v },
         integer("max_topic_levels", 1...65_535) { v, c in c.broker.maximumTopicLevels = v },
         integer("max_subscriptions_per_client", 0...10_000_000) { v, c in c.broker.maximumSubscriptionsPerClient = v },

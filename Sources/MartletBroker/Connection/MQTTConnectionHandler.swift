@@ -86,6 +86,11 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     private var pausedForOwnWrites = false
     /// NIO asked to read while paused; the read is issued on resume.
     private var readRequested = false
+    /// Routing a PUBLISH met a lagging subscriber: the packets after it wait, undecoded, in
+    /// the framer until inbound flow control resumes this connection.
+    private var holdingPackets = false
+    /// The peer closed its side while packets were held: the connection closes after them.
+    private var inputClosed = false
     /// A PUBLISH arrived in this read burst (only publishers are paused by flow control).
     private var publishedInBurst = false
     /// Since when the socket has been unwritable.
@@ -126,6 +131,13 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if holdingPackets {
+            // Closed under us (a TLS close_notify, an error): what was held is routed now,
+            // past the lagging subscriber's limits if need be (its drops are counted).
+            holdingPackets = false
+            decode(ByteBuffer(), allocator: context.channel.allocator)
+            router.assumeIsolated { $0.flush() }
+        }
         let previous = state
         let connectionID = self.connectionID
         state = .closed
@@ -147,11 +159,19 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         lastPacketAt = .now()
         let bytes = unwrapInboundIn(data)
         bytesIn += bytes.readableBytes
+        if holdingPackets {
+            framer.hold(bytes, allocator: context.channel.allocator)
+            return
+        }
+        decode(bytes, allocator: context.channel.allocator)
+    }
+
+    private func decode(_ bytes: ByteBuffer, allocator: ByteBufferAllocator) {
         do {
-            try framer.process(bytes, allocator: context.channel.allocator) { packet in
+            try framer.process(bytes, allocator: allocator) { packet in
                 handle(packet)
                 if case .closed = state { return false }
-                return true
+                return !holdingPackets
             }
         } catch let error as MQTTCodecError {
             handleDecodeError(error)
@@ -161,6 +181,13 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        endOfBurst(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    /// After a read burst (or packets held by flow control were decoded): flush what the
+    /// burst wrote and decide whether this publisher is read again.
+    private func endOfBurst(context: ChannelHandlerContext) {
         router.assumeIsolated { $0.flush() }
         flushIfDirty()
         if publishedInBurst {
@@ -172,7 +199,6 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             }
         }
         if !context.channel.isWritable { pausedForOwnWrites = true }
-        context.fireChannelReadComplete()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -214,11 +240,21 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         context.read()
     }
 
-    /// Inbound flow control lifted the pause.
+    /// Inbound flow control lifted the pause: held packets are decoded first.
     func resumeInbound() {
         guard pausedInbound else { return }
         pausedInbound = false
         guard let context else { return }
+        if holdingPackets {
+            holdingPackets = false
+            lastPacketAt = .now()
+            decode(ByteBuffer(), allocator: context.channel.allocator)
+            endOfBurst(context: context)
+            if inputClosed && !holdingPackets {
+                context.close(promise: nil)
+                return
+            }
+        }
         resumeReadingIfAllowed(context: context)
     }
 
@@ -233,6 +269,11 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .inputClosed = event as? ChannelEvent {
+            // EOF. Packets held by flow control are still routed, as the subscriber drains.
+            if holdingPackets { inputClosed = true } else { context.close(promise: nil) }
+            return
+        }
         if case .handshakeCompleted = event as? TLSEvent {
             router.assumeIsolated { $0.count(\.tlsHandshakes) }
         }
@@ -300,7 +341,17 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
                 return
             }
             publishedInBurst = true
-            router.assumeIsolated { $0.received(packet, clientID: c.clientID, connectionID: connectionID) }
+            let mustWait = router.assumeIsolated { router in
+                router.received(packet, clientID: c.clientID, connectionID: connectionID)
+                return router.publisherMustWait
+            }
+            if mustWait && !pausedInbound, let context {
+                // Stop right after this packet: the rest of the read waits in the framer.
+                holdingPackets = true
+                pausedInbound = true
+                let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                router.assumeIsolated { $0.paused(bound) }
+            }
         case .puback, .pubrec, .pubrel, .pubcomp, .subscribe, .unsubscribe:
             router.assumeIsolated { $0.received(packet, clientID: c.clientID, connectionID: connectionID) }
         case .pingreq:

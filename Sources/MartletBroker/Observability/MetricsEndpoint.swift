@@ -45,6 +45,7 @@ public final class MetricsExporter: Sendable {
             (\.slowConsumerDisconnects, counter("slow_consumer_disconnects_total")),
             (\.protocolErrors, counter("protocol_errors_total")),
             (\.inboundPauses, counter("inbound_pauses_total")),
+            (\.subscriberStalls, counter("subscriber_stalls_total")),
             (\.authFailures, counter("auth_failures_total")),
             (\.publishDenied, counter("acl_denied_total", [("operation", "publish")])),
             (\.subscribeDenied, counter("acl_denied_total", [("operation", "subscribe")])),
@@ -57,6 +58,7 @@ public final class MetricsExporter: Sendable {
             (\.queuedBytes, gauge("queued_bytes")),
             (\.inflightMessages, gauge("inflight_messages")),
             (\.pausedConnections, gauge("paused_connections")),
+            (\.laggingSubscribers, gauge("lagging_subscribers")),
         ]
         uptime = gauge("uptime_seconds")
     }

@@ -74,6 +74,8 @@ public final class BrokerCounters: Sendable {
         public var protocolErrors = 0
         public var inboundPauses = 0
         public var inboundResumes = 0
+        /// Lagging subscribers that took nothing off their outbox for the stall timeout.
+        public var subscriberStalls = 0
         public var authFailures = 0
         public var publishDenied = 0
         public var subscribeDenied = 0
@@ -85,6 +87,7 @@ public final class BrokerCounters: Sendable {
         public var queuedBytes = 0
         public var pausedConnections = 0
         public var inflightMessages = 0
+        public var laggingSubscribers = 0
 
         public init() {}
 
@@ -121,6 +124,7 @@ public final class BrokerCounters: Sendable {
             protocolErrors += o.protocolErrors
             inboundPauses += o.inboundPauses
             inboundResumes += o.inboundResumes
+            subscriberStalls += o.subscriberStalls
             authFailures += o.authFailures
             publishDenied += o.publishDenied
             subscribeDenied += o.subscribeDenied
@@ -138,6 +142,9 @@ public final class BrokerCounters: Sendable {
     let openConnections = Atomic<Int>(0)
     let pausedConnections = Atomic<Int>(0)
     let inflightMessages = Atomic<Int>(0)
+    /// Online sessions whose outbox is past half its limits and still draining: while there
+    /// is one, publishers that fed one stay paused.
+    let laggingSubscribers = Atomic<Int>(0)
 
     public var snapshot: Snapshot {
         var s = totals.withLockedValue { $0 }
@@ -146,6 +153,7 @@ public final class BrokerCounters: Sendable {
         s.queuedBytes = queuedBytes.load(ordering: .relaxed)
         s.pausedConnections = pausedConnections.load(ordering: .relaxed)
         s.inflightMessages = inflightMessages.load(ordering: .relaxed)
+        s.laggingSubscribers = laggingSubscribers.load(ordering: .relaxed)
         return s
     }
 

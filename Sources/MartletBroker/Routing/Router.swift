@@ -21,6 +21,12 @@ actor Router {
 
     /// Bytes this loop has handed to other loops that they have not routed yet.
     nonisolated let unroutedBytes = Atomic<Int>(0)
+    /// The same in messages: with `pause_publishers_for_slow_subscribers` it is bounded
+    /// tighter than the bytes, so a loop whose subscriber starts lagging receives at most
+    /// that many more before the publishers feeding it stop.
+    nonisolated let unroutedMessages = Atomic<Int>(0)
+    /// Lagging sessions on this loop (other loops pause publishers that send here).
+    nonisolated let laggingSessions = Atomic<Int>(0)
     /// Subscriptions in this loop's trie, published at each flush (before any SUBACK or
     /// CONNACK of that flush leaves), so other loops skip handing messages to a loop that
     /// has no subscriber at all.
@@ -50,6 +56,14 @@ actor Router {
     private var local = BrokerCounters.Snapshot()
     /// Publishers whose socket is not being read (inbound flow control).
     private var paused: [NIOLoopBound<MQTTConnectionHandler>] = []
+    /// This loop's lagging sessions, watched for stalls at each sweep.
+    private var laggingList: [Session] = []
+    /// Routing the current PUBLISH queued it for a lagging subscriber (or for a loop that has
+    /// one, or past the unrouted bound): its publisher should stop being read now.
+    private(set) var publisherMustWait = false
+    /// A batch for another loop is handed over once it holds this many messages, without
+    /// waiting for the end of the read burst (so lagging there is seen here promptly).
+    static let batchHandOver = 128
     /// Sessions whose outbox refused a message under the `disconnect` policy.
     private var overLimit: [Session] = []
     /// Sessions with drops not logged yet, and when drops were last logged.
@@ -141,6 +155,7 @@ actor Router {
         security = core.security.withLockedValue { $0 }
         config = core.live.withLockedValue { $0 }
         checkSlowConsumers(now: now)
+        checkStalls(now: now)
         checkResume()
         logDrops(now: now)
         flush()
@@ -222,6 +237,7 @@ actor Router {
     func detachSession(_ clientID: String, discard: Bool) -> SessionState?? {
         guard let session = sessions.removeValue(forKey: clientID) else { return .none }
         session.expiryTask?.cancel()
+        setLagging(session, false)
         if let connection = session.connection {
             setConnection(session, nil)
             if let will = connection.value.takeOver() {
@@ -336,6 +352,7 @@ actor Router {
         guard let session = sessions[clientID], session.connectionID == connectionID, session.isOnline else { return }
         switch packet {
         case .publish(let publish):
+            publisherMustWait = false
             receivedPublish(publish, from: session)
         case .puback(let ack):
             if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == ack.packetIdentifier && $0.stage == .awaitingPubAck }) {
@@ -476,11 +493,22 @@ actor Router {
         deliverLocally(message)
         if peers.count > 1 {
             let cost = message.payload.readableBytes + message.topic.utf8.count + 64
+            let pacing = config.pausePublishersForSlowSubscribers
             for i in peers.indices where i != index && peers[i].subscribedCount.load(ordering: .acquiring) > 0 {
                 outgoingBatches[i].append(message)
                 outgoingBytes[i] += cost
+                if pacing {
+                    if peers[i].laggingSessions.load(ordering: .relaxed) > 0 { publisherMustWait = true }
+                    if outgoingBatches[i].count >= Self.batchHandOver { handOver(i) }
+                }
             }
+            if pacing && unroutedMessages.load(ordering: .relaxed) > unroutedMessageBound { publisherMustWait = true }
         }
+    }
+
+    /// With pacing, how many messages this loop may have handed to others and not yet routed.
+    private var unroutedMessageBound: Int {
+        config.pausePublishersForSlowSubscribers ? max(2 * Self.batchHandOver, config.maximumQueuedMessages / 4) : .max
     }
 
     /// A batch handed over by another loop.
@@ -592,6 +620,11 @@ actor Router {
         if moved > 0 {
             account(session, bytes: -bytes, messages: -moved)
             if session.fullSince != nil && hasRoom(session, for: 0) { session.fullSince = nil }
+            session.drained &+= moved
+            if (session.lagging || session.stalled) && isBelowLagEnd(session) {
+                session.stalled = false
+                setLagging(session, false)
+            }
         }
     }
 
@@ -621,6 +654,7 @@ actor Router {
     /// Queues a delivery, applying the limits: QoS 0 makes room for QoS 1/2 first, then the
     /// session's slow-consumer policy decides. Every message not queued is counted.
     private func enqueue(_ delivery: Delivery, to session: Session) {
+        if session.isOnline && config.pausePublishersForSlowSubscribers { noteBacklog(session) }
         var delivery = delivery
         delivery.message = compacted(delivery.message)
         let cost = delivery.cost
@@ -681,6 +715,8 @@ actor Router {
     /// Empties the outbox out of the accounting (and the inflight gauge); `countAs` counts
     /// its messages as dropped.
     private func discardOutbox(_ session: Session, countAs reason: DropReason?) {
+        setLagging(session, false)
+        session.stalled = false
         if !session.inflight.isEmpty { core.counters.inflightMessages.subtract(session.inflight.count, ordering: .relaxed) }
         guard !session.outbox.isEmpty else { return }
         if let reason { drop(reason, session, count: session.outbox.count) }
@@ -716,6 +752,10 @@ actor Router {
     private func setConnection(_ session: Session, _ connection: NIOLoopBound<MQTTConnectionHandler>?) {
         let wasOnline = session.isOnline
         session.connection = connection
+        if connection == nil {
+            setLagging(session, false)
+            session.stalled = false
+        }
         if wasOnline != session.isOnline {
             adjustOnlineBytes(session.isOnline ? session.outboxBytes : -session.outboxBytes)
         }
@@ -736,6 +776,69 @@ actor Router {
     }
 
     // MARK: Slow consumers and flow control
+
+    /// A message is about to be queued for `session` (online): past half its limits the
+    /// session lags, and the publisher being routed waits.
+    private func noteBacklog(_ session: Session) {
+        guard !session.stalled else { return }
+        if !session.lagging {
+            let limits = config
+            guard limits.maximumQueuedMessages >= 4,
+                  session.outbox.count * 2 >= limits.maximumQueuedMessages || session.outboxBytes * 2 >= limits.maximumQueuedBytes
+            else { return }
+            setLagging(session, true)
+        }
+        publisherMustWait = true
+    }
+
+    private func isBelowLagEnd(_ session: Session) -> Bool {
+        session.outbox.count * 4 <= config.maximumQueuedMessages && session.outboxBytes * 4 <= config.maximumQueuedBytes
+    }
+
+    private func setLagging(_ session: Session, _ lagging: Bool) {
+        guard session.lagging != lagging else { return }
+        session.lagging = lagging
+        if lagging {
+            session.drainedAtCheck = session.drained
+            session.progressAt = .now()
+            laggingList.append(session)
+            laggingSessions.add(1, ordering: .relaxed)
+            core.counters.laggingSubscribers.add(1, ordering: .relaxed)
+        } else {
+            laggingList.removeAll { $0 === session }
+            laggingSessions.subtract(1, ordering: .relaxed)
+            if core.counters.laggingSubscribers.subtract(1, ordering: .relaxed).newValue == 0 {
+                // Not re-entrantly: this runs inside drain, in the middle of a route.
+                for peer in peers {
+                    peer.eventLoop.execute { peer.assumeIsolated { $0.checkResume() } }
+                }
+            }
+        }
+    }
+
+    /// A lagging session that took nothing off its outbox for `subscriber_stall_timeout`
+    /// stops holding publishers back; its outbox then follows the slow-consumer policy.
+    private func checkStalls(now: NIODeadline) {
+        guard !laggingList.isEmpty else { return }
+        let timeout = config.subscriberStallTimeout
+        var stalled: [Session] = []
+        for session in laggingList {
+            if session.drained != session.drainedAtCheck {
+                session.drainedAtCheck = session.drained
+                session.progressAt = now
+            } else if now - session.progressAt >= timeout {
+                stalled.append(session)
+            }
+        }
+        for session in stalled {
+            session.stalled = true
+            setLagging(session, false)
+            local.subscriberStalls += 1
+            logger.warning("subscriber stalled: no longer holding publishers back", metadata: [
+                "client_id": "\(session.clientID)", "queued": "\(session.outbox.count)", "queued_bytes": "\(session.outboxBytes)",
+            ])
+        }
+    }
 
     /// `disconnect` policy: a consumer whose outbox stayed full past the grace time is closed.
     private func checkSlowConsumers(now: NIODeadline) {
@@ -763,6 +866,7 @@ actor Router {
     var inboundShouldPause: Bool {
         core.counters.queuedBytesOnline.load(ordering: .relaxed) > config.inboundHighWaterBytes
             || unroutedBytes.load(ordering: .relaxed) > config.maximumUnroutedBytes
+            || unroutedMessages.load(ordering: .relaxed) > unroutedMessageBound
     }
 
     func paused(_ handler: NIOLoopBound<MQTTConnectionHandler>) {
@@ -787,7 +891,10 @@ actor Router {
         guard !paused.isEmpty else { return }
         let config = config
         guard core.counters.queuedBytesOnline.load(ordering: .relaxed) < config.inboundLowWaterBytes,
-              unroutedBytes.load(ordering: .relaxed) <= config.maximumUnroutedBytes / 2 else { return }
+              unroutedBytes.load(ordering: .relaxed) <= config.maximumUnroutedBytes / 2,
+              unroutedMessages.load(ordering: .relaxed) <= unroutedMessageBound / 2,
+              !config.pausePublishersForSlowSubscribers || core.counters.laggingSubscribers.load(ordering: .relaxed) == 0
+        else { return }
         let resumed = paused
         paused = []
         core.counters.pausedConnections.subtract(resumed.count, ordering: .relaxed)
@@ -874,20 +981,30 @@ actor Router {
         }
         flushConnections()
         for i in outgoingBatches.indices where !outgoingBatches[i].isEmpty {
-            let batch = outgoingBatches[i]
-            let bytes = outgoingBytes[i]
-            outgoingBatches[i] = []
-            outgoingBytes[i] = 0
-            unroutedBytes.add(bytes, ordering: .relaxed)
-            let peer = peers[i]
-            let origin = self
-            let resumeBelow = config.maximumUnroutedBytes / 2
-            peer.eventLoop.execute {
-                peer.assumeIsolated { $0.deliverBatch(batch) }
-                let left = origin.unroutedBytes.subtract(bytes, ordering: .relaxed).newValue
-                if left <= resumeBelow && left + bytes > resumeBelow {
-                    origin.eventLoop.execute { origin.assumeIsolated { $0.checkResume() } }
-                }
+            handOver(i)
+        }
+    }
+
+    /// Hands the batch for peer `i` over. Its bytes and messages count as this loop's
+    /// unrouted work until the peer routed it; crossing half the bounds wakes paused publishers.
+    private func handOver(_ i: Int) {
+        let batch = outgoingBatches[i]
+        let bytes = outgoingBytes[i]
+        outgoingBatches[i] = []
+        outgoingBytes[i] = 0
+        unroutedBytes.add(bytes, ordering: .relaxed)
+        unroutedMessages.add(batch.count, ordering: .relaxed)
+        let peer = peers[i]
+        let origin = self
+        let resumeBelow = config.maximumUnroutedBytes / 2
+        let resumeBelowMessages = unroutedMessageBound / 2
+        peer.eventLoop.execute {
+            peer.assumeIsolated { $0.deliverBatch(batch) }
+            let left = origin.unroutedBytes.subtract(bytes, ordering: .relaxed).newValue
+            let leftMessages = origin.unroutedMessages.subtract(batch.count, ordering: .relaxed).newValue
+            if (left <= resumeBelow && left + bytes > resumeBelow)
+                || (leftMessages <= resumeBelowMessages && leftMessages + batch.count > resumeBelowMessages) {
+                origin.eventLoop.execute { origin.assumeIsolated { $0.checkResume() } }
             }
         }
     }

@@ -112,6 +112,17 @@ final class Session {
     var policy: SlowConsumerPolicy = .dropNew
     /// With the `disconnect` policy: when the outbox first refused a message, until it has room again.
     var fullSince: NIODeadline?
+    /// The outbox passed half its limits and publishers feeding it are held back, until it
+    /// drains to a quarter (`pause_publishers_for_slow_subscribers`).
+    var lagging = false
+    /// Lagging without taking anything off the outbox for `subscriber_stall_timeout`: no
+    /// longer holds publishers back, until it drains to a quarter.
+    var stalled = false
+    /// Messages moved from the outbox to the socket, ever; and the figure and time the
+    /// stall check last saw it change.
+    var drained = 0
+    var drainedAtCheck = 0
+    var progressAt = NIODeadline.uptimeNanoseconds(0)
     /// Messages this session did not get, by reason.
     var drops = DropCounts()
     /// Drops not yet logged (the router logs them at most once per interval).

@@ -49,8 +49,9 @@ public struct MQTTPacketFramer {
     /// Memory held for that unfinished packet.
     public var bufferedCapacity: Int { partial?.capacity ?? 0 }
 
-    /// Calls `body` for each whole packet, in order; `body` returns false to stop (the
-    /// connection is closing) and the rest is dropped. Throws the decoder's errors.
+    /// Calls `body` for each whole packet, in order; `body` returns false to stop: the rest
+    /// is held, and decoded by the next call (which may pass an empty buffer). Throws the
+    /// decoder's errors.
     public mutating func process(_ incoming: ByteBuffer, allocator: ByteBufferAllocator, _ body: (MQTTPacket) throws -> Bool) throws {
         var incoming = incoming
         let continuing = partial != nil
@@ -63,7 +64,7 @@ public struct MQTTPacketFramer {
             buffer = incoming
         }
         while let packet = try decoder.decode(buffer: &buffer) {
-            guard try body(packet) else { return }
+            guard try body(packet) else { break }
         }
         guard buffer.readableBytes > 0 else { return }
         if continuing && buffer.readerIndex == 0 {
@@ -73,6 +74,21 @@ public struct MQTTPacketFramer {
             // would grow it by a read's worth on every packet of a continuous stream.
             var own = allocator.buffer(capacity: buffer.readableBytes)
             own.writeBuffer(&buffer)
+            partial = own
+        }
+    }
+
+    /// Holds `incoming` behind what is already held, without decoding (the reader is paused).
+    public mutating func hold(_ incoming: ByteBuffer, allocator: ByteBufferAllocator) {
+        var incoming = incoming
+        guard incoming.readableBytes > 0 else { return }
+        if var p = partial {
+            partial = nil
+            p.writeBuffer(&incoming)
+            partial = p
+        } else {
+            var own = allocator.buffer(capacity: incoming.readableBytes)
+            own.writeBuffer(&incoming)
             partial = own
         }
     }
