@@ -33,6 +33,10 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "Messages per second per publisher; 0 = as fast as the connection (and, for QoS 1, the window) allows.") var rate = 0
     @Option(help: "Seconds of load.") var duration = 5.0
     @Option(help: "QoS 1 messages a publisher may have unacknowledged.") var inflight = 64
+    @Option(help: ArgumentHelp(
+        "Messages per subscriber (on average over them) that may be published but not yet delivered; 0 = no limit.",
+        discussion: "Without it a publisher runs as far ahead as the kernel's socket buffers let it, and what the run measures is those buffers (and what is still in them when it ends counts as lost), not the broker. The default is the usual broker queue limit (max_queued_messages 1000)."))
+    var window = 1000
     @Option(help: "Broker process id: report its CPU (and, for idle, its memory).") var brokerPid: Int32?
     @Flag(help: "Print the summary as one JSON object.") var json = false
     @Flag(help: "Connect with TLS.") var tls = false
@@ -42,7 +46,7 @@ struct BenchOptions: ParsableArguments {
     func validate() throws {
         guard ["mqttv311", "mqttv5"].contains(protocolVersion) else { throw ValidationError("-V must be mqttv311 or mqttv5") }
         guard qos == 0 || qos == 1 else { throw ValidationError("-q must be 0 or 1") }
-        guard payload >= 0, rate >= 0, duration > 0, inflight >= 1 else { throw ValidationError("sizes, rates and durations must be positive") }
+        guard payload >= 0, rate >= 0, duration > 0, inflight >= 1, window >= 0 else { throw ValidationError("sizes, rates and durations must be positive") }
     }
 
     var version: ProtocolVersion { protocolVersion == "mqttv5" ? .v5 : .v3_1_1 }
@@ -244,7 +248,12 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
                 let batch = o.rate == 0 ? (o.qos == 0 ? 64 : max(1, o.inflight / 4)) : 0
                 let tick = TimeAmount.milliseconds(10)
                 var due = 0.0
+                let ahead = o.window > 0 ? subscribers * o.window : .max  // per subscriber, on average
                 while NIODeadline.now() < deadline {
+                    // End to end: wait while deliveries trail the publications by more than the window.
+                    while totals.undelivered(factor: factor) > ahead && NIODeadline.now() < deadline {
+                        try await Task.sleep(for: .microseconds(200))
+                    }
                     var count = batch
                     if o.rate > 0 {
                         try await Task.sleep(for: .milliseconds(10))

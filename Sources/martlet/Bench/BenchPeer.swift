@@ -25,6 +25,8 @@ final class BenchTotals: Sendable {
         latencies.reset()
     }
     func add(published n: Int) { state.withLockedValue { $0.published += n } }
+    /// Copies published (times the subscribers each reaches) and not delivered yet.
+    func undelivered(factor: Int) -> Int { state.withLockedValue { $0.published * factor - $0.delivered } }
     func add(connections n: Int) { state.withLockedValue { $0.connections += n } }
     func error() { state.withLockedValue { $0.errors += 1 } }
     var snapshot: State { state.withLockedValue { $0 } }
