@@ -6,6 +6,7 @@ int CMartletOpenSSL_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) { r
 int CMartletOpenSSL_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_max_proto_version(ctx, version); }
 size_t CMartletOpenSSL_BIO_pending(BIO *bio) { return (size_t)BIO_pending(bio); }
 int CMartletOpenSSL_BIO_set_mem_eof_return(BIO *bio, int value) { return (int)BIO_set_mem_eof_return(bio, value); }
+size_t CMartletOpenSSL_BIO_mem_capacity(BIO *bio) { BUF_MEM *m = NULL; BIO_get_mem_ptr(bio, &m); return m ? m->max : 0; }
 int CMartletOpenSSL_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
 long CMartletOpenSSL_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_session_cache_mode(ctx, mode); }
 X509 *CMartletOpenSSL_SSL_get_peer_certificate(const SSL *ssl) { return SSL_get1_peer_certificate(ssl); }

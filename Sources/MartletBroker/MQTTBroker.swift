@@ -101,7 +101,7 @@ public final class MQTTBroker: Sendable {
     private func bind(_ listener: BrokerConfiguration.Listener, index: Int) async throws -> any Channel {
         let routerByLoop = self.routerByLoop
         let configuration = self.configuration
-        let live = core.live
+        let connectionSettings = core.connectionSettings
         let logger = core.logger
         let tlsContexts = self.tlsContexts
         let counters = core.counters
@@ -115,6 +115,9 @@ public final class MQTTBroker: Sendable {
             // A publisher that closes while flow control holds its packets is told as
             // `inputClosed`; the connection closes once those packets have been routed.
             .childChannelOption(.allowRemoteHalfClosure, value: true)
+            // Each channel keeps its last receive buffer for the next read: start small so an
+            // idle connection keeps 256 bytes, not NIO's default 2 KiB; it grows with traffic.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536))
             .childChannelOption(.writeBufferWaterMark, value: .init(
                 low: configuration.writeBufferLowWater, high: configuration.writeBufferHighWater))
         #if os(Linux)
@@ -135,8 +138,9 @@ public final class MQTTBroker: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let router = routerByLoop[ObjectIdentifier(channel.eventLoop)]!
                     // Limits as last reloaded; the listener's address and TLS-ness are fixed.
-                    let configuration = live.withLockedValue { $0 }
-                    let listener = configuration.listeners[index]
+                    let settings = connectionSettings.withLockedValue { $0[index] }
+                    let configuration = settings.configuration
+                    let listener = settings.listener
                     let refusal = Self.admit(
                         listener: listener, configuration: configuration, counters: counters,
                         listenerGauge: listenerGauge, rateLimiter: rateLimiter)
@@ -160,9 +164,7 @@ public final class MQTTBroker: Sendable {
                         try channel.pipeline.syncOperations.addHandler(
                             TLSHandler(context: context, handshakeTimeout: configuration.connectTimeout, shutdownTimeout: .zero))
                     }
-                    let handler = MQTTConnectionHandler(
-                        router: router, configuration: configuration, listener: listener,
-                        refusal: refusal, logger: logger)
+                    let handler = MQTTConnectionHandler(router: router, settings: settings, refusal: refusal, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -338,7 +340,7 @@ public final class MQTTBroker: Sendable {
                 "keys": "\(report.needsRestart.joined(separator: ", "))",
             ])
         }
-        core.live.withLockedValue { $0 = applied }
+        core.setLive(applied)
         if applied.maximumConnectionRate != running.maximumConnectionRate {
             rateLimiter.withLockedValue {
                 $0 = applied.maximumConnectionRate > 0 ? TokenBucket(ratePerSecond: applied.maximumConnectionRate) : nil

@@ -13,8 +13,12 @@ enum TLSOperationResult<T> {
 /// back to back with another one.
 final class TLSConnection {
     private let ssl: OpaquePointer
-    private let networkIn: OpaquePointer  // BIO the handler writes ciphertext into
-    private let networkOut: OpaquePointer  // BIO OpenSSL writes ciphertext to
+    private var networkIn: OpaquePointer  // BIO the handler writes ciphertext into
+    private var networkOut: OpaquePointer  // BIO OpenSSL writes ciphertext to
+    /// A memory BIO keeps the largest capacity it ever needed (the handshake's certificate
+    /// flight, a 16 KiB record); an empty one larger than this is replaced by a fresh one, so
+    /// an idle connection does not hold it.
+    static let retainedBIOCapacity = 1024
     let context: TLSContext
 
     init(context: TLSContext, serverName: String?) throws(TLSError) {
@@ -24,9 +28,8 @@ final class TLSConnection {
             SSL_free(ssl)
             throw .configuration(TLSError.openSSLErrors("BIO_new"))
         }
-        // An empty memory BIO reports "retry", not EOF: TCP EOF is detected by the handler.
-        _ = CMartletOpenSSL_BIO_set_mem_eof_return(rbio, -1)
-        _ = CMartletOpenSSL_BIO_set_mem_eof_return(wbio, -1)
+        Self.prepare(rbio)
+        Self.prepare(wbio)
         SSL_set_bio(ssl, rbio, wbio)
         _ = CMartletOpenSSL_SSL_set_mode(ssl, Int(SSL_MODE_RELEASE_BUFFERS))
         if context.role == .server {
@@ -55,6 +58,35 @@ final class TLSConnection {
 
     deinit {
         SSL_free(ssl)  // frees both BIOs
+    }
+
+    /// An empty memory BIO reports "retry", not EOF: TCP EOF is detected by the handler.
+    private static func prepare(_ bio: OpaquePointer) {
+        _ = CMartletOpenSSL_BIO_set_mem_eof_return(bio, -1)
+    }
+
+    var bufferedCapacity: Int {
+        CMartletOpenSSL_BIO_mem_capacity(networkIn) + CMartletOpenSSL_BIO_mem_capacity(networkOut)
+    }
+
+    /// Replaces the BIO ciphertext arrives in when it is empty and has grown large.
+    func trimInput() {
+        guard CMartletOpenSSL_BIO_pending(networkIn) == 0,
+              CMartletOpenSSL_BIO_mem_capacity(networkIn) > Self.retainedBIOCapacity,
+              let fresh = BIO_new(BIO_s_mem()) else { return }
+        Self.prepare(fresh)
+        SSL_set0_rbio(ssl, fresh)  // frees the old one
+        networkIn = fresh
+    }
+
+    /// The same for the BIO OpenSSL writes ciphertext to.
+    func trimOutput() {
+        guard CMartletOpenSSL_BIO_pending(networkOut) == 0,
+              CMartletOpenSSL_BIO_mem_capacity(networkOut) > Self.retainedBIOCapacity,
+              let fresh = BIO_new(BIO_s_mem()) else { return }
+        Self.prepare(fresh)
+        SSL_set0_wbio(ssl, fresh)
+        networkOut = fresh
     }
 
     /// Feeds ciphertext that arrived from the network.

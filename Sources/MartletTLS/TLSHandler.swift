@@ -42,6 +42,9 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public private(set) var applicationProtocol: String?
     public private(set) var protocolVersion: String?
     public private(set) var sessionReused = false
+    /// Bytes of buffer OpenSSL's two memory BIOs hold for this connection (what an idle
+    /// connection keeps of earlier traffic).
+    public var bufferedCapacity: Int { connection?.bufferedCapacity ?? 0 }
 
     public init(context: TLSContext, serverName: String? = nil, handshakeTimeout: TimeAmount = .seconds(10), shutdownTimeout: TimeAmount = .seconds(3)) {
         self.tlsContext = context
@@ -155,6 +158,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 break reading
             }
         }
+        connection.trimInput()
         if buffer.readableBytes > 0 {
             context.fireChannelRead(wrapInboundOut(buffer))
             context.fireChannelReadComplete()
@@ -259,6 +263,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Moves ciphertext from OpenSSL to the socket.
     private func writeOutput(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?, flush: Bool) {
         if let output = connection?.takeOutput(allocator: context.channel.allocator) {
+            if flush || output.readableBytes > TLSConnection.retainedBIOCapacity { connection?.trimOutput() }
             context.write(wrapOutboundOut(output), promise: promise)
             if flush { context.flush() }
         } else {

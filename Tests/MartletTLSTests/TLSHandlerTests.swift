@@ -107,6 +107,9 @@ final class Pair {
         #expect(atServer.readString(length: 5) == "early")
         #expect(atServer == mebibyte)
         #expect(pair.clientSink.errors.isEmpty && pair.serverSink.errors.isEmpty)
+        // Quiet again, neither side keeps the 16 KiB records' (or the handshake's) buffers.
+        #expect(pair.serverTLS.bufferedCapacity <= 2 * 1024, "\(pair.serverTLS.bufferedCapacity)")
+        #expect(pair.clientTLS.bufferedCapacity <= 2 * 1024, "\(pair.clientTLS.bufferedCapacity)")
     }
 
     @Test func mutualTLSExposesTheClientCertificate() throws {

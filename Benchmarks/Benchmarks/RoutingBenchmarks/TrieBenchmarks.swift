@@ -50,4 +50,5 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(subscribers.count)
         }
     }
+    publishBenchmarks()
 }

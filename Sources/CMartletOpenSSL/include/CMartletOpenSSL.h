@@ -18,6 +18,8 @@ int CMartletOpenSSL_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version);
 int CMartletOpenSSL_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version);
 size_t CMartletOpenSSL_BIO_pending(BIO *bio);
 int CMartletOpenSSL_BIO_set_mem_eof_return(BIO *bio, int value);
+/* The capacity a memory BIO's buffer has grown to (BIO_get_mem_ptr, then ->max). */
+size_t CMartletOpenSSL_BIO_mem_capacity(BIO *bio);
 int CMartletOpenSSL_SSL_set_tlsext_host_name(SSL *ssl, const char *name);
 long CMartletOpenSSL_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode);
 X509 *CMartletOpenSSL_SSL_get_peer_certificate(const SSL *ssl);

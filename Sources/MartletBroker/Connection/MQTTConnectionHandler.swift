@@ -62,10 +62,15 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     }
 
     private let router: Router
-    private let configuration: BrokerConfiguration
-    private let listener: BrokerConfiguration.Listener
+    /// Limits and the listener's settings, shared by every connection accepted under them.
+    private let settings: ConnectionSettings
+    private var configuration: BrokerConfiguration { settings.configuration }
+    private var listener: BrokerConfiguration.Listener { settings.listener }
     private let refusal: Refusal?
-    private var logger: Logger
+    /// The broker's logger; this connection's address and client id are added when a line is
+    /// logged (see `log`), so an idle connection holds no metadata of its own.
+    private let baseLogger: Logger
+    private var clientIDForLogs: String?
     private var framer: MQTTPacketFramer
     private var state = State.awaitingConnect
     private var context: ChannelHandlerContext?
@@ -99,13 +104,12 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     private var bytesIn = 0
     private var bytesOut = 0
 
-    init(router: Router, configuration: BrokerConfiguration, listener: BrokerConfiguration.Listener, refusal: Refusal? = nil, logger: Logger) {
+    init(router: Router, settings: ConnectionSettings, refusal: Refusal? = nil, logger: Logger) {
         self.router = router
-        self.configuration = configuration
-        self.listener = listener
+        self.settings = settings
         self.refusal = refusal
-        self.logger = logger
-        self.framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(maximumPacketSize: configuration.maximumPacketSize))
+        self.baseLogger = logger
+        self.framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(maximumPacketSize: settings.configuration.maximumPacketSize))
     }
 
     private var version: ProtocolVersion {
@@ -115,11 +119,18 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    private func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata = [:]) {
+        guard baseLogger.logLevel <= level else { return }
+        var logger = baseLogger
+        if let remote = context?.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote)" }
+        if let id = clientIDForLogs { logger[metadataKey: "client_id"] = "\(id)" }
+        logger.log(level: level, message(), metadata: metadata())
+    }
+
     // MARK: Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if let remote = context.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote)" }
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -282,7 +293,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is TLSError { router.assumeIsolated { $0.count(\.tlsHandshakeFailures) } }
-        logger.debug("connection error", metadata: ["error": "\(error)"])
+        log(.debug, "connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
 
@@ -294,7 +305,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
                 // Answer in the 3.1.1 format, which every level can read (MQTT-3.1.2-2).
                 sendRaw(.connack(ConnAckPacket(reasonCode: ReasonCode(ConnectReturnCode.unacceptableProtocolVersion.rawValue))), version: .v3_1_1)
             }
-            logger.debug("bad CONNECT", metadata: ["error": "\(error)"])
+            log(.debug, "bad CONNECT", metadata: ["error": "\(error)"])
             close(reason: .protocolError(error.reasonCode, error.description))
             return
         }
@@ -394,7 +405,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     private func handleConnect(_ connect: ConnectPacket) {
         let v = connect.protocolVersion
         if let refusal {
-            logger.info("connection refused", metadata: ["reason": "\(refusal.why)"])
+            log(.info, "connection refused", metadata: ["reason": "\(refusal.why)"])
             refuse(v, v3: refusal.v3, v5: refusal.v5)
             return
         }
@@ -423,11 +434,11 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         case .accepted:
             break
         case .notAuthorized:
-            logger.info("connection refused: not authorized", metadata: ["user": "\(username ?? "(anonymous)")"])
+            log(.info, "connection refused: not authorized", metadata: ["user": "\(username ?? "(anonymous)")"])
             refuse(v, v3: .notAuthorized, v5: .notAuthorized)
             return
         case .badCredentials:
-            logger.info("connection refused: bad user name or password", metadata: ["user": "\(username ?? "")"])
+            log(.info, "connection refused: bad user name or password", metadata: ["user": "\(username ?? "")"])
             refuse(v, v3: .badUserNameOrPassword, v5: .badUserNameOrPassword)
             return
         }
@@ -449,7 +460,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         let user = username
         let id = clientID
         if let will = connect.will, !router.assumeIsolated({ $0.mayWrite(will.topic, username: user, clientID: id) }) {
-            logger.info("connection refused: the ACL does not allow the will topic", metadata: ["topic": "\(will.topic)"])
+            log(.info, "connection refused: the ACL does not allow the will topic", metadata: ["topic": "\(will.topic)"])
             refuse(v, v3: .notAuthorized, v5: .notAuthorized)
             return
         }
@@ -480,7 +491,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             keepAlive: keepAlive == 0 ? nil : .milliseconds(Int64(keepAlive) * 1500),
             sessionExpiryAtConnect: expiry, assignedClientID: assigned, serverKeepAlive: serverKeepAlive)
         state = .attaching(connected)
-        logger[metadataKey: "client_id"] = "\(clientID)"
+        clientIDForLogs = clientID
         let request = Router.ConnectRequest(
             clientID: clientID, version: v, cleanStart: connect.cleanStart, expiryInterval: expiry,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? UInt16.max),
@@ -540,7 +551,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     /// Keepalive (1.5 × the client's value, MQTT-3.1.2-24), connect timeout and write stall.
     func checkTimers(now: NIODeadline) {
         if let since = unwritableSince, now - since > configuration.writeTimeout {
-            logger.info("write timeout: the socket stayed unwritable", metadata: ["seconds": "\((now - since).nanoseconds / 1_000_000_000)"])
+            log(.info, "write timeout: the socket stayed unwritable", metadata: ["seconds": "\((now - since).nanoseconds / 1_000_000_000)"])
             close(reason: .writeTimeout)
             return
         }
@@ -550,7 +561,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         case .connected(let c):
             // A connection the broker is not reading cannot be blamed for silence.
             if let k = c.keepAlive, !pausedInbound, !pausedForOwnWrites, now - lastPacketAt > k {
-                logger.info("keepalive expired")
+                log(.info, "keepalive expired")
                 close(reason: .keepAliveTimeout)
             }
         case .attaching, .closed:
@@ -570,7 +581,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         do {
             try packet.write(to: &buffer, version: version)
         } catch {
-            logger.error("cannot encode \(packet.type)", metadata: ["error": "\(error)"])
+            log(.error, "cannot encode \(packet.type)", metadata: ["error": "\(error)"])
             return
         }
         bytesOut += buffer.readableBytes
@@ -612,9 +623,9 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         state = .closed
         switch reason {
         case .protocolError(let code, let why):
-            logger.info("closing connection", metadata: ["reason": "\(code)", "detail": "\(why)"])
+            log(.info, "closing connection", metadata: ["reason": "\(code)", "detail": "\(why)"])
         default:
-            logger.debug("closing connection", metadata: ["reason": "\(reason)"])
+            log(.debug, "closing connection", metadata: ["reason": "\(reason)"])
         }
         let counter: WritableKeyPath<BrokerCounters.Snapshot, Int>? = switch reason {
         case .protocolError: \.protocolErrors

@@ -16,10 +16,38 @@ final class BrokerCore: Sendable {
     /// connections read it when accepted.
     let live: NIOLockedValueBox<BrokerConfiguration>
 
+    /// Per listener, what its connections read of `live`; replaced with it.
+    let connectionSettings: NIOLockedValueBox<[ConnectionSettings]>
+
     init(configuration: BrokerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.live = NIOLockedValueBox(configuration)
+        self.connectionSettings = NIOLockedValueBox(ConnectionSettings.perListener(configuration))
         self.logger = logger
+    }
+
+    /// Applies a reloaded configuration: routers pick it up at their next sweep, new
+    /// connections at once.
+    func setLive(_ configuration: BrokerConfiguration) {
+        live.withLockedValue { $0 = configuration }
+        connectionSettings.withLockedValue { $0 = ConnectionSettings.perListener(configuration) }
+    }
+}
+
+/// What a connection handler reads of the configuration: the limits as last reloaded and its
+/// listener's settings. One instance per listener and reload, shared by every connection
+/// accepted under it, so a connection holds a reference rather than its own copy.
+final class ConnectionSettings: Sendable {
+    let configuration: BrokerConfiguration
+    let listener: BrokerConfiguration.Listener
+
+    init(configuration: BrokerConfiguration, listener: BrokerConfiguration.Listener) {
+        self.configuration = configuration
+        self.listener = listener
+    }
+
+    static func perListener(_ configuration: BrokerConfiguration) -> [ConnectionSettings] {
+        configuration.listeners.map { ConnectionSettings(configuration: configuration, listener: $0) }
     }
 }
 

@@ -39,10 +39,14 @@ struct Delivery: Sendable {
 
 /// Messages a session lost, by reason.
 struct DropCounts: Sendable {
-    private var counts = [Int](repeating: 0, count: DropReason.allCases.count)
+    /// Allocated at the first drop: most sessions never lose a message.
+    private var counts: [Int] = []
     subscript(reason: DropReason) -> Int {
-        get { counts[DropReason.allCases.firstIndex(of: reason)!] }
-        set { counts[DropReason.allCases.firstIndex(of: reason)!] = newValue }
+        get { counts.isEmpty ? 0 : counts[DropReason.allCases.firstIndex(of: reason)!] }
+        set {
+            if counts.isEmpty { counts = [Int](repeating: 0, count: DropReason.allCases.count) }
+            counts[DropReason.allCases.firstIndex(of: reason)!] = newValue
+        }
     }
     var total: Int { counts.reduce(0, +) }
 }
