@@ -15,11 +15,13 @@ let publishBenchmarks: @Sendable () -> Void = {
                 scalingFactor: .kilo,
                 maxDuration: .seconds(2),
                 maxIterations: 10_000,
+                // Deviations allowed from Thresholds/ (in the unscaled unit: per 1,000 publishes).
+                // Time per publish may move by 10 µs plus 2 µs per subscriber: most of it is the
+                // embedded channels' own bookkeeping, so only a gross regression should fail.
+                // Allocations: 8 per publish for 1, 10 or 100 subscribers; one more per publish fails.
                 thresholds: [
-                    // Time per publish (µs scale) may move by half a microsecond per subscriber
-                    // plus 2 µs; the allocations are fixed per publish, whatever the fan-out.
-                    .wallClock: .init(absolute: [.p90: Int(2_000_000 + 500_000 * subscribers)]),
-                    .mallocCountTotal: .init(absolute: [.p90: 4_000]),
+                    .wallClock: .init(absolute: [.p90: 10_000_000 + 2_000_000 * subscribers]),
+                    .mallocCountTotal: .init(absolute: [.p90: 100]),
                 ]
             )
         ) { benchmark in

@@ -16,8 +16,10 @@ actor Router {
     nonisolated let core: BrokerCore
 
     nonisolated var unownedExecutor: UnownedSerialExecutor {
-        eventLoop.executor.asUnownedSerialExecutor()
+        probeExecutor?.asUnownedSerialExecutor() ?? eventLoop.executor.asUnownedSerialExecutor()
     }
+    /// RoutingProbe's: an embedded event loop cannot be an executor.
+    private nonisolated let probeExecutor: InlineExecutor?
 
     /// Bytes this loop has handed to other loops that they have not routed yet.
     nonisolated let unroutedBytes = Atomic<Int>(0)
@@ -90,7 +92,8 @@ actor Router {
         var identifiers: [UInt32]
     }
 
-    init(index: Int, eventLoop: any EventLoop, core: BrokerCore) {
+    init(index: Int, eventLoop: any EventLoop, core: BrokerCore, probeExecutor: InlineExecutor? = nil) {
+        self.probeExecutor = probeExecutor
         self.index = index
         self.eventLoop = eventLoop
         self.core = core

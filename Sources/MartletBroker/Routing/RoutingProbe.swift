@@ -23,7 +23,7 @@ public final class RoutingProbe {
         var configuration = BrokerConfiguration()
         configuration.eventLoops = 1
         let core = BrokerCore(configuration: configuration, logger: Logger(label: "martlet.probe", factory: { _ in SwiftLogNoOpLogHandler() }))
-        let router = Router(index: 0, eventLoop: loop, core: core)
+        let router = Router(index: 0, eventLoop: loop, core: core, probeExecutor: InlineExecutor())
         self.router = router
         router.assumeIsolated { $0.start(peers: [router]) }
 
@@ -74,5 +74,20 @@ public final class RoutingProbe {
         }
         while let _ = try? publisher.readOutbound(as: ByteBuffer.self) {}
         return writes
+    }
+}
+
+/// Runs a job at once on the calling thread and treats every caller as isolated. Only for
+/// RoutingProbe, where one thread does everything on an embedded loop (which cannot serve as
+/// an executor itself).
+final class InlineExecutor: SerialExecutor {
+    func enqueue(_ job: consuming ExecutorJob) {
+        job.runSynchronously(on: asUnownedSerialExecutor())
+    }
+
+    func checkIsolated() {}
+
+    func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
     }
 }
