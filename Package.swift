@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "MartletMQTT", targets: ["MartletMQTT"]),
         .library(name: "MartletClient", targets: ["MartletClient"]),
         .library(name: "MartletBroker", targets: ["MartletBroker"]),
+        .library(name: "MartletTLS", targets: ["MartletTLS"]),
         .executable(name: "martletd", targets: ["martletd"]),
         .executable(name: "martlet", targets: ["martlet"]),
     ],

@@ -112,6 +112,14 @@ final class Pair {
         #expect(pair.clientTLS.bufferedCapacity <= 2 * 1024, "\(pair.clientTLS.bufferedCapacity)")
     }
 
+    @Test("TLSRecordProbe (the TLS microbenchmarks' harness) handshakes in memory and carries 64 B and 16 KiB records", arguments: [TLSConfiguration.Version.tls12, .tls13])
+    func recordProbeCarriesRecords(_ version: TLSConfiguration.Version) throws {
+        let (c, s) = try contexts(maximum: version)
+        let probe = try TLSRecordProbe(client: c, server: s)
+        #expect(try probe.send(ByteBuffer(repeating: 1, count: 64)) == 64)
+        #expect(try probe.send(ByteBuffer(repeating: 2, count: 16_384)) == 16_384)
+    }
+
     @Test func mutualTLSExposesTheClientCertificate() throws {
         let (c, s) = try contexts(mutual: true)
         let pair = try Pair(client: c, server: s)
