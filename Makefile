@@ -12,7 +12,7 @@ FUZZ_SECONDS ?= 60
 
 # Debian packages: libssl-dev for the OpenSSL shim; mosquitto-clients, python3-paho-mqtt
 # and mosquitto for the interop tests (third-party clients and broker).
-DEB_PACKAGES := libssl-dev mosquitto mosquitto-clients python3-paho-mqtt
+DEB_PACKAGES := libssl-dev mosquitto mosquitto-clients python3-paho-mqtt iproute2
 
 .PHONY: all deps build build-release run test unit-tests fuzz benchmarks benchmark-check bench clean
 

@@ -92,3 +92,20 @@ func runWithInput(_ executable: String, _ arguments: [String], input: String) as
     defer { try? FileManager.default.removeItem(atPath: file) }
     return try await run("/bin/sh", ["-c", "exec \"$0\" \"$@\" < \"\(file)\"", executable] + arguments)
 }
+
+@Suite struct AcceptedSocketTests {
+    @Test("accepted sockets carry TCP keepalive (set once on the listening socket, inherited on accept)")
+    func keepaliveIsInherited() async throws {
+        try await withBroker({ $0.tcpKeepaliveIdle = 77 }) { _, port in
+            let client = try ChildProcess(mosquittoSub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-W", "10"])
+            defer { client.kill() }
+            // ss shows the broker's end (source port = the listener) with a keepalive timer
+            // counting down from 77 s.
+            let row = try await poll(.seconds(5), "the accepted socket in ss") { () async throws -> String? in
+                let r = try await run("/usr/bin/ss", ["-tnoH", "state", "established", "( sport = :\(port) )"])
+                return r.stdout.contains("timer:") ? r.stdout : nil
+            }
+            #expect(row.contains("timer:(keepalive,1min1"), "\(row)")
+        }
+    }
+}
