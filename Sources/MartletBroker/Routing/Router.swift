@@ -63,6 +63,9 @@ actor Router {
     /// Routing the current PUBLISH queued it for a lagging subscriber (or for a loop that has
     /// one, or past the unrouted bound): its publisher should stop being read now.
     private(set) var publisherMustWait = false
+    /// The session whose PUBLISH is being routed: it is not held back by its own outbox (its
+    /// held acknowledgements would keep that outbox from draining).
+    private var publishing: Session?
     /// A batch for another loop is handed over once it holds this many messages, without
     /// waiting for the end of the read burst (so lagging there is seen here promptly).
     static let batchHandOver = 128
@@ -356,7 +359,9 @@ actor Router {
         switch packet {
         case .publish(let publish):
             publisherMustWait = false
+            publishing = session
             receivedPublish(publish, from: session)
+            publishing = nil
         case .puback(let ack):
             if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == ack.packetIdentifier && $0.stage == .awaitingPubAck }) {
                 removeInflight(session, at: i)
@@ -791,7 +796,7 @@ actor Router {
             else { return }
             setLagging(session, true)
         }
-        publisherMustWait = true
+        if session !== publishing { publisherMustWait = true }
     }
 
     private func isBelowLagEnd(_ session: Session) -> Bool {
