@@ -48,7 +48,9 @@ import MartletTestSupport
             for _ in 0..<5 { _ = try await sub.nextPublish() }
             let after = try await poll(.seconds(3), "the counters to reach /metrics") { () -> [String: Double]? in
                 let samples = Self.parse(try await Self.get(metricsPort, "/metrics").body)
-                return samples["martlet_messages_received_total"] == 5 ? samples : nil
+                // Received and sent are counted on the publisher's and the subscriber's loops,
+                // each folded in at its own sweep.
+                return samples["martlet_messages_received_total"] == 5 && samples["martlet_messages_sent_total"] == 5 ? samples : nil
             }
             #expect(after["martlet_messages_sent_total"] == 5)
             #expect(after["martlet_connections"] == 2)

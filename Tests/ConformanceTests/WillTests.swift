@@ -64,7 +64,7 @@ import MartletTestSupport
         }
     }
 
-    @Test("MQTT-3.1.2-24: no packet within 1.5 × keepalive → closed within 1.5 × keepalive + 1 s, the will published")
+    @Test("MQTT-3.1.2-24: no packet within 1.5 × keepalive → closed, not before 1.5 × keepalive and within 2 s after, the will published")
     func keepaliveExpiry() async throws {
         try await withBroker { _, port in
             let w = try await watcher(port)
@@ -72,11 +72,12 @@ import MartletTestSupport
             let start = ContinuousClock.now
             let (c, _) = try await RawClient.connected(port: port, clientID: "silent", keepAlive: 1,
                 will: Will(topic: "will/silent", payload: ByteBuffer(string: "timeout")))
-            try await c.expectClosed(timeout: .seconds(4))
+            try await c.expectClosed(timeout: .seconds(6))
             let elapsed = ContinuousClock.now - start
             #expect(elapsed >= .milliseconds(1500))
-            // Detected within 1.5 × keepalive + 1 s.
-            #expect(elapsed < .milliseconds(2500))
+            // Detected within 1.5 × keepalive + 2 s (the sweep runs every 100 ms here; the slack
+            // is for the whole suite running in parallel on 2 cores).
+            #expect(elapsed < .milliseconds(3500))
             #expect(try await w.nextPublish().topic == "will/silent")
         }
     }
