@@ -37,4 +37,46 @@ import MartletTestSupport
             #expect(broker.counters.subscriberStalls == 0)
         }
     }
+
+    @Test("a subscriber that keeps reading but stays lagging for ten stall timeouts stops holding the publisher back (its excess is dropped, counted)")
+    func longLaggingSubscriberIsStalled() async throws {
+        try await withBroker({
+            $0.maximumQueuedMessages = 400  // lagging from 200 until back at 100
+            $0.maximumInflight = 1
+            // Progress every 20 ms (never 100 ms without), but lagging for 1 s makes it stalled.
+            $0.subscriberStallTimeout = .milliseconds(100)
+        }) { broker, port in
+            let (sub, _) = try await RawClient.connected(port: port, clientID: "crawl")
+            _ = try await sub.subscribe("crawl", qos: .atLeastOnce)
+            // One message every 20 ms: 50 a second, so draining 100 takes 2 s.
+            let reader = Task {
+                while !Task.isCancelled {
+                    guard case .publish(let p) = try await sub.next(timeout: .seconds(30)) else { continue }
+                    try await Task.sleep(for: .milliseconds(20))
+                    try await sub.send(.puback(PubAckPacket(packetIdentifier: p.packetIdentifier!)))
+                }
+            }
+            defer { reader.cancel() }
+            let (pub, _) = try await RawClient.connected(port: port, clientID: "flood")
+            let count = 2_000
+            var bytes: [UInt8] = []
+            for i in 1...count {
+                var b = ByteBuffer()
+                try MQTTPacket.publish(PublishPacket(topic: "crawl", payload: ByteBuffer(string: "\(i)"), qos: .atLeastOnce, packetIdentifier: UInt16(i)))
+                    .write(to: &b, version: .v3_1_1)
+                bytes += b.readableBytesView
+            }
+            let start = ContinuousClock.now
+            try await pub.send(bytes)
+            // Paced at the reader's speed the publisher would be acknowledged over 40 s.
+            var acks = 0
+            while acks < count {
+                if case .puback = try await pub.next(timeout: .seconds(10)) { acks += 1 }
+            }
+            #expect(ContinuousClock.now - start < .seconds(10))
+            #expect(broker.counters.subscriberStalls >= 1)
+            let report = try #require(try await broker.sessionReport(clientID: "crawl"))
+            #expect(report.dropped[.queueFull]! > 0)
+        }
+    }
 }

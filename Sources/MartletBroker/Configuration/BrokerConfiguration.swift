@@ -118,8 +118,9 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// absorbs bursts, not a place where messages are lost.
     public var pausePublishersForSlowSubscribers = true
     /// `subscriber_stall_timeout_ms`: a lagging subscriber that takes nothing off its outbox
-    /// for this long is *stalled*: it stops holding publishers back and its outbox follows
-    /// the slow-consumer policy (so one dead reader cannot stop everyone's publishers).
+    /// for this long, or stays lagging for ten times this long, is *stalled*: it stops holding
+    /// publishers back and its outbox follows the slow-consumer policy (so neither a dead nor
+    /// a very slow reader holds publishers for long — not long enough for their keepalive).
     public var subscriberStallTimeout: TimeAmount = .seconds(1)
 
     // MARK: Connections and timers

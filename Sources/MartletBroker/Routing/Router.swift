@@ -809,6 +809,7 @@ actor Router {
         if lagging {
             session.drainedAtCheck = session.drained
             session.progressAt = .now()
+            session.laggingSince = session.progressAt
             laggingList.append(session)
             laggingSessions.add(1, ordering: .relaxed)
             core.counters.laggingSubscribers.add(1, ordering: .relaxed)
@@ -824,26 +825,31 @@ actor Router {
         }
     }
 
-    /// A lagging session that took nothing off its outbox for `subscriber_stall_timeout`
-    /// stops holding publishers back; its outbox then follows the slow-consumer policy.
+    /// A lagging session that took nothing off its outbox for `subscriber_stall_timeout`, or
+    /// stayed lagging for ten times that, stops holding publishers back (so no publisher is
+    /// held long enough for its own keepalive to give up); its outbox then follows the
+    /// slow-consumer policy.
     private func checkStalls(now: NIODeadline) {
         guard !laggingList.isEmpty else { return }
         let timeout = config.subscriberStallTimeout
-        var stalled: [Session] = []
+        var stalled: [(Session, String)] = []
         for session in laggingList {
-            if session.drained != session.drainedAtCheck {
+            if now - session.laggingSince >= timeout * 10 {
+                stalled.append((session, "lagging for ten stall timeouts"))
+            } else if session.drained != session.drainedAtCheck {
                 session.drainedAtCheck = session.drained
                 session.progressAt = now
             } else if now - session.progressAt >= timeout {
-                stalled.append(session)
+                stalled.append((session, "nothing taken off its outbox for the stall timeout"))
             }
         }
-        for session in stalled {
+        for (session, why) in stalled {
             session.stalled = true
             setLagging(session, false)
             local.subscriberStalls += 1
             logger.warning("subscriber stalled: no longer holding publishers back", metadata: [
-                "client_id": "\(session.clientID)", "queued": "\(session.outbox.count)", "queued_bytes": "\(session.outboxBytes)",
+                "client_id": "\(session.clientID)", "reason": "\(why)",
+                "queued": "\(session.outbox.count)", "queued_bytes": "\(session.outboxBytes)",
             ])
         }
     }

@@ -127,6 +127,8 @@ final class Session {
     var drained = 0
     var drainedAtCheck = 0
     var progressAt = NIODeadline.uptimeNanoseconds(0)
+    /// When it last started lagging.
+    var laggingSince = NIODeadline.uptimeNanoseconds(0)
     /// Messages this session did not get, by reason.
     var drops = DropCounts()
     /// Drops not yet logged (the router logs them at most once per interval).
