@@ -171,8 +171,9 @@ final class BenchPeer: ChannelInboundHandler {
 
     /// Sends a packet and waits for the next packet that is not a PUBLISH or PUBACK.
     static func request(_ channel: any Channel, _ packet: MQTTPacket, version: ProtocolVersion) async throws -> MQTTPacket {
-        var buffer = channel.allocator.buffer(capacity: 64)
-        try packet.write(to: &buffer, version: version)
+        var encoded = channel.allocator.buffer(capacity: 64)
+        try packet.write(to: &encoded, version: version)
+        let buffer = encoded
         let future: EventLoopFuture<MQTTPacket> = try await channel.eventLoop.submit {
             let handler = try channel.pipeline.syncOperations.handler(type: BenchPeer.self)
             let promise = channel.eventLoop.makePromise(of: MQTTPacket.self)
