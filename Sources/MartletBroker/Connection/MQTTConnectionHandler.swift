@@ -145,8 +145,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         if holdingPackets {
             // Closed under us (a TLS close_notify, an error): what was held is routed now,
             // past the lagging subscriber's limits if need be (its drops are counted).
-            holdingPackets = false
-            decode(ByteBuffer(), allocator: context.channel.allocator)
+            decodeHeldPackets(context: context)
             router.assumeIsolated { $0.flush() }
         }
         let previous = state
@@ -175,6 +174,12 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             return
         }
         decode(bytes, allocator: context.channel.allocator)
+    }
+
+    /// Decodes what flow control held in the framer (it may stop again, holding the rest).
+    private func decodeHeldPackets(context: ChannelHandlerContext) {
+        holdingPackets = false
+        decode(ByteBuffer(), allocator: context.channel.allocator)
     }
 
     private func decode(_ bytes: ByteBuffer, allocator: ByteBufferAllocator) {
@@ -257,9 +262,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         pausedInbound = false
         guard let context else { return }
         if holdingPackets {
-            holdingPackets = false
             lastPacketAt = .now()
-            decode(ByteBuffer(), allocator: context.channel.allocator)
+            decodeHeldPackets(context: context)
             endOfBurst(context: context)
             if inputClosed && !holdingPackets {
                 context.close(promise: nil)

@@ -102,7 +102,8 @@ public final class BrokerCounters: Sendable {
         public var protocolErrors = 0
         public var inboundPauses = 0
         public var inboundResumes = 0
-        /// Lagging subscribers that took nothing off their outbox for the stall timeout.
+        /// Lagging subscribers declared stalled (nothing taken off their outbox for the stall
+        /// timeout, or lagging for ten times it).
         public var subscriberStalls = 0
         public var authFailures = 0
         public var publishDenied = 0

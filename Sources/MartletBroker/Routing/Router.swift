@@ -243,7 +243,7 @@ actor Router {
     func detachSession(_ clientID: String, discard: Bool) -> SessionState?? {
         guard let session = sessions.removeValue(forKey: clientID) else { return .none }
         session.expiryTask?.cancel()
-        setLagging(session, false)
+        endLag(session)
         if let connection = session.connection {
             setConnection(session, nil)
             if let will = connection.value.takeOver() {
@@ -629,10 +629,7 @@ actor Router {
             account(session, bytes: -bytes, messages: -moved)
             if session.fullSince != nil && hasRoom(session, for: 0) { session.fullSince = nil }
             session.drained &+= moved
-            if (session.lagging || session.stalled) && isBelowLagEnd(session) {
-                session.stalled = false
-                setLagging(session, false)
-            }
+            if (session.lagging || session.stalled) && isBelowLagEnd(session) { endLag(session) }
         }
     }
 
@@ -723,8 +720,7 @@ actor Router {
     /// Empties the outbox out of the accounting (and the inflight gauge); `countAs` counts
     /// its messages as dropped.
     private func discardOutbox(_ session: Session, countAs reason: DropReason?) {
-        setLagging(session, false)
-        session.stalled = false
+        endLag(session)
         if !session.inflight.isEmpty { core.counters.inflightMessages.subtract(session.inflight.count, ordering: .relaxed) }
         guard !session.outbox.isEmpty else { return }
         if let reason { drop(reason, session, count: session.outbox.count) }
@@ -760,10 +756,7 @@ actor Router {
     private func setConnection(_ session: Session, _ connection: NIOLoopBound<MQTTConnectionHandler>?) {
         let wasOnline = session.isOnline
         session.connection = connection
-        if connection == nil {
-            setLagging(session, false)
-            session.stalled = false
-        }
+        if connection == nil { endLag(session) }
         if wasOnline != session.isOnline {
             adjustOnlineBytes(session.isOnline ? session.outboxBytes : -session.outboxBytes)
         }
@@ -797,6 +790,12 @@ actor Router {
             setLagging(session, true)
         }
         if session !== publishing { publisherMustWait = true }
+    }
+
+    /// The session neither lags nor is stalled any more (drained, offline, gone).
+    private func endLag(_ session: Session) {
+        session.stalled = false
+        setLagging(session, false)
     }
 
     private func isBelowLagEnd(_ session: Session) -> Bool {

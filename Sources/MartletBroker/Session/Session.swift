@@ -119,8 +119,8 @@ final class Session {
     /// The outbox passed half its limits and publishers feeding it are held back, until it
     /// drains to a quarter (`pause_publishers_for_slow_subscribers`).
     var lagging = false
-    /// Lagging without taking anything off the outbox for `subscriber_stall_timeout`: no
-    /// longer holds publishers back, until it drains to a quarter.
+    /// Lagging without taking anything off the outbox for `subscriber_stall_timeout`, or
+    /// lagging for ten times it: no longer holds publishers back, until it drains to a quarter.
     var stalled = false
     /// Messages moved from the outbox to the socket, ever; and the figure and time the
     /// stall check last saw it change.
