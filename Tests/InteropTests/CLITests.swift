@@ -73,6 +73,7 @@ import MartletTestSupport
             (["passwd", "-b", "/nonexistent/dir/passwords", "alice", "pw"], "use -c to create it"),
             (["bench", "fanout", "-q", "2"], "-q must be 0 or 1"),
             (["bench", "pairs", "--duration", "0"], "must be positive"),
+            (["bench", "fanin", "--window=-1"], "must be positive"),
         ] {
             let r = try await run(Self.martlet, arguments)
             #expect(r.status != 0, "\(arguments)")

@@ -74,6 +74,9 @@ import Testing
         #expect(throws: ConfigurationError(source: "test.yaml", key: "pause_publishers_for_slow_subscribers", line: 1, message: "expected true or false, got \"sometimes\"")) {
             _ = try load("pause_publishers_for_slow_subscribers: sometimes\n")
         }
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "subscriber_stall_timeout_ms", line: 1, message: "expected an integer in 10...3600000, got \"5\"")) {
+            _ = try load("subscriber_stall_timeout_ms: 5\n")
+        }
         let paced = try load("pause_publishers_for_slow_subscribers: false\nsubscriber_stall_timeout_ms: 250\n")
         #expect(paced.broker.pausePublishersForSlowSubscribers == false)
         #expect(paced.broker.subscriberStallTimeout == .milliseconds(250))
