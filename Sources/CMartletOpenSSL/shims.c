@@ -4,9 +4,6 @@ long CMartletOpenSSL_SSL_set_mode(SSL *ssl, long mode) { return SSL_set_mode(ssl
 long CMartletOpenSSL_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
 int CMartletOpenSSL_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_min_proto_version(ctx, version); }
 int CMartletOpenSSL_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_max_proto_version(ctx, version); }
-size_t CMartletOpenSSL_BIO_pending(BIO *bio) { return (size_t)BIO_pending(bio); }
-int CMartletOpenSSL_BIO_set_mem_eof_return(BIO *bio, int value) { return (int)BIO_set_mem_eof_return(bio, value); }
-size_t CMartletOpenSSL_BIO_mem_capacity(BIO *bio) { BUF_MEM *m = NULL; BIO_get_mem_ptr(bio, &m); return m ? m->max : 0; }
 int CMartletOpenSSL_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
 long CMartletOpenSSL_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_session_cache_mode(ctx, mode); }
 X509 *CMartletOpenSSL_SSL_get_peer_certificate(const SSL *ssl) { return SSL_get1_peer_certificate(ssl); }
@@ -18,7 +15,6 @@ uint64_t CMartletOpenSSL_SSL_OP_CIPHER_SERVER_PREFERENCE(void) { return SSL_OP_C
 uint64_t CMartletOpenSSL_SSL_OP_NO_TICKET(void) { return SSL_OP_NO_TICKET; }
 int CMartletOpenSSL_SSL_CTX_set_num_tickets(SSL_CTX *ctx, size_t n) { return SSL_CTX_set_num_tickets(ctx, n); }
 int CMartletOpenSSL_SSL_FILETYPE_PEM(void) { return SSL_FILETYPE_PEM; }
-int CMartletOpenSSL_BIO_write_all(BIO *bio, const void *data, int length) { return BIO_write(bio, data, length); }
 
 int CMartletOpenSSL_sk_GENERAL_NAME_num(const GENERAL_NAMES *names) { return sk_GENERAL_NAME_num(names); }
 GENERAL_NAME *CMartletOpenSSL_sk_GENERAL_NAME_value(const GENERAL_NAMES *names, int i) { return sk_GENERAL_NAME_value(names, i); }

@@ -20,7 +20,9 @@ public final class MQTTBroker: Sendable {
     private let ownsGroup: Bool
     private let routers: [Router]
     private let routerByLoop: [ObjectIdentifier: Router]
-    private let serverChannels = NIOLockedValueBox<[any Channel]>([])
+    /// The listening sockets of each listener, in configuration order: one, or one per event
+    /// loop with `listen_per_thread`.
+    private let serverChannels = NIOLockedValueBox<[[any Channel]]>([])
     private let metricsChannel = NIOLockedValueBox<(any Channel)?>(nil)
     private let exporter = MetricsExporter()
     private let sysTask = NIOLockedValueBox<RepeatedTask?>(nil)
@@ -62,7 +64,7 @@ public final class MQTTBroker: Sendable {
 
     /// Addresses the listeners are bound to, in configuration order.
     public var localAddresses: [SocketAddress] {
-        serverChannels.withLockedValue { $0.compactMap(\.localAddress) }
+        serverChannels.withLockedValue { $0.compactMap { $0.first?.localAddress } }
     }
 
     public var counters: BrokerCounters.Snapshot { core.counters.snapshot }
@@ -82,9 +84,11 @@ public final class MQTTBroker: Sendable {
                     let context = try TLSContext(configuration: tls, role: .server)
                     tlsContexts.withLockedValue { $0[i] = context }
                 }
-                let channel = try await bind(listener, index: i)
-                serverChannels.withLockedValue { $0.append(channel) }
-                core.logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+                let channels = try await bind(listener, index: i)
+                serverChannels.withLockedValue { $0.append(channels) }
+                core.logger.info("listening", metadata: [
+                    "address": "\(channels.first?.localAddress.map { "\($0)" } ?? "?")", "sockets": "\(channels.count)",
+                ])
             }
             startSysPublisher()
             if let metrics = configuration.metrics {
@@ -98,7 +102,55 @@ public final class MQTTBroker: Sendable {
         }
     }
 
-    private func bind(_ listener: BrokerConfiguration.Listener, index: Int) async throws -> any Channel {
+    /// Binds one listener: one listening socket, or with `listen_per_thread` (Linux, more than
+    /// one event loop) one SO_REUSEPORT socket per event loop, so every connection is accepted
+    /// and served on the same loop — no hand-over of each new channel to another thread.
+    private func bind(_ listener: BrokerConfiguration.Listener, index: Int) async throws -> [any Channel] {
+        #if os(Linux)
+        let loops = Array(group.makeIterator())
+        if configuration.listenPerThread, loops.count > 1 {
+            // Sockets that all set SO_REUSEPORT share a port, so a second broker of the same
+            // user would bind without an error and take half of the connections: a plain bind
+            // first says whether anything holds the port. (Port 0: the kernel picks a port no
+            // reuseport group uses.)
+            if listener.port != 0 { try Self.checkPortIsFree(host: listener.host, port: listener.port) }
+            var channels: [any Channel] = []
+            do {
+                var port = listener.port
+                for loop in loops {
+                    let channel = try await serverBootstrap(listener, index: index, group: loop)
+                        .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+                        .bind(host: listener.host, port: port)
+                        .get()
+                    channels.append(channel)
+                    port = channel.localAddress?.port ?? port
+                }
+            } catch {
+                for channel in channels { try? await channel.close() }
+                throw error
+            }
+            return channels
+        }
+        #endif
+        return [try await serverBootstrap(listener, index: index, group: group).bind(host: listener.host, port: listener.port).get()]
+    }
+
+    #if os(Linux)
+    /// Throws EADDRINUSE (as NIO's bind would) when a socket is bound to `host`:`port`.
+    private static func checkPortIsFree(host: String, port: Int) throws {
+        let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
+        let family: Int32 = switch address { case .v6: AF_INET6; default: AF_INET }
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+        defer { close(fd) }
+        var one: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let result = address.withSockAddr { pointer, size in Glibc.bind(fd, pointer, socklen_t(size)) }
+        if result != 0 { throw IOError(errnoCode: errno, reason: "bind(\(address))") }
+    }
+    #endif
+
+    private func serverBootstrap(_ listener: BrokerConfiguration.Listener, index: Int, group: any EventLoopGroup) -> ServerBootstrap {
         let routerByLoop = self.routerByLoop
         let configuration = self.configuration
         let connectionSettings = core.connectionSettings
@@ -136,7 +188,7 @@ public final class MQTTBroker: Sendable {
         #else
         bootstrap = bootstrap.childChannelOption(.socketOption(.so_keepalive), value: 1)
         #endif
-        return try await bootstrap
+        return bootstrap
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let router = routerByLoop[ObjectIdentifier(channel.eventLoop)]!
@@ -171,8 +223,6 @@ public final class MQTTBroker: Sendable {
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
-            .bind(host: listener.host, port: listener.port)
-            .get()
     }
 
     private func bindMetrics(_ metrics: BrokerConfiguration.MetricsListener) async throws -> any Channel {
@@ -333,6 +383,7 @@ public final class MQTTBroker: Sendable {
         keep("metrics", \.metrics)
         keep("sys_interval_s", \.sysInterval)
         keep("listen_backlog", \.listenBacklog)
+        keep("listen_per_thread", \.listenPerThread)
         keep("write_buffer_high_water", \.writeBufferHighWater)
         keep("write_buffer_low_water", \.writeBufferLowWater)
         keep("tcp_keepalive_idle_s", \.tcpKeepaliveIdle)
@@ -390,7 +441,7 @@ public final class MQTTBroker: Sendable {
             return channels
         }
         sysTask.withLockedValue { $0?.cancel() }
-        for channel in channels { try? await channel.close() }
+        for channel in channels.joined() { try? await channel.close() }
         if let metrics = metricsChannel.withLockedValue({ $0 }) { try? await metrics.close() }
         for router in routers {
             try? await router.eventLoop.submit { router.assumeIsolated { $0.stop() } }.get()

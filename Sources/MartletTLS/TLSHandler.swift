@@ -8,7 +8,7 @@ public enum TLSEvent: Sendable, Equatable {
 
 /// TLS over OpenSSL for one channel, server or client side.
 ///
-/// Ciphertext from the socket goes into the connection's memory BIO; plaintext comes out
+/// Ciphertext from the socket goes to OpenSSL through the connection's BIO; plaintext comes out
 /// and goes up the pipeline. Writes made during the handshake wait and are flushed after
 /// it. Closing sends close_notify and waits (bounded by `shutdownTimeout`; zero means not at
 /// all) for the peer's. A peer that drops TCP
@@ -42,8 +42,8 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public private(set) var applicationProtocol: String?
     public private(set) var protocolVersion: String?
     public private(set) var sessionReused = false
-    /// Bytes of buffer OpenSSL's two memory BIOs hold for this connection (what an idle
-    /// connection keeps of earlier traffic).
+    /// Bytes of ciphertext buffer the connection holds between reads and writes (what an
+    /// idle connection keeps of earlier traffic: nothing).
     public var bufferedCapacity: Int { connection?.bufferedCapacity ?? 0 }
 
     public init(context: TLSContext, serverName: String? = nil, handshakeTimeout: TimeAmount = .seconds(10), shutdownTimeout: TimeAmount = .seconds(3)) {
@@ -158,7 +158,6 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 break reading
             }
         }
-        connection.trimInput()
         if buffer.readableBytes > 0 {
             context.fireChannelRead(wrapInboundOut(buffer))
             context.fireChannelReadComplete()
@@ -263,7 +262,6 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Moves ciphertext from OpenSSL to the socket.
     private func writeOutput(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?, flush: Bool) {
         if let output = connection?.takeOutput(allocator: context.channel.allocator) {
-            if flush || output.readableBytes > TLSConnection.retainedBIOCapacity { connection?.trimOutput() }
             context.write(wrapOutboundOut(output), promise: promise)
             if flush { context.flush() }
         } else {

@@ -1,4 +1,5 @@
 import Foundation
+import MartletTestSupport
 import MartletMQTT
 import NIOConcurrencyHelpers
 import NIOCore
@@ -78,7 +79,7 @@ final class CountingSubscriber: ChannelInboundHandler {
         try await channel.writeAndFlush(buffer).get()
         if readTick != nil { channel.read() }
         let handler = counts.withLockedValue { $0! }
-        try await poll(.seconds(3), "CONNACK and SUBACK for \(clientID)") { handler.otherPackets.count >= 2 ? true : nil }
+        try await waitFor(.seconds(3), "CONNACK and SUBACK for \(clientID)") { handler.otherPackets.count >= 2 ? true : nil }
         return (channel, handler)
     }
 }

@@ -40,7 +40,7 @@ import MartletTestSupport
     func stuckSubscriberDoesNotHurtFastOne() async throws {
         try await withBroker(Self.smallLimits) { broker, port in
             let (stuckChannel, _) = try await CountingSubscriber.connect(port: port, clientID: "stuck", topic: "flood")
-            try await stuckChannel.setOption(.autoRead, value: false)
+            try await stuckChannel.setOption(.autoRead, value: false).get()
             let (fastChannel, fast) = try await CountingSubscriber.connect(port: port, clientID: "fast", topic: "flood")
             defer {
                 stuckChannel.close(promise: nil)
@@ -50,7 +50,7 @@ import MartletTestSupport
                 try await flood(port: port, topic: "flood", count: Self.messages, payloadSize: Self.payload)
                 // Every message reaches the fast subscriber or is counted as dropped for it: it
                 // can only lose what lagged past its own outbox between two pauses.
-                try await poll(.seconds(30), "every message delivered or counted for the fast subscriber") {
+                try await waitFor(.seconds(30), "every message delivered or counted for the fast subscriber") {
                     let dropped = try await broker.sessionReport(clientID: "fast")?.dropped.values.reduce(0, +) ?? 0
                     return fast.publishes + dropped == Self.messages ? true : nil
                 }
@@ -61,10 +61,10 @@ import MartletTestSupport
             let report = try #require(try await broker.sessionReport(clientID: "stuck"))
             #expect(report.dropped[.queueFull]! > 0)
             // It lagged, held the publisher back for the stall timeout, then stopped doing so.
-            try await poll(.seconds(2), "the stall counter") { broker.counters.subscriberStalls >= 1 ? true : nil }
+            try await waitFor(.seconds(2), "the stall counter") { broker.counters.subscriberStalls >= 1 ? true : nil }
             #expect(broker.counters.laggingSubscribers == 0)
             #expect(report.queuedBytes <= 2 << 20)
-            try await poll(.seconds(2), "the broker-wide drop counter") {
+            try await waitFor(.seconds(2), "the broker-wide drop counter") {
                 let fastDropped = try await broker.sessionReport(clientID: "fast")?.dropped[.queueFull] ?? 0
                 return broker.counters.droppedQueueFull == report.dropped[.queueFull]! + fastDropped ? true : nil
             }
@@ -79,16 +79,16 @@ import MartletTestSupport
             $0.slowConsumerGrace = .milliseconds(200)
         }) { broker, port in
             let (stuckChannel, stuck) = try await CountingSubscriber.connect(port: port, clientID: "stuck", topic: "flood")
-            try await stuckChannel.setOption(.autoRead, value: false)
+            try await stuckChannel.setOption(.autoRead, value: false).get()
             let (fastChannel, fast) = try await CountingSubscriber.connect(port: port, clientID: "fast", topic: "flood")
             defer { fastChannel.close(promise: nil) }
             try await flood(port: port, topic: "flood", count: Self.messages, payloadSize: Self.payload)
-            try await poll(.seconds(5), "the slow-consumer counter") { broker.counters.slowConsumerDisconnects == 1 ? true : nil }
-            try await stuckChannel.setOption(.autoRead, value: true)
-            try await poll(.seconds(5), "the stuck subscriber to see the close") { stuck.isClosed ? true : nil }
+            try await waitFor(.seconds(5), "the slow-consumer counter") { broker.counters.slowConsumerDisconnects == 1 ? true : nil }
+            try await stuckChannel.setOption(.autoRead, value: true).get()
+            try await waitFor(.seconds(5), "the stuck subscriber to see the close") { stuck.isClosed ? true : nil }
             // Once the stuck one is gone the fast one may lag past its own outbox (the pause
             // threshold is broker-wide); whatever it did not get is counted, never lost silently.
-            try await poll(.seconds(30), "every message delivered or counted for the fast subscriber") {
+            try await waitFor(.seconds(30), "every message delivered or counted for the fast subscriber") {
                 let report = try await broker.sessionReport(clientID: "fast")
                 let dropped = report?.dropped.values.reduce(0, +) ?? 0
                 return fast.publishes + dropped == Self.messages ? true : nil
@@ -114,13 +114,13 @@ import MartletTestSupport
             defer { slowChannel.close(promise: nil) }
             let growth = try await peakResidentGrowth {
                 try await flood(port: port, topic: "flood", count: Self.messages, payloadSize: Self.payload)
-                try await poll(.seconds(60), "the slow subscriber to get every message") {
+                try await waitFor(.seconds(60), "the slow subscriber to get every message") {
                     slow.publishes == Self.messages ? true : nil
                 }
             }
             print("[\(#function)] peak RSS growth during the 200 MB flood: \(growth >> 20) MiB")
             #expect(growth < Self.rssBound, "RSS grew by \(growth >> 20) MiB")
-            try await poll(.seconds(2), "pause and resume counters") {
+            try await waitFor(.seconds(2), "pause and resume counters") {
                 let c = broker.counters
                 return c.inboundPauses > 0 && c.inboundResumes > 0 ? c : nil
             }
@@ -143,7 +143,7 @@ import MartletTestSupport
                     port: port, clientID: "slow", topic: "pace", readTick: .milliseconds(2))
                 defer { channel.close(promise: nil) }
                 try await flood(port: port, topic: "pace", count: messages, payloadSize: 100)
-                let received = try await poll(.seconds(60), "every message delivered or dropped") { () -> Int? in
+                let received = try await waitFor(.seconds(60), "every message delivered or dropped") { () -> Int? in
                     let dropped = try await broker.sessionReport(clientID: "slow")?.dropped.values.reduce(0, +) ?? 0
                     return slow.publishes + dropped == messages ? slow.publishes : nil
                 }
@@ -166,11 +166,11 @@ import MartletTestSupport
             $0.writeTimeout = .milliseconds(300)
         }) { broker, port in
             let (stuckChannel, stuck) = try await CountingSubscriber.connect(port: port, clientID: "stuck", topic: "flood")
-            try await stuckChannel.setOption(.autoRead, value: false)
+            try await stuckChannel.setOption(.autoRead, value: false).get()
             try await flood(port: port, topic: "flood", count: 400, payloadSize: Self.payload)
-            try await poll(.seconds(5), "the write-timeout counter") { broker.counters.writeTimeouts == 1 ? true : nil }
-            try await stuckChannel.setOption(.autoRead, value: true)
-            try await poll(.seconds(5), "the stuck subscriber to see the close") { stuck.isClosed ? true : nil }
+            try await waitFor(.seconds(5), "the write-timeout counter") { broker.counters.writeTimeouts == 1 ? true : nil }
+            try await stuckChannel.setOption(.autoRead, value: true).get()
+            try await waitFor(.seconds(5), "the stuck subscriber to see the close") { stuck.isClosed ? true : nil }
         }
     }
 
@@ -218,11 +218,11 @@ import MartletTestSupport
             var packets = ByteBuffer()
             try MQTTPacket.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init("burst", qos: .atMostOnce)])).write(to: &packets, version: .v3_1_1)
             try await subscriber.writeAndFlush(packets).get()
-            try await poll(.seconds(5), "SUBACK") { subscriberBytes.received.withLockedValue { $0.readableBytes >= 5 } ? true : nil }
+            try await waitFor(.seconds(5), "SUBACK") { subscriberBytes.received.withLockedValue { $0.readableBytes >= 5 } ? true : nil }
             packets.clear()
             try MQTTPacket.publish(PublishPacket(topic: "burst", payload: ByteBuffer(string: "ok"), qos: .atMostOnce)).write(to: &packets, version: .v3_1_1)
             try await publisher.writeAndFlush(packets).get()
-            try await poll(.seconds(5), "the PUBLISH") { subscriberBytes.received.withLockedValue { $0.readableBytes >= 5 + 11 } ? true : nil }
+            try await waitFor(.seconds(5), "the PUBLISH") { subscriberBytes.received.withLockedValue { $0.readableBytes >= 5 + 11 } ? true : nil }
         }
     }
 }
@@ -252,7 +252,7 @@ import MartletTestSupport
                 try await back.send(.puback(PubAckPacket(packetIdentifier: m.packetIdentifier!)))
             }
             #expect(got == ["4", "5", "6"])
-            try await poll(.seconds(2), "the eviction counter") { broker.counters.droppedEvicted == 3 ? true : nil }
+            try await waitFor(.seconds(2), "the eviction counter") { broker.counters.droppedEvicted == 3 ? true : nil }
         }
     }
 
@@ -281,7 +281,7 @@ import MartletTestSupport
                 if let id = m.packetIdentifier { try await sub.send(.puback(PubAckPacket(packetIdentifier: id))) }
             }
             #expect(got == ["1", "3", "4"])
-            try await poll(.seconds(2), "the eviction counter") { broker.counters.droppedEvicted == 1 ? true : nil }
+            try await waitFor(.seconds(2), "the eviction counter") { broker.counters.droppedEvicted == 1 ? true : nil }
         }
     }
 }

@@ -120,7 +120,7 @@ final class RawClient: Sendable {
 
     /// Waits for exactly `count` bytes and consumes them.
     func read(count: Int, timeout: Duration = .seconds(3)) async throws -> [UInt8] {
-        try await poll(timeout, "\(count) bytes") {
+        try await waitFor(timeout, "\(count) bytes") {
             collector.received.withLockedValue { buffer in
                 guard buffer.readableBytes >= count else { return nil }
                 return buffer.readBytes(length: count)
@@ -131,7 +131,7 @@ final class RawClient: Sendable {
     /// Waits for the next whole packet and consumes it.
     func next(timeout: Duration = .seconds(3)) async throws -> MQTTPacket {
         let version = self.version
-        return try await poll(timeout, "a packet") {
+        return try await waitFor(timeout, "a packet") {
             try collector.received.withLockedValue { buffer in
                 try MQTTPacket.decode(from: &buffer, version: version, maximumPacketSize: 1 << 24)
             }
@@ -155,7 +155,7 @@ final class RawClient: Sendable {
     /// Waits until the broker closes the connection; returns the packets it sent before.
     @discardableResult
     func expectClosed(timeout: Duration = .seconds(10)) async throws -> [MQTTPacket] {
-        try await poll(timeout, "the broker to close the connection") {
+        try await waitFor(timeout, "the broker to close the connection") {
             collector.closed.withLockedValue { $0 } ? true : nil
         }
         var packets: [MQTTPacket] = []
@@ -185,16 +185,6 @@ final class RawClient: Sendable {
     }
 }
 
-/// Polls `check` every 5 ms until it returns a value or `timeout` passes.
-@discardableResult
-func poll<T>(_ timeout: Duration, _ what: String, _ check: () async throws -> T?) async throws -> T {
-    let deadline = ContinuousClock.now + timeout
-    while true {
-        if let value = try await check() { return value }
-        if ContinuousClock.now > deadline { throw TimedOut(description: "timed out waiting for \(what)") }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-}
 
 extension PublishPacket {
     var payloadString: String { String(buffer: payload) }

@@ -55,7 +55,7 @@ import MartletTestSupport
             let (c, _) = try await RawClient.connected(port: port, clientID: "r",
                 will: Will(topic: "will/retained", payload: ByteBuffer(string: "last"), retain: true))
             await c.close()
-            try await poll(.seconds(3), "the will to be retained") { broker.retainedCount == 1 ? true : nil }
+            try await waitFor(.seconds(3), "the will to be retained") { broker.retainedCount == 1 ? true : nil }
             let (late, _) = try await RawClient.connected(port: port, clientID: "late")
             _ = try await late.subscribe("will/#")
             let m = try await late.nextPublish()
@@ -86,8 +86,10 @@ import MartletTestSupport
     func pingKeepsAlive() async throws {
         try await withBroker { _, port in
             let (c, _) = try await RawClient.connected(port: port, clientID: "pinger", keepAlive: 1)
-            for _ in 0..<4 {
-                try await Task.sleep(for: .milliseconds(500))
+            // 2.4 s in all, past the 1.5 s the broker allows without a packet; a PINGREQ every
+            // 300 ms leaves a busy machine 1.2 s of slack per round.
+            for _ in 0..<8 {
+                try await Task.sleep(for: .milliseconds(300))
                 try await c.send(h("C0 00"))
                 #expect(try await c.read(count: 2) == h("D0 00"))
             }

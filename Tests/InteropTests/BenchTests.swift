@@ -49,7 +49,7 @@ import MartletTestSupport
     @Test("every scenario against mosquitto")
     func againstMosquitto() async throws {
         let port = randomTestPort()
-        try await CLITests().withMosquitto(port: port) {
+        try await CLITests().withMosquitto(port: port) { _ in
             try await scenarios(port: port, brokerPid: nil)
         }
     }

@@ -7,20 +7,33 @@ import MartletTestSupport
     static let martlet = DaemonTests.root.appendingPathComponent(".build/debug/martlet").path
 
     /// A mosquitto broker on `port` for the duration of `body`.
-    func withMosquitto(port: Int, _ body: () async throws -> Void) async throws {
-        let conf = NSTemporaryDirectory() + "mosquitto-cli-\(UUID().uuidString).conf"
-        // No logging: its output goes to a pipe nobody reads, and a full pipe stalls mosquitto.
-        try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest none\n".write(toFile: conf, atomically: true, encoding: .utf8)
-        let broker = try ChildProcess("/usr/sbin/mosquitto", ["-c", conf])
+    /// Runs Debian's mosquitto on `port` for `body`, which gets a function that waits until
+    /// mosquitto has logged `count` SUBSCRIBEs (its log goes to a file: a pipe nobody reads
+    /// would fill and stall it).
+    func withMosquitto(port: Int, _ body: (_ subscribed: @escaping (Int) async throws -> Void) async throws -> Void) async throws {
+        let base = NSTemporaryDirectory() + "mosquitto-cli-\(UUID().uuidString)"
+        let log = base + ".log"
+        try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest file \(log)\nlog_type subscribe\n"
+            .write(toFile: base + ".conf", atomically: true, encoding: .utf8)
+        defer {
+            try? FileManager.default.removeItem(atPath: base + ".conf")
+            try? FileManager.default.removeItem(atPath: log)
+        }
+        let broker = try ChildProcess("/usr/sbin/mosquitto", ["-c", base + ".conf"])
         defer { broker.kill() }
         try await waitUntilListening(UInt16(port))
-        try await body()
+        try await body { count in
+            try await waitFor(.seconds(10), "mosquitto to log \(count) SUBSCRIBE", every: .milliseconds(20)) { () -> Bool? in
+                let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                return text.components(separatedBy: "\n").filter { $0.contains(" cli/#") }.count >= count ? true : nil
+            }
+        }
     }
 
-    func pubSub(port: Int, version: String) async throws {
+    /// `martlet sub` gets what `martlet pub` sends, once `subscribed` says it has subscribed.
+    func pubSub(port: Int, version: String, subscribed: () async throws -> Void) async throws {
         let sub = try ChildProcess(Self.martlet, ["sub", "-p", "\(port)", "-V", version, "-t", "cli/#", "-v", "-q", "1", "-C", "3", "-W", "10"])
-        // martlet sub has subscribed once a retained-free probe round trip works; simplest: give it a moment by retrying pub until seen.
-        try await Task.sleep(for: .milliseconds(300))
+        try await subscribed()
         let one = try await run(Self.martlet, ["pub", "-p", "\(port)", "-V", version, "-t", "cli/one", "-m", "first", "-q", "1"])
         #expect(one.status == 0, "\(one.stderr)")
         let lines = try await runWithInput(Self.martlet, ["pub", "-p", "\(port)", "-V", version, "-t", "cli/lines", "-l", "-q", "2"], input: "a\nb\n")
@@ -33,12 +46,14 @@ import MartletTestSupport
     @Test(arguments: ["mqttv311", "mqttv5"])
     func againstMosquittoBroker(_ version: String) async throws {
         let port = randomTestPort()
-        try await withMosquitto(port: port) { try await pubSub(port: port, version: version) }
+        try await withMosquitto(port: port) { subscribed in
+            try await pubSub(port: port, version: version) { try await subscribed(1) }
+        }
     }
 
     @Test func againstMartletd() async throws {
-        try await withBroker { _, port in
-            try await pubSub(port: port, version: "mqttv5")
+        try await withBroker { broker, port in
+            try await pubSub(port: port, version: "mqttv5") { try await waitForSubscriptions(broker, 1) }
             // Retained message, -F format, and -L URL form.
             let r = try await run(Self.martlet, ["pub", "-L", "mqtt://127.0.0.1:\(port)/cli/kept", "-m", "value", "-r"])
             #expect(r.status == 0, "\(r.stderr)")
@@ -102,7 +117,7 @@ func runWithInput(_ executable: String, _ arguments: [String], input: String) as
             defer { client.kill() }
             // ss shows the broker's end (source port = the listener) with a keepalive timer
             // counting down from 77 s.
-            let row = try await poll(.seconds(5), "the accepted socket in ss") { () async throws -> String? in
+            let row = try await waitFor(.seconds(5), "the accepted socket in ss", every: .milliseconds(50)) { () async throws -> String? in
                 let r = try await run("/usr/bin/ss", ["-tnoH", "state", "established", "( sport = :\(port) )"])
                 // Other timers (retransmit "on") show while data is in flight; wait for keepalive.
                 return r.stdout.contains("timer:(keepalive") ? r.stdout : nil

@@ -114,17 +114,3 @@ func randomTestPort() -> Int {
     }
 }
 
-/// Polls `check` every 50 ms until it returns a value or `timeout` passes.
-func poll<T>(_ timeout: Duration, _ what: String, _ check: () async throws -> T?) async throws -> T {
-    let deadline = ContinuousClock.now + timeout
-    while true {
-        if let value = try await check() { return value }
-        if ContinuousClock.now > deadline { throw PollTimedOut(what: what) }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-}
-
-struct PollTimedOut: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out waiting for \(what)" }
-}

@@ -72,7 +72,7 @@ final class CuttableProxy: Sendable {
         try await client.subscribe("r/#", qos: .atLeastOnce)
         try await restart()
         // The broker forgot everything; the client comes back and subscribes again.
-        try await poll(.seconds(10), "the client to reconnect") { client.reconnectCount >= 1 ? true : nil }
+        try await waitFor(.seconds(10), "the client to reconnect") { client.reconnectCount >= 1 ? true : nil }
         let publisher = try await MQTTClient.connect(.init(port: port, clientID: "pub"))
         let received = try await withThrowingTaskGroup(of: [ReceivedMessage].self) { group in
             group.addTask { try await next(1, from: client, timeout: .seconds(10)) }
@@ -148,7 +148,7 @@ final class CuttableProxy: Sendable {
             for cuts in 1...3 {
                 try await Task.sleep(for: .milliseconds(30))
                 proxy.cut()
-                try await poll(.seconds(10), "reconnect \(cuts)") { publisher.reconnectCount >= cuts ? true : nil }
+                try await waitFor(.seconds(10), "reconnect \(cuts)") { publisher.reconnectCount >= cuts ? true : nil }
             }
             try await publishing.value
             #expect(publisher.reconnectCount >= 1)
@@ -178,7 +178,7 @@ final class CuttableProxy: Sendable {
         config.reconnect = Self.quick
         let start = ContinuousClock.now
         let client = try await MQTTClient.connect(config)
-        try await poll(.seconds(6), "the second connection") { connections.withLockedValue { $0 } >= 2 ? true : nil }
+        try await waitFor(.seconds(6), "the second connection") { connections.withLockedValue { $0 } >= 2 ? true : nil }
         // Two keepalive intervals without PINGRESP, then the backoff.
         #expect(ContinuousClock.now - start >= .seconds(2))
         try await client.disconnect()
@@ -196,13 +196,3 @@ final class SilentBroker: ChannelInboundHandler, Sendable {
     }
 }
 
-/// Polls `check` every 20 ms until it returns a value or `timeout` passes.
-@discardableResult
-func poll<T>(_ timeout: Duration, _ what: String, _ check: () async throws -> T?) async throws -> T {
-    let deadline = ContinuousClock.now + timeout
-    while true {
-        if let value = try await check() { return value }
-        if ContinuousClock.now > deadline { throw MQTTClientError.timeout(what) }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-}

@@ -6,7 +6,7 @@ import MartletTestSupport
 /// The decoder must give the same packets whatever the read boundaries are.
 @Suite struct StreamingDecoderTests {
     static func feed(_ chunks: [[UInt8]], version: ProtocolVersion?) throws -> [MQTTPacket] {
-        var processor = NIOSingleStepByteToMessageProcessor(MQTTPacketDecoder(version: version))
+        let processor = NIOSingleStepByteToMessageProcessor(MQTTPacketDecoder(version: version))
         var out: [MQTTPacket] = []
         for chunk in chunks {
             try processor.process(buffer: ByteBuffer(bytes: chunk)) { out.append($0) }
@@ -41,7 +41,7 @@ import MartletTestSupport
     }
 
     @Test func partialPacketAtEOFIsLeftUndelivered() throws {
-        var processor = NIOSingleStepByteToMessageProcessor(MQTTPacketDecoder(version: .v3_1_1))
+        let processor = NIOSingleStepByteToMessageProcessor(MQTTPacketDecoder(version: .v3_1_1))
         var out: [MQTTPacket] = []
         try processor.process(buffer: ByteBuffer(bytes: h("C0 00 30 07 00 03"))) { out.append($0) }
         #expect(out == [.pingreq])

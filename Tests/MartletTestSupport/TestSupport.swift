@@ -6,8 +6,10 @@ import MartletTLS
 /// Helpers shared by the test targets: an in-process broker, development certificates, and
 /// a compact byte notation. No test framework here, so any target can use them.
 
-/// A broker started in-process on 127.0.0.1, port 0, with two event loops so that
-/// cross-loop routing is exercised, and short timers so tests stay fast. `body` gets the
+/// A broker started in-process on 127.0.0.1, port 0, with two event loops and one listening
+/// socket, so connections alternate between the loops and cross-loop routing is exercised
+/// by every test with two clients (ListenerTests covers `listen_per_thread`, where the
+/// kernel picks the loop), and short timers so tests stay fast. `body` gets the
 /// broker and the first listener's port; the broker is shut down afterwards either way.
 public func withBroker<T>(
     _ configure: (inout BrokerConfiguration) -> Void = { _ in },
@@ -16,10 +18,11 @@ public func withBroker<T>(
     var config = BrokerConfiguration()
     config.listeners = [.init(host: "127.0.0.1", port: 0)]
     config.eventLoops = 2
+    config.listenPerThread = false
     config.keepaliveSweepInterval = .milliseconds(100)
     // Long enough that a busy test machine never trips it by accident; the tests of the
     // timeout itself set a short one.
-    config.connectTimeout = .seconds(3)
+    config.connectTimeout = .seconds(10)
     // $SYS messages are retained; tests that count retained messages would see them.
     config.sysInterval = .zero
     configure(&config)
@@ -115,5 +118,24 @@ public struct DevCertificates: Sendable {
             c.privateKeyFile = clientKey
         }
         return try TLSContext(configuration: c, role: .client)
+    }
+}
+
+/// What `waitFor` throws when its condition did not come true in time.
+public struct WaitTimedOut: Error, CustomStringConvertible {
+    public var what: String
+    public var description: String { "timed out waiting for \(what)" }
+}
+
+/// Polls `check` every `interval` until it returns a value or `timeout` passes.
+@discardableResult
+public func waitFor<T>(
+    _ timeout: Duration, _ what: String, every interval: Duration = .milliseconds(10), _ check: () async throws -> T?
+) async throws -> T {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if let value = try await check() { return value }
+        if ContinuousClock.now > deadline { throw WaitTimedOut(what: what) }
+        try await Task.sleep(for: interval)
     }
 }

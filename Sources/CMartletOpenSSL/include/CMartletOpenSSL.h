@@ -16,10 +16,6 @@ long CMartletOpenSSL_SSL_set_mode(SSL *ssl, long mode);
 long CMartletOpenSSL_SSL_CTX_set_mode(SSL_CTX *ctx, long mode);
 int CMartletOpenSSL_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version);
 int CMartletOpenSSL_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version);
-size_t CMartletOpenSSL_BIO_pending(BIO *bio);
-int CMartletOpenSSL_BIO_set_mem_eof_return(BIO *bio, int value);
-/* The capacity a memory BIO's buffer has grown to (BIO_get_mem_ptr, then ->max). */
-size_t CMartletOpenSSL_BIO_mem_capacity(BIO *bio);
 int CMartletOpenSSL_SSL_set_tlsext_host_name(SSL *ssl, const char *name);
 long CMartletOpenSSL_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode);
 X509 *CMartletOpenSSL_SSL_get_peer_certificate(const SSL *ssl);
@@ -32,7 +28,6 @@ uint64_t CMartletOpenSSL_SSL_OP_NO_TICKET(void);
 
 int CMartletOpenSSL_SSL_CTX_set_num_tickets(SSL_CTX *ctx, size_t n);
 int CMartletOpenSSL_SSL_FILETYPE_PEM(void);
-int CMartletOpenSSL_BIO_write_all(BIO *bio, const void *data, int length);
 int CMartletOpenSSL_sk_GENERAL_NAME_num(const GENERAL_NAMES *names);
 GENERAL_NAME *CMartletOpenSSL_sk_GENERAL_NAME_value(const GENERAL_NAMES *names, int i);
 void CMartletOpenSSL_GENERAL_NAMES_free(GENERAL_NAMES *names);

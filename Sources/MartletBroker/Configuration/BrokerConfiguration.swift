@@ -146,6 +146,11 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var tcpUserTimeout: Int = 60_000
     /// `listen_backlog`: the accept queue of each listener.
     public var listenBacklog: Int32 = 4096
+    /// `listen_per_thread`: on Linux, each listener has one listening socket per event loop
+    /// (SO_REUSEPORT; the kernel spreads new connections over them), so a connection is
+    /// accepted by the loop that serves it. Off: one socket, whose loop hands every accepted
+    /// connection to the loops in turn.
+    public var listenPerThread = true
 
     public init() {}
 }
