@@ -165,8 +165,28 @@ def fmt(v, unit):
     if unit == "B/conn": return f"{v/1024:.1f} KiB"
     if unit == "µs p99": return f"{v:,.0f} µs"
     return f"{v:,.0f}"
-lines = ["| scenario | metric | martlet | mosquitto (nodelay) | mosquitto (default) | martlet / mosquitto | lost (m / q) | broker CPU % (m / q) | tool CPU % |",
-         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+lines = ["| scenario | metric | martlet | mosquitto (nodelay) | mosquitto (default) | martlet / mosquitto | lost (m / q) | broker CPU % (m / q) | tool CPU % | target (issue 8) |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+def target(name, args, vm, ref, m, qn, qd):
+    """The issue's target for the row, and whether this run meets it (by how much if not)."""
+    def verdict(ok, text, short):
+        return f"{text}: met" if ok else f"{text}: missed ({short})"
+    if vm is None or ref is None: return "—"
+    lost = med(m, "lost") or 0
+    loss = "" if args.startswith(("churn", "idle")) else ("; 0 lost: met" if lost == 0 else f"; 0 lost: missed ({lost:,.0f})")
+    if args.startswith("idle"):
+        limit = 12 * 1024 if "--tls" in args else 2 * 1024
+        return verdict(vm <= limit, f"≤ {limit // 1024} KiB", f"{(vm - limit) / 1024:+.1f} KiB")
+    if args.startswith("churn") and "--tls" in args:
+        mine = med(m, "broker_cpu_ms_per_connection")
+        theirs = [v for v in (med(qn, "broker_cpu_ms_per_connection"), med(qd, "broker_cpu_ms_per_connection")) if v]
+        if mine is None or not theirs: return "—"
+        return verdict(mine <= min(theirs), "CPU per handshake ≤ mosquitto's", f"{mine:.2f} vs {min(theirs):.2f} ms")
+    if args.startswith("churn"):
+        return verdict(vm / ref >= 1.5, "≥ 1.5 ×", f"{vm / ref:.2f} ×")
+    if "--rate" in args:
+        return verdict(vm <= ref, "p99 ≤ mosquitto nodelay", f"{vm / ref:.2f} ×") + loss
+    return verdict(vm / ref >= 1.3, "≥ 1.3 ×", f"{vm / ref:.2f} ×") + loss
 for name, args in rows:
     field, unit, higher = metric(name, args)
     m, qn, qd = load("martlet", name), load("mosquitto-nodelay", name), load("mosquitto-default", name)
@@ -184,7 +204,8 @@ for name, args in rows:
     lost = f"{med(m,'lost') or 0:,.0f} / {med(qn,'lost') or 0:,.0f}" if field in ("delivered_per_s", "latency_p99_us") else "—"
     cpu = f"{med(m,'broker_cpu_percent') or 0:.0f} / {med(qn,'broker_cpu_percent') or 0:.0f}" if not args.startswith("idle") else "—"
     tool = f"{med(m,'tool_cpu_percent') or 0:.0f}" if not args.startswith("idle") else "—"
-    lines.append(f"| {name} | {unit} | {fmt(vm,unit)} | {fmt(vqn,unit)} | {fmt(vqd,unit)} | {ratio}{extra} | {lost} | {cpu} | {tool} |")
+    goal = target(name, args, vm, ref, m, qn, qd)
+    lines.append(f"| {name} | {unit} | {fmt(vm,unit)} | {fmt(vqn,unit)} | {fmt(vqd,unit)} | {ratio}{extra} | {lost} | {cpu} | {tool} | {goal} |")
 table = "\n".join(lines)
 print(table)
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()

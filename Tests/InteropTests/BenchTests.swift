@@ -27,6 +27,8 @@ import MartletTestSupport
             #expect(r["lost"] as? Int == 0)
             #expect(r["errors"] as? Int == 0)
             #expect((r["latency_p99_us"] as? Int ?? -1) >= 0)
+            // Every delivery's latency is in the summary (each subscriber's, merged at the end).
+            #expect(r["latency_samples"] as? Int == published * deliveries, "\(args): \(r)")
             if brokerPid != nil { #expect(r["broker_cpu_percent"] != nil) }
         }
         let churn = try await Self.bench(["churn", "-c", "4", "--duration", "0.5"] + pid, port: port)

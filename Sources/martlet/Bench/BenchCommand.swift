@@ -208,7 +208,7 @@ func latencyFields(_ h: Histogram<UInt64>) -> [(String, Any)] {
     return [
         ("latency_p50_us", Int(h.valueAtPercentile(50))), ("latency_p90_us", Int(h.valueAtPercentile(90))),
         ("latency_p99_us", Int(h.valueAtPercentile(99))), ("latency_p999_us", Int(h.valueAtPercentile(99.9))),
-        ("latency_max_us", Int(h.max)),
+        ("latency_max_us", Int(h.max)), ("latency_samples", Int(h.totalCount)),
     ]
 }
 
@@ -287,6 +287,10 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
     let end = NIODeadline.now()
     let elapsed = Double((end - start).nanoseconds) / 1e9
     let s = totals.snapshot
+    var latency = BenchPeer.emptyHistogram
+    for subscriber in channels.prefix(subscribers) {
+        if let recorded = try? await BenchPeer.latencies(subscriber) { latency.add(recorded) }
+    }
     var fields: [(String, Any)] = [
         ("scenario", name), ("publishers", publishers), ("subscribers", subscribers), ("payload", max(8, o.payload)),
         ("qos", o.qos), ("rate_per_publisher", o.rate), ("tls", endpoint.tls != nil ? "yes" : "no"),
@@ -294,7 +298,7 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
         ("lost", max(0, expected - s.delivered)), ("errors", s.errors),
         ("published_per_s", Double(s.published) / elapsed), ("delivered_per_s", Double(s.delivered) / elapsed),
     ]
-    fields += latencyFields(s.latency)
+    fields += latencyFields(latency)
     fields += cpu.fields(elapsed: elapsed)
     report(fields, json: o.json)
     if s.errors > 0 { throw ExitCode(1) }

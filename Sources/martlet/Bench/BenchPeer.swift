@@ -13,17 +13,10 @@ final class BenchTotals: Sendable {
         var published = 0
         var errors = 0
         var connections = 0
-        var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
     }
     let state = NIOLockedValueBox(State())
 
-    func add(delivered: Int, latencies: inout Histogram<UInt64>) {
-        state.withLockedValue { s in
-            s.delivered += delivered
-            if latencies.totalCount > 0 { s.latency.add(latencies) }
-        }
-        latencies.reset()
-    }
+    func add(delivered n: Int) { state.withLockedValue { $0.delivered += n } }
     func add(published n: Int) { state.withLockedValue { $0.published += n } }
     /// Copies published (times the subscribers each reaches) and not delivered yet.
     func undelivered(factor: Int) -> Int { state.withLockedValue { $0.published * factor - $0.delivered } }
@@ -46,7 +39,11 @@ final class BenchPeer: ChannelInboundHandler {
     let totals: BenchTotals?
     let version: ProtocolVersion
     private var pending = ByteBuffer()
-    private var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    /// This connection's delivery latencies for the whole run, merged once at the end: a
+    /// merge or reset walks the histogram's whole array (~17,000 buckets), far too much to do
+    /// per read.
+    private(set) var latencies = BenchPeer.emptyHistogram
+    static let emptyHistogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
     var controlWaiter: EventLoopPromise<MQTTPacket>?
     /// Publisher side: PUBACKs still expected, and who waits for the window to open.
     var outstanding = 0
@@ -109,7 +106,7 @@ final class BenchPeer: ChannelInboundHandler {
         }
         if pending.readableBytes == 0 { pending = ByteBuffer() } else { pending.discardReadBytes() }
         if acks.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(acks), promise: nil) }
-        if publishes > 0 { totals?.add(delivered: publishes, latencies: &latencies) }
+        if publishes > 0 { totals?.add(delivered: publishes) }
         if let w = windowWaiter, outstanding < w.limit {
             windowWaiter = nil
             w.promise.succeed()
@@ -220,6 +217,13 @@ final class BenchPeer: ChannelInboundHandler {
             }
         }
         try await channel.writeAndFlush(buffer)
+    }
+
+    /// The latencies `channel`'s subscriber recorded so far.
+    static func latencies(_ channel: any Channel) async throws -> Histogram<UInt64> {
+        try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: BenchPeer.self).latencies
+        }.get()
     }
 
     /// Waits until every QoS 1 message of this publisher is acknowledged.
