@@ -28,6 +28,30 @@ import MartletTestSupport
         }
     }
 
+    @Test("MQTT-3.1.2-24: nothing larger than the client's Maximum Packet Size is sent (counted as too_large); large payloads arrive intact, at QoS 0 and 1", arguments: [QoS.atMostOnce, .atLeastOnce])
+    func clientMaximumPacketSize(_ qos: QoS) async throws {
+        try await withBroker { broker, port in
+            var limit = Properties()
+            limit.maximumPacketSize = 4_000
+            let (sub, _) = try await RawClient.connected(port: port, version: .v5, clientID: "small", properties: limit)
+            _ = try await sub.subscribe("big/#", qos: qos)
+            let (pub, _) = try await RawClient.connected(port: port, version: .v5, clientID: "pub")
+            // Payloads past 2 KiB go out behind a separately encoded header (no copy).
+            let fits = String((0..<3_000).map { Character(UnicodeScalar(UInt8(97 + $0 % 26))) })
+            let tooBig = String(repeating: "x", count: 5_000)
+            try await pub.publish("big/1", fits, qos: qos, id: qos == .atMostOnce ? nil : 1)
+            try await pub.publish("big/2", tooBig, qos: qos, id: qos == .atMostOnce ? nil : 2)
+            try await pub.publish("big/3", "small", qos: qos, id: qos == .atMostOnce ? nil : 3)
+            let first = try await sub.nextPublish()
+            #expect(first.topic == "big/1" && first.payloadString == fits)
+            if qos != .atMostOnce { try await sub.send(.puback(PubAckPacket(packetIdentifier: first.packetIdentifier!))) }
+            let next = try await sub.nextPublish()
+            #expect(next.topic == "big/3" && next.payloadString == "small")
+            let report = try #require(try await broker.sessionReport(clientID: "small"))
+            #expect(report.dropped[.tooLarge] == 1)
+        }
+    }
+
     @Test("v5 PUBACK and the PUBREC/PUBREL/PUBCOMP flow")
     func acks() async throws {
         try await withBroker { _, port in

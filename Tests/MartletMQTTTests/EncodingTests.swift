@@ -110,6 +110,23 @@ import MartletTestSupport
         #expect(try decodeOne(c.bytes, c.version) == c.packet)
     }
 
+    @Test("PublishPacket.writeHeader followed by the payload is the whole packet, for every PUBLISH case")
+    func publishHeaderThenPayload() throws {
+        for c in Self.cases {
+            guard case .publish(let p) = c.packet else { continue }
+            var buffer = ByteBuffer()
+            try p.writeHeader(to: &buffer, version: c.version)
+            buffer.writeImmutableBuffer(p.payload)
+            #expect(Array(buffer.readableBytesView) == c.bytes, "\(c.name)")
+        }
+        // And a payload long enough for a two-byte remaining length.
+        let big = PublishPacket(topic: "a/b", payload: ByteBuffer(repeating: 7, count: 20_000), qos: .atLeastOnce, packetIdentifier: 9)
+        var header = ByteBuffer()
+        try big.writeHeader(to: &header, version: .v5)
+        header.writeImmutableBuffer(big.payload)
+        #expect(try encode(.publish(big), .v5) == Array(header.readableBytesView))
+    }
+
     @Test func everyPacketTypeHasACaseAtBothLevels() {
         let v3 = Set(Self.cases.filter { $0.version != .v5 }.map { $0.packet.type })
         let v5 = Set(Self.cases.filter { $0.version == .v5 }.map { $0.packet.type })

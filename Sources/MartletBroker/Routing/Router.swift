@@ -85,8 +85,9 @@ actor Router {
     private var security = SecurityState()
     private var lastAuthFailureLog = NIODeadline.uptimeNanoseconds(0)
     private var authFailuresSinceLog = 0
-    /// The last message copied out of a larger read buffer (see `compacted`).
-    private var compactedMessage: Message?
+    /// The last message copied out of a larger read buffer (see `compacted`), and the payload
+    /// it was copied from (kept, so that its address cannot be reused by another buffer).
+    private var compactedMessage: (message: Message, original: ByteBuffer)?
 
     struct Match {
         var session: Session
@@ -767,13 +768,22 @@ actor Router {
     private func compacted(_ message: Message) -> Message {
         let payload = message.payload
         guard payload.storageCapacity > 2 * payload.readableBytes + 1024 else { return message }
-        if let c = compactedMessage, c.topic == message.topic, c.payload == payload { return c }
+        // The same message queued for another subscriber a moment ago: the same bytes of the
+        // same buffer (compared by address, not byte by byte).
+        if let c = compactedMessage, c.message.topic == message.topic, Self.identity(of: c.original) == Self.identity(of: payload) {
+            return c.message
+        }
         var copy = message
         var fresh = allocator.buffer(capacity: payload.readableBytes)
         fresh.writeImmutableBuffer(payload)
         copy.payload = fresh
-        compactedMessage = copy
+        compactedMessage = (copy, payload)
         return copy
+    }
+
+    /// Where a buffer's readable bytes are, and how many: equal for two views of the same bytes.
+    private static func identity(of buffer: ByteBuffer) -> (address: UInt, count: Int) {
+        buffer.withUnsafeReadableBytes { (UInt(bitPattern: $0.baseAddress), $0.count) }
     }
 
     // MARK: Slow consumers and flow control
@@ -941,17 +951,26 @@ actor Router {
         unloggedDroppers.removeAll()
     }
 
+    /// Payloads at least this large go out as their own buffer behind a separately encoded
+    /// header (one writev, no copy); smaller ones are copied into one buffer with the header.
+    static let separatePayloadBytes = 2048
+
     private func writePublish(_ delivery: Delivery, to session: Session, packetIdentifier: UInt16?, dup: Bool) {
         guard let connection = session.connection else { return }
         let packet = SharedEncoding.publishPacket(delivery, version: session.version, packetIdentifier: packetIdentifier, dup: dup)
+        let separate = packet.payload.readableBytes >= Self.separatePayloadBytes
         var buffer = allocator.buffer(capacity: 0)
         do {
-            try MQTTPacket.write(packet, to: &buffer, version: session.version)
+            if separate {
+                try packet.writeHeader(to: &buffer, version: session.version)
+            } else {
+                try MQTTPacket.write(packet, to: &buffer, version: session.version)
+            }
         } catch {
             logger.error("cannot encode PUBLISH", metadata: ["error": "\(error)"])
             return
         }
-        if buffer.readableBytes > session.maximumPacketSize {
+        if buffer.readableBytes + (separate ? packet.payload.readableBytes : 0) > session.maximumPacketSize {
             drop(.tooLarge, session)
             if let id = packetIdentifier, let i = session.inflight.firstIndex(where: { $0.packetIdentifier == id }) {
                 removeInflight(session, at: i)
@@ -959,6 +978,7 @@ actor Router {
             return
         }
         connection.value.write(buffer)
+        if separate { connection.value.write(packet.payload) }
         markDirty(connection)
         local.messagesSent += 1
     }

@@ -52,6 +52,24 @@ public struct PublishPacket: MQTTPacketBody {
         buffer.writeImmutableBuffer(payload)
     }
 
+    /// Appends the packet without its payload: fixed header (whose remaining length counts the
+    /// payload), topic, packet identifier and properties. Written before `payload` as a second
+    /// buffer, it makes the whole packet without copying the payload.
+    public func writeHeader(to buffer: inout ByteBuffer, version: ProtocolVersion) throws(MQTTCodecError) {
+        let length = bodyLength(version: version)
+        guard length <= VariableByteInteger.maximum else { throw .valueTooLarge(field: "remaining length") }
+        let header = variableHeaderLength(version: version)
+        buffer.reserveCapacity(minimumWritableBytes: 1 + VariableByteInteger.encodedLength(length) + header)
+        buffer.writeInteger(Self.packetType.rawValue << 4 | fixedHeaderFlags)
+        buffer.writeMQTTVariableByteInteger(length)
+        try buffer.writeMQTTString(topic, "topic name")
+        if qos != .atMostOnce {
+            guard let id = packetIdentifier, id != 0 else { throw .zeroPacketIdentifier(.publish) }
+            buffer.writeInteger(id)
+        }
+        if version.hasProperties { try properties.write(to: &buffer) }
+    }
+
     public static func readBody(flags: UInt8, from body: inout ByteBuffer, version: ProtocolVersion) throws(MQTTCodecError) -> PublishPacket {
         let qosRaw = (flags >> 1) & 0x03
         guard let qos = QoS(rawValue: qosRaw) else { throw .invalidQoS(qosRaw) }
