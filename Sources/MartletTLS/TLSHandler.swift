@@ -102,7 +102,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             timeout?.cancel()
             context.fireErrorCaught(TLSError.handshakeFailed("connection closed during the handshake"))
         case .active:
-            // TCP EOF without close_notify: a memory BIO cannot see this, so we say it.
+            // TCP EOF without close_notify: OpenSSL's BIO never sees the socket, so we say it.
             context.fireErrorCaught(TLSError.uncleanShutdown)
         case .closing(let timeout, let promise):
             timeout?.cancel()

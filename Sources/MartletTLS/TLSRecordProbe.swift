@@ -2,8 +2,8 @@ import NIOCore
 
 /// A client and a server `TLSConnection` joined in memory, past their handshake: what the
 /// TLS microbenchmarks (Benchmarks/TLSBenchmarks) drive to measure encrypting one record on
-/// one side and decrypting it on the other, with the same memory-BIO copies the handler
-/// makes and no socket. Not used by the broker.
+/// one side and decrypting it on the other, through the same BIO and buffers the handler
+/// uses, with no socket. Not used by the broker.
 public final class TLSRecordProbe {
     private let client: TLSConnection
     private let server: TLSConnection
