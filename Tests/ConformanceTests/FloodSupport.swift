@@ -60,11 +60,21 @@ final class CountingSubscriber: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    /// Connects with `clientID` (v5) and subscribes to `topic` at QoS 0.
-    static func connect(port: Int, clientID: String, topic: String, readTick: TimeAmount? = nil) async throws -> (any Channel, SubscriberCounts) {
+    /// Connects with `clientID` (v5) and subscribes to `topic` at QoS 0. With `readBytes`, each
+    /// read takes at most that many bytes and the socket's receive buffer is that small too, so
+    /// the kernel cannot absorb a flood the reader is too slow for.
+    static func connect(
+        port: Int, clientID: String, topic: String, readTick: TimeAmount? = nil, readBytes: Int? = nil
+    ) async throws -> (any Channel, SubscriberCounts) {
         let counts = NIOLockedValueBox<SubscriberCounts?>(nil)
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.autoRead, value: readTick == nil)
+        if let readBytes {
+            bootstrap = bootstrap
+                .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(readBytes))
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: readBytes))
+        }
+        let channel = try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = CountingSubscriber(readTick: readTick)

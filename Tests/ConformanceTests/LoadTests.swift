@@ -138,9 +138,11 @@ import MartletTestSupport
                 $0.pausePublishersForSlowSubscribers = pacing
                 $0.subscriberStallTimeout = .milliseconds(500)
             }) { broker, port in
-                // One read every 2 ms: far below what the flood sends.
+                // One 4 KiB read every 2 ms (~2 MB/s) through a 4 KiB receive buffer: far below
+                // what the flood sends, and the kernel's buffers cannot hide the difference
+                // (with autotuned loopback buffers the whole 2.2 MB flood could sit in them).
                 let (channel, slow) = try await CountingSubscriber.connect(
-                    port: port, clientID: "slow", topic: "pace", readTick: .milliseconds(2))
+                    port: port, clientID: "slow", topic: "pace", readTick: .milliseconds(2), readBytes: 4096)
                 defer { channel.close(promise: nil) }
                 try await flood(port: port, topic: "pace", count: messages, payloadSize: 100)
                 let received = try await waitFor(.seconds(60), "every message delivered or dropped") { () -> Int? in
