@@ -43,13 +43,18 @@ public struct PublishPacket: MQTTPacketBody {
     }
 
     public func writeBody(to buffer: inout ByteBuffer, version: ProtocolVersion) throws(MQTTCodecError) {
+        try writeVariableHeader(to: &buffer, version: version)
+        buffer.writeImmutableBuffer(payload)
+    }
+
+    /// Topic, packet identifier and properties: everything between the fixed header and the payload.
+    private func writeVariableHeader(to buffer: inout ByteBuffer, version: ProtocolVersion) throws(MQTTCodecError) {
         try buffer.writeMQTTString(topic, "topic name")
         if qos != .atMostOnce {
             guard let id = packetIdentifier, id != 0 else { throw .zeroPacketIdentifier(.publish) }
             buffer.writeInteger(id)
         }
         if version.hasProperties { try properties.write(to: &buffer) }
-        buffer.writeImmutableBuffer(payload)
     }
 
     /// Appends the packet without its payload: fixed header (whose remaining length counts the
@@ -62,12 +67,7 @@ public struct PublishPacket: MQTTPacketBody {
         buffer.reserveCapacity(minimumWritableBytes: 1 + VariableByteInteger.encodedLength(length) + header)
         buffer.writeInteger(Self.packetType.rawValue << 4 | fixedHeaderFlags)
         buffer.writeMQTTVariableByteInteger(length)
-        try buffer.writeMQTTString(topic, "topic name")
-        if qos != .atMostOnce {
-            guard let id = packetIdentifier, id != 0 else { throw .zeroPacketIdentifier(.publish) }
-            buffer.writeInteger(id)
-        }
-        if version.hasProperties { try properties.write(to: &buffer) }
+        try writeVariableHeader(to: &buffer, version: version)
     }
 
     public static func readBody(flags: UInt8, from body: inout ByteBuffer, version: ProtocolVersion) throws(MQTTCodecError) -> PublishPacket {
