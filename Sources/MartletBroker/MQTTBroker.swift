@@ -111,8 +111,8 @@ public final class MQTTBroker: Sendable {
         if configuration.listenPerThread, loops.count > 1 {
             // Sockets that all set SO_REUSEPORT share a port, so a second broker of the same
             // user would bind without an error and take half of the connections: a plain bind
-            // first says whether anything holds the port. (Port 0: the kernel picks a port no
-            // reuseport group uses.)
+            // first says whether anything holds the port. (Port 0: the first socket gets a free
+            // port from the kernel and the others bind to that one.)
             if listener.port != 0 { try Self.checkPortIsFree(host: listener.host, port: listener.port) }
             var channels: [any Channel] = []
             do {

@@ -84,7 +84,7 @@ final class TLSConnection {
     }
 
     /// Ciphertext OpenSSL produced that must go to the network, if any.
-    func takeOutput(allocator: ByteBufferAllocator) -> ByteBuffer? {
+    func takeOutput() -> ByteBuffer? {
         defer { output = nil }
         return output
     }

@@ -261,7 +261,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Moves ciphertext from OpenSSL to the socket.
     private func writeOutput(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?, flush: Bool) {
-        if let output = connection?.takeOutput(allocator: context.channel.allocator) {
+        if let output = connection?.takeOutput() {
             context.write(wrapOutboundOut(output), promise: promise)
             if flush { context.flush() }
         } else {

@@ -18,9 +18,9 @@ public final class TLSRecordProbe {
         var rounds = 0
         while true {
             let c = client.handshake()
-            if let out = client.takeOutput(allocator: allocator) { server.receive(out) }
+            if let out = client.takeOutput() { server.receive(out) }
             let s = server.handshake()
-            if let out = server.takeOutput(allocator: allocator) { client.receive(out) }
+            if let out = server.takeOutput() { client.receive(out) }
             if case .failed(let error) = c { throw error }
             if case .failed(let error) = s { throw error }
             if case .complete = c, case .complete = s { break }
@@ -37,7 +37,7 @@ public final class TLSRecordProbe {
     @discardableResult
     public func send(_ record: ByteBuffer) throws -> Int {
         if case .failed(let error) = client.write(record) { throw error }
-        guard let ciphertext = client.takeOutput(allocator: allocator) else { return 0 }
+        guard let ciphertext = client.takeOutput() else { return 0 }
         server.receive(ciphertext)
         plaintext.clear()
         var total = 0
