@@ -77,6 +77,10 @@ import Testing
         #expect(throws: ConfigurationError(source: "test.yaml", key: "subscriber_stall_timeout_ms", line: 1, message: "expected an integer in 10...3600000, got \"5\"")) {
             _ = try load("subscriber_stall_timeout_ms: 5\n")
         }
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "listen_per_thread", line: 1, message: "expected true or false, got \"2\"")) {
+            _ = try load("listen_per_thread: 2\n")
+        }
+        #expect(try load("listen_per_thread: false\n").broker.listenPerThread == false)
         let paced = try load("pause_publishers_for_slow_subscribers: false\nsubscriber_stall_timeout_ms: 250\n")
         #expect(paced.broker.pausePublishersForSlowSubscribers == false)
         #expect(paced.broker.subscriberStallTimeout == .milliseconds(250))
