@@ -103,7 +103,7 @@ import MartletTestSupport
     func connectTimeout() async throws {
         try await withBroker({ $0.connectTimeout = .milliseconds(300) }) { _, port in
             let c = try await RawClient.connect(port: port)
-            try await c.expectClosed(timeout: .seconds(3))
+            try await c.expectClosed(timeout: .seconds(5))
         }
     }
 

@@ -34,10 +34,10 @@ import Glibc
             #expect(try await b.nextPublish().payloadString == "still here")
             // A freed place is taken by the next client.
             await c.close()
-            try await waitFor(.seconds(2), "the connection count to drop") { broker.counters.connections == 2 ? true : nil }
+            try await waitFor(.seconds(10), "the connection count to drop") { broker.counters.connections == 2 ? true : nil }
             let (_, ok) = try await RawClient.connected(port: port, clientID: "f")
             #expect(ok.reasonCode == .success)
-            try await waitFor(.seconds(2), "the refusal counter") { broker.counters.connectionsRefusedLimit == 2 ? true : nil }
+            try await waitFor(.seconds(10), "the refusal counter") { broker.counters.connectionsRefusedLimit == 2 ? true : nil }
         }
     }
 
@@ -101,7 +101,7 @@ import Glibc
             }
             #expect(accepted >= 2 && accepted + refused == 12)
             #expect(refused > 0)
-            try await waitFor(.seconds(2), "the rate counter") { broker.counters.connectionsRefusedRate == refused ? true : nil }
+            try await waitFor(.seconds(10), "the rate counter") { broker.counters.connectionsRefusedRate == refused ? true : nil }
         }
     }
 
@@ -120,9 +120,9 @@ import Glibc
                 try? await c.send([byte])
                 try await Task.sleep(for: .milliseconds(100))
             }
-            try await c.expectClosed(timeout: .seconds(3))
+            try await c.expectClosed(timeout: .seconds(5))
             #expect(ContinuousClock.now - start < .seconds(5))
-            try await waitFor(.seconds(2), "the connect-timeout counter") { broker.counters.connectTimeouts == 1 ? true : nil }
+            try await waitFor(.seconds(10), "the connect-timeout counter") { broker.counters.connectTimeouts == 1 ? true : nil }
         }
     }
 

@@ -89,7 +89,7 @@ final class CountingSubscriber: ChannelInboundHandler {
         try await channel.writeAndFlush(buffer).get()
         if readTick != nil { channel.read() }
         let handler = counts.withLockedValue { $0! }
-        try await waitFor(.seconds(3), "CONNACK and SUBACK for \(clientID)") { handler.otherPackets.count >= 2 ? true : nil }
+        try await waitFor(.seconds(10), "CONNACK and SUBACK for \(clientID)") { handler.otherPackets.count >= 2 ? true : nil }
         return (channel, handler)
     }
 }

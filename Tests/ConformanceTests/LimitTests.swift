@@ -23,7 +23,7 @@ import MartletTestSupport
             }
             try await sub.expectSilence()
             #expect(got == ["1", "2", "3"])
-            try await waitFor(.seconds(2), "the drop counter") { broker.counters.droppedQueueFull == 2 ? true : nil }
+            try await waitFor(.seconds(10), "the drop counter") { broker.counters.droppedQueueFull == 2 ? true : nil }
         }
     }
 

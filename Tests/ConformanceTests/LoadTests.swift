@@ -61,10 +61,10 @@ import MartletTestSupport
             let report = try #require(try await broker.sessionReport(clientID: "stuck"))
             #expect(report.dropped[.queueFull]! > 0)
             // It lagged, held the publisher back for the stall timeout, then stopped doing so.
-            try await waitFor(.seconds(2), "the stall counter") { broker.counters.subscriberStalls >= 1 ? true : nil }
+            try await waitFor(.seconds(10), "the stall counter") { broker.counters.subscriberStalls >= 1 ? true : nil }
             #expect(broker.counters.laggingSubscribers == 0)
             #expect(report.queuedBytes <= 2 << 20)
-            try await waitFor(.seconds(2), "the broker-wide drop counter") {
+            try await waitFor(.seconds(10), "the broker-wide drop counter") {
                 let fastDropped = try await broker.sessionReport(clientID: "fast")?.dropped[.queueFull] ?? 0
                 return broker.counters.droppedQueueFull == report.dropped[.queueFull]! + fastDropped ? true : nil
             }
@@ -83,9 +83,9 @@ import MartletTestSupport
             let (fastChannel, fast) = try await CountingSubscriber.connect(port: port, clientID: "fast", topic: "flood")
             defer { fastChannel.close(promise: nil) }
             try await flood(port: port, topic: "flood", count: Self.messages, payloadSize: Self.payload)
-            try await waitFor(.seconds(5), "the slow-consumer counter") { broker.counters.slowConsumerDisconnects == 1 ? true : nil }
+            try await waitFor(.seconds(10), "the slow-consumer counter") { broker.counters.slowConsumerDisconnects == 1 ? true : nil }
             try await stuckChannel.setOption(.autoRead, value: true).get()
-            try await waitFor(.seconds(5), "the stuck subscriber to see the close") { stuck.isClosed ? true : nil }
+            try await waitFor(.seconds(10), "the stuck subscriber to see the close") { stuck.isClosed ? true : nil }
             // Once the stuck one is gone the fast one may lag past its own outbox (the pause
             // threshold is broker-wide); whatever it did not get is counted, never lost silently.
             try await waitFor(.seconds(30), "every message delivered or counted for the fast subscriber") {
@@ -120,7 +120,7 @@ import MartletTestSupport
             }
             print("[\(#function)] peak RSS growth during the 200 MB flood: \(growth >> 20) MiB")
             #expect(growth < Self.rssBound, "RSS grew by \(growth >> 20) MiB")
-            try await waitFor(.seconds(2), "pause and resume counters") {
+            try await waitFor(.seconds(10), "pause and resume counters") {
                 let c = broker.counters
                 return c.inboundPauses > 0 && c.inboundResumes > 0 ? c : nil
             }
@@ -170,9 +170,9 @@ import MartletTestSupport
             let (stuckChannel, stuck) = try await CountingSubscriber.connect(port: port, clientID: "stuck", topic: "flood")
             try await stuckChannel.setOption(.autoRead, value: false).get()
             try await flood(port: port, topic: "flood", count: 400, payloadSize: Self.payload)
-            try await waitFor(.seconds(5), "the write-timeout counter") { broker.counters.writeTimeouts == 1 ? true : nil }
+            try await waitFor(.seconds(10), "the write-timeout counter") { broker.counters.writeTimeouts == 1 ? true : nil }
             try await stuckChannel.setOption(.autoRead, value: true).get()
-            try await waitFor(.seconds(5), "the stuck subscriber to see the close") { stuck.isClosed ? true : nil }
+            try await waitFor(.seconds(10), "the stuck subscriber to see the close") { stuck.isClosed ? true : nil }
         }
     }
 
@@ -220,11 +220,11 @@ import MartletTestSupport
             var packets = ByteBuffer()
             try MQTTPacket.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init("burst", qos: .atMostOnce)])).write(to: &packets, version: .v3_1_1)
             try await subscriber.writeAndFlush(packets).get()
-            try await waitFor(.seconds(5), "SUBACK") { subscriberBytes.received.withLockedValue { $0.readableBytes >= 5 } ? true : nil }
+            try await waitFor(.seconds(10), "SUBACK") { subscriberBytes.received.withLockedValue { $0.readableBytes >= 5 } ? true : nil }
             packets.clear()
             try MQTTPacket.publish(PublishPacket(topic: "burst", payload: ByteBuffer(string: "ok"), qos: .atMostOnce)).write(to: &packets, version: .v3_1_1)
             try await publisher.writeAndFlush(packets).get()
-            try await waitFor(.seconds(5), "the PUBLISH") { subscriberBytes.received.withLockedValue { $0.readableBytes >= 5 + 11 } ? true : nil }
+            try await waitFor(.seconds(10), "the PUBLISH") { subscriberBytes.received.withLockedValue { $0.readableBytes >= 5 + 11 } ? true : nil }
         }
     }
 }
@@ -254,7 +254,7 @@ import MartletTestSupport
                 try await back.send(.puback(PubAckPacket(packetIdentifier: m.packetIdentifier!)))
             }
             #expect(got == ["4", "5", "6"])
-            try await waitFor(.seconds(2), "the eviction counter") { broker.counters.droppedEvicted == 3 ? true : nil }
+            try await waitFor(.seconds(10), "the eviction counter") { broker.counters.droppedEvicted == 3 ? true : nil }
         }
     }
 
@@ -283,7 +283,7 @@ import MartletTestSupport
                 if let id = m.packetIdentifier { try await sub.send(.puback(PubAckPacket(packetIdentifier: id))) }
             }
             #expect(got == ["1", "3", "4"])
-            try await waitFor(.seconds(2), "the eviction counter") { broker.counters.droppedEvicted == 1 ? true : nil }
+            try await waitFor(.seconds(10), "the eviction counter") { broker.counters.droppedEvicted == 1 ? true : nil }
         }
     }
 }

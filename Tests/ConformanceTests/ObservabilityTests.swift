@@ -14,7 +14,7 @@ import MartletTestSupport
             .channelInitializer { $0.pipeline.addHandler(collector) }
             .connect(host: "127.0.0.1", port: port).get()
         try await channel.writeAndFlush(ByteBuffer(string: "GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")).get()
-        try await waitFor(.seconds(5), "the HTTP response") { collector.closed.withLockedValue { $0 } ? true : nil }
+        try await waitFor(.seconds(10), "the HTTP response") { collector.closed.withLockedValue { $0 } ? true : nil }
         let text = collector.received.withLockedValue { String(buffer: $0) }
         let parts = text.components(separatedBy: "\r\n\r\n")
         return (String(parts[0].split(separator: "\r\n").first ?? ""), parts.dropFirst().joined(separator: "\r\n\r\n"))
@@ -46,7 +46,7 @@ import MartletTestSupport
             let (pub, _) = try await RawClient.connected(port: port, clientID: "pub")
             for i in 0..<5 { try await pub.publish("m", "\(i)") }
             for _ in 0..<5 { _ = try await sub.nextPublish() }
-            let after = try await waitFor(.seconds(3), "the counters to reach /metrics") { () -> [String: Double]? in
+            let after = try await waitFor(.seconds(10), "the counters to reach /metrics") { () -> [String: Double]? in
                 let samples = Self.parse(try await Self.get(metricsPort, "/metrics").body)
                 // Received and sent are counted on the publisher's and the subscriber's loops,
                 // each folded in at its own sweep.
@@ -68,7 +68,7 @@ import MartletTestSupport
             let (watcher, _) = try await RawClient.connected(port: port, clientID: "watcher")
             _ = try await watcher.subscribe("$SYS/broker/#")
             var seen: [String: String] = [:]
-            try await waitFor(.seconds(5), "$SYS figures") { () -> Bool? in
+            try await waitFor(.seconds(10), "$SYS figures") { () -> Bool? in
                 while let m = try? await watcher.nextPublish(timeout: .milliseconds(50)) { seen[m.topic] = m.payloadString }
                 return seen["$SYS/broker/clients/connected"] == "1" && seen["$SYS/broker/version"] != nil ? true : nil
             }
@@ -80,7 +80,7 @@ import MartletTestSupport
             let (pub, _) = try await RawClient.connected(port: port, clientID: "pub")
             try await pub.publish("x", "1")
             #expect(try await all.nextPublish().topic == "x")
-            try await waitFor(.seconds(5), "messages/received to move") { () -> Bool? in
+            try await waitFor(.seconds(10), "messages/received to move") { () -> Bool? in
                 while let m = try? await watcher.nextPublish(timeout: .milliseconds(50)) { seen[m.topic] = m.payloadString }
                 return seen["$SYS/broker/messages/received"] == "1" && seen["$SYS/broker/clients/connected"] == "3" ? true : nil
             }

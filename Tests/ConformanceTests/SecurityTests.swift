@@ -46,7 +46,7 @@ import MartletTestSupport
             // A second connect with the same credentials (the verification cache) and a wrong one after it.
             #expect(try await Self.connect(port, id: "a2", user: "alice", password: "wonderland").1?.reasonCode == .success)
             #expect(try await Self.connect(port, id: "a3", user: "alice", password: "wonderlan").1?.reasonCode == Self.v3BadPassword)
-            try await waitFor(.seconds(2), "the auth failure counter") { broker.counters.authFailures == 6 ? true : nil }
+            try await waitFor(.seconds(10), "the auth failure counter") { broker.counters.authFailures == 6 ? true : nil }
         }
     }
 
@@ -100,7 +100,7 @@ import MartletTestSupport
             try await alice.publish("shared/public", "for everyone")
             #expect(try await bob.nextPublish().payloadString == "for everyone")
             try await bob.expectSilence()
-            try await waitFor(.seconds(2), "the denial counters") {
+            try await waitFor(.seconds(10), "the denial counters") {
                 let c = broker.counters
                 return c.publishDenied == 2 && c.subscribeDenied == 2 ? true : nil
             }
@@ -122,7 +122,7 @@ import MartletTestSupport
             try "topic readwrite news/#\n".write(toFile: acl, atomically: true, encoding: .utf8)
             try broker.reloadSecurity()
             // Routers pick the new ACL up within one sweep (100 ms in tests).
-            try await waitFor(.seconds(3), "the new ACL to allow writing") {
+            try await waitFor(.seconds(10), "the new ACL to allow writing") {
                 try await writer.publish("news/2", "allowed")
                 return try? await reader.nextPublish(timeout: .milliseconds(150))
             }

@@ -13,7 +13,7 @@ import MartletTestSupport
             _ = try await c.subscribe("x")
             try await c.send(.disconnect(DisconnectPacket()))
             try await c.expectClosed()
-            try await waitFor(.seconds(2), "the session to end") {
+            try await waitFor(.seconds(10), "the session to end") {
                 let s = try? await broker.statistics()
                 return s?.sessions == 0 ? true : nil
             }

@@ -119,7 +119,7 @@ final class RawClient: Sendable {
     }
 
     /// Waits for exactly `count` bytes and consumes them.
-    func read(count: Int, timeout: Duration = .seconds(3)) async throws -> [UInt8] {
+    func read(count: Int, timeout: Duration = .seconds(10)) async throws -> [UInt8] {
         try await waitFor(timeout, "\(count) bytes") {
             collector.received.withLockedValue { buffer in
                 guard buffer.readableBytes >= count else { return nil }
@@ -129,7 +129,7 @@ final class RawClient: Sendable {
     }
 
     /// Waits for the next whole packet and consumes it.
-    func next(timeout: Duration = .seconds(3)) async throws -> MQTTPacket {
+    func next(timeout: Duration = .seconds(10)) async throws -> MQTTPacket {
         let version = self.version
         return try await waitFor(timeout, "a packet") {
             try collector.received.withLockedValue { buffer in
@@ -139,7 +139,7 @@ final class RawClient: Sendable {
     }
 
     /// Waits for the next PUBLISH, answering nothing.
-    func nextPublish(timeout: Duration = .seconds(3)) async throws -> PublishPacket {
+    func nextPublish(timeout: Duration = .seconds(10)) async throws -> PublishPacket {
         let packet = try await next(timeout: timeout)
         guard case .publish(let p) = packet else { throw TimedOut(description: "expected PUBLISH, got \(packet)") }
         return p

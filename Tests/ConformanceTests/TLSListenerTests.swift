@@ -9,7 +9,7 @@ import MartletTestSupport
 @Suite struct TLSListenerTests {
 
     /// A plain listener (index 0) and a TLS listener (index 1).
-    func withTLSBroker(requireCertificate: Bool = false, connectTimeout: TimeAmount = .seconds(3),
+    func withTLSBroker(requireCertificate: Bool = false, connectTimeout: TimeAmount = .seconds(10),
                        _ body: (MQTTBroker, Int, Int, DevCertificates) async throws -> Void) async throws {
         let certs = try await DevCertificates.make()
         let tls = certs.server(requireClientCertificate: requireCertificate)
@@ -51,7 +51,7 @@ import MartletTestSupport
     func stalledHandshake() async throws {
         try await withTLSBroker(connectTimeout: .milliseconds(300)) { _, _, tlsPort, _ in
             let silent = try await RawClient.connect(port: tlsPort)
-            try await silent.expectClosed(timeout: .seconds(3))
+            try await silent.expectClosed(timeout: .seconds(5))
         }
     }
 

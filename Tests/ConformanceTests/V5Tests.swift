@@ -134,7 +134,7 @@ import MartletTestSupport
             // before the close: a busy test machine may resume this task late after it.
             let closedAt = ContinuousClock.now
             await a.close()
-            try await waitFor(.seconds(5), "the session to expire") {
+            try await waitFor(.seconds(10), "the session to expire") {
                 let s = try? await broker.statistics()
                 return s?.sessions == 0 ? true : nil
             }

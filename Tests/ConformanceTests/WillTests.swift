@@ -55,7 +55,7 @@ import MartletTestSupport
             let (c, _) = try await RawClient.connected(port: port, clientID: "r",
                 will: Will(topic: "will/retained", payload: ByteBuffer(string: "last"), retain: true))
             await c.close()
-            try await waitFor(.seconds(3), "the will to be retained") { broker.retainedCount == 1 ? true : nil }
+            try await waitFor(.seconds(10), "the will to be retained") { broker.retainedCount == 1 ? true : nil }
             let (late, _) = try await RawClient.connected(port: port, clientID: "late")
             _ = try await late.subscribe("will/#")
             let m = try await late.nextPublish()
@@ -64,7 +64,7 @@ import MartletTestSupport
         }
     }
 
-    @Test("MQTT-3.1.2-24: no packet within 1.5 × keepalive → closed, not before 1.5 × keepalive and within 2 s after, the will published")
+    @Test("MQTT-3.1.2-24: no packet within 1.5 × keepalive → closed, not before 1.5 × keepalive and within 3 s after, the will published")
     func keepaliveExpiry() async throws {
         try await withBroker { _, port in
             let w = try await watcher(port)
@@ -75,9 +75,9 @@ import MartletTestSupport
             try await c.expectClosed(timeout: .seconds(6))
             let elapsed = ContinuousClock.now - start
             #expect(elapsed >= .milliseconds(1500))
-            // Detected within 1.5 × keepalive + 2 s (the sweep runs every 100 ms here; the slack
+            // Detected within 1.5 × keepalive + 3 s (the sweep runs every 100 ms here; the slack
             // is for the whole suite running in parallel on 2 cores).
-            #expect(elapsed < .milliseconds(3500))
+            #expect(elapsed < .milliseconds(4500))
             #expect(try await w.nextPublish().topic == "will/silent")
         }
     }

@@ -117,7 +117,7 @@ func runWithInput(_ executable: String, _ arguments: [String], input: String) as
             defer { client.kill() }
             // ss shows the broker's end (source port = the listener) with a keepalive timer
             // counting down from 77 s.
-            let row = try await waitFor(.seconds(5), "the accepted socket in ss", every: .milliseconds(50)) { () async throws -> String? in
+            let row = try await waitFor(.seconds(10), "the accepted socket in ss", every: .milliseconds(50)) { () async throws -> String? in
                 let r = try await run("/usr/bin/ss", ["-tnoH", "state", "established", "( sport = :\(port) )"])
                 // Other timers (retransmit "on") show while data is in flight; wait for keepalive.
                 return r.stdout.contains("timer:(keepalive") ? r.stdout : nil

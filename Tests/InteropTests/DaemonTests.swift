@@ -115,7 +115,7 @@ func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async 
         #expect(added.status == 0, "\(added.stderr)")
         #expect(try await publish("bob", "builder").status != 0)  // not loaded yet
         d.kill(signal: SIGHUP)
-        try await waitFor(.seconds(5), "bob to be accepted after SIGHUP", every: .milliseconds(50)) {
+        try await waitFor(.seconds(10), "bob to be accepted after SIGHUP", every: .milliseconds(50)) {
             try await publish("bob", "builder").status == 0 ? true : nil
         }
         #expect(try await publish("alice", "secret").status == 0)
@@ -183,7 +183,7 @@ func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async 
 
         try good.replacingOccurrences(of: "max_connections: 1", with: "max_connections: 5").write(toFile: config, atomically: true, encoding: .utf8)
         d.kill(signal: SIGHUP)
-        try await waitFor(.seconds(5), "the new max_connections", every: .milliseconds(50)) { try await publish() == 0 ? true : nil }
+        try await waitFor(.seconds(10), "the new max_connections", every: .milliseconds(50)) { try await publish() == 0 ? true : nil }
         d.kill(signal: SIGTERM)
         let r = try await d.finish(timeout: .seconds(5))
         #expect(r.stderr.contains("reload failed, keeping the running configuration"), "\(r.stderr)")

@@ -47,12 +47,12 @@ import MartletTestSupport
             #expect(try await broker.statistics().connections <= 2)
             // Later publications reuse the warm connections: no new connection is accepted.
             // Counters are folded in once per sweep (100 ms in tests).
-            let accepted = try await waitFor(.seconds(2), "the accepted counter") { () -> Int? in
+            let accepted = try await waitFor(.seconds(10), "the accepted counter") { () -> Int? in
                 let n = broker.counters.connectionsAccepted
                 return n > 0 && n <= 2 ? n : nil
             }
             for i in 0..<5 { try await pool.publish("pool/later", payload: ByteBuffer(string: "\(i)")) }
-            try await waitFor(.seconds(2), "25 messages received") { broker.counters.messagesReceived == 25 ? true : nil }
+            try await waitFor(.seconds(10), "25 messages received") { broker.counters.messagesReceived == 25 ? true : nil }
             #expect(broker.counters.connectionsAccepted == accepted)
             await pool.close()
         }
