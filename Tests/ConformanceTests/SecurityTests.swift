@@ -10,7 +10,7 @@ import MartletTestSupport
 /// deliveries filtered, reload.
 @Suite struct SecurityTests {
     static func files(passwords: [(String, String)], acl: String) throws -> (passwordFile: String, aclFile: String) {
-        let dir = NSTemporaryDirectory() + "martlet-security-\(UUID().uuidString)"
+        let dir = scratchPath("martlet-security")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var file = PasswordFile()
         for (user, password) in passwords { file.set(user: user, password: password, iterations: 1000) }

@@ -11,7 +11,7 @@ import MartletTestSupport
     /// mosquitto has logged `count` SUBSCRIBEs (its log goes to a file: a pipe nobody reads
     /// would fill and stall it).
     func withMosquitto(port: Int, _ body: (_ subscribed: @escaping (Int) async throws -> Void) async throws -> Void) async throws {
-        let base = NSTemporaryDirectory() + "mosquitto-cli-\(UUID().uuidString)"
+        let base = scratchPath("mosquitto-cli")
         let log = base + ".log"
         try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest file \(log)\nlog_type subscribe\n"
             .write(toFile: base + ".conf", atomically: true, encoding: .utf8)
@@ -103,7 +103,7 @@ import MartletTestSupport
 
 /// Runs a process with `input` on its standard input.
 func runWithInput(_ executable: String, _ arguments: [String], input: String) async throws -> ProcessResult {
-    let file = NSTemporaryDirectory() + "martlet-input-\(UUID().uuidString)"
+    let file = scratchPath("martlet-input")
     try input.write(toFile: file, atomically: true, encoding: .utf8)
     defer { try? FileManager.default.removeItem(atPath: file) }
     return try await run("/bin/sh", ["-c", "exec \"$0\" \"$@\" < \"\(file)\"", executable] + arguments)

@@ -8,7 +8,7 @@ import MartletTestSupport
     static let martletd = root.appendingPathComponent(".build/debug/martletd").path
 
     func tempFile(_ text: String) throws -> String {
-        let path = NSTemporaryDirectory() + "martlet-test-\(UUID().uuidString).yaml"
+        let path = scratchPath("martlet-test", suffix: ".yaml")
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
@@ -80,7 +80,7 @@ func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async 
 @Suite struct DaemonSecurityTests {
     @Test("a mosquitto_passwd file authenticates mosquitto_pub; martlet passwd adds a user that works after SIGHUP")
     func passwordFileAndReload() async throws {
-        let dir = NSTemporaryDirectory() + "martlet-pw-\(UUID().uuidString)"
+        let dir = scratchPath("martlet-pw")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let passwords = dir + "/passwords"
         let made = try await run("/usr/bin/mosquitto_passwd", ["-c", "-b", passwords, "alice", "secret"])
@@ -151,7 +151,7 @@ func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async 
 @Suite struct DaemonReloadTests {
     @Test("SIGHUP with a broken configuration file keeps the running configuration; a fixed file is then applied")
     func badReloadKeepsRunningConfiguration() async throws {
-        let dir = NSTemporaryDirectory() + "martlet-reload-\(UUID().uuidString)"
+        let dir = scratchPath("martlet-reload")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let port = randomTestPort()
         let config = dir + "/martlet.yaml"
@@ -194,7 +194,7 @@ func waitUntilListening(_ port: UInt16, timeout: Duration = .seconds(10)) async 
 @Suite struct DaemonSecurityFileTests {
     @Test("a password file or ACL that does not load stops the daemon with the file and line, exit 2")
     func badSecurityFilesExit2() async throws {
-        let dir = NSTemporaryDirectory() + "martlet-badsec-\(UUID().uuidString)"
+        let dir = scratchPath("martlet-badsec")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try "alice:$6$not-pbkdf2\n".write(toFile: dir + "/passwords", atomically: true, encoding: .utf8)
         try "topic read a\ntopic maybe b\n".write(toFile: dir + "/acl", atomically: true, encoding: .utf8)

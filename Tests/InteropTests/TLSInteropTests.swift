@@ -12,7 +12,7 @@ func makeCertificates(_ dir: String) async throws {
 /// mosquitto_pub / mosquitto_sub over TLS, and certificate reload on SIGHUP.
 @Suite struct TLSInteropTests {
     @Test func mosquittoClientsOverTLS() async throws {
-        let dir = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
+        let dir = scratchPath("martlet-tls")
         try await makeCertificates(dir)
         let tls = TLSConfiguration.server(certificateChainFile: dir + "/server.pem", privateKeyFile: dir + "/server.key")
         try await withBroker({ $0.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)] }) { broker, port in
@@ -26,7 +26,7 @@ func makeCertificates(_ dir: String) async throws {
             let result = try await sub.finish()
             #expect(result.stdout == "secure/0 tls mqttv311\nsecure/1 tls mqttv5\n", "\(result.stderr)")
             // A client that does not trust the broker's CA is refused by its own verification.
-            let other = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
+            let other = scratchPath("martlet-tls")
             try await makeCertificates(other)
             let refused = try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "\(port)", "--cafile", other + "/ca.pem", "-t", "x", "-m", "y"])
             #expect(refused.status != 0)
@@ -46,7 +46,7 @@ func makeCertificates(_ dir: String) async throws {
     }
 
     @Test func opensslSClientVersions() async throws {
-        let dir = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
+        let dir = scratchPath("martlet-tls")
         try await makeCertificates(dir)
         try await withTLSBroker(dir) { port in
             for flag in ["-tls1_2", "-tls1_3"] {
@@ -64,8 +64,8 @@ func makeCertificates(_ dir: String) async throws {
     }
 
     @Test func mutualTLSWithMosquittoClients() async throws {
-        let dir = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
-        let other = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
+        let dir = scratchPath("martlet-tls")
+        let other = scratchPath("martlet-tls")
         try await makeCertificates(dir)
         try await makeCertificates(other)
         try await withTLSBroker(dir, requireCertificateFrom: dir + "/ca.pem") { port in
@@ -80,7 +80,7 @@ func makeCertificates(_ dir: String) async throws {
     }
 
     @Test func pahoOverTLS() async throws {
-        let dir = NSTemporaryDirectory() + "martlet-tls-\(UUID().uuidString)"
+        let dir = scratchPath("martlet-tls")
         try await makeCertificates(dir)
         try await withTLSBroker(dir) { port in
             let script = """
@@ -109,7 +109,7 @@ func makeCertificates(_ dir: String) async throws {
     }
 
     @Test func sighupReloadsCertificates() async throws {
-        let dir = NSTemporaryDirectory() + "martlet-reload-\(UUID().uuidString)"
+        let dir = scratchPath("martlet-reload")
         try await makeCertificates(dir)
         let oldCA = dir + "/old-ca.pem"
         try FileManager.default.copyItem(atPath: dir + "/ca.pem", toPath: oldCA)

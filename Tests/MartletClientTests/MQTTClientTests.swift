@@ -10,7 +10,7 @@ import MartletTestSupport
 
 /// Starts Debian's mosquitto broker on `port` and waits until it accepts connections.
 func startMosquitto(port: Int, persistent: Bool = false) async throws -> Process {
-    let conf = NSTemporaryDirectory() + "mosquitto-\(UUID().uuidString).conf"
+    let conf = scratchPath("mosquitto", suffix: ".conf")
     // `user root`: dropping privileges would clear the parent-death signal set below.
     try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\n".write(toFile: conf, atomically: true, encoding: .utf8)
     let p = Process()

@@ -60,6 +60,21 @@ public func h(_ notation: String) -> [UInt8] {
 public let repositoryRoot = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
+/// A directory for the files this test process writes (configs, certificates, logs),
+/// made on first use and removed with everything in it when the process exits, so test runs
+/// leave nothing behind in the system temporary directory.
+public let scratchDirectory: String = {
+    let dir = NSTemporaryDirectory() + "martlet-tests-\(getpid())-\(UUID().uuidString.prefix(8))"
+    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: scratchDirectory) }
+    return dir
+}()
+
+/// A fresh path in `scratchDirectory`: `name`, a unique part, then `suffix` (e.g. ".conf").
+public func scratchPath(_ name: String, suffix: String = "") -> String {
+    scratchDirectory + "/" + name + "-" + UUID().uuidString + suffix
+}
+
 /// Development certificates made by certs/make-dev-certs.sh: a CA, a server certificate for
 /// localhost / 127.0.0.1 / ::1 and a client certificate.
 public struct DevCertificates: Sendable {
@@ -71,7 +86,7 @@ public struct DevCertificates: Sendable {
     public var clientKey: String { directory + "/client.key" }
 
     public static func freshDirectory() -> String {
-        NSTemporaryDirectory() + "martlet-certs-\(UUID().uuidString)"
+        scratchPath("certs")
     }
 
     private static func start(_ dir: String) throws -> Process {
