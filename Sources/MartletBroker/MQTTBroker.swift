@@ -246,6 +246,7 @@ public final class MQTTBroker: Sendable {
         let interval = configuration.sysInterval
         guard interval > .zero, let router = routers.first else { return }
         let counters = core.counters
+        let retained = core.retained
         let startedAt = self.startedAt
         let task = router.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: interval) { _ in
             let s = counters.snapshot
@@ -265,6 +266,8 @@ public final class MQTTBroker: Sendable {
                 ("queued/messages", "\(s.queuedMessages)"),
                 ("queued/bytes", "\(s.queuedBytes)"),
                 ("inbound/paused", "\(s.pausedConnections)"),
+                ("retained messages/count", "\(retained.count)"),
+                ("retained messages/refused", "\(s.retainedRefused)"),
                 ("subscribers/lagging", "\(s.laggingSubscribers)"),
                 ("subscribers/stalled", "\(s.subscriberStalls)"),
                 ("auth/failures", "\(s.authFailures)"),

@@ -47,6 +47,46 @@ import MartletTestSupport
         }
     }
 
+    @Test("max_retained_messages: past it a new topic is delivered but not stored, counted; held topics can be replaced and cleared; $SYS is outside it")
+    func retainedLimit() async throws {
+        try await withBroker({ $0.maximumRetainedMessages = 2 }) { broker, port in
+            let (live, _) = try await RawClient.connected(port: port, clientID: "live")
+            _ = try await live.subscribe("lim/c")
+            let (pub, _) = try await RawClient.connected(port: port, clientID: "p")
+            for (id, topic) in ["lim/a", "lim/b", "lim/c"].enumerated() {
+                try await pub.publish(topic, "v1", qos: .atLeastOnce, retain: true, id: UInt16(id + 1))
+                _ = try await pub.next()  // PUBACK: the router has handled it
+            }
+            // The refused one still reaches the current subscriber.
+            #expect(try await live.nextPublish().topic == "lim/c")
+            #expect(broker.retainedCount == 2)
+            try await waitFor(.seconds(10), "the refusal counter") { broker.counters.retainedRefused == 1 ? true : nil }
+            let (late, _) = try await RawClient.connected(port: port, clientID: "late")
+            _ = try await late.subscribe("lim/#")
+            #expect(try await late.nextPublish().topic == "lim/a")
+            #expect(try await late.nextPublish().topic == "lim/b")
+            try await late.expectSilence()
+            // Replacing a held topic works at the limit; clearing one makes room.
+            try await pub.publish("lim/a", "v2", qos: .atLeastOnce, retain: true, id: 4)
+            _ = try await pub.next()
+            try await pub.publish("lim/b", "", qos: .atLeastOnce, retain: true, id: 5)
+            _ = try await pub.next()
+            try await pub.publish("lim/c", "v2", qos: .atLeastOnce, retain: true, id: 6)
+            _ = try await pub.next()
+            let (later, _) = try await RawClient.connected(port: port, clientID: "later")
+            _ = try await later.subscribe("lim/#")
+            let got = [try await later.nextPublish(), try await later.nextPublish()]
+            #expect(got.map(\.topic) == ["lim/a", "lim/c"])
+            #expect(got.map(\.payloadString) == ["v2", "v2"])
+            #expect(broker.counters.retainedRefused == 1)
+        }
+        // The broker's own $SYS topics are stored whatever the limit.
+        try await withBroker({ $0.maximumRetainedMessages = 1; $0.sysInterval = .seconds(60) }) { broker, _ in
+            try await waitFor(.seconds(10), "$SYS to be retained") { broker.retainedCount > 1 ? true : nil }
+            #expect(broker.counters.retainedRefused == 0)
+        }
+    }
+
     @Test("MQTT-3.3.1-10/11: an empty retained payload deletes the retained message")
     func deletedByEmptyPayload() async throws {
         try await withBroker { broker, port in

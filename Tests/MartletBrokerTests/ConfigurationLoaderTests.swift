@@ -152,6 +152,7 @@ import Testing
         ("listeners:\n  - port: 8883\n    tls:\n      cert: a.pem\n      key: a.key\n      min_version: 1.1\n", "listeners[0].tls.min_version", 6, "expected \"1.2\" or \"1.3\", got \"1.1\""),
         ("listeners: 1883\n", "listeners", 1, "expected a list of {host, port}"),
         ("max_inflight: [1, 2]\n", "max_inflight", 1, "expected an integer in 1...65535, got a list"),
+        ("max_retained_messages: -1\n", "max_retained_messages", 1, "expected an integer in 0...1000000000, got \"-1\""),
     ])
     func badInputNamesTheKeyAndLine(_ yaml: String, _ key: String, _ line: Int, _ message: String) {
         #expect(throws: ConfigurationError(source: "test.yaml", key: key, line: line, message: message)) {

@@ -1,5 +1,6 @@
 @testable import MartletBroker
 import MartletMQTT
+import NIOCore
 import Testing
 
 final class Sub: CustomStringConvertible {
@@ -155,5 +156,35 @@ final class Sub: CustomStringConvertible {
         #expect(store.matching("a/+").map { String(decoding: $0.payload.readableBytesView, as: UTF8.self) } == ["3", "2"])
         store.store(RetainedMessage(topic: "a/b", payload: .init(), qos: .atMostOnce, properties: []))
         #expect(store.matching("#").map(\.topic) == ["a/c"])
+    }
+
+    @Test("a filter without wildcards finds its one topic; + and # still match by level")
+    func exactFilterLookup() {
+        let store = RetainedStore()
+        for topic in ["a", "a/b", "a/b/c", "b"] {
+            store.store(RetainedMessage(topic: topic, payload: .init(string: topic), qos: .atMostOnce, properties: []))
+        }
+        #expect(store.matching("a/b").map(\.topic) == ["a/b"])
+        #expect(store.matching("a/b/d").isEmpty)
+        #expect(store.matching("a/+").map(\.topic) == ["a/b"])
+        #expect(store.matching("a/#").map(\.topic) == ["a", "a/b", "a/b/c"])
+    }
+
+    @Test("with a limit, a new topic past it is refused; replacing and clearing held topics still work")
+    func limit() {
+        let store = RetainedStore()
+        func message(_ topic: String, _ payload: String) -> RetainedMessage {
+            RetainedMessage(topic: topic, payload: .init(string: payload), qos: .atMostOnce, properties: [])
+        }
+        #expect(store.store(message("a", "1"), limit: 2))
+        #expect(store.store(message("b", "1"), limit: 2))
+        #expect(store.store(message("c", "1"), limit: 2) == false)
+        #expect(store.store(message("a", "2"), limit: 2))
+        #expect(store.matching("a").first?.payload == ByteBuffer(string: "2"))
+        #expect(store.store(message("a", ""), limit: 2))
+        #expect(store.store(message("c", "1"), limit: 2))
+        #expect(store.matching("#").map(\.topic) == ["b", "c"])
+        #expect(store.store(message("d", "1"), limit: 0))
+        #expect(store.count == 3)
     }
 }

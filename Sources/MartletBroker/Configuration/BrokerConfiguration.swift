@@ -79,6 +79,11 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var maximumTopicLevels: Int = 128
     /// `max_subscriptions_per_client`: filters one session may hold; 0 = no limit.
     public var maximumSubscriptionsPerClient: Int = 0
+    /// `max_retained_messages`: topics with a retained message, over the whole broker
+    /// (`$SYS/...` not counted); 0 = no limit. Past it a retained message for a new topic is
+    /// delivered to current subscribers but not stored, and counted; replacing or clearing a
+    /// stored topic always works.
+    public var maximumRetainedMessages: Int = 1_000_000
     /// `max_client_id_length`: longest client identifier accepted.
     public var maximumClientIdentifierLength: Int = 65_535
 

@@ -46,6 +46,7 @@ public final class MetricsExporter: Sendable {
             (\.protocolErrors, counter("protocol_errors_total")),
             (\.inboundPauses, counter("inbound_pauses_total")),
             (\.subscriberStalls, counter("subscriber_stalls_total")),
+            (\.retainedRefused, counter("retained_refused_total")),
             (\.authFailures, counter("auth_failures_total")),
             (\.publishDenied, counter("acl_denied_total", [("operation", "publish")])),
             (\.subscribeDenied, counter("acl_denied_total", [("operation", "subscribe")])),

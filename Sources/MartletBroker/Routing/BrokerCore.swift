@@ -105,6 +105,8 @@ public final class BrokerCounters: Sendable {
         /// Lagging subscribers declared stalled (nothing taken off their outbox for the stall
         /// timeout, or lagging for ten times it).
         public var subscriberStalls = 0
+        /// Retained messages not stored because `max_retained_messages` topics were held.
+        public var retainedRefused = 0
         public var authFailures = 0
         public var publishDenied = 0
         public var subscribeDenied = 0
@@ -154,6 +156,7 @@ public final class BrokerCounters: Sendable {
             inboundPauses += o.inboundPauses
             inboundResumes += o.inboundResumes
             subscriberStalls += o.subscriberStalls
+            retainedRefused += o.retainedRefused
             authFailures += o.authFailures
             publishDenied += o.publishDenied
             subscribeDenied += o.subscribeDenied

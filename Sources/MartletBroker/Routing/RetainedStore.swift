@@ -21,19 +21,28 @@ public final class RetainedStore: Sendable {
 
     public var count: Int { storage.withLockedValue { $0.count } }
 
-    /// Stores `message`, or deletes the topic's retained message when the payload is empty (MQTT-3.3.1-10).
-    public func store(_ message: RetainedMessage) {
+    /// Stores `message`, or deletes the topic's retained message when the payload is empty
+    /// (MQTT-3.3.1-10). With `limit` > 0 and that many topics already held, a message for a
+    /// topic not held yet is refused (returns false); replacing or deleting always works.
+    @discardableResult
+    public func store(_ message: RetainedMessage, limit: Int = 0) -> Bool {
         storage.withLockedValue {
             if message.payload.readableBytes == 0 {
                 $0.removeValue(forKey: message.topic)
-            } else {
-                $0[message.topic] = message
+                return true
             }
+            if limit > 0 && $0.count >= limit && $0[message.topic] == nil { return false }
+            $0[message.topic] = message
+            return true
         }
     }
 
-    /// Retained messages whose topic matches `filter`, in topic order.
+    /// Retained messages whose topic matches `filter`, in topic order. A filter without
+    /// wildcards is one lookup; a wildcard filter is matched against every stored topic.
     public func matching(_ filter: String) -> [RetainedMessage] {
+        if !filter.utf8.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") }) {
+            return storage.withLockedValue { $0[filter] }.map { [$0] } ?? []
+        }
         let all = storage.withLockedValue { dict in
             dict.values.filter { Topic.matches(filter: filter, topic: $0.topic) }
         }

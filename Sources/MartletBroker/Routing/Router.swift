@@ -77,6 +77,9 @@ actor Router {
     static let dropLogInterval = TimeAmount.seconds(5)
     /// Pauses are logged at most once per interval too, with how many there were.
     private var lastPauseLog = NIODeadline.uptimeNanoseconds(0)
+    /// Refused retained messages are logged the same way.
+    private var lastRetainedRefusedLog = NIODeadline.uptimeNanoseconds(0)
+    private var retainedRefusedSinceLog = 0
     private var pausesSinceLog = 0
     /// The live configuration (limits change on reload), refreshed once per sweep.
     private var config: BrokerConfiguration
@@ -496,9 +499,7 @@ actor Router {
 
     /// Routes a message published on this loop: local subscribers now, other loops at flush.
     func publish(_ message: Message) {
-        if message.retain {
-            core.retained.store(RetainedMessage(topic: message.topic, payload: message.payload, qos: message.qos, properties: message.properties))
-        }
+        if message.retain { retain(message) }
         deliverLocally(message)
         if peers.count > 1 {
             let cost = message.payload.readableBytes + message.topic.utf8.count + 64
@@ -512,6 +513,26 @@ actor Router {
                 }
             }
             if pacing && unroutedMessages.load(ordering: .relaxed) > unroutedMessageBound { publisherMustWait = true }
+        }
+    }
+
+    /// Stores a retained message within `max_retained_messages` (the broker's own `$SYS`
+    /// topics are outside it); a refusal is counted and logged at most every 5 s.
+    private func retain(_ message: Message) {
+        let limit = message.topic.hasPrefix("$SYS/") ? 0 : config.maximumRetainedMessages
+        let stored = core.retained.store(
+            RetainedMessage(topic: message.topic, payload: message.payload, qos: message.qos, properties: message.properties),
+            limit: limit)
+        guard !stored else { return }
+        local.retainedRefused += 1
+        retainedRefusedSinceLog += 1
+        let now = NIODeadline.now()
+        if now - lastRetainedRefusedLog >= Self.dropLogInterval {
+            logger.warning("retained messages not stored: max_retained_messages topics held", metadata: [
+                "count": "\(retainedRefusedSinceLog)", "limit": "\(limit)", "last_topic": "\(message.topic)",
+            ])
+            lastRetainedRefusedLog = now
+            retainedRefusedSinceLog = 0
         }
     }
 
