@@ -50,6 +50,47 @@ import MartletTestSupport
         }
     }
 
+    @Test("a password is verified off the event loop: a client on the same loop is served meanwhile, and packets sent right after CONNECT wait for CONNACK")
+    func passwordVerifiedOffTheLoop() async throws {
+        // 1,000,000 PBKDF2 rounds: about half a second of CPU, long enough to see whether the
+        // loop went on serving others while the key was derived.
+        let dir = scratchPath("martlet-security")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var file = PasswordFile()
+        file.set(user: "slow", password: "s3cret", iterations: 1_000_000)
+        try file.rendered.write(toFile: dir + "/passwords", atomically: true, encoding: .utf8)
+        try await withBroker({
+            $0.passwordFile = dir + "/passwords"
+            $0.eventLoops = 1
+        }) { broker, port in
+            let (fast, _) = try await RawClient.connected(port: port, clientID: "fast")
+            // A client that goes away while its password is being verified.
+            let gone = try await RawClient.connect(port: port)
+            try await gone.send(.connect(ConnectPacket(clientIdentifier: "gone", username: "slow", password: ByteBuffer(string: "s3cret"))))
+            await gone.close()
+            // CONNECT and SUBSCRIBE in one write.
+            let slow = try await RawClient.connect(port: port)
+            var bytes = ByteBuffer()
+            try MQTTPacket.connect(ConnectPacket(clientIdentifier: "slow", username: "slow", password: ByteBuffer(string: "s3cret")))
+                .write(to: &bytes, version: .v3_1_1)
+            try MQTTPacket.subscribe(SubscribePacket(packetIdentifier: 7, subscriptions: [.init("t", qos: .atMostOnce)]))
+                .write(to: &bytes, version: .v3_1_1)
+            try await slow.send(Array(bytes.readableBytesView))
+            // Long enough for the broker to have read the CONNECT and started on the key.
+            try await Task.sleep(for: .milliseconds(100))
+            try await fast.send(h("C0 00"))
+            #expect(try await fast.read(count: 2) == h("D0 00"))
+            #expect(slow.pendingBytes.isEmpty, "CONNACK came before the other client's PINGRESP: the loop was blocked")
+            guard case .connack(let ack) = try await slow.next() else { Issue.record("expected CONNACK"); return }
+            #expect(ack.reasonCode == .success)
+            guard case .suback(let suback) = try await slow.next() else { Issue.record("expected SUBACK"); return }
+            #expect(suback.packetIdentifier == 7)
+            // Only the two that stayed are connected; nothing was counted as a failure.
+            try await waitFor(.seconds(10), "the gone client's connection to close") { broker.counters.connections == 2 ? true : nil }
+            #expect(broker.counters.authFailures == 0)
+        }
+    }
+
     @Test("ACL: a refused SUBSCRIBE gets 0x80 / 0x87, a refused PUBLISH is dropped (v3) or answered 0x87 (v5), a refused read is never delivered")
     func accessControl() async throws {
         let (passwords, acl) = try Self.files(

@@ -2,6 +2,7 @@ import Logging
 import MartletMQTT
 import MartletTLS
 import NIOCore
+import NIOPosix
 
 /// One client connection: framing, the CONNECT handshake, keepalive, write-stall and
 /// read pausing, and closing with the right reason. Everything that is session state (QoS
@@ -45,6 +46,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
 
     private enum State {
         case awaitingConnect
+        /// CONNECT's password is being verified off the event loop; packets after it wait.
+        case authenticating
         /// CONNECT accepted; the session is being attached (possibly moved from another loop).
         case attaching(Connected)
         case connected(Connected)
@@ -157,7 +160,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             case .connected(let c), .attaching(let c):
                 // The socket closed without DISCONNECT: the will is published (MQTT-3.1.2-8).
                 router.connectionLost(clientID: c.clientID, connectionID: connectionID, will: c.will)
-            case .awaitingConnect, .closed:
+            case .awaitingConnect, .authenticating, .closed:
                 break
             }
         }
@@ -325,7 +328,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
                 return
             }
             handleConnect(connect)
-        case .attaching:
+        case .authenticating, .attaching:
             if case .connect = packet {
                 close(reason: .protocolError(.protocolError, "second CONNECT"))
                 return
@@ -432,8 +435,44 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         let allowAnonymous = listener.allowAnonymous
         let identityIsUsername = listener.useIdentityAsUsername && username != nil
         let offered = username
-        let outcome = router.assumeIsolated { $0.authenticate(
+        let step = router.assumeIsolated { $0.authenticate(
             username: offered, password: password, allowAnonymous: allowAnonymous, identityIsUsername: identityIsUsername) }
+        switch step {
+        case .done(let outcome):
+            connectAuthenticated(connect, username: username, outcome: outcome)
+        case .verify(let authenticator):
+            verifyOffLoop(connect, username: username ?? "", password: password ?? [], authenticator)
+        }
+    }
+
+    /// Derives the password's key on NIO's thread pool (PBKDF2 takes milliseconds, which
+    /// would stall every connection of this loop), then goes on with CONNECT here.
+    private func verifyOffLoop(_ connect: ConnectPacket, username: String, password: [UInt8], _ authenticator: Authenticator) {
+        guard let context else { return }
+        state = .authenticating
+        NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) {
+            authenticator.verify(username: username, password: password)
+        }.assumeIsolated().whenComplete { [self] result in
+            // Closed meanwhile (connect timeout, peer gone): nothing to continue.
+            guard case .authenticating = state else { return }
+            state = .awaitingConnect
+            switch result {
+            case .success(let outcome):
+                router.assumeIsolated { $0.authenticated(outcome, username: username) }
+                connectAuthenticated(connect, username: username, outcome: outcome)
+            case .failure(let error):
+                log(.error, "cannot verify the password", metadata: ["error": "\(error)"])
+                refuse(connect.protocolVersion, v3: .serverUnavailable, v5: .serverUnavailable)
+            }
+            router.assumeIsolated { $0.flush() }
+            flushIfDirty()
+        }
+    }
+
+    /// CONNECT once its credentials are checked: the client id, the will's ACL, keepalive,
+    /// then the session is attached.
+    private func connectAuthenticated(_ connect: ConnectPacket, username: String?, outcome: Authenticator.Outcome) {
+        let v = connect.protocolVersion
         switch outcome {
         case .accepted:
             break
@@ -560,7 +599,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             return
         }
         switch state {
-        case .awaitingConnect:
+        case .awaitingConnect, .authenticating:
             if now - openedAt > configuration.connectTimeout { close(reason: .connectTimeout) }
         case .connected(let c):
             // A connection the broker is not reading cannot be blamed for silence.

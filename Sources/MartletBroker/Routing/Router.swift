@@ -188,11 +188,25 @@ actor Router {
         var username: String?
     }
 
-    /// Checks CONNECT credentials; failures are counted and logged at most every 5 s.
-    func authenticate(username: String?, password: [UInt8]?, allowAnonymous: Bool, identityIsUsername: Bool) -> Authenticator.Outcome {
+    enum AuthenticationStep {
+        case done(Authenticator.Outcome)
+        /// The password has to be derived and compared: `Authenticator.verify`, off the loop,
+        /// then `authenticated`.
+        case verify(Authenticator)
+    }
+
+    /// Checks CONNECT credentials as far as it can without deriving a key.
+    func authenticate(username: String?, password: [UInt8]?, allowAnonymous: Bool, identityIsUsername: Bool) -> AuthenticationStep {
         security = core.security.withLockedValue { $0 }
-        let outcome = security.authenticator.check(
+        guard let outcome = security.authenticator.quickCheck(
             username: username, password: password, allowAnonymous: allowAnonymous, identityIsUsername: identityIsUsername)
+        else { return .verify(security.authenticator) }
+        authenticated(outcome, username: username)
+        return .done(outcome)
+    }
+
+    /// The outcome of an authentication: failures are counted and logged at most every 5 s.
+    func authenticated(_ outcome: Authenticator.Outcome, username: String?) {
         if outcome != .accepted {
             local.authFailures += 1
             authFailuresSinceLog += 1
@@ -203,7 +217,6 @@ actor Router {
                 authFailuresSinceLog = 0
             }
         }
-        return outcome
     }
 
     /// Whether a client may publish to `topic` (a will, checked at CONNECT).

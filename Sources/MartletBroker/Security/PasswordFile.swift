@@ -95,22 +95,43 @@ final class Authenticator: Sendable {
         case badCredentials
     }
 
-    func check(username: String?, password: [UInt8]?, allowAnonymous: Bool, identityIsUsername: Bool) -> Outcome {
+    /// What can be decided without deriving a key: nil means `verify` must run (PBKDF2,
+    /// milliseconds of CPU: off the event loop).
+    func quickCheck(username: String?, password: [UInt8]?, allowAnonymous: Bool, identityIsUsername: Bool) -> Outcome? {
         guard let username else { return allowAnonymous ? .accepted : .notAuthorized }
         // A name taken from the client certificate is already proven by the TLS handshake.
         if identityIsUsername { return .accepted }
-        guard let passwords else { return allowAnonymous ? .accepted : .notAuthorized }
+        guard passwords != nil else { return allowAnonymous ? .accepted : .notAuthorized }
         guard let password else { return .badCredentials }
-        let fingerprint = Crypto.sha512(key + Array(username.utf8) + [0] + password)
-        if let known = verified.withLockedValue({ $0[username] }), Crypto.constantTimeEquals(known, fingerprint) {
+        if let known = verified.withLockedValue({ $0[username] }),
+           Crypto.constantTimeEquals(known, fingerprint(username, password)) {
             return .accepted
         }
-        guard passwords.verify(user: username, password: password) else { return .badCredentials }
+        return nil
+    }
+
+    /// Derives the key and compares it with the password file (a user not in it costs the
+    /// same); a success is remembered, so the next `quickCheck` of the same pair accepts.
+    func verify(username: String, password: [UInt8]) -> Outcome {
+        guard let passwords, passwords.verify(user: username, password: password) else { return .badCredentials }
+        let fingerprint = fingerprint(username, password)
         verified.withLockedValue { cache in
             if cache.count >= Self.cacheLimit { cache.removeAll() }
             cache[username] = fingerprint
         }
         return .accepted
+    }
+
+    /// Both steps in one, on the calling thread.
+    func check(username: String?, password: [UInt8]?, allowAnonymous: Bool, identityIsUsername: Bool) -> Outcome {
+        if let outcome = quickCheck(username: username, password: password, allowAnonymous: allowAnonymous, identityIsUsername: identityIsUsername) {
+            return outcome
+        }
+        return verify(username: username!, password: password!)
+    }
+
+    private func fingerprint(_ username: String, _ password: [UInt8]) -> [UInt8] {
+        Crypto.sha512(key + Array(username.utf8) + [0] + password)
     }
 }
 
