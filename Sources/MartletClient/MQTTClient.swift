@@ -39,6 +39,9 @@ public final class MQTTClient: Sendable {
         var reconnects = 0
         /// Set by `disconnect()`, or when reconnecting gave up: no more reconnects.
         var finished = false
+        /// `finish()` has run: the client is closed for good.
+        var closed = false
+        var closedWaiters: [CheckedContinuation<Void, Never>] = []
         var waiters: [CheckedContinuation<Connection, any Error>] = []
         /// Requests left unacknowledged by lost connections, resent on the next one.
         var carried: [PendingRequest] = []
@@ -168,17 +171,20 @@ public final class MQTTClient: Sendable {
     }
 
     private func finish() {
-        let (waiters, carried) = state.withLockedValue { s -> ([CheckedContinuation<Connection, any Error>], [PendingRequest]) in
+        let (waiters, carried, closedWaiters) = state.withLockedValue { s in
             s.finished = true
+            s.closed = true
             defer {
                 s.waiters = []
                 s.carried = []
+                s.closedWaiters = []
             }
-            return (s.waiters, s.carried)
+            return (s.waiters, s.carried, s.closedWaiters)
         }
         for w in waiters { w.resume(throwing: MQTTClientError.connectionClosed) }
         for p in carried { p.promise.fail(MQTTClientError.connectionClosed) }
         finishMessages()
+        for w in closedWaiters { w.resume() }
     }
 
     /// A connection closed with reconnect on: `pending` waits for the next connection, and
@@ -344,21 +350,12 @@ public final class MQTTClient: Sendable {
     /// Completes when the client has closed for good (with reconnect: after `disconnect()`
     /// or when reconnecting gave up).
     public func waitUntilClosed() async {
-        for await _ in closedSignal() {}
-    }
-
-    private func closedSignal() -> AsyncStream<Void> {
-        AsyncStream { continuation in
-            let task = Task {
-                while !self.state.withLockedValue({ $0.finished }) {
-                    let channel = self.state.withLockedValue { $0.connection.channel }
-                    try? await channel.closeFuture.get()
-                    if self.configuration.reconnect == nil { break }
-                    try? await Task.sleep(for: .milliseconds(20))
-                }
-                continuation.finish()
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let closed = state.withLockedValue { s -> Bool in
+                if !s.closed { s.closedWaiters.append(waiter) }
+                return s.closed
             }
-            continuation.onTermination = { _ in task.cancel() }
+            if closed { waiter.resume() }
         }
     }
 }

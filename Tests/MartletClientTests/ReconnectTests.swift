@@ -162,6 +162,50 @@ final class CuttableProxy: Sendable {
         }
     }
 
+    @Test("waitUntilClosed: not on a lost connection that is re-established; on disconnect(), on giving up, and on a loss without reconnect")
+    func waitUntilClosed() async throws {
+        try await withBroker { _, port in
+            let proxy = try await CuttableProxy(to: port)
+            defer { proxy.close() }
+            func watch(_ client: MQTTClient) -> NIOLockedValueBox<Bool> {
+                let closed = NIOLockedValueBox(false)
+                Task {
+                    await client.waitUntilClosed()
+                    closed.withLockedValue { $0 = true }
+                }
+                return closed
+            }
+            var config = MQTTClientConfiguration(port: proxy.port, clientID: "waiter")
+            config.reconnect = Self.quick
+            let client = try await MQTTClient.connect(config)
+            let closed = watch(client)
+            proxy.cut()
+            try await waitFor(.seconds(10), "the reconnect") { client.reconnectCount >= 1 ? true : nil }
+            #expect(closed.withLockedValue { $0 } == false)
+            try await client.disconnect()
+            try await waitFor(.seconds(10), "waitUntilClosed after disconnect()") { closed.withLockedValue { $0 } ? true : nil }
+            await client.waitUntilClosed()  // already closed: returns at once
+
+            // Reconnecting gives up after two attempts against a port nothing listens on.
+            let gone = try await CuttableProxy(to: port)
+            config.port = gone.port
+            config.clientID = "giving-up"
+            config.reconnect = ReconnectPolicy(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(40), maximumAttempts: 2)
+            let quitter = try await MQTTClient.connect(config)
+            let quitterClosed = watch(quitter)
+            gone.close()
+            try await waitFor(.seconds(10), "waitUntilClosed after giving up") { quitterClosed.withLockedValue { $0 } ? true : nil }
+
+            config.port = proxy.port
+            config.clientID = "no-reconnect"
+            config.reconnect = nil
+            let plain = try await MQTTClient.connect(config)
+            let plainClosed = watch(plain)
+            proxy.cut()
+            try await waitFor(.seconds(10), "waitUntilClosed after the loss") { plainClosed.withLockedValue { $0 } ? true : nil }
+        }
+    }
+
     @Test("dead-broker detection: a broker that stops answering PINGREQ is left, and the client reconnects")
     func deadBrokerDetection() async throws {
         // Answers CONNECT with CONNACK, then never says anything again.
