@@ -58,6 +58,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         var clientID: String
         var version: ProtocolVersion
         var will: Message?
+        /// The will's v5 Will Delay Interval in seconds (0: published as soon as the connection is lost).
+        var willDelay: UInt32 = 0
         var keepAlive: TimeAmount?
         var sessionExpiryAtConnect: UInt32
         var assignedClientID: Bool
@@ -159,7 +161,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             switch previous {
             case .connected(let c), .attaching(let c):
                 // The socket closed without DISCONNECT: the will is published (MQTT-3.1.2-8).
-                router.connectionLost(clientID: c.clientID, connectionID: connectionID, will: c.will)
+                router.connectionLost(clientID: c.clientID, connectionID: connectionID, will: c.will, willDelay: c.willDelay)
             case .awaitingConnect, .authenticating, .closed:
                 break
             }
@@ -404,7 +406,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         }
         state = .closed
         router.assumeIsolated {
-            $0.connectionLost(clientID: c.clientID, connectionID: connectionID, will: will)
+            $0.connectionLost(clientID: c.clientID, connectionID: connectionID, will: will, willDelay: c.willDelay)
         }
         context?.close(promise: nil)
     }
@@ -530,7 +532,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             return Message(topic: w.topic, payload: w.payload, qos: w.qos, retain: w.retain, properties: properties, publisherID: clientID)
         }
         let connected = Connected(
-            clientID: clientID, version: v, will: will,
+            clientID: clientID, version: v, will: will, willDelay: v == .v5 ? connect.will?.properties.willDelayInterval ?? 0 : 0,
             keepAlive: keepAlive == 0 ? nil : .milliseconds(Int64(keepAlive) * 1500),
             sessionExpiryAtConnect: expiry, assignedClientID: assigned, serverKeepAlive: serverKeepAlive)
         state = .attaching(connected)
@@ -580,11 +582,11 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         for packet in packets { handle(packet) }
     }
 
-    /// Another connection took over this client id. Returns the will to publish.
-    func takeOver() -> Message? {
-        let will: Message?
+    /// Another connection took over this client id. Returns the will and its delay.
+    func takeOver() -> (will: Message, delay: UInt32)? {
+        let will: (Message, UInt32)?
         switch state {
-        case .connected(let c), .attaching(let c): will = c.will
+        case .connected(let c), .attaching(let c): will = c.will.map { ($0, c.willDelay) }
         default: will = nil
         }
         close(reason: .sessionTakenOver, notifyRouter: false)
@@ -687,7 +689,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             let connectionID = self.connectionID
             switch previous {
             case .connected(let c), .attaching(let c):
-                router.assumeIsolated { $0.connectionLost(clientID: c.clientID, connectionID: connectionID, will: c.will) }
+                router.assumeIsolated { $0.connectionLost(clientID: c.clientID, connectionID: connectionID, will: c.will, willDelay: c.willDelay) }
             default:
                 break
             }

@@ -39,6 +39,7 @@ public final class MetricsExporter: Sendable {
             (\.droppedTotalLimit, counter("messages_dropped_total", [("reason", DropReason.totalLimit.rawValue)])),
             (\.droppedTooLarge, counter("messages_dropped_total", [("reason", DropReason.tooLarge.rawValue)])),
             (\.droppedSessionEnded, counter("messages_dropped_total", [("reason", DropReason.sessionEnded.rawValue)])),
+            (\.droppedExpired, counter("messages_dropped_total", [("reason", DropReason.expired.rawValue)])),
             (\.keepaliveExpiries, counter("keepalive_expiries_total")),
             (\.connectTimeouts, counter("connect_timeouts_total")),
             (\.writeTimeouts, counter("write_timeouts_total")),

@@ -72,6 +72,8 @@ public enum DropReason: String, Sendable, CaseIterable {
     case tooLarge = "too_large"
     /// Still queued when a non-persistent session ended (its client disconnected or was closed).
     case sessionEnded = "session_ended"
+    /// Its v5 Message Expiry Interval ran out before it was sent (MQTT-3.3.2-5).
+    case expired = "expired"
 }
 
 /// Broker-wide totals and gauges.
@@ -95,6 +97,7 @@ public final class BrokerCounters: Sendable {
         public var droppedTotalLimit = 0
         public var droppedTooLarge = 0
         public var droppedSessionEnded = 0
+        public var droppedExpired = 0
         public var keepaliveExpiries = 0
         public var connectTimeouts = 0
         public var writeTimeouts = 0
@@ -122,7 +125,7 @@ public final class BrokerCounters: Sendable {
 
         public init() {}
 
-        public var dropped: Int { droppedQueueFull + droppedEvicted + droppedTotalLimit + droppedTooLarge + droppedSessionEnded }
+        public var dropped: Int { droppedQueueFull + droppedEvicted + droppedTotalLimit + droppedTooLarge + droppedSessionEnded + droppedExpired }
 
         mutating func countDrop(_ reason: DropReason, _ n: Int = 1) {
             switch reason {
@@ -131,6 +134,7 @@ public final class BrokerCounters: Sendable {
             case .totalLimit: droppedTotalLimit += n
             case .tooLarge: droppedTooLarge += n
             case .sessionEnded: droppedSessionEnded += n
+            case .expired: droppedExpired += n
             }
         }
 
@@ -148,6 +152,7 @@ public final class BrokerCounters: Sendable {
             droppedTotalLimit += o.droppedTotalLimit
             droppedTooLarge += o.droppedTooLarge
             droppedSessionEnded += o.droppedSessionEnded
+            droppedExpired += o.droppedExpired
             keepaliveExpiries += o.keepaliveExpiries
             connectTimeouts += o.connectTimeouts
             writeTimeouts += o.writeTimeouts

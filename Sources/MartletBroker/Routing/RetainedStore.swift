@@ -8,6 +8,16 @@ public struct RetainedMessage: Sendable, Hashable {
     public var payload: ByteBuffer
     public var qos: QoS
     public var properties: Properties
+    /// When its Message Expiry Interval runs out; after that no subscriber receives it.
+    public var expiresAt: NIODeadline?
+
+    public init(topic: String, payload: ByteBuffer, qos: QoS, properties: Properties, expiresAt: NIODeadline? = nil) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.properties = properties
+        self.expiresAt = expiresAt
+    }
 }
 
 /// Retained messages of the whole broker, one per topic.
@@ -37,15 +47,24 @@ public final class RetainedStore: Sendable {
         }
     }
 
-    /// Retained messages whose topic matches `filter`, in topic order. A filter without
-    /// wildcards is one lookup; a wildcard filter is matched against every stored topic.
-    public func matching(_ filter: String) -> [RetainedMessage] {
-        if !filter.utf8.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") }) {
-            return storage.withLockedValue { $0[filter] }.map { [$0] } ?? []
+    /// Retained messages whose topic matches `filter`, in topic order; expired ones are
+    /// deleted instead (MQTT-3.3.2-5). A filter without wildcards is one lookup; a wildcard
+    /// filter is matched against every stored topic.
+    public func matching(_ filter: String, now: NIODeadline = .now()) -> [RetainedMessage] {
+        let exact = !filter.utf8.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") })
+        let found = storage.withLockedValue { dict -> [RetainedMessage] in
+            let candidates = exact ? (dict[filter].map { [$0] } ?? []) : dict.values.filter { Topic.matches(filter: filter, topic: $0.topic) }
+            var live: [RetainedMessage] = []
+            live.reserveCapacity(candidates.count)
+            for message in candidates {
+                if let expiresAt = message.expiresAt, expiresAt <= now {
+                    dict.removeValue(forKey: message.topic)
+                } else {
+                    live.append(message)
+                }
+            }
+            return live
         }
-        let all = storage.withLockedValue { dict in
-            dict.values.filter { Topic.matches(filter: filter, topic: $0.topic) }
-        }
-        return all.sorted { $0.topic < $1.topic }
+        return exact ? found : found.sorted { $0.topic < $1.topic }
     }
 }

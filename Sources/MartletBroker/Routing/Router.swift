@@ -263,9 +263,16 @@ actor Router {
         endLag(session)
         if let connection = session.connection {
             setConnection(session, nil)
-            if let will = connection.value.takeOver() {
-                publish(will)
+            if let (will, delay) = connection.value.takeOver() {
+                // With a delay, a new connection that continues the session means the will
+                // is never sent (MQTT-3.1.3-9); a clean start ends the session, which sends it.
+                if delay == 0 || discard { publish(will) }
             }
+        }
+        if let will = takePendingWill(session), discard {
+            // Offline with a will waiting: a clean start ends the session (the will goes now);
+            // resuming it cancels the will (MQTT-3.1.3-9).
+            publish(will)
         }
         for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
         let state = session.state
@@ -326,20 +333,48 @@ actor Router {
         flush()
     }
 
-    /// The connection of `clientID` is gone. `will` is published unless the client sent DISCONNECT.
-    func connectionLost(clientID: String, connectionID: Int, will: Message?) {
-        if let will { publish(will) }
+    /// The connection of `clientID` is gone. `will` is published unless the client sent
+    /// DISCONNECT: at once, or with a v5 Will Delay Interval when the Will Delay Interval
+    /// passes or the session ends, whichever comes first (MQTT 5 3.1.3.2.2).
+    func connectionLost(clientID: String, connectionID: Int, will: Message?, willDelay: UInt32 = 0) {
         guard let session = sessions[clientID], session.connectionID == connectionID, session.isOnline else {
+            if let will { publish(will) }
             flush()
             return
         }
         setConnection(session, nil)
         if session.isPersistent {
+            if let will {
+                if willDelay > 0 { scheduleWill(will, in: min(willDelay, session.expiryInterval), for: session) } else { publish(will) }
+            }
             scheduleExpiry(session)
         } else {
+            if let will { publish(will) }
             endSession(session)
         }
         flush()
+    }
+
+    private func scheduleWill(_ will: Message, in seconds: UInt32, for session: Session) {
+        session.pendingWill = will
+        let clientID = session.clientID
+        let generation = session.connectionID
+        session.willTask = eventLoop.scheduleTask(in: .seconds(Int64(seconds))) { [self] in
+            self.assumeIsolated { router in
+                guard let s = router.sessions[clientID], !s.isOnline, s.connectionID == generation,
+                      let will = router.takePendingWill(s) else { return }
+                router.publish(will)
+                router.flush()
+            }
+        }
+    }
+
+    /// The will waiting for its delay, if any; its timer is cancelled.
+    private func takePendingWill(_ session: Session) -> Message? {
+        session.willTask?.cancel()
+        session.willTask = nil
+        defer { session.pendingWill = nil }
+        return session.pendingWill
     }
 
     /// v5 DISCONNECT may change the session expiry interval (MQTT 5 3.14.2.2.2).
@@ -363,6 +398,8 @@ actor Router {
     }
 
     private func endSession(_ session: Session) {
+        // A will still waiting for its delay goes out when the session ends.
+        if let will = takePendingWill(session) { publish(will) }
         discardOutbox(session, countAs: .sessionEnded)
         for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
         sessions.removeValue(forKey: session.clientID)
@@ -503,7 +540,8 @@ actor Router {
         write(.suback(SubAckPacket(packetIdentifier: subscribe.packetIdentifier, reasonCodes: codes)), to: session)
         // Retained messages follow the SUBACK, flagged RETAIN=1 (MQTT-3.3.1-8).
         for (message, grantedQoS) in retained where mayRead(message.topic, session) {
-            let m = Message(topic: message.topic, payload: message.payload, qos: message.qos, retain: true, properties: message.properties)
+            let m = Message(topic: message.topic, payload: message.payload, qos: message.qos, retain: true, properties: message.properties,
+                            expiresAt: message.expiresAt)
             deliver(Delivery(message: m, qos: min(message.qos, grantedQoS), retain: true, subscriptionIdentifiers: identifier.map { [$0] } ?? []), to: session)
         }
     }
@@ -512,6 +550,10 @@ actor Router {
 
     /// Routes a message published on this loop: local subscribers now, other loops at flush.
     func publish(_ message: Message) {
+        var message = message
+        if message.expiresAt == nil, !message.properties.isEmpty, let seconds = message.properties.messageExpiryInterval {
+            message.expiresAt = .now() + .seconds(Int64(seconds))
+        }
         if message.retain { retain(message) }
         deliverLocally(message)
         if peers.count > 1 {
@@ -534,7 +576,8 @@ actor Router {
     private func retain(_ message: Message) {
         let limit = message.topic.hasPrefix("$SYS/") ? 0 : config.maximumRetainedMessages
         let stored = core.retained.store(
-            RetainedMessage(topic: message.topic, payload: message.payload, qos: message.qos, properties: message.properties),
+            RetainedMessage(topic: message.topic, payload: message.payload, qos: message.qos, properties: message.properties,
+                            expiresAt: message.expiresAt),
             limit: limit)
         guard !stored else { return }
         local.retainedRefused += 1
@@ -584,6 +627,11 @@ actor Router {
             }
         }
         if matches.isEmpty { return }
+        if message.expiresAt != nil && message.hasExpired(at: .now()) {
+            // Expired on its way here (another loop's batch): sent to no one (MQTT-3.3.2-5).
+            for match in matches { drop(.expired, match.session) }
+            return
+        }
         var shared = SharedEncoding()
         for match in matches {
             let qos = min(message.qos, match.maximumQoS)
@@ -648,13 +696,18 @@ actor Router {
         let handler = connection.value
         var moved = 0
         var bytes = 0
+        let now = NIODeadline.now()
         while handler.isWritable, let next = session.outbox.first {
-            if next.qos != .atMostOnce && session.inflight.count >= session.inflightWindow { break }
+            let expired = next.message.hasExpired(at: now)
+            if !expired && next.qos != .atMostOnce && session.inflight.count >= session.inflightWindow { break }
             session.outbox.removeFirst()
             if next.qos == .atMostOnce { session.outboxQoS0 -= 1 }
             moved += 1
             bytes += next.cost
-            if next.qos == .atMostOnce {
+            if expired {
+                // Waited past its Message Expiry Interval: not sent (MQTT-3.3.2-5).
+                drop(.expired, session)
+            } else if next.qos == .atMostOnce {
                 writePublish(next, to: session, packetIdentifier: nil, dup: false)
             } else {
                 sendInflight(next, to: session)
@@ -976,6 +1029,7 @@ actor Router {
                 "client_id": "\(session.clientID)", "dropped": "\(session.unloggedDrops)",
                 "queue_full": "\(session.drops[.queueFull])", "evicted": "\(session.drops[.evicted])",
                 "total_limit": "\(session.drops[.totalLimit])", "too_large": "\(session.drops[.tooLarge])",
+                "expired": "\(session.drops[.expired])",
             ])
         }
         if unloggedDroppers.count > 20 {
@@ -1122,6 +1176,12 @@ struct SharedEncoding {
     static func publishPacket(_ delivery: Delivery, version: ProtocolVersion, packetIdentifier: UInt16?, dup: Bool) -> PublishPacket {
         var properties = version == .v5 ? delivery.message.properties : Properties()
         if version == .v5 {
+            if let expiresAt = delivery.message.expiresAt {
+                // The interval received minus the time the message waited here (MQTT-3.3.2-6),
+                // rounded up so a message sent at once keeps its interval.
+                let left = max(0, (expiresAt - .now()).nanoseconds)
+                properties.messageExpiryInterval = UInt32(clamping: max(1, (left + 999_999_999) / 1_000_000_000))
+            }
             for id in delivery.subscriptionIdentifiers {
                 properties.elements.append(Property(.subscriptionIdentifier, .variableByteInteger(id)))
             }

@@ -14,14 +14,26 @@ public struct Message: Sendable, Hashable {
     public var properties: Properties
     /// The client id of the publisher, for v5 no-local subscriptions.
     public var publisherID: String?
+    /// When a v5 Message Expiry Interval runs out: set when the broker routes the message.
+    /// A copy not yet sent by then is dropped (MQTT-3.3.2-5), and one sent goes out with
+    /// the seconds left (MQTT-3.3.2-6).
+    public var expiresAt: NIODeadline?
 
-    public init(topic: String, payload: ByteBuffer, qos: QoS, retain: Bool, properties: Properties = [], publisherID: String? = nil) {
+    public init(topic: String, payload: ByteBuffer, qos: QoS, retain: Bool, properties: Properties = [], publisherID: String? = nil,
+                expiresAt: NIODeadline? = nil) {
         self.topic = topic
         self.payload = payload
         self.qos = qos
         self.retain = retain
         self.properties = properties
         self.publisherID = publisherID
+        self.expiresAt = expiresAt
+    }
+
+    /// Whether the message expired by `now`.
+    func hasExpired(at now: NIODeadline) -> Bool {
+        guard let expiresAt else { return false }
+        return expiresAt <= now
     }
 }
 
@@ -87,6 +99,9 @@ final class Session {
     /// Kept after the connection ends (3.1.1 clean session 0, v5 session expiry > 0).
     var expiryInterval: UInt32
     var expiryTask: Scheduled<Void>?
+    /// A will waiting for its Will Delay Interval while the session is offline, and its timer.
+    var pendingWill: Message?
+    var willTask: Scheduled<Void>?
 
     var subscriptions: [String: StoredSubscription] = [:]
     var inflight: Deque<OutgoingFlight> = []
