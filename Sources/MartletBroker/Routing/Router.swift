@@ -550,10 +550,16 @@ actor Router {
 
     /// Routes a message published on this loop: local subscribers now, other loops at flush.
     func publish(_ message: Message) {
-        var message = message
         if message.expiresAt == nil, !message.properties.isEmpty, let seconds = message.properties.messageExpiryInterval {
-            message.expiresAt = .now() + .seconds(Int64(seconds))
+            var stamped = message
+            stamped.expiresAt = .now() + .seconds(Int64(seconds))
+            route(stamped)
+        } else {
+            route(message)
         }
+    }
+
+    private func route(_ message: Message) {
         if message.retain { retain(message) }
         deliverLocally(message)
         if peers.count > 1 {
@@ -696,9 +702,8 @@ actor Router {
         let handler = connection.value
         var moved = 0
         var bytes = 0
-        let now = NIODeadline.now()
         while handler.isWritable, let next = session.outbox.first {
-            let expired = next.message.hasExpired(at: now)
+            let expired = next.message.expiresAt != nil && next.message.hasExpired(at: .now())
             if !expired && next.qos != .atMostOnce && session.inflight.count >= session.inflightWindow { break }
             session.outbox.removeFirst()
             if next.qos == .atMostOnce { session.outboxQoS0 -= 1 }
