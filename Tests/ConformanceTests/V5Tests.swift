@@ -15,6 +15,18 @@ import MartletTestSupport
         }
     }
 
+    @Test("MQTT-4.12.0-1: a CONNECT asking for enhanced authentication (not supported) gets CONNACK 0x8C and is closed")
+    func unsupportedAuthenticationMethod() async throws {
+        try await withBroker { broker, port in
+            var properties = Properties()
+            properties.authenticationMethod = "SCRAM-SHA-1"
+            let (c, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "scram", properties: properties)
+            #expect(ack.reasonCode == .badAuthenticationMethod)
+            try await c.expectClosed()
+            #expect(try await broker.sessionReport(clientID: "scram") == nil)
+        }
+    }
+
     @Test("v5 SUBACK and UNSUBACK reason codes")
     func subackUnsubackReasonCodes() async throws {
         try await withBroker { _, port in
@@ -99,7 +111,7 @@ import MartletTestSupport
     func keepaliveReason() async throws {
         try await withBroker { _, port in
             let (c, _) = try await RawClient.connected(port: port, version: .v5, clientID: "k", keepAlive: 1)
-            #expect(try await c.expectClosed(timeout: .seconds(4)) == [.disconnect(DisconnectPacket(reasonCode: .keepAliveTimeout))])
+            #expect(try await c.expectClosed(timeout: .seconds(8)) == [.disconnect(DisconnectPacket(reasonCode: .keepAliveTimeout))])
         }
     }
 

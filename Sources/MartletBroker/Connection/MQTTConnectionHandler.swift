@@ -418,6 +418,12 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             refuse(v, v3: refusal.v3, v5: refusal.v5)
             return
         }
+        if v == .v5, let method = connect.properties.authenticationMethod {
+            // No enhanced authentication: refused and closed (MQTT-4.12.0-1).
+            log(.info, "connection refused: unsupported authentication method", metadata: ["method": "\(method)"])
+            refuse(v, v3: .notAuthorized, v5: .badAuthenticationMethod)
+            return
+        }
         if let will = connect.will,
            !Topic.isWithin(will.topic, maximumLength: configuration.maximumTopicLength, maximumLevels: configuration.maximumTopicLevels) {
             if v == .v5 {
