@@ -122,14 +122,6 @@ final class Authenticator: Sendable {
         return .accepted
     }
 
-    /// Both steps in one, on the calling thread.
-    func check(username: String?, password: [UInt8]?, allowAnonymous: Bool, identityIsUsername: Bool) -> Outcome {
-        if let outcome = quickCheck(username: username, password: password, allowAnonymous: allowAnonymous, identityIsUsername: identityIsUsername) {
-            return outcome
-        }
-        return verify(username: username!, password: password!)
-    }
-
     private func fingerprint(_ username: String, _ password: [UInt8]) -> [UInt8] {
         Crypto.sha512(key + Array(username.utf8) + [0] + password)
     }
