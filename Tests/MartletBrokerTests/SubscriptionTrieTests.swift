@@ -170,6 +170,37 @@ final class Sub: CustomStringConvertible {
         #expect(store.matching("a/#").map(\.topic) == ["a", "a/b", "a/b/c"])
     }
 
+    @Test("the topic tree answers every filter as Topic.matches does over all topics ($ topics, empty levels, a/# matching a)")
+    func treeAgreesWithTopicMatches() {
+        let store = RetainedStore()
+        let levels = ["a", "b", "", "$SYS", "c"]
+        var seed: UInt64 = 42
+        func next(_ n: Int) -> Int {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return Int((seed >> 33) % UInt64(n))
+        }
+        var topics = Set<String>()
+        for _ in 0..<300 {
+            let topic = (0...next(3)).map { _ in levels[next(levels.count)] }.joined(separator: "/")
+            if topic.isEmpty { continue }  // not a topic name (MQTT-4.7.3-1); the decoder refuses it
+            topics.insert(topic)
+            store.store(RetainedMessage(topic: topic, payload: .init(string: topic), qos: .atMostOnce, properties: []))
+        }
+        #expect(store.count == topics.count)
+        let filterLevels = levels + ["+", "+"]
+        for _ in 0..<300 {
+            var parts = (0...next(3)).map { _ in filterLevels[next(filterLevels.count)] }
+            if next(3) == 0 { parts.append("#") }
+            let filter = parts.joined(separator: "/")
+            let expected = topics.filter { Topic.matches(filter: filter, topic: $0) }.sorted()
+            #expect(store.matching(filter).map(\.topic) == expected, "filter \(filter)")
+        }
+        // Deleting every topic leaves an empty tree.
+        for topic in topics { store.store(RetainedMessage(topic: topic, payload: .init(), qos: .atMostOnce, properties: [])) }
+        #expect(store.count == 0)
+        #expect(store.matching("#").isEmpty)
+    }
+
     @Test("with a limit, a new topic past it is refused; replacing and clearing held topics still work")
     func limit() {
         let store = RetainedStore()

@@ -20,12 +20,75 @@ public struct RetainedMessage: Sendable, Hashable {
     }
 }
 
-/// Retained messages of the whole broker, one per topic.
+/// Retained messages of the whole broker, one per topic, in a tree of topic levels, so a
+/// SUBSCRIBE visits only the branches its filter can match (`+` every child of one level,
+/// `#` everything below), not every retained topic.
 ///
-/// Shared by every event loop; writes are one dictionary update under a lock and
-/// reads happen only on SUBSCRIBE, so a lock costs less here than an actor hop.
+/// Shared by every event loop; writes are one tree update under a lock and reads happen
+/// only on SUBSCRIBE, so a lock costs less here than an actor hop.
 public final class RetainedStore: Sendable {
-    private let storage = NIOLockedValueBox<[String: RetainedMessage]>([:])
+    private struct Node: Sendable {
+        var children: [String: Node] = [:]
+        var message: RetainedMessage?
+
+        var isEmpty: Bool { message == nil && children.isEmpty }
+
+        /// Sets or clears the message at `levels` below this node; returns the one replaced.
+        mutating func set(_ levels: ArraySlice<Substring>, _ message: RetainedMessage?) -> RetainedMessage? {
+            guard let level = levels.first else {
+                defer { self.message = message }
+                return self.message
+            }
+            let key = String(level)
+            if message == nil && children[key] == nil { return nil }
+            let old = children[key, default: Node()].set(levels.dropFirst(), message)
+            if children[key]?.isEmpty == true { children.removeValue(forKey: key) }
+            return old
+        }
+
+        func get(_ levels: ArraySlice<Substring>) -> RetainedMessage? {
+            guard let level = levels.first else { return message }
+            return children[String(level)]?.get(levels.dropFirst())
+        }
+
+        /// The messages below this node that `filter` matches. At the root, a filter that
+        /// starts with a wildcard does not match `$` topics (MQTT-4.7.2-1).
+        func collect(_ filter: ArraySlice<Substring>, atRoot: Bool, into found: inout [RetainedMessage]) {
+            guard let level = filter.first else {
+                if let message { found.append(message) }
+                return
+            }
+            switch level {
+            case "#":
+                // "a/#" matches "a" too (MQTT-4.7.1-2).
+                if let message, !atRoot { found.append(message) }
+                for (name, child) in children where !(atRoot && name.hasPrefix("$")) { child.collectAll(into: &found) }
+            case "+":
+                for (name, child) in children where !(atRoot && name.hasPrefix("$")) {
+                    child.collect(filter.dropFirst(), atRoot: false, into: &found)
+                }
+            default:
+                children[String(level)]?.collect(filter.dropFirst(), atRoot: false, into: &found)
+            }
+        }
+
+        func collectAll(into found: inout [RetainedMessage]) {
+            if let message { found.append(message) }
+            for child in children.values { child.collectAll(into: &found) }
+        }
+    }
+
+    private struct State: Sendable {
+        var root = Node()
+        var count = 0
+
+        mutating func set(_ topic: String, _ message: RetainedMessage?) {
+            let old = root.set(topic.split(separator: "/", omittingEmptySubsequences: false)[...], message)
+            count += (message == nil ? 0 : 1) - (old == nil ? 0 : 1)
+        }
+    }
+
+    private let storage = NIOLockedValueBox(State())
 
     public init() {}
 
@@ -36,35 +99,30 @@ public final class RetainedStore: Sendable {
     /// topic not held yet is refused (returns false); replacing or deleting always works.
     @discardableResult
     public func store(_ message: RetainedMessage, limit: Int = 0) -> Bool {
-        storage.withLockedValue {
+        let levels = message.topic.split(separator: "/", omittingEmptySubsequences: false)[...]
+        return storage.withLockedValue {
             if message.payload.readableBytes == 0 {
-                $0.removeValue(forKey: message.topic)
+                $0.set(message.topic, nil)
                 return true
             }
-            if limit > 0 && $0.count >= limit && $0[message.topic] == nil { return false }
-            $0[message.topic] = message
+            if limit > 0 && $0.count >= limit && $0.root.get(levels) == nil { return false }
+            $0.set(message.topic, message)
             return true
         }
     }
 
     /// Retained messages whose topic matches `filter`, in topic order; expired ones are
-    /// deleted instead (MQTT-3.3.2-5). A filter without wildcards is one lookup; a wildcard
-    /// filter is matched against every stored topic.
+    /// deleted instead (MQTT-3.3.2-5).
     public func matching(_ filter: String, now: NIODeadline = .now()) -> [RetainedMessage] {
-        let exact = !filter.utf8.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") })
-        let found = storage.withLockedValue { dict -> [RetainedMessage] in
-            let candidates = exact ? (dict[filter].map { [$0] } ?? []) : dict.values.filter { Topic.matches(filter: filter, topic: $0.topic) }
-            var live: [RetainedMessage] = []
-            live.reserveCapacity(candidates.count)
-            for message in candidates {
-                if let expiresAt = message.expiresAt, expiresAt <= now {
-                    dict.removeValue(forKey: message.topic)
-                } else {
-                    live.append(message)
-                }
-            }
-            return live
+        let levels = filter.split(separator: "/", omittingEmptySubsequences: false)[...]
+        let found = storage.withLockedValue { state -> [RetainedMessage] in
+            var found: [RetainedMessage] = []
+            state.root.collect(levels, atRoot: true, into: &found)
+            let expired = found.filter { $0.expiresAt.map { $0 <= now } ?? false }
+            guard !expired.isEmpty else { return found }
+            for message in expired { state.set(message.topic, nil) }
+            return found.filter { $0.expiresAt.map { $0 > now } ?? true }
         }
-        return exact ? found : found.sorted { $0.topic < $1.topic }
+        return found.count > 1 ? found.sorted { $0.topic < $1.topic } : found
     }
 }
