@@ -77,6 +77,9 @@ actor Router {
     static let dropLogInterval = TimeAmount.seconds(5)
     /// Pauses are logged at most once per interval too, with how many there were.
     private var lastPauseLog = NIODeadline.uptimeNanoseconds(0)
+    /// Wills waiting for their Will Delay Interval, by client id, with their timers (kept
+    /// here rather than in every session: few sessions ever have one).
+    private var pendingWills: [String: (will: Message, timer: Scheduled<Void>)] = [:]
     /// Refused retained messages are logged the same way.
     private var lastRetainedRefusedLog = NIODeadline.uptimeNanoseconds(0)
     private var retainedRefusedSinceLog = 0
@@ -356,10 +359,9 @@ actor Router {
     }
 
     private func scheduleWill(_ will: Message, in seconds: UInt32, for session: Session) {
-        session.pendingWill = will
         let clientID = session.clientID
         let generation = session.connectionID
-        session.willTask = eventLoop.scheduleTask(in: .seconds(Int64(seconds))) { [self] in
+        let timer = eventLoop.scheduleTask(in: .seconds(Int64(seconds))) { [self] in
             self.assumeIsolated { router in
                 guard let s = router.sessions[clientID], !s.isOnline, s.connectionID == generation,
                       let will = router.takePendingWill(s) else { return }
@@ -367,14 +369,15 @@ actor Router {
                 router.flush()
             }
         }
+        pendingWills[clientID]?.timer.cancel()
+        pendingWills[clientID] = (will, timer)
     }
 
     /// The will waiting for its delay, if any; its timer is cancelled.
     private func takePendingWill(_ session: Session) -> Message? {
-        session.willTask?.cancel()
-        session.willTask = nil
-        defer { session.pendingWill = nil }
-        return session.pendingWill
+        guard !pendingWills.isEmpty, let pending = pendingWills.removeValue(forKey: session.clientID) else { return nil }
+        pending.timer.cancel()
+        return pending.will
     }
 
     /// v5 DISCONNECT may change the session expiry interval (MQTT 5 3.14.2.2.2).

@@ -99,9 +99,6 @@ final class Session {
     /// Kept after the connection ends (3.1.1 clean session 0, v5 session expiry > 0).
     var expiryInterval: UInt32
     var expiryTask: Scheduled<Void>?
-    /// A will waiting for its Will Delay Interval while the session is offline, and its timer.
-    var pendingWill: Message?
-    var willTask: Scheduled<Void>?
 
     var subscriptions: [String: StoredSubscription] = [:]
     var inflight: Deque<OutgoingFlight> = []
