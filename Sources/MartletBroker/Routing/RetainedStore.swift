@@ -82,8 +82,8 @@ public final class RetainedStore: Sendable {
         var root = Node()
         var count = 0
 
-        mutating func set(_ topic: String, _ message: RetainedMessage?) {
-            let old = root.set(topic.split(separator: "/", omittingEmptySubsequences: false)[...], message)
+        mutating func set(_ levels: ArraySlice<Substring>, _ message: RetainedMessage?) {
+            let old = root.set(levels, message)
             count += (message == nil ? 0 : 1) - (old == nil ? 0 : 1)
         }
     }
@@ -99,14 +99,14 @@ public final class RetainedStore: Sendable {
     /// topic not held yet is refused (returns false); replacing or deleting always works.
     @discardableResult
     public func store(_ message: RetainedMessage, limit: Int = 0) -> Bool {
-        let levels = message.topic.split(separator: "/", omittingEmptySubsequences: false)[...]
+        let levels = Self.levels(message.topic)
         return storage.withLockedValue {
             if message.payload.readableBytes == 0 {
-                $0.set(message.topic, nil)
+                $0.set(levels, nil)
                 return true
             }
             if limit > 0 && $0.count >= limit && $0.root.get(levels) == nil { return false }
-            $0.set(message.topic, message)
+            $0.set(levels, message)
             return true
         }
     }
@@ -114,15 +114,20 @@ public final class RetainedStore: Sendable {
     /// Retained messages whose topic matches `filter`, in topic order; expired ones are
     /// deleted instead (MQTT-3.3.2-5).
     public func matching(_ filter: String, now: NIODeadline = .now()) -> [RetainedMessage] {
-        let levels = filter.split(separator: "/", omittingEmptySubsequences: false)[...]
+        let levels = Self.levels(filter)
         let found = storage.withLockedValue { state -> [RetainedMessage] in
             var found: [RetainedMessage] = []
             state.root.collect(levels, atRoot: true, into: &found)
             let expired = found.filter { $0.expiresAt.map { $0 <= now } ?? false }
             guard !expired.isEmpty else { return found }
-            for message in expired { state.set(message.topic, nil) }
+            for message in expired { state.set(Self.levels(message.topic), nil) }
             return found.filter { $0.expiresAt.map { $0 > now } ?? true }
         }
         return found.count > 1 ? found.sorted { $0.topic < $1.topic } : found
+    }
+
+    /// A topic or filter split at "/", empty levels kept ("a//b" has three).
+    private static func levels(_ topic: String) -> ArraySlice<Substring> {
+        topic.split(separator: "/", omittingEmptySubsequences: false)[...]
     }
 }

@@ -636,7 +636,7 @@ actor Router {
             }
         }
         if matches.isEmpty { return }
-        if message.expiresAt != nil && message.hasExpired(at: .now()) {
+        if message.isExpired {
             // Expired on its way here (another loop's batch): sent to no one (MQTT-3.3.2-5).
             for match in matches { drop(.expired, match.session) }
             return
@@ -706,7 +706,7 @@ actor Router {
         var moved = 0
         var bytes = 0
         while handler.isWritable, let next = session.outbox.first {
-            let expired = next.message.expiresAt != nil && next.message.hasExpired(at: .now())
+            let expired = next.message.isExpired
             if !expired && next.qos != .atMostOnce && session.inflight.count >= session.inflightWindow { break }
             session.outbox.removeFirst()
             if next.qos == .atMostOnce { session.outboxQoS0 -= 1 }

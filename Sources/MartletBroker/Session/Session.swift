@@ -30,10 +30,10 @@ public struct Message: Sendable, Hashable {
         self.expiresAt = expiresAt
     }
 
-    /// Whether the message expired by `now`.
-    func hasExpired(at now: NIODeadline) -> Bool {
+    /// Whether its expiry has run out (the clock is read only for a message that has one).
+    var isExpired: Bool {
         guard let expiresAt else { return false }
-        return expiresAt <= now
+        return expiresAt <= .now()
     }
 }
 
