@@ -61,6 +61,28 @@ import MartletTestSupport
         }
     }
 
+    @Test("a Message Expiry Interval of 0 is no expiry (as mosquitto): delivered online and from an offline queue, nothing counted as expired")
+    func zeroExpiry() async throws {
+        try await withBroker { broker, port in
+            let (away, _) = try await RawClient.connected(port: port, version: .v5, clientID: "away0", cleanStart: false, properties: Self.keepSession)
+            _ = try await away.subscribe("z", qos: .atLeastOnce)
+            await away.close()
+            try await waitFor(.seconds(10), "the session to go offline") {
+                let report = try? await broker.sessionReport(clientID: "away0")
+                return report?.online == false ? true : nil
+            }
+            let (online, _) = try await RawClient.connected(port: port, version: .v5, clientID: "online0")
+            _ = try await online.subscribe("z")
+            let (pub, _) = try await RawClient.connected(port: port, version: .v5, clientID: "pub0")
+            try await pub.publish("z", "zero", qos: .atLeastOnce, id: 1, properties: Self.expiring(0))
+            _ = try await pub.next()
+            #expect(try await online.nextPublish().payloadString == "zero")
+            let (back, _) = try await RawClient.connected(port: port, version: .v5, clientID: "away0", cleanStart: false, properties: Self.keepSession)
+            #expect(try await back.nextPublish().payloadString == "zero")
+            #expect(broker.counters.droppedExpired == 0)
+        }
+    }
+
     @Test("MQTT-3.3.2-5/6: a message that waited past its expiry is not sent (counted as expired); one sent carries the seconds left; an expired retained message is gone")
     func messageExpiry() async throws {
         try await withBroker { broker, port in

@@ -553,7 +553,9 @@ actor Router {
 
     /// Routes a message published on this loop: local subscribers now, other loops at flush.
     func publish(_ message: Message) {
-        if message.expiresAt == nil, !message.properties.isEmpty, let seconds = message.properties.messageExpiryInterval {
+        // An interval of 0 is taken as no expiry, as mosquitto does (the property is forwarded
+        // as it came); otherwise the message would expire before reaching anyone.
+        if message.expiresAt == nil, !message.properties.isEmpty, let seconds = message.properties.messageExpiryInterval, seconds > 0 {
             var stamped = message
             stamped.expiresAt = .now() + .seconds(Int64(seconds))
             route(stamped)
