@@ -271,6 +271,7 @@ public final class MQTTBroker: Sendable {
                 ("subscribers/lagging", "\(s.laggingSubscribers)"),
                 ("subscribers/stalled", "\(s.subscriberStalls)"),
                 ("auth/failures", "\(s.authFailures)"),
+                ("auth/takeovers refused", "\(s.sessionTakeoversRefused)"),
                 ("keepalive/expiries", "\(s.keepaliveExpiries)"),
                 ("slow_consumers/disconnected", "\(s.slowConsumerDisconnects)"),
             ]

@@ -158,6 +158,10 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 break reading
             }
         }
+        // Reading can make OpenSSL answer by itself with no application data in between: the
+        // no_renegotiation alert to a TLS 1.2 renegotiation request, a TLS 1.3 KeyUpdate or
+        // tickets. Sent now: the peer may be waiting for it and nothing else would flush it.
+        writeOutput(context: context, promise: nil, flush: true)
         if buffer.readableBytes > 0 {
             context.fireChannelRead(wrapInboundOut(buffer))
             context.fireChannelReadComplete()

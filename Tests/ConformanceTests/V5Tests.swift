@@ -27,6 +27,36 @@ import MartletTestSupport
         }
     }
 
+    @Test("MQTT 5 3.1.2.11.10: Authentication Data without an Authentication Method is a protocol error (CONNACK 0x82, closed)")
+    func authenticationDataWithoutMethod() async throws {
+        try await withBroker { broker, port in
+            var properties = Properties()
+            properties.authenticationData = ByteBuffer(bytes: [1, 2, 3])
+            let (c, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "nomethod", properties: properties)
+            #expect(ack.reasonCode == .protocolError)
+            try await c.expectClosed()
+            #expect(try await broker.sessionReport(clientID: "nomethod") == nil)
+        }
+    }
+
+    @Test("MQTT-3.3.4-6: a client PUBLISH carrying a Subscription Identifier is a protocol error (DISCONNECT 0x82); other clients are untouched")
+    func publishWithSubscriptionIdentifier() async throws {
+        try await withBroker { _, port in
+            let (other, _) = try await RawClient.connected(port: port, version: .v5, clientID: "other")
+            _ = try await other.subscribe("t", qos: .atMostOnce)
+            let (c, _) = try await RawClient.connected(port: port, version: .v5, clientID: "forger")
+            var properties = Properties()
+            properties.elements.append(Property(.subscriptionIdentifier, .variableByteInteger(7)))
+            try await c.publish("t", "x", properties: properties)
+            let packets = try await c.expectClosed()
+            #expect(packets == [.disconnect(DisconnectPacket(reasonCode: .protocolError))])
+            // Not routed, and the other connection still works.
+            try await other.expectSilence(for: .milliseconds(200))
+            try await other.send(.pingreq)
+            #expect(try await other.next() == .pingresp)
+        }
+    }
+
     @Test("v5 SUBACK and UNSUBACK reason codes")
     func subackUnsubackReasonCodes() async throws {
         try await withBroker { _, port in

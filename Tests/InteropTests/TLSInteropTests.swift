@@ -63,6 +63,22 @@ func makeCertificates(_ dir: String) async throws {
         }
     }
 
+    @Test("a TLS 1.2 renegotiation request is answered at once with the no_renegotiation alert (the client is not left waiting for it)")
+    func renegotiationRefusedAtOnce() async throws {
+        let dir = scratchPath("martlet-tls")
+        try await makeCertificates(dir)
+        try await withTLSBroker(dir) { port in
+            // `R` asks s_client to renegotiate; stdin stays open 3 s more, so without the alert
+            // s_client waits in the handshake until `timeout` ends it (status 124).
+            let command = "(printf 'R\\n'; sleep 3) | timeout 8 /usr/bin/openssl s_client -connect 127.0.0.1:\(port) -tls1_2 "
+                + "-CAfile \(dir)/ca.pem -msg"
+            let r = try await run("/bin/bash", ["-c", command], timeout: .seconds(15))
+            #expect(r.stdout.contains("RENEGOTIATING"), "\(r.stdout)")
+            #expect(r.stdout.contains("warning no_renegotiation"), "\(r.stdout.suffix(2000))")
+            #expect(r.status != 124, "s_client hung in the renegotiation")
+        }
+    }
+
     @Test func mutualTLSWithMosquittoClients() async throws {
         let dir = scratchPath("martlet-tls")
         let other = scratchPath("martlet-tls")

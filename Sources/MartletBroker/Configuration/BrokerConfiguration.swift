@@ -2,6 +2,16 @@ import MartletTLS
 import NIOCore
 
 /// What the broker does with a message for a subscriber whose outbox is full.
+/// A session belongs to the identity that created it: what a CONNECT for its client id by
+/// another identity gets.
+public enum SessionIdentityPolicy: String, Sendable, Hashable, CaseIterable {
+    /// Refused (CONNACK 0x05 / v5 0x87, counted); the session and its connection are untouched.
+    case refuse
+    /// The old session ends (its connection is closed as taken over, its queue dropped and
+    /// counted) and the new connection starts clean: nothing of it is resumed.
+    case discard
+}
+
 public enum SlowConsumerPolicy: String, Sendable, Hashable, CaseIterable {
     /// The new message is dropped (QoS 0 ones in the outbox are evicted first for a QoS 1/2 message).
     case dropNew = "drop-new"
@@ -79,6 +89,10 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var maximumTopicLevels: Int = 128
     /// `max_subscriptions_per_client`: filters one session may hold; 0 = no limit.
     public var maximumSubscriptionsPerClient: Int = 0
+    /// `session_other_identity`: what a CONNECT gets when its client id's session (online or
+    /// not) was created by another identity (user name, or certificate identity).
+    public var sessionOtherIdentity: SessionIdentityPolicy = .refuse
+
     /// `max_retained_messages`: topics with a retained message, over the whole broker
     /// (`$SYS/...` not counted); 0 = no limit. Past it a retained message for a new topic is
     /// delivered to current subscribers but not stored, and counted; replacing or clearing a

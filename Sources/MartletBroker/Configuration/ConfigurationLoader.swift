@@ -136,6 +136,11 @@ public enum ConfigurationLoader {
         integer("max_topic_length", 1...65_535) { v, c in c.broker.maximumTopicLength = v },
         integer("max_topic_levels", 1...65_535) { v, c in c.broker.maximumTopicLevels = v },
         integer("max_subscriptions_per_client", 0...10_000_000) { v, c in c.broker.maximumSubscriptionsPerClient = v },
+        Setting(key: "session_other_identity", expected: "refuse or discard") { text, c in
+            guard let policy = SessionIdentityPolicy(rawValue: text) else { return false }
+            c.broker.sessionOtherIdentity = policy
+            return true
+        },
         integer("max_retained_messages", 0...1_000_000_000) { v, c in c.broker.maximumRetainedMessages = v },
         integer("max_client_id_length", 1...65_535) { v, c in c.broker.maximumClientIdentifierLength = v },
         integer("max_connections", 0...100_000_000) { v, c in c.broker.maximumConnections = v },

@@ -351,6 +351,11 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         let connectionID = self.connectionID
         switch packet {
         case .publish(let publish):
+            if c.version == .v5, !publish.properties.isEmpty, !publish.properties.subscriptionIdentifiers.isEmpty {
+                // Only a server sends Subscription Identifiers in a PUBLISH (MQTT-3.3.4-6).
+                close(reason: .protocolError(.protocolError, "PUBLISH from a client with a subscription identifier"))
+                return
+            }
             if publish.properties.topicAlias != nil {
                 // We advertise no Topic Alias Maximum, so any alias is invalid (MQTT 5 3.3.2.3.4).
                 close(reason: .protocolError(.topicAliasInvalid, "topic alias without a topic alias maximum"))
@@ -416,6 +421,12 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         if let refusal {
             log(.info, "connection refused", metadata: ["reason": "\(refusal.why)"])
             refuse(v, v3: refusal.v3, v5: refusal.v5)
+            return
+        }
+        if v == .v5, connect.properties.authenticationMethod == nil, connect.properties.authenticationData != nil {
+            // Authentication Data only goes with an Authentication Method (MQTT 5 3.1.2.11.10).
+            log(.info, "bad CONNECT: authentication data without an authentication method")
+            refuse(v, v3: .serverUnavailable, v5: .protocolError)
             return
         }
         if v == .v5, let method = connect.properties.authenticationMethod {
@@ -565,6 +576,14 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     var isAwaitingSession: Bool {
         if case .attaching = state { return true }
         return false
+    }
+
+    /// The client id's session belongs to another identity (`session_other_identity: refuse`):
+    /// CONNACK 0x05 / v5 0x87 and closed; the will is not published.
+    func refuseSession() {
+        guard case .attaching(let c) = state else { return }
+        log(.info, "connection refused: the client id's session belongs to another identity")
+        refuse(c.version, v3: .notAuthorized, v5: .notAuthorized)
     }
 
     /// The session is attached: CONNACK goes out before anything the router sends next.

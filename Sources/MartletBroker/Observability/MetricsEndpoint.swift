@@ -40,6 +40,7 @@ public final class MetricsExporter: Sendable {
             (\.droppedTooLarge, counter("messages_dropped_total", [("reason", DropReason.tooLarge.rawValue)])),
             (\.droppedSessionEnded, counter("messages_dropped_total", [("reason", DropReason.sessionEnded.rawValue)])),
             (\.droppedExpired, counter("messages_dropped_total", [("reason", DropReason.expired.rawValue)])),
+            (\.droppedNotAuthorized, counter("messages_dropped_total", [("reason", DropReason.notAuthorized.rawValue)])),
             (\.keepaliveExpiries, counter("keepalive_expiries_total")),
             (\.connectTimeouts, counter("connect_timeouts_total")),
             (\.writeTimeouts, counter("write_timeouts_total")),
@@ -51,6 +52,7 @@ public final class MetricsExporter: Sendable {
             (\.authFailures, counter("auth_failures_total")),
             (\.publishDenied, counter("acl_denied_total", [("operation", "publish")])),
             (\.subscribeDenied, counter("acl_denied_total", [("operation", "subscribe")])),
+            (\.sessionTakeoversRefused, counter("session_takeovers_refused_total")),
             (\.tlsHandshakes, counter("tls_handshakes_total")),
             (\.tlsHandshakeFailures, counter("tls_handshake_failures_total")),
         ]

@@ -74,6 +74,9 @@ public enum DropReason: String, Sendable, CaseIterable {
     case sessionEnded = "session_ended"
     /// Its v5 Message Expiry Interval ran out before it was sent (MQTT-3.3.2-5).
     case expired = "expired"
+    /// The ACL, as it stands when the message is about to be sent, does not let the session's
+    /// identity read its topic (a queued or resumed message after a reload, say).
+    case notAuthorized = "not_authorized"
 }
 
 /// Broker-wide totals and gauges.
@@ -98,6 +101,9 @@ public final class BrokerCounters: Sendable {
         public var droppedTooLarge = 0
         public var droppedSessionEnded = 0
         public var droppedExpired = 0
+        public var droppedNotAuthorized = 0
+        /// CONNECTs refused because the client id's session belongs to another identity.
+        public var sessionTakeoversRefused = 0
         public var keepaliveExpiries = 0
         public var connectTimeouts = 0
         public var writeTimeouts = 0
@@ -125,7 +131,7 @@ public final class BrokerCounters: Sendable {
 
         public init() {}
 
-        public var dropped: Int { droppedQueueFull + droppedEvicted + droppedTotalLimit + droppedTooLarge + droppedSessionEnded + droppedExpired }
+        public var dropped: Int { droppedQueueFull + droppedEvicted + droppedTotalLimit + droppedTooLarge + droppedSessionEnded + droppedExpired + droppedNotAuthorized }
 
         mutating func countDrop(_ reason: DropReason, _ n: Int = 1) {
             switch reason {
@@ -135,6 +141,7 @@ public final class BrokerCounters: Sendable {
             case .tooLarge: droppedTooLarge += n
             case .sessionEnded: droppedSessionEnded += n
             case .expired: droppedExpired += n
+            case .notAuthorized: droppedNotAuthorized += n
             }
         }
 
@@ -153,6 +160,8 @@ public final class BrokerCounters: Sendable {
             droppedTooLarge += o.droppedTooLarge
             droppedSessionEnded += o.droppedSessionEnded
             droppedExpired += o.droppedExpired
+            droppedNotAuthorized += o.droppedNotAuthorized
+            sessionTakeoversRefused += o.sessionTakeoversRefused
             keepaliveExpiries += o.keepaliveExpiries
             connectTimeouts += o.connectTimeouts
             writeTimeouts += o.writeTimeouts

@@ -35,9 +35,9 @@ actor Router {
     nonisolated let subscribedCount = Atomic<Int>(0)
     private var publishedSubscribedCount = 0
 
-    private var peers: [Router] = []
-    private var trie = SubscriptionTrie<Session>()
-    private var sessions: [String: Session] = [:]
+    var peers: [Router] = []
+    var trie = SubscriptionTrie<Session>()
+    var sessions: [String: Session] = [:]
     /// Every open connection on this loop, for the keepalive / connect-timeout sweep.
     private var connections: [Int: NIOLoopBound<MQTTConnectionHandler>] = [:]
     private var nextConnectionID = 1
@@ -50,12 +50,19 @@ actor Router {
     private var dirty: [NIOLoopBound<MQTTConnectionHandler>] = []
 
     private var routeStamp: UInt64 = 0
+    /// The number of the last message this router routed (`Message.sequence`).
+    var routeSequence: UInt64 = 0
+    /// Sessions moving to another loop, still matched here (see `SessionMove`).
+    var movingOut: [String: Session] = [:]
+    /// Copies matched here for sessions moving to each peer, handed over at flush.
+    var forwardBatches: [[(clientID: String, delivery: Delivery)]] = []
+    var hasForwards = false
     private var matches: [Match] = []
     private let allocator = ByteBufferAllocator()
-    private var logger: Logger
+    var logger: Logger
 
     /// Totals gathered locally and folded into the broker-wide ones once per sweep.
-    private var local = BrokerCounters.Snapshot()
+    var local = BrokerCounters.Snapshot()
     /// Publishers whose socket is not being read (inbound flow control).
     private var paused: [NIOLoopBound<MQTTConnectionHandler>] = []
     /// This loop's lagging sessions, watched for stalls at each sweep.
@@ -79,16 +86,16 @@ actor Router {
     private var lastPauseLog = NIODeadline.uptimeNanoseconds(0)
     /// Wills waiting for their Will Delay Interval, by client id, with their timers (kept
     /// here rather than in every session: few sessions ever have one).
-    private var pendingWills: [String: (will: Message, timer: Scheduled<Void>)] = [:]
+    var pendingWills: [String: (will: Message, timer: Scheduled<Void>)] = [:]
     /// Refused retained messages are logged the same way.
     private var lastRetainedRefusedLog = NIODeadline.uptimeNanoseconds(0)
     private var retainedRefusedSinceLog = 0
     private var pausesSinceLog = 0
     /// The live configuration (limits change on reload), refreshed once per sweep.
-    private var config: BrokerConfiguration
+    var config: BrokerConfiguration
     /// The password file and ACL, refreshed from the broker's once per sweep (so a reload
     /// reaches every loop within one sweep interval) and at each CONNECT.
-    private var security = SecurityState()
+    var security = SecurityState()
     private var lastAuthFailureLog = NIODeadline.uptimeNanoseconds(0)
     private var authFailuresSinceLog = 0
     /// The last message copied out of a larger read buffer (see `compacted`), and the payload
@@ -117,6 +124,7 @@ actor Router {
         self.peers = peers
         self.outgoingBatches = Array(repeating: [], count: peers.count)
         self.outgoingBytes = Array(repeating: 0, count: peers.count)
+        self.forwardBatches = Array(repeating: [], count: peers.count)
         let interval = config.keepaliveSweepInterval
         sweepTask = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
             self.assumeIsolated { $0.sweep() }
@@ -222,13 +230,22 @@ actor Router {
         }
     }
 
-    /// Whether a client may publish to `topic` (a will, checked at CONNECT).
+    /// Whether a client may publish to `topic` (a PUBLISH, or a will checked at CONNECT).
+    /// `$SYS` is the broker's own: a client publishes there only where an ACL rule names it
+    /// (a leading wildcard never matches it), as in mosquitto.
     func mayWrite(_ topic: String, username: String?, clientID: String) -> Bool {
-        security.acl?.allows(.write, topic, username: username, clientID: clientID) ?? true
+        if Self.isSysTopic(topic) {
+            return security.acl?.allows(.write, topic, username: username, clientID: clientID) ?? false
+        }
+        return security.acl?.allows(.write, topic, username: username, clientID: clientID) ?? true
+    }
+
+    static func isSysTopic(_ topic: String) -> Bool {
+        topic.utf8.first == UInt8(ascii: "$") && (topic == "$SYS" || topic.hasPrefix("$SYS/"))
     }
 
     /// Whether the session may receive a message on `topic` (always, without an ACL).
-    private func mayRead(_ topic: String, _ session: Session) -> Bool {
+    func mayRead(_ topic: String, _ session: Session) -> Bool {
         guard let acl = security.acl else { return true }
         if session.readAllowedGeneration != security.generation {
             session.readAllowed = [:]
@@ -239,101 +256,6 @@ actor Router {
         if session.readAllowed.count >= 1024 { session.readAllowed.removeAll(keepingCapacity: true) }
         session.readAllowed[topic] = allowed
         return allowed
-    }
-
-    /// Attaches the connection to the client id's session, taking it over from wherever it lives.
-    func connect(_ request: ConnectRequest, handler: NIOLoopBound<MQTTConnectionHandler>) {
-        let previous = core.registry.claim(request.clientID, router: index)
-        if previous == nil || previous == index {
-            let state = detachSession(request.clientID, discard: request.cleanStart)
-            finishConnect(request, handler: handler, state: state)
-            return
-        }
-        let owner = peers[previous!]
-        owner.eventLoop.execute {
-            let state = owner.assumeIsolated { $0.detachSession(request.clientID, discard: request.cleanStart) }
-            self.eventLoop.execute {
-                self.assumeIsolated { $0.finishConnect(request, handler: handler, state: state) }
-            }
-        }
-    }
-
-    /// Takes a session off this loop: its connection is closed as taken over (its will is
-    /// published) and its subscriptions leave this trie. Returns its state unless discarded.
-    func detachSession(_ clientID: String, discard: Bool) -> SessionState?? {
-        guard let session = sessions.removeValue(forKey: clientID) else { return .none }
-        session.expiryTask?.cancel()
-        endLag(session)
-        if let connection = session.connection {
-            setConnection(session, nil)
-            if let (will, delay) = connection.value.takeOver() {
-                // With a delay, a new connection that continues the session means the will
-                // is never sent (MQTT-3.1.3-9); a clean start ends the session, which sends it.
-                if delay == 0 || discard { publish(will) }
-            }
-        }
-        if let will = takePendingWill(session), discard {
-            // Offline with a will waiting: a clean start ends the session (the will goes now);
-            // resuming it cancels the will (MQTT-3.1.3-9).
-            publish(will)
-        }
-        for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
-        let state = session.state
-        // The outbox leaves this loop's accounting; the new owner charges it again.
-        discardOutbox(session, countAs: discard ? .sessionEnded : nil)
-        flush()
-        return .some(discard ? nil : state)
-    }
-
-    private func finishConnect(_ request: ConnectRequest, handler: NIOLoopBound<MQTTConnectionHandler>, state: SessionState??) {
-        let session = Session(
-            clientID: request.clientID, version: request.version, expiryInterval: request.expiryInterval,
-            inflightWindow: max(1, min(config.maximumInflight, request.receiveMaximum)))
-        session.maximumPacketSize = request.maximumPacketSize
-        session.policy = request.policy
-        session.username = request.username
-        var sessionPresent = false
-        if !request.cleanStart, case .some(.some(let restored)) = state {
-            session.restore(restored)
-            core.counters.inflightMessages.add(session.inflight.count, ordering: .relaxed)
-            account(session, bytes: 0, messages: session.outbox.count, chargeSession: session.outboxBytes)
-            sessionPresent = true
-            for (filter, sub) in session.subscriptions {
-                trie.insert(filter: filter, subscriber: session, options: sub.options, identifier: sub.identifier)
-            }
-        }
-        guard handler.value.isAwaitingSession, core.registry.owner(of: request.clientID) == index else {
-            // The client went away (or another connection claimed the id) while the session moved.
-            if session.isPersistent && core.registry.owner(of: request.clientID) == index {
-                sessions[request.clientID] = session
-                scheduleExpiry(session)
-            } else {
-                discardOutbox(session, countAs: .sessionEnded)
-                if core.registry.owner(of: request.clientID) == index {
-                    core.registry.release(request.clientID, router: index)
-                }
-            }
-            handler.value.close(reason: .sessionTakenOver)
-            flush()
-            return
-        }
-        sessions[request.clientID] = session
-        setConnection(session, handler)
-        session.connectionID = handler.value.connectionID
-        handler.value.sessionAttached(sessionPresent: sessionPresent)
-        markDirty(handler)
-        // Unacknowledged messages are resent first, with DUP, in their original order (MQTT-4.4.0-1).
-        for flight in session.inflight {
-            switch flight.stage {
-            case .awaitingPubAck, .awaitingPubRec:
-                writePublish(flight.delivery, to: session, packetIdentifier: flight.packetIdentifier, dup: true)
-            case .awaitingPubComp:
-                write(.pubrel(PubRelPacket(packetIdentifier: flight.packetIdentifier)), to: session)
-            }
-        }
-        drain(session)
-        handler.value.replayBufferedPackets()
-        flush()
     }
 
     /// The connection of `clientID` is gone. `will` is published unless the client sent
@@ -374,7 +296,7 @@ actor Router {
     }
 
     /// The will waiting for its delay, if any; its timer is cancelled.
-    private func takePendingWill(_ session: Session) -> Message? {
+    func takePendingWill(_ session: Session) -> Message? {
         guard !pendingWills.isEmpty, let pending = pendingWills.removeValue(forKey: session.clientID) else { return nil }
         pending.timer.cancel()
         return pending.will
@@ -386,7 +308,7 @@ actor Router {
         session.expiryInterval = expiryInterval
     }
 
-    private func scheduleExpiry(_ session: Session) {
+    func scheduleExpiry(_ session: Session) {
         session.expiryTask?.cancel()
         session.expiryTask = nil
         guard session.expiryInterval != Session.neverExpires else { return }
@@ -400,7 +322,7 @@ actor Router {
         }
     }
 
-    private func endSession(_ session: Session) {
+    func endSession(_ session: Session) {
         // A will still waiting for its delay goes out when the session ends.
         if let will = takePendingWill(session) { publish(will) }
         discardOutbox(session, countAs: .sessionEnded)
@@ -464,7 +386,7 @@ actor Router {
 
     private func receivedPublish(_ publish: PublishPacket, from session: Session) {
         local.messagesReceived += 1
-        if let acl = security.acl, !acl.allows(.write, publish.topic, username: session.username, clientID: session.clientID) {
+        if !mayWrite(publish.topic, username: session.username, clientID: session.clientID) {
             // Not routed. v5 says why in the acknowledgement; 3.1.1 cannot, so the flow
             // completes as if delivered (as mosquitto does) and the refusal is counted.
             local.publishDenied += 1
@@ -565,6 +487,10 @@ actor Router {
     }
 
     private func route(_ message: Message) {
+        var message = message
+        routeSequence &+= 1
+        message.origin = index
+        message.sequence = routeSequence
         if message.retain { retain(message) }
         deliverLocally(message)
         if peers.count > 1 {
@@ -649,6 +575,10 @@ actor Router {
             // RETAIN is cleared on normal forwarding unless v5 retain-as-published (MQTT-3.3.1-9).
             let retain = match.retainAsPublished && message.retain
             let delivery = Delivery(message: message, qos: qos, retain: retain, subscriptionIdentifiers: match.identifiers)
+            if let move = match.session.move {
+                moving(delivery, move, match.session)
+                continue
+            }
             if qos == .atMostOnce && match.identifiers.isEmpty {
                 guard let connection = match.session.connection else { continue }
                 // A writable socket takes what waits first (the writability event that would
@@ -675,7 +605,7 @@ actor Router {
     /// Goes out now when the client is online, nothing is queued before it, the socket is
     /// writable and (QoS 1/2) the inflight window has room; otherwise waits in the outbox.
     /// QoS 0 is not queued for an offline session (MQTT-3.1.2-5 leaves it optional).
-    private func deliver(_ delivery: Delivery, to session: Session) {
+    func deliver(_ delivery: Delivery, to session: Session) {
         guard let connection = session.connection else {
             if delivery.qos != .atMostOnce { enqueue(delivery, to: session) }
             return
@@ -702,7 +632,7 @@ actor Router {
 
     /// Moves messages from the outbox to the socket while it is writable, in order; a QoS 1/2
     /// message at the head waits for the inflight window (and so does everything behind it).
-    private func drain(_ session: Session) {
+    func drain(_ session: Session) {
         guard let connection = session.connection else { return }
         let handler = connection.value
         var moved = 0
@@ -808,7 +738,7 @@ actor Router {
         drop(.evicted, session)
     }
 
-    private func drop(_ reason: DropReason, _ session: Session, count: Int = 1) {
+    func drop(_ reason: DropReason, _ session: Session, count: Int = 1) {
         session.drops[reason] += count
         local.countDrop(reason, count)
         if session.unloggedDrops == 0 { unloggedDroppers.append(session) }
@@ -817,7 +747,7 @@ actor Router {
 
     /// Empties the outbox out of the accounting (and the inflight gauge); `countAs` counts
     /// its messages as dropped.
-    private func discardOutbox(_ session: Session, countAs reason: DropReason?) {
+    func discardOutbox(_ session: Session, countAs reason: DropReason?) {
         endLag(session)
         if !session.inflight.isEmpty { core.counters.inflightMessages.subtract(session.inflight.count, ordering: .relaxed) }
         guard !session.outbox.isEmpty else { return }
@@ -831,7 +761,7 @@ actor Router {
     /// falling below the low-water mark wake the publishers every loop paused.
     /// `chargeSession`: bytes already in the session's figure (a restored outbox) that the
     /// gauges must now count.
-    private func account(_ session: Session, bytes: Int, messages: Int, chargeSession: Int = 0) {
+    func account(_ session: Session, bytes: Int, messages: Int, chargeSession: Int = 0) {
         session.outboxBytes += bytes
         let gauge = bytes + chargeSession
         core.counters.queuedBytes.add(gauge, ordering: .relaxed)
@@ -851,7 +781,7 @@ actor Router {
     }
 
     /// Attaches or detaches a connection; the outbox moves between online and offline bytes.
-    private func setConnection(_ session: Session, _ connection: NIOLoopBound<MQTTConnectionHandler>?) {
+    func setConnection(_ session: Session, _ connection: NIOLoopBound<MQTTConnectionHandler>?) {
         let wasOnline = session.isOnline
         session.connection = connection
         if connection == nil { endLag(session) }
@@ -900,7 +830,7 @@ actor Router {
     }
 
     /// The session neither lags nor is stalled any more (drained, offline, gone).
-    private func endLag(_ session: Session) {
+    func endLag(_ session: Session) {
         session.stalled = false
         setLagging(session, false)
     }
@@ -1039,7 +969,7 @@ actor Router {
                 "client_id": "\(session.clientID)", "dropped": "\(session.unloggedDrops)",
                 "queue_full": "\(session.drops[.queueFull])", "evicted": "\(session.drops[.evicted])",
                 "total_limit": "\(session.drops[.totalLimit])", "too_large": "\(session.drops[.tooLarge])",
-                "expired": "\(session.drops[.expired])",
+                "expired": "\(session.drops[.expired])", "not_authorized": "\(session.drops[.notAuthorized])",
             ])
         }
         if unloggedDroppers.count > 20 {
@@ -1053,8 +983,17 @@ actor Router {
     /// header (one writev, no copy); smaller ones are copied into one buffer with the header.
     static let separatePayloadBytes = 2048
 
-    private func writePublish(_ delivery: Delivery, to session: Session, packetIdentifier: UInt16?, dup: Bool) {
+    func writePublish(_ delivery: Delivery, to session: Session, packetIdentifier: UInt16?, dup: Bool) {
         guard let connection = session.connection else { return }
+        if security.acl != nil && !mayRead(delivery.message.topic, session) {
+            // Checked again as it leaves: it may have been queued, resumed or retained under
+            // another ACL, or for an identity that no longer holds the session.
+            drop(.notAuthorized, session)
+            if let id = packetIdentifier, let i = session.inflight.firstIndex(where: { $0.packetIdentifier == id }) {
+                removeInflight(session, at: i)
+            }
+            return
+        }
         let packet = SharedEncoding.publishPacket(delivery, version: session.version, packetIdentifier: packetIdentifier, dup: dup)
         let separate = packet.payload.readableBytes >= Self.separatePayloadBytes
         var buffer = allocator.buffer(capacity: 0)
@@ -1081,7 +1020,7 @@ actor Router {
         local.messagesSent += 1
     }
 
-    private func write(_ packet: MQTTPacket, to session: Session) {
+    func write(_ packet: MQTTPacket, to session: Session) {
         guard let connection = session.connection else { return }
         connection.value.send(packet)
         markDirty(connection)
@@ -1089,11 +1028,11 @@ actor Router {
 
     // MARK: Flushing
 
-    private func markDirty(_ connection: NIOLoopBound<MQTTConnectionHandler>) {
+    func markDirty(_ connection: NIOLoopBound<MQTTConnectionHandler>) {
         if connection.value.markDirty() { dirty.append(connection) }
     }
 
-    private func flushConnections() {
+    func flushConnections() {
         // By index: a flush can close a connection, whose handling may mark others dirty.
         var i = 0
         while i < dirty.count {
@@ -1114,6 +1053,7 @@ actor Router {
         for i in outgoingBatches.indices where !outgoingBatches[i].isEmpty {
             handOver(i)
         }
+        if hasForwards { handOverForwards() }
     }
 
     /// Hands the batch for peer `i` over. Its bytes and messages count as this loop's

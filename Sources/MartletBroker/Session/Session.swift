@@ -18,6 +18,10 @@ public struct Message: Sendable, Hashable {
     /// A copy not yet sent by then is dropped (MQTT-3.3.2-5), and one sent goes out with
     /// the seconds left (MQTT-3.3.2-6).
     public var expiresAt: NIODeadline?
+    /// The router that routed it and its number there, in routing order: how a session that
+    /// moves between loops tells which messages its old loop forwarded (see `SessionMove`).
+    var origin = -1
+    var sequence: UInt64 = 0
 
     public init(topic: String, payload: ByteBuffer, qos: QoS, retain: Bool, properties: Properties = [], publisherID: String? = nil,
                 expiresAt: NIODeadline? = nil) {
@@ -146,6 +150,9 @@ final class Session {
     /// Drops not yet logged (the router logs them at most once per interval).
     var unloggedDrops = 0
 
+    /// Set while the session moves to another loop's router (takeover from a connection there).
+    var move: SessionMove?
+
     /// Scratch for merging overlapping subscriptions during one route, without a dictionary.
     var matchStamp: UInt64 = 0
     var matchIndex: Int = 0
@@ -185,5 +192,48 @@ final class Session {
             nextPacketIdentifier = nextPacketIdentifier == .max ? 1 : nextPacketIdentifier + 1
             if !inflight.contains(where: { $0.packetIdentifier == id }) { return id }
         }
+    }
+}
+
+/// A session moving from the router of loop A (its old connection's) to that of loop B (the
+/// new connection's), without losing or doubling a message routed meanwhile.
+///
+/// Every router numbers the messages it routes. Between B attaching the session (its
+/// subscriptions now in B's trie) and A letting go, both tries match it, so each message is
+/// delivered by exactly one side, decided per origin router C by a marker:
+/// - B asks every router C for a marker once its trie holds the session. C hands over what it
+///   routed so far (to A among others), then tells A its current number `cutover[C]`.
+/// - A forwards to B every copy it matches for the session from C until C's marker arrives:
+///   exactly C's messages numbered up to `cutover[C]` (C's batches to A arrive in order).
+/// - Every message C routes after its marker was routed after B's trie counted the session,
+///   so it reaches B; B holds its trie matches until A, with all markers in, leaves the trie
+///   and sends B the cutovers. B then delivers the held ones numbered above `cutover[C]`.
+/// Forwarded copies reach B before the cutovers, so a publisher's order is kept.
+final class SessionMove {
+    /// On A: the router the session moves to.
+    let target: Int
+    /// On A: per origin router, whether its marker is still to come (its copies are forwarded).
+    var forwarding: [Bool]
+    var cutover: [UInt64]
+    var markersMissing: Int
+    /// On B: trie matches held until the cutovers arrive.
+    var held: [Delivery] = []
+
+    var isArriving: Bool { target < 0 }
+
+    /// A's side: moving to `target`, with `routers` markers to collect.
+    init(leavingFor target: Int, routers: Int) {
+        self.target = target
+        self.forwarding = Array(repeating: true, count: routers)
+        self.cutover = Array(repeating: 0, count: routers)
+        self.markersMissing = routers
+    }
+
+    /// B's side.
+    init(arriving: Void) {
+        self.target = -1
+        self.forwarding = []
+        self.cutover = []
+        self.markersMissing = 0
     }
 }

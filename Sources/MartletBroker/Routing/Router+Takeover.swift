@@ -1,0 +1,251 @@
+import MartletMQTT
+import NIOCore
+
+/// CONNECT and session ownership: one takeover at a time per client id (the registry queues
+/// the others), the session's owner checked, and the session moved whole between loops.
+extension Router {
+    /// What the router holding a client id's session did when a new connection claimed it.
+    enum Release: Sendable {
+        /// It held no session (expired or ended meanwhile).
+        case none
+        /// The session belongs to another identity and was left as it is.
+        case refused
+        /// The session ended there (clean start, or another identity under `discard`).
+        case ended
+        /// The session left, whole; on another loop it still forwards what it matches there.
+        case moved(SessionState)
+    }
+
+    /// Attaches the connection to its client id's session once every earlier claim of that
+    /// client id is carried out (MQTT-3.1.4-3).
+    func connect(_ request: ConnectRequest, handler: NIOLoopBound<MQTTConnectionHandler>) {
+        let claim = core.registry.claim(request.clientID, router: index) { [self] previous in
+            eventLoop.execute {
+                self.assumeIsolated { $0.takeOver(request, handler: handler, from: previous) }
+            }
+        }
+        if case .granted(let previous) = claim { takeOver(request, handler: handler, from: previous) }
+    }
+
+    private func takeOver(_ request: ConnectRequest, handler: NIOLoopBound<MQTTConnectionHandler>, from previous: Int?) {
+        guard handler.value.isAwaitingSession else {
+            // The client left while its claim waited: the session stays where it is.
+            core.registry.settle(request.clientID, owner: previous)
+            return
+        }
+        guard let previous else {
+            attach(request, handler: handler, .none, from: nil)
+            return
+        }
+        if previous == index {
+            let outcome = release(for: request, movingTo: nil)
+            attach(request, handler: handler, outcome, from: previous)
+            return
+        }
+        let owner = peers[previous]
+        let target = index
+        owner.eventLoop.execute {
+            let outcome = owner.assumeIsolated { $0.release(for: request, movingTo: target) }
+            self.eventLoop.execute {
+                self.assumeIsolated { $0.attach(request, handler: handler, outcome, from: previous) }
+            }
+        }
+    }
+
+    /// The owner's side of a takeover. The old connection is closed as taken over (its will
+    /// follows the will rules); a session created by another identity is refused or ended
+    /// (`session_other_identity`); otherwise the session leaves: moving to another loop it
+    /// stays in this trie, forwarding, until every router's marker is in.
+    func release(for request: ConnectRequest, movingTo target: Int?) -> Release {
+        guard let session = sessions[request.clientID] else { return .none }
+        let otherIdentity = session.username != request.username
+        if otherIdentity {
+            logger.warning("CONNECT for a session created by another identity", metadata: [
+                "client_id": "\(request.clientID)", "user": "\(request.username ?? "(anonymous)")",
+                "owner": "\(session.username ?? "(anonymous)")", "policy": "\(config.sessionOtherIdentity.rawValue)",
+            ])
+            if config.sessionOtherIdentity == .refuse {
+                local.sessionTakeoversRefused += 1
+                return .refused
+            }
+        }
+        let discard = request.cleanStart || otherIdentity
+        sessions.removeValue(forKey: request.clientID)
+        session.expiryTask?.cancel()
+        endLag(session)
+        if let connection = session.connection {
+            setConnection(session, nil)
+            if let (will, delay) = connection.value.takeOver() {
+                // With a delay, a new connection that continues the session means the will
+                // is never sent (MQTT-3.1.3-9); a clean start ends the session, which sends it.
+                if delay == 0 || discard { publish(will) }
+            }
+        }
+        if let will = takePendingWill(session), discard {
+            // Offline with a will waiting: a clean start ends the session (the will goes now);
+            // resuming it cancels the will (MQTT-3.1.3-9).
+            publish(will)
+        }
+        let state = session.state
+        // The outbox leaves this loop's accounting; the new owner charges it again.
+        discardOutbox(session, countAs: discard ? .sessionEnded : nil)
+        if discard || target == nil {
+            for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
+        } else if let target {
+            session.outbox = []
+            session.inflight = []
+            session.move = SessionMove(leavingFor: target, routers: peers.count)
+            movingOut[request.clientID] = session
+        }
+        flush()
+        return discard ? .ended : .moved(state)
+    }
+
+    /// The new connection's side: the session (restored or new) is attached and CONNACK
+    /// sent; a session arriving from another loop then collects the routers' markers.
+    private func attach(_ request: ConnectRequest, handler: NIOLoopBound<MQTTConnectionHandler>, _ outcome: Release, from previous: Int?) {
+        let clientID = request.clientID
+        if case .refused = outcome {
+            core.registry.settle(clientID, owner: previous)
+            handler.value.refuseSession()
+            flush()
+            return
+        }
+        let session = Session(
+            clientID: clientID, version: request.version, expiryInterval: request.expiryInterval,
+            inflightWindow: max(1, min(config.maximumInflight, request.receiveMaximum)))
+        session.maximumPacketSize = request.maximumPacketSize
+        session.policy = request.policy
+        session.username = request.username
+        var sessionPresent = false
+        var arriving = false
+        if case .moved(let restored) = outcome {
+            session.restore(restored)
+            core.counters.inflightMessages.add(session.inflight.count, ordering: .relaxed)
+            account(session, bytes: 0, messages: session.outbox.count, chargeSession: session.outboxBytes)
+            sessionPresent = true
+            for (filter, sub) in session.subscriptions {
+                trie.insert(filter: filter, subscriber: session, options: sub.options, identifier: sub.identifier)
+            }
+            if let previous, previous != index {
+                session.move = SessionMove(arriving: ())
+                arriving = true
+            }
+        }
+        sessions[clientID] = session
+        if handler.value.isAwaitingSession {
+            setConnection(session, handler)
+            session.connectionID = handler.value.connectionID
+            handler.value.sessionAttached(sessionPresent: sessionPresent)
+            markDirty(handler)
+            // Unacknowledged messages are resent first, with DUP, in their original order (MQTT-4.4.0-1).
+            for flight in session.inflight {
+                switch flight.stage {
+                case .awaitingPubAck, .awaitingPubRec:
+                    writePublish(flight.delivery, to: session, packetIdentifier: flight.packetIdentifier, dup: true)
+                case .awaitingPubComp:
+                    write(.pubrel(PubRelPacket(packetIdentifier: flight.packetIdentifier)), to: session)
+                }
+            }
+            drain(session)
+            handler.value.replayBufferedPackets()
+        } else if session.isPersistent {
+            // The client went away while the session was being attached: it stays, offline.
+            scheduleExpiry(session)
+        } else if !arriving {
+            endSession(session)
+        }
+        // Publishes this trie's subscription count before any router is asked for its marker.
+        flush()
+        guard arriving, let previous else {
+            core.registry.settle(clientID, owner: sessions[clientID] == nil ? nil : index)
+            return
+        }
+        let mover = peers[previous]
+        for router in peers {
+            router.eventLoop.execute {
+                router.assumeIsolated { $0.sendMarker(for: clientID, to: mover) }
+            }
+        }
+    }
+
+    /// Everything this router routed so far is handed over; then the moving session's old
+    /// owner learns the number of the last one.
+    private func sendMarker(for clientID: String, to mover: Router) {
+        flush()
+        let origin = index
+        let sequence = routeSequence
+        if mover === self {
+            marker(for: clientID, origin: origin, sequence: sequence)
+        } else {
+            mover.eventLoop.execute {
+                mover.assumeIsolated { $0.marker(for: clientID, origin: origin, sequence: sequence) }
+            }
+        }
+    }
+
+    /// The old owner's side: once every router's marker is in, the session leaves this trie
+    /// and the new owner gets the cutovers, after every copy forwarded.
+    private func marker(for clientID: String, origin: Int, sequence: UInt64) {
+        guard let session = movingOut[clientID], let move = session.move, !move.isArriving, move.forwarding[origin] else { return }
+        move.forwarding[origin] = false
+        move.cutover[origin] = sequence
+        move.markersMissing -= 1
+        guard move.markersMissing == 0 else { return }
+        for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
+        movingOut.removeValue(forKey: clientID)
+        session.move = nil
+        flush()
+        let target = peers[move.target]
+        let cutover = move.cutover
+        target.eventLoop.execute {
+            target.assumeIsolated { $0.moveCompleted(clientID, cutover: cutover) }
+        }
+    }
+
+    /// The new owner's side: trie matches held during the move are delivered unless the old
+    /// owner forwarded them; the client id is free for the next claim.
+    private func moveCompleted(_ clientID: String, cutover: [UInt64]) {
+        if let session = sessions[clientID], let move = session.move, move.isArriving {
+            session.move = nil
+            for delivery in move.held where delivery.message.sequence > cutover[delivery.message.origin] {
+                deliver(delivery, to: session)
+            }
+            if !session.isOnline && !session.isPersistent { endSession(session) }
+            flush()
+        }
+        core.registry.settle(clientID, owner: sessions[clientID] == nil ? nil : index)
+    }
+
+    /// A copy routed here for a moving session: held (arriving), forwarded to the new owner
+    /// (leaving, from an origin whose marker is still to come), or left to the new owner.
+    func moving(_ delivery: Delivery, _ move: SessionMove, _ session: Session) {
+        if move.isArriving {
+            move.held.append(delivery)
+        } else if move.forwarding[delivery.message.origin] {
+            forwardBatches[move.target].append((session.clientID, delivery))
+            hasForwards = true
+        }
+    }
+
+    func handOverForwards() {
+        hasForwards = false
+        for i in forwardBatches.indices where !forwardBatches[i].isEmpty {
+            let batch = forwardBatches[i]
+            forwardBatches[i] = []
+            let peer = peers[i]
+            peer.eventLoop.execute {
+                peer.assumeIsolated { $0.deliverForwarded(batch) }
+            }
+        }
+    }
+
+    /// Copies forwarded by a moving session's old owner.
+    private func deliverForwarded(_ batch: [(clientID: String, delivery: Delivery)]) {
+        for (clientID, delivery) in batch {
+            guard let session = sessions[clientID] else { continue }
+            deliver(delivery, to: session)
+        }
+        flush()
+    }
+}
