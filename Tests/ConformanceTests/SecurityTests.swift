@@ -154,6 +154,156 @@ import MartletTestSupport
         }
     }
 
+    static let aliceAndDave = """
+        user alice
+        topic readwrite alice/#
+        user bob
+        topic write alice/#
+        user dave
+        topic readwrite dave/#
+        """
+
+    /// alice's persistent session X with `alice/#` at QoS 1, offline, holding a QoS 1 message
+    /// and a retained one that bob published meanwhile.
+    static func aliceQueued(_ port: Int) async throws {
+        let (a, ack) = try await connectPersistent(port, .v3_1_1, id: "X", user: "alice", password: "a")
+        #expect(ack?.reasonCode == .success)
+        #expect(try await a.subscribe("alice/#", qos: .atLeastOnce).reasonCodes == [.grantedQoS1])
+        try await a.send(.disconnect(DisconnectPacket()))
+        try await a.expectClosed()
+        let (bob, _) = try await connect(port, id: "bob", user: "bob", password: "b")
+        try await bob.publish("alice/ok/queued", "for alice", qos: .atLeastOnce, id: 1)
+        #expect(try await bob.next() == .puback(PubAckPacket(packetIdentifier: 1)))
+        try await bob.publish("alice/ok/r", "retained for alice", qos: .atLeastOnce, retain: true, id: 2)
+        #expect(try await bob.next() == .puback(PubAckPacket(packetIdentifier: 2)))
+        await bob.close()
+    }
+
+    static func connectPersistent(_ port: Int, _ version: ProtocolVersion, id: String, user: String?, password: String?) async throws -> (RawClient, ConnAckPacket?) {
+        let c = try await RawClient.connect(port: port, version: version)
+        var properties = Properties()
+        if version == .v5 { properties.sessionExpiryInterval = 3600 }
+        try await c.send(.connect(ConnectPacket(
+            protocolVersion: version, cleanStart: false, clientIdentifier: id, username: user,
+            password: password.map { ByteBuffer(string: $0) }, properties: properties)))
+        guard case .connack(let ack) = try await c.next() else { return (c, nil) }
+        return (c, ack)
+    }
+
+    @Test("a persistent session belongs to the identity that created it: another user or an anonymous client using its client id is refused (0x05 / v5 0x87) and reads nothing; the owner then gets everything queued")
+    func sessionOwnedByItsIdentity() async throws {
+        let (passwords, acl) = try Self.files(passwords: [("alice", "a"), ("bob", "b"), ("dave", "d")], acl: Self.aliceAndDave)
+        try await withBroker({
+            $0.passwordFile = passwords
+            $0.aclFile = acl
+        }) { broker, port in
+            try await Self.aliceQueued(port)
+            for (version, user, password) in [(ProtocolVersion.v3_1_1, "dave", "d"), (.v5, "dave", "d"), (.v3_1_1, nil, nil), (.v5, nil, nil)] as [(ProtocolVersion, String?, String?)] {
+                let (intruder, ack) = try await Self.connectPersistent(port, version, id: "X", user: user, password: password)
+                #expect(ack?.reasonCode == (version == .v5 ? .notAuthorized : Self.v3NotAuthorized))
+                #expect(ack?.sessionPresent == false)
+                let packets = try await intruder.expectClosed()
+                #expect(packets.isEmpty, "\(packets)")
+            }
+            // Refused while the owner is online too: her connection stays.
+            let (alice, ack) = try await Self.connectPersistent(port, .v5, id: "X", user: "alice", password: "a")
+            #expect(ack?.sessionPresent == true)
+            var payloads: Set<String> = []
+            for _ in 0..<2 {
+                let p = try await alice.nextPublish()
+                payloads.insert(p.payloadString)
+                try await alice.send(.puback(PubAckPacket(packetIdentifier: p.packetIdentifier!)))
+            }
+            #expect(payloads == ["for alice", "retained for alice"])
+            let (dave, daveAck) = try await Self.connectPersistent(port, .v3_1_1, id: "X", user: "dave", password: "d")
+            #expect(daveAck?.reasonCode == Self.v3NotAuthorized)
+            try await dave.expectClosed()
+            try await alice.send(.pingreq)
+            #expect(try await alice.next() == .pingresp)
+            try await waitFor(.seconds(10), "the refusals counted") { broker.counters.sessionTakeoversRefused == 5 ? true : nil }
+        }
+    }
+
+    @Test("session_other_identity discard: another identity's CONNECT ends the old session and starts clean (nothing of it delivered, its queue counted as dropped)")
+    func otherIdentityDiscards() async throws {
+        let (passwords, acl) = try Self.files(passwords: [("alice", "a"), ("bob", "b"), ("dave", "d")], acl: Self.aliceAndDave)
+        try await withBroker({
+            $0.passwordFile = passwords
+            $0.aclFile = acl
+            $0.sessionOtherIdentity = .discard
+        }) { broker, port in
+            try await Self.aliceQueued(port)
+            let (dave, ack) = try await Self.connectPersistent(port, .v5, id: "X", user: "dave", password: "d")
+            #expect(ack?.reasonCode == .success)
+            #expect(ack?.sessionPresent == false)
+            try await dave.expectSilence()
+            try await waitFor(.seconds(10), "alice's queue counted as dropped") { broker.counters.droppedSessionEnded == 2 ? true : nil }
+        }
+    }
+
+    @Test("a queued message is checked against the ACL as it is sent: after a reload takes the read away, the resumed session does not get it (counted not_authorized)")
+    func queuedMessageCheckedAtDelivery() async throws {
+        let (passwords, acl) = try Self.files(passwords: [("alice", "a"), ("bob", "b"), ("dave", "d")], acl: Self.aliceAndDave)
+        try await withBroker({
+            $0.passwordFile = passwords
+            $0.aclFile = acl
+        }) { broker, port in
+            try await Self.aliceQueued(port)
+            try "user alice\ntopic write alice/#\n".write(toFile: acl, atomically: true, encoding: .utf8)
+            try broker.reloadSecurity()
+            // Routers take the new ACL at their next sweep (100 ms in tests); CONNECT reads it too.
+            try await Task.sleep(for: .milliseconds(300))
+            let (alice, ack) = try await Self.connectPersistent(port, .v3_1_1, id: "X", user: "alice", password: "a")
+            #expect(ack?.sessionPresent == true)
+            try await alice.expectSilence()
+            try await waitFor(.seconds(10), "two not_authorized drops") { broker.counters.droppedNotAuthorized == 2 ? true : nil }
+            let report = try #require(try await broker.sessionReport(clientID: "X"))
+            #expect(report.dropped[.notAuthorized] == 2)
+        }
+    }
+
+    @Test("$SYS belongs to the broker: a client PUBLISH there is refused (v5 PUBACK 0x87, 3.1.1 not routed), never retained, counted; a will on $SYS is refused; an ACL rule naming $SYS allows it")
+    func sysTopicsCannotBeForged() async throws {
+        try await withBroker { broker, port in
+            let (monitor, _) = try await RawClient.connected(port: port, clientID: "monitor")
+            _ = try await monitor.subscribe("$SYS/#")
+            let (v5, _) = try await RawClient.connected(port: port, version: .v5, clientID: "forger5")
+            try await v5.publish("$SYS/broker/version", "forged", qos: .atLeastOnce, retain: true, id: 1)
+            #expect(try await v5.next() == .puback(PubAckPacket(packetIdentifier: 1, reasonCode: .notAuthorized)))
+            let (v3, _) = try await RawClient.connected(port: port, clientID: "forger3")
+            try await v3.publish("$SYS/broker/clients/connected", "9999", retain: true)
+            try await v3.publish("$SYS", "bare", retain: true)
+            try await monitor.expectSilence()
+            let (late, _) = try await RawClient.connected(port: port, clientID: "late")
+            _ = try await late.subscribe("$SYS/#")
+            try await late.expectSilence()
+            #expect(broker.retainedCount == 0)
+            try await waitFor(.seconds(10), "three refusals counted") { broker.counters.publishDenied == 3 ? true : nil }
+            let (willer, ack) = try await RawClient.connected(
+                port: port, version: .v5, clientID: "willer", will: Will(topic: "$SYS/broker/uptime", payload: ByteBuffer(string: "0")))
+            #expect(ack.reasonCode == .notAuthorized)
+            try await willer.expectClosed()
+            // Something else starting with $ is an ordinary topic.
+            _ = try await monitor.subscribe("$other/#", id: 2)
+            try await v3.publish("$other/x", "fine")
+            #expect(try await monitor.nextPublish().payloadString == "fine")
+        }
+        let (passwords, acl) = try Self.files(passwords: [("ops", "o")], acl: "user ops\ntopic write $SYS/custom/#\ntopic write #\n")
+        try await withBroker({
+            $0.passwordFile = passwords
+            $0.aclFile = acl
+        }) { _, port in
+            let (monitor, _) = try await RawClient.connected(port: port, clientID: "monitor")
+            _ = try await monitor.subscribe("$SYS/#")
+            let (ops, _) = try await Self.connect(port, .v5, id: "ops", user: "ops", password: "o")
+            try await ops.publish("$SYS/broker/version", "no", qos: .atLeastOnce, id: 1)
+            #expect(try await ops.next() == .puback(PubAckPacket(packetIdentifier: 1, reasonCode: .notAuthorized)))
+            try await ops.publish("$SYS/custom/ok", "granted", qos: .atLeastOnce, id: 2)
+            #expect(try await ops.next() == .puback(PubAckPacket(packetIdentifier: 2)))
+            #expect(try await monitor.nextPublish().payloadString == "granted")
+        }
+    }
+
     @Test("reload: a changed ACL applies to connected clients; a broken file keeps the running one")
     func reload() async throws {
         let (passwords, acl) = try Self.files(passwords: [], acl: "topic read news/#\n")

@@ -46,6 +46,15 @@ public final class RetainedStore: Sendable {
             return old
         }
 
+        func node(at path: [String]) -> Node? {
+            var node = self
+            for name in path {
+                guard let child = node.children[name] else { return nil }
+                node = child
+            }
+            return node
+        }
+
         func get(_ levels: ArraySlice<Substring>) -> RetainedMessage? {
             guard let level = levels.first else { return message }
             return children[String(level)]?.get(levels.dropFirst())
@@ -124,6 +133,85 @@ public final class RetainedStore: Sendable {
             return found.filter { $0.expiresAt.map { $0 > now } ?? true }
         }
         return found.count > 1 ? found.sorted { $0.topic < $1.topic } : found
+    }
+
+    /// A resumable walk over the retained messages a filter matches, children in name order,
+    /// read a few at a time (`next`) so a subscriber to many gets them as its socket drains:
+    /// the store is locked only for each small read, and nothing but the walk's position is
+    /// held in between. A topic stored after the walk passed its place is not visited (a
+    /// subscriber already receives it by routing); one deleted before it is reached is skipped.
+    public struct Cursor: Sendable {
+        fileprivate enum Step: Sendable {
+            /// The node at `path`, against the filter from level `level` on.
+            case visit(path: [String], level: Int)
+            /// Every message at and below the node at `path` (`#`).
+            case everything(path: [String])
+            /// The children of the node at `path`, by name, from `next` on: each visited against
+            /// the filter from `level` on, or with `everything` when `level` is nil.
+            case children(path: [String], names: [String], next: Int, level: Int?)
+        }
+
+        fileprivate let filter: [String]
+        fileprivate var steps: [Step]
+
+        public init(filter: String) {
+            self.filter = filter.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            self.steps = [.visit(path: [], level: 0)]
+        }
+
+        public var isFinished: Bool { steps.isEmpty }
+    }
+
+    /// Up to `limit` more messages of the cursor's walk; fewer only when the walk is finished.
+    /// Expired messages met on the way are deleted instead (MQTT-3.3.2-5).
+    public func next(_ cursor: inout Cursor, limit: Int, now: NIODeadline = .now()) -> [RetainedMessage] {
+        storage.withLockedValue { state in
+            var found: [RetainedMessage] = []
+            func take(_ message: RetainedMessage?) {
+                guard let message else { return }
+                if let expiresAt = message.expiresAt, expiresAt <= now {
+                    state.set(Self.levels(message.topic), nil)
+                } else {
+                    found.append(message)
+                }
+            }
+            func names(_ node: Node, atRoot: Bool) -> [String] {
+                // A filter starting with a wildcard does not match `$` topics (MQTT-4.7.2-1).
+                node.children.keys.filter { !(atRoot && $0.hasPrefix("$")) }.sorted()
+            }
+            while found.count < limit, let step = cursor.steps.popLast() {
+                switch step {
+                case .visit(let path, let level):
+                    guard let node = state.root.node(at: path) else { continue }
+                    guard level < cursor.filter.count else {
+                        take(node.message)
+                        continue
+                    }
+                    switch cursor.filter[level] {
+                    case "#":
+                        // "a/#" matches "a" too (MQTT-4.7.1-2).
+                        if !path.isEmpty { take(node.message) }
+                        cursor.steps.append(.children(path: path, names: names(node, atRoot: path.isEmpty), next: 0, level: nil))
+                    case "+":
+                        cursor.steps.append(.children(path: path, names: names(node, atRoot: path.isEmpty), next: 0, level: level + 1))
+                    case let name:
+                        cursor.steps.append(.visit(path: path + [name], level: level + 1))
+                    }
+                case .everything(let path):
+                    guard let node = state.root.node(at: path) else { continue }
+                    take(node.message)
+                    if !node.children.isEmpty {
+                        cursor.steps.append(.children(path: path, names: node.children.keys.sorted(), next: 0, level: nil))
+                    }
+                case .children(let path, let names, let next, let level):
+                    guard next < names.count else { continue }
+                    cursor.steps.append(.children(path: path, names: names, next: next + 1, level: level))
+                    let child = path + [names[next]]
+                    cursor.steps.append(level.map { .visit(path: child, level: $0) } ?? .everything(path: child))
+                }
+            }
+            return found
+        }
     }
 
     /// A topic or filter split at "/", empty levels kept ("a//b" has three).

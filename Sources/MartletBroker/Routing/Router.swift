@@ -423,7 +423,7 @@ actor Router {
         let v5 = session.version == .v5
         let identifier = subscribe.properties.subscriptionIdentifiers.first
         var codes: [ReasonCode] = []
-        var retained: [(RetainedMessage, QoS)] = []
+        var walks: [RetainedFeed.Walk] = []
         let limits = config
         for sub in subscribe.subscriptions {
             do {
@@ -455,20 +455,74 @@ actor Router {
             codes.append(ReasonCode(sub.options.qos.rawValue))
             switch sub.options.retainHandling {
             case .sendOnSubscribe:
-                retained += core.retained.matching(sub.topicFilter).map { ($0, sub.options.qos) }
+                walks.append(.init(cursor: .init(filter: sub.topicFilter), grantedQoS: sub.options.qos, identifier: identifier))
             case .sendIfNew where !existed:
-                retained += core.retained.matching(sub.topicFilter).map { ($0, sub.options.qos) }
+                walks.append(.init(cursor: .init(filter: sub.topicFilter), grantedQoS: sub.options.qos, identifier: identifier))
             default:
                 break
             }
         }
         write(.suback(SubAckPacket(packetIdentifier: subscribe.packetIdentifier, reasonCodes: codes)), to: session)
-        // Retained messages follow the SUBACK, flagged RETAIN=1 (MQTT-3.3.1-8).
-        for (message, grantedQoS) in retained where mayRead(message.topic, session) {
-            let m = Message(topic: message.topic, payload: message.payload, qos: message.qos, retain: true, properties: message.properties,
-                            expiresAt: message.expiresAt)
-            deliver(Delivery(message: m, qos: min(message.qos, grantedQoS), retain: true, subscriptionIdentifiers: identifier.map { [$0] } ?? []), to: session)
+        guard !walks.isEmpty else { return }
+        // Retained messages follow the SUBACK, flagged RETAIN=1 (MQTT-3.3.1-8), sent as the
+        // socket drains (MQTT-3.3.1-6: none dropped however many match).
+        if session.retainedFeed == nil { session.retainedFeed = RetainedFeed() }
+        session.retainedFeed!.walks.append(contentsOf: walks)
+        drain(session)
+    }
+
+    /// Retained messages read from the store per step of a feed.
+    static let retainedReadBatch = 64
+    /// Messages one drain sends from a feed before yielding the loop to other work (the rest
+    /// follows in a task of its own, or when the socket drains).
+    static let retainedDrainBudget = 1024
+
+    /// Sends a session's retained feed while the socket is writable and the inflight window
+    /// has room; returns whether the feed is finished.
+    private func drainRetained(_ session: Session, _ connection: NIOLoopBound<MQTTConnectionHandler>) -> Bool {
+        guard var feed = session.retainedFeed else { return true }
+        // Taken out while it is worked on, so its queues are not copied on write.
+        session.retainedFeed = nil
+        let handler = connection.value
+        var budget = Self.retainedDrainBudget
+        var blocked = false
+        while budget > 0, handler.isWritable {
+            guard let next = feed.ready.first else {
+                guard var walk = feed.walks.popFirst() else { break }
+                for message in core.retained.next(&walk.cursor, limit: Self.retainedReadBatch) where mayRead(message.topic, session) {
+                    let m = Message(topic: message.topic, payload: message.payload, qos: message.qos, retain: true,
+                                    properties: message.properties, expiresAt: message.expiresAt)
+                    feed.ready.append(Delivery(message: m, qos: min(message.qos, walk.grantedQoS), retain: true,
+                                               subscriptionIdentifiers: walk.identifier.map { [$0] } ?? []))
+                }
+                if !walk.cursor.isFinished { feed.walks.prepend(walk) }
+                continue
+            }
+            if next.qos != .atMostOnce && session.inflight.count >= session.inflightWindow {
+                blocked = true
+                break
+            }
+            feed.ready.removeFirst()
+            budget -= 1
+            if next.message.isExpired {
+                drop(.expired, session)
+            } else if next.qos == .atMostOnce {
+                writePublish(next, to: session, packetIdentifier: nil, dup: false)
+            } else {
+                sendInflight(next, to: session)
+            }
         }
+        if feed.isFinished { return true }
+        session.retainedFeed = feed
+        if !blocked && budget == 0 && handler.isWritable {
+            // Still writable: the rest goes on after what else waits on this loop.
+            let clientID = session.clientID
+            let connectionID = session.connectionID
+            eventLoop.execute { [self] in
+                self.assumeIsolated { $0.becameWritable(clientID: clientID, connectionID: connectionID) }
+            }
+        }
+        return false
     }
 
     // MARK: Routing
@@ -583,8 +637,8 @@ actor Router {
                 guard let connection = match.session.connection else { continue }
                 // A writable socket takes what waits first (the writability event that would
                 // drain it may sit behind other work on this loop).
-                if !match.session.outbox.isEmpty && connection.value.isWritable { drain(match.session) }
-                guard match.session.outbox.isEmpty && connection.value.isWritable else {
+                if (!match.session.outbox.isEmpty || match.session.retainedFeed != nil) && connection.value.isWritable { drain(match.session) }
+                guard match.session.outbox.isEmpty && match.session.retainedFeed == nil && connection.value.isWritable else {
                     enqueue(delivery, to: match.session)
                     continue
                 }
@@ -610,8 +664,8 @@ actor Router {
             if delivery.qos != .atMostOnce { enqueue(delivery, to: session) }
             return
         }
-        if !session.outbox.isEmpty && connection.value.isWritable { drain(session) }
-        let canSend = session.outbox.isEmpty && connection.value.isWritable
+        if (!session.outbox.isEmpty || session.retainedFeed != nil) && connection.value.isWritable { drain(session) }
+        let canSend = session.outbox.isEmpty && session.retainedFeed == nil && connection.value.isWritable
         if canSend && delivery.qos == .atMostOnce {
             writePublish(delivery, to: session, packetIdentifier: nil, dup: false)
         } else if canSend && session.inflight.count < session.inflightWindow {
@@ -635,6 +689,7 @@ actor Router {
     func drain(_ session: Session) {
         guard let connection = session.connection else { return }
         let handler = connection.value
+        if session.retainedFeed != nil && !drainRetained(session, connection) { return }
         var moved = 0
         var bytes = 0
         while handler.isWritable, let next = session.outbox.first {

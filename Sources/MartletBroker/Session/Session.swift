@@ -81,9 +81,28 @@ struct StoredSubscription: Sendable {
     var identifier: UInt32?
 }
 
+/// Retained messages still to send for new subscriptions (MQTT-3.3.1-6), read from the
+/// retained store a few at a time as the socket drains and the inflight window allows, so a
+/// subscription matching 100,000 of them loses none and holds only a walk's position.
+/// Messages routed meanwhile wait behind them in the outbox (a retained value never follows
+/// a newer one of its topic).
+struct RetainedFeed: Sendable {
+    struct Walk: Sendable {
+        var cursor: RetainedStore.Cursor
+        var grantedQoS: QoS
+        var identifier: UInt32?
+    }
+    var walks: Deque<Walk> = []
+    /// Read from the store and not sent yet.
+    var ready: Deque<Delivery> = []
+
+    var isFinished: Bool { walks.isEmpty && ready.isEmpty }
+}
+
 /// What moves between event loops when a client reconnects elsewhere: everything a
 /// session is, except its connection.
 struct SessionState: Sendable {
+    var retainedFeed: RetainedFeed?
     var subscriptions: [String: StoredSubscription]
     var inflight: Deque<OutgoingFlight>
     var outbox: Deque<Delivery>
@@ -105,6 +124,8 @@ final class Session {
     var expiryTask: Scheduled<Void>?
 
     var subscriptions: [String: StoredSubscription] = [:]
+    /// Retained messages being sent for new subscriptions; nil when none are.
+    var retainedFeed: RetainedFeed?
     var inflight: Deque<OutgoingFlight> = []
     /// Messages waiting for the socket to drain, for the inflight window, or for the client
     /// to come back; bounded by `max_queued_messages` and `max_queued_bytes`.
@@ -171,11 +192,12 @@ final class Session {
 
     var state: SessionState {
         SessionState(
-            subscriptions: subscriptions, inflight: inflight, outbox: outbox, outboxBytes: outboxBytes, inboundQoS2: inboundQoS2,
+            retainedFeed: retainedFeed, subscriptions: subscriptions, inflight: inflight, outbox: outbox, outboxBytes: outboxBytes, inboundQoS2: inboundQoS2,
             nextPacketIdentifier: nextPacketIdentifier)
     }
 
     func restore(_ state: SessionState) {
+        retainedFeed = state.retainedFeed
         subscriptions = state.subscriptions
         inflight = state.inflight
         outbox = state.outbox
