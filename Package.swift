@@ -155,7 +155,7 @@ let package = Package(
             name: "InteropTests",
             dependencies: [
                 "MartletTestSupport", "MartletBroker", "MartletClient", "MartletTLS", .product(name: "Logging", package: "swift-log")],
-            exclude: ["paho"],
+            exclude: ["paho", "scripts"],
             swiftSettings: strict
         ),
     ]

@@ -37,6 +37,9 @@ final class ClientConnectionHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    /// Breaks the handler ↔ context cycle once the channel is gone.
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
     func start(connect: ConnectPacket, promise: EventLoopPromise<ConnAckPacket>) {
         guard !closed else {
             // The connection already failed (e.g. the TLS handshake): say why at once.

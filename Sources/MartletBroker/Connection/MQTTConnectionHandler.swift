@@ -138,6 +138,12 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         self.context = context
     }
 
+    /// The context holds this handler and this handler held the context: without letting go
+    /// here, both (and what they reference) outlived every closed connection.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         openedAt = .now()
         lastPacketAt = openedAt
