@@ -288,7 +288,7 @@ import MartletTestSupport
             try await v3.publish("$other/x", "fine")
             #expect(try await monitor.nextPublish().payloadString == "fine")
         }
-        let (passwords, acl) = try Self.files(passwords: [("ops", "o")], acl: "user ops\ntopic write $SYS/custom/#\ntopic write #\n")
+        let (passwords, acl) = try Self.files(passwords: [("ops", "o")], acl: "topic read $SYS/#\nuser ops\ntopic write $SYS/custom/#\ntopic write #\n")
         try await withBroker({
             $0.passwordFile = passwords
             $0.aclFile = acl

@@ -42,10 +42,11 @@ import MartletTestSupport
             _ = try await all.subscribe("#")
             let (plus, _) = try await RawClient.connected(port: port, clientID: "plus")
             _ = try await plus.subscribe("+/info")
+            // $SYS is the broker's own (clients may not publish there): another $ topic.
             let (sys, _) = try await RawClient.connected(port: port, clientID: "sys")
-            _ = try await sys.subscribe("$SYS/#")
+            _ = try await sys.subscribe("$internal/#")
             let (pub, _) = try await RawClient.connected(port: port, clientID: "p")
-            try await pub.publish("$SYS/info", "system")
+            try await pub.publish("$internal/info", "system")
             #expect(try await sys.nextPublish().payloadString == "system")
             try await all.expectSilence()
             try await plus.expectSilence()
