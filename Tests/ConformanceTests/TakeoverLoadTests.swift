@@ -188,7 +188,10 @@ final class AckingPeer: ChannelInboundHandler, Sendable {
                 let survivors = crowd.filter { !$0.1.isClosed }
                 try #require(survivors.count == 1)
                 let (survivor, survivorPeer) = survivors[0]
-                #expect(survivorPeer.connack.withLockedValue { $0?.sessionPresent } == true)
+                // The old owner closes the previous connection before the survivor's CONNACK
+                // goes out (from the survivor's loop): it may still be on its way.
+                let survivorAck = try await waitFor(.seconds(10), "the survivor's CONNACK") { survivorPeer.connack.withLockedValue { $0 } }
+                #expect(survivorAck.sessionPresent)
                 try await AckingPeer.send(.pingreq, on: survivor, version: version)
                 try await waitFor(.seconds(10), "PINGRESP") { survivorPeer.pingresps.withLockedValue { $0 } == 1 ? true : nil }
 
