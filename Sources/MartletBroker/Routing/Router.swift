@@ -466,7 +466,7 @@ actor Router {
         guard !walks.isEmpty else { return }
         // Retained messages follow the SUBACK, flagged RETAIN=1 (MQTT-3.3.1-8), sent as the
         // socket drains (MQTT-3.3.1-6: none dropped however many match).
-        if session.retainedFeed == nil { session.retainedFeed = RetainedFeed() }
+        if session.retainedFeed == nil { session.retainedFeed = RetainedFeed(walks: []) }
         session.retainedFeed!.walks.append(contentsOf: walks)
         drain(session)
     }
@@ -486,23 +486,27 @@ actor Router {
         let handler = connection.value
         var budget = Self.retainedDrainBudget
         var blocked = false
-        while budget > 0, handler.isWritable {
-            guard let next = feed.ready.first else {
-                guard var walk = feed.walks.popFirst() else { break }
-                for message in core.retained.next(&walk.cursor, limit: Self.retainedReadBatch) where mayRead(message.topic, session) {
+        while budget > 0, handler.isWritable, !feed.walks.isEmpty {
+            guard let next = feed.walks[0].ready.first else {
+                if feed.walks[0].cursor.isFinished {
+                    feed.walks.removeFirst()
+                    continue
+                }
+                let grantedQoS = feed.walks[0].grantedQoS
+                let identifiers = feed.walks[0].identifier.map { [$0] } ?? []
+                for message in core.retained.next(&feed.walks[0].cursor, limit: Self.retainedReadBatch) where mayRead(message.topic, session) {
                     let m = Message(topic: message.topic, payload: message.payload, qos: message.qos, retain: true,
                                     properties: message.properties, expiresAt: message.expiresAt)
-                    feed.ready.append(Delivery(message: m, qos: min(message.qos, walk.grantedQoS), retain: true,
-                                               subscriptionIdentifiers: walk.identifier.map { [$0] } ?? []))
+                    feed.walks[0].ready.append(Delivery(message: m, qos: min(message.qos, grantedQoS), retain: true,
+                                                        subscriptionIdentifiers: identifiers))
                 }
-                if !walk.cursor.isFinished { feed.walks.prepend(walk) }
                 continue
             }
             if next.qos != .atMostOnce && session.inflight.count >= session.inflightWindow {
                 blocked = true
                 break
             }
-            feed.ready.removeFirst()
+            feed.walks[0].ready.removeFirst()
             budget -= 1
             if next.message.isExpired {
                 drop(.expired, session)
@@ -512,7 +516,7 @@ actor Router {
                 sendInflight(next, to: session)
             }
         }
-        if feed.isFinished { return true }
+        if feed.walks.isEmpty || (feed.walks.count == 1 && feed.walks[0].isFinished) { return true }
         session.retainedFeed = feed
         if !blocked && budget == 0 && handler.isWritable {
             // Still writable: the rest goes on after what else waits on this loop.

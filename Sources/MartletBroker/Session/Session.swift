@@ -91,12 +91,13 @@ struct RetainedFeed: Sendable {
         var cursor: RetainedStore.Cursor
         var grantedQoS: QoS
         var identifier: UInt32?
-    }
-    var walks: Deque<Walk> = []
-    /// Read from the store and not sent yet.
-    var ready: Deque<Delivery> = []
+        /// Read from the store and not sent yet.
+        var ready: Deque<Delivery> = []
 
-    var isFinished: Bool { walks.isEmpty && ready.isEmpty }
+        var isFinished: Bool { cursor.isFinished && ready.isEmpty }
+    }
+    /// One stored property, a reference: `RetainedFeed?` costs a session 8 bytes.
+    var walks: Deque<Walk>
 }
 
 /// What moves between event loops when a client reconnects elsewhere: everything a
