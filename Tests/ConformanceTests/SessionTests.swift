@@ -25,6 +25,47 @@ import MartletTestSupport
         }
     }
 
+    @Test("MQTT-3.1.2-6 / MQTT-3.2.2-3: taking over a live clean session does not resume it: session present 0, its subscription gone", arguments: [ProtocolVersion.v3_1_1, .v5])
+    func takeoverOfCleanSessionStartsEmpty(version: ProtocolVersion) async throws {
+        try await withBroker { _, port in
+            let (old, _) = try await RawClient.connected(port: port, version: version, clientID: "will-test", cleanStart: true)
+            _ = try await old.subscribe("a/sub", qos: .atLeastOnce)
+            var properties = Properties()
+            if version == .v5 { properties.sessionExpiryInterval = 60 }
+            let new = try await RawClient.connect(port: port, version: version)
+            try await new.send(.connect(ConnectPacket(protocolVersion: version, cleanStart: false, clientIdentifier: "will-test", properties: properties)))
+            if version == .v3_1_1 {
+                #expect(try await new.read(count: 4) == h("20 02 00 00"))
+            } else {
+                guard case .connack(let ack) = try await new.next() else { Issue.record("expected CONNACK"); return }
+                #expect(ack.sessionPresent == false)
+                #expect(ack.reasonCode == .success)
+            }
+            let closing = try await old.expectClosed()
+            if version == .v5 { #expect(closing.last == .disconnect(DisconnectPacket(reasonCode: .sessionTakenOver))) }
+            let (pub, _) = try await RawClient.connected(port: port, clientID: "p")
+            try await pub.publish("a/sub", "not for the new session", qos: .atLeastOnce)
+            try await new.expectSilence()
+        }
+    }
+
+    @Test("MQTT 3.1 (MQIsdp) has no Session Present: a resumed 3.1 session gets CONNACK 20 02 00 00 and its queued message")
+    func mqtt31HasNoSessionPresent() async throws {
+        try await withBroker { _, port in
+            let (c, _) = try await RawClient.connected(port: port, version: .v3_1, clientID: "old-client", cleanStart: false)
+            _ = try await c.subscribe("old/t", qos: .atLeastOnce)
+            try await c.send(.disconnect(DisconnectPacket()))
+            try await c.expectClosed()
+            let (pub, _) = try await RawClient.connected(port: port, clientID: "p")
+            try await pub.publish("old/t", "kept", qos: .atLeastOnce)
+            _ = try await pub.next()
+            let again = try await RawClient.connect(port: port, version: .v3_1)
+            try await again.send(.connect(ConnectPacket(protocolVersion: .v3_1, cleanStart: false, clientIdentifier: "old-client")))
+            #expect(try await again.read(count: 4) == h("20 02 00 00"))
+            #expect(try await again.nextPublish().payloadString == "kept")
+        }
+    }
+
     @Test("MQTT-3.2.2-2: clean session 0 resumes: session present 1 and subscriptions kept")
     func persistentSessionResumes() async throws {
         try await withBroker { _, port in

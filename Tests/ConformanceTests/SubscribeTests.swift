@@ -53,6 +53,26 @@ import MartletTestSupport
         }
     }
 
+    @Test("across event loops: a PUBLISH the broker reads once a SUBSCRIBE is applied reaches it, without waiting for the SUBACK (100 rounds, fresh topics)")
+    func subscriptionVisibleToOtherLoopsAtOnce() async throws {
+        try await withBroker({ $0.eventLoops = 2 }) { broker, port in
+            // Connections are spread over the two loops in turn; several publishers make sure
+            // at least one is on the other loop from the subscriber.
+            let (sub, _) = try await RawClient.connected(port: port, clientID: "sub")
+            var publishers: [RawClient] = []
+            for i in 0..<3 { publishers.append(try await RawClient.connected(port: port, clientID: "pub\(i)").0) }
+            for round in 0..<100 {
+                try await sub.send(.subscribe(SubscribePacket(packetIdentifier: UInt16(round + 1), subscriptions: [.init("race/\(round)", qos: .atMostOnce)])))
+                try await waitFor(.seconds(10), "the subscription applied", every: .milliseconds(1)) {
+                    try await broker.statistics().subscriptions == round + 1 ? true : nil
+                }
+                for p in publishers { try await p.publish("race/\(round)", "r\(round)") }
+                guard case .suback = try await sub.next() else { Issue.record("expected SUBACK"); return }
+                for _ in publishers { #expect(try await sub.nextPublish().payloadString == "r\(round)") }
+            }
+        }
+    }
+
     @Test("MQTT-3.3.5-1: overlapping subscriptions deliver one copy at the highest QoS")
     func overlapping() async throws {
         try await withBroker { _, port in

@@ -603,7 +603,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             properties.sharedSubscriptionAvailable = 0
         }
         state = .connected(c)
-        send(.connack(ConnAckPacket(sessionPresent: sessionPresent, reasonCode: .success, properties: properties)))
+        // MQTT 3.1 has no Session Present: the byte is reserved and stays 0.
+        send(.connack(ConnAckPacket(sessionPresent: sessionPresent && c.version != .v3_1, reasonCode: .success, properties: properties)))
     }
 
     /// Packets the client sent before CONNACK are handled once the session is attached.

@@ -69,7 +69,9 @@ extension Router {
                 return .refused
             }
         }
-        let discard = request.cleanStart || otherIdentity
+        // A session that lasts only as long as its connection ends with it, also when the
+        // connection ends by takeover: the new one starts empty (MQTT-3.1.2-6, MQTT-3.2.2-3).
+        let discard = request.cleanStart || otherIdentity || !session.isPersistent
         sessions.removeValue(forKey: request.clientID)
         session.expiryTask?.cancel()
         endLag(session)

@@ -462,6 +462,9 @@ actor Router {
                 break
             }
         }
+        // Other loops see the new interest now, not at this loop's next flush: a message they
+        // route from here on reaches the subscription, and the SUBACK only follows.
+        publishSubscribedCount()
         write(.suback(SubAckPacket(packetIdentifier: subscribe.packetIdentifier, reasonCodes: codes)), to: session)
         guard !walks.isEmpty else { return }
         // Retained messages follow the SUBACK, flagged RETAIN=1 (MQTT-3.3.1-8), sent as the
@@ -1101,13 +1104,18 @@ actor Router {
         dirty.removeAll(keepingCapacity: true)
     }
 
-    /// End of a read burst: flush every connection written to, then hand each other loop its
-    /// batch. The batch's bytes count as this loop's unrouted work until the peer routed it.
-    func flush() {
+    /// Lets the other loops see this trie's subscription count (they skip a loop with none).
+    func publishSubscribedCount() {
         if trie.count != publishedSubscribedCount {
             publishedSubscribedCount = trie.count
             subscribedCount.store(trie.count, ordering: .releasing)
         }
+    }
+
+    /// End of a read burst: flush every connection written to, then hand each other loop its
+    /// batch. The batch's bytes count as this loop's unrouted work until the peer routed it.
+    func flush() {
+        publishSubscribedCount()
         flushConnections()
         for i in outgoingBatches.indices where !outgoingBatches[i].isEmpty {
             handOver(i)
