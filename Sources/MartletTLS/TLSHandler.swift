@@ -36,6 +36,8 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var state = State.idle
     private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var pendingFlush = false
+    /// Plaintext went up since the last channelReadComplete.
+    private var readSinceComplete = false
 
     /// The verified client (or server) certificate, once the handshake is done.
     public private(set) var peerCertificate: PeerCertificate?
@@ -92,6 +94,13 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .idle, .closed:
             break
         }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        // Only a burst that produced plaintext is a read burst for the handlers above.
+        guard readSinceComplete else { return }
+        readSinceComplete = false
+        context.fireChannelReadComplete()
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
@@ -163,8 +172,11 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // tickets. Sent now: the peer may be waiting for it and nothing else would flush it.
         writeOutput(context: context, promise: nil, flush: true)
         if buffer.readableBytes > 0 {
+            // One read per socket read; the read burst ends with the socket's own
+            // channelReadComplete (below), so the handlers above flush once per burst, as on
+            // a plain connection, not once per socket read.
             context.fireChannelRead(wrapInboundOut(buffer))
-            context.fireChannelReadComplete()
+            readSinceComplete = true
         }
         if let failure {
             if connection.receivedCloseNotify {

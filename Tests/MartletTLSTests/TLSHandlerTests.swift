@@ -14,10 +14,16 @@ final class Sink: ChannelInboundHandler {
     var received = ByteBuffer()
     var events: [TLSEvent] = []
     var errors: [any Error] = []
+    var reads = 0
+    var readCompletes = 0
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var b = unwrapInboundIn(data)
         received.writeBuffer(&b)
+        reads += 1
+    }
+    func channelReadComplete(context: ChannelHandlerContext) {
+        readCompletes += 1
     }
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let e = event as? TLSEvent { events.append(e) }
@@ -110,6 +116,28 @@ final class Pair {
         // Quiet again, neither side keeps the 16 KiB records' (or the handshake's) buffers.
         #expect(pair.serverTLS.bufferedCapacity == 0, "\(pair.serverTLS.bufferedCapacity)")
         #expect(pair.clientTLS.bufferedCapacity == 0, "\(pair.clientTLS.bufferedCapacity)")
+    }
+
+    @Test("a read burst of several socket reads reaches the handlers above as one plaintext read each and one channelReadComplete (they flush once per burst, as on plain TCP)")
+    func oneReadCompletePerBurst() throws {
+        let (c, s) = try contexts()
+        let pair = try Pair(client: c, server: s)
+        try pair.activate()
+        pair.client.writeAndFlush(ByteBuffer(string: "one"), promise: nil)
+        let first = try #require(try pair.client.readOutbound(as: ByteBuffer.self))
+        pair.client.writeAndFlush(ByteBuffer(string: "two"), promise: nil)
+        let second = try #require(try pair.client.readOutbound(as: ByteBuffer.self))
+        let (readsBefore, completesBefore) = (pair.serverSink.reads, pair.serverSink.readCompletes)
+        // Two socket reads and the end of the burst, as NIO delivers them.
+        pair.server.pipeline.fireChannelRead(first)
+        pair.server.pipeline.fireChannelRead(second)
+        pair.server.pipeline.fireChannelReadComplete()
+        #expect(pair.serverSink.reads - readsBefore == 2)
+        #expect(pair.serverSink.readCompletes - completesBefore == 1)
+        #expect(String(buffer: pair.serverSink.received).hasSuffix("onetwo"))
+        // A burst that carried no plaintext (here: none at all) is not passed up as one.
+        pair.server.pipeline.fireChannelReadComplete()
+        #expect(pair.serverSink.readCompletes - completesBefore == 1)
     }
 
     @Test("TLSRecordProbe (the TLS microbenchmarks' harness) handshakes in memory and carries 64 B and 16 KiB records", arguments: [TLSConfiguration.Version.tls12, .tls13])
