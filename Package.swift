@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "MartletClient", targets: ["MartletClient"]),
         .library(name: "MartletBroker", targets: ["MartletBroker"]),
         .library(name: "MartletTLS", targets: ["MartletTLS"]),
+        .library(name: "MartletAuth", targets: ["MartletAuth"]),
         .executable(name: "martletd", targets: ["martletd"]),
         .executable(name: "martlet", targets: ["martlet"]),
     ],
@@ -47,8 +48,19 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            // Password files, the authenticator and ACLs: shared by the broker and `martlet passwd`.
+            name: "MartletAuth",
+            dependencies: [
+                "MartletMQTT",
+                "MartletTLS",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "MartletBroker",
             dependencies: [
+                "MartletAuth",
                 "MartletMQTT",
                 "MartletTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -89,7 +101,7 @@ let package = Package(
             name: "martlet",
             dependencies: [
                 "MartletClient",
-                "MartletBroker",
+                "MartletAuth",
                 "MartletMQTT",
                 "MartletTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -127,7 +139,7 @@ let package = Package(
         .testTarget(
             name: "MartletBrokerTests",
             dependencies: [
-                "MartletTestSupport", "MartletBroker", "MartletMQTT"],
+                "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletMQTT"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -144,7 +156,7 @@ let package = Package(
             name: "ConformanceTests",
             dependencies: [
                 "MartletTestSupport",
-                "MartletBroker", "MartletMQTT", "MartletTLS",
+                "MartletBroker", "MartletAuth", "MartletMQTT", "MartletTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -154,7 +166,7 @@ let package = Package(
         .testTarget(
             name: "InteropTests",
             dependencies: [
-                "MartletTestSupport", "MartletBroker", "MartletClient", "MartletTLS", .product(name: "Logging", package: "swift-log")],
+                "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletClient", "MartletTLS", .product(name: "Logging", package: "swift-log")],
             exclude: ["paho", "scripts"],
             swiftSettings: strict
         ),

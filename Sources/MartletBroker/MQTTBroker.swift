@@ -7,6 +7,7 @@ import NIOPosix
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import MartletAuth
 #endif
 
 /// The broker: listeners, one `Router` per event loop, and their shared state.
@@ -344,11 +345,11 @@ public final class MQTTBroker: Sendable {
         var state = SecurityState()
         state.generation = generation
         if let path = configuration.passwordFile {
-            let passwords = try PasswordFile(parsing: ConfigurationLoader.readFile(path, key: "password_file"), source: path)
+            let passwords = try PasswordFile(parsing: ConfigurationError.readTextFile(path, key: "password_file"), source: path)
             state.authenticator = Authenticator(passwords: passwords)
         }
         if let path = configuration.aclFile {
-            state.acl = try AccessControlList(parsing: ConfigurationLoader.readFile(path, key: "acl_file"), source: path)
+            state.acl = try AccessControlList(parsing: ConfigurationError.readTextFile(path, key: "acl_file"), source: path)
         }
         return state
     }

@@ -1,5 +1,5 @@
 import ArgumentParser
-import MartletBroker
+import MartletAuth
 
 #if canImport(Glibc)
 import Glibc
@@ -49,7 +49,7 @@ struct PasswdCommand: ParsableCommand {
         var passwords = PasswordFile()
         if !create {
             do {
-                passwords = try PasswordFile(parsing: ConfigurationLoader.readFile(file, key: "password file"), source: file)
+                passwords = try PasswordFile(parsing: ConfigurationError.readTextFile(file, key: "password file"), source: file)
             } catch {
                 throw ValidationError("\(error) (use -c to create it)")
             }

@@ -9,6 +9,7 @@ import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
+import MartletAuth
 #endif
 
 @main
@@ -107,7 +108,7 @@ struct Martletd: AsyncParsableCommand, Sendable {
 
     static func loadFileAndEnvironment(_ path: String?, into resolved: inout DaemonConfiguration) throws(ConfigurationError) {
         if let path {
-            let text = try ConfigurationLoader.readFile(path, key: "(file)")
+            let text = try ConfigurationError.readTextFile(path, key: "(file)")
             try ConfigurationLoader.load(yaml: text, source: path, into: &resolved)
         }
         try ConfigurationLoader.applyEnvironment(ProcessEnvironment.current, into: &resolved)

@@ -1,4 +1,5 @@
 import Foundation
+import MartletAuth
 import MartletBroker
 import MartletMQTT
 import MartletTLS

@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import MartletAuth
 #endif
 import MartletBroker
 import NIOCore

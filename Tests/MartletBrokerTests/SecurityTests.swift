@@ -1,3 +1,4 @@
+import MartletAuth
 import MartletBroker
 import MartletMQTT
 import Testing

@@ -1,4 +1,5 @@
 import Logging
+import MartletAuth
 import MartletMQTT
 import MartletTLS
 import NIOCore

@@ -1,4 +1,5 @@
 import Logging
+import MartletAuth
 import NIOConcurrencyHelpers
 import Synchronization
 

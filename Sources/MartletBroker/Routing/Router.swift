@@ -1,5 +1,6 @@
 import DequeModule
 import Logging
+import MartletAuth
 import MartletMQTT
 import NIOCore
 import Synchronization
