@@ -1,0 +1,131 @@
+import NIOConcurrencyHelpers
+import Synchronization
+
+/// Broker-wide totals and gauges.
+///
+/// Totals: each router gathers its own and folds them in once per sweep, so the hot path
+/// never touches shared memory. Gauges that several loops move (queued bytes, open
+/// connections) are atomics, touched only when a message is queued or dequeued, or a
+/// connection opens or closes.
+public final class BrokerCounters: Sendable {
+    public struct Snapshot: Sendable, Hashable {
+        // Totals since start.
+        public var connectionsAccepted = 0
+        public var connectionsRefusedLimit = 0
+        public var connectionsRefusedRate = 0
+        public var messagesReceived = 0
+        public var messagesSent = 0
+        public var bytesReceived = 0
+        public var bytesSent = 0
+        public var droppedQueueFull = 0
+        public var droppedEvicted = 0
+        public var droppedTotalLimit = 0
+        public var droppedTooLarge = 0
+        public var droppedSessionEnded = 0
+        public var droppedExpired = 0
+        public var droppedNotAuthorized = 0
+        /// CONNECTs refused because the client id's session belongs to another identity.
+        public var sessionTakeoversRefused = 0
+        public var keepaliveExpiries = 0
+        public var connectTimeouts = 0
+        public var writeTimeouts = 0
+        public var slowConsumerDisconnects = 0
+        public var protocolErrors = 0
+        public var inboundPauses = 0
+        public var inboundResumes = 0
+        /// Lagging subscribers declared stalled (nothing taken off their outbox for the stall
+        /// timeout, or lagging for ten times it).
+        public var subscriberStalls = 0
+        /// Retained messages not stored because `max_retained_messages` topics were held.
+        public var retainedRefused = 0
+        public var authFailures = 0
+        public var publishDenied = 0
+        public var subscribeDenied = 0
+        public var tlsHandshakes = 0
+        public var tlsHandshakeFailures = 0
+        // Gauges, read when the snapshot is taken.
+        public var connections = 0
+        public var queuedMessages = 0
+        public var queuedBytes = 0
+        public var pausedConnections = 0
+        public var inflightMessages = 0
+        public var laggingSubscribers = 0
+
+        public init() {}
+
+        public var dropped: Int { droppedQueueFull + droppedEvicted + droppedTotalLimit + droppedTooLarge + droppedSessionEnded + droppedExpired + droppedNotAuthorized }
+
+        mutating func countDrop(_ reason: DropReason, _ n: Int = 1) {
+            switch reason {
+            case .queueFull: droppedQueueFull += n
+            case .evicted: droppedEvicted += n
+            case .totalLimit: droppedTotalLimit += n
+            case .tooLarge: droppedTooLarge += n
+            case .sessionEnded: droppedSessionEnded += n
+            case .expired: droppedExpired += n
+            case .notAuthorized: droppedNotAuthorized += n
+            }
+        }
+
+        /// Adds the totals of `other` (gauges are not summed).
+        mutating func add(_ o: Snapshot) {
+            connectionsAccepted += o.connectionsAccepted
+            connectionsRefusedLimit += o.connectionsRefusedLimit
+            connectionsRefusedRate += o.connectionsRefusedRate
+            messagesReceived += o.messagesReceived
+            messagesSent += o.messagesSent
+            bytesReceived += o.bytesReceived
+            bytesSent += o.bytesSent
+            droppedQueueFull += o.droppedQueueFull
+            droppedEvicted += o.droppedEvicted
+            droppedTotalLimit += o.droppedTotalLimit
+            droppedTooLarge += o.droppedTooLarge
+            droppedSessionEnded += o.droppedSessionEnded
+            droppedExpired += o.droppedExpired
+            droppedNotAuthorized += o.droppedNotAuthorized
+            sessionTakeoversRefused += o.sessionTakeoversRefused
+            keepaliveExpiries += o.keepaliveExpiries
+            connectTimeouts += o.connectTimeouts
+            writeTimeouts += o.writeTimeouts
+            slowConsumerDisconnects += o.slowConsumerDisconnects
+            protocolErrors += o.protocolErrors
+            inboundPauses += o.inboundPauses
+            inboundResumes += o.inboundResumes
+            subscriberStalls += o.subscriberStalls
+            retainedRefused += o.retainedRefused
+            authFailures += o.authFailures
+            publishDenied += o.publishDenied
+            subscribeDenied += o.subscribeDenied
+            tlsHandshakes += o.tlsHandshakes
+            tlsHandshakeFailures += o.tlsHandshakeFailures
+        }
+    }
+
+    private let totals = NIOLockedValueBox(Snapshot())
+    /// Bytes in every session's outbox, online or not.
+    let queuedBytes = Atomic<Int>(0)
+    /// Bytes in the outboxes of online sessions: what inbound flow control watches.
+    let queuedBytesOnline = Atomic<Int>(0)
+    let queuedMessages = Atomic<Int>(0)
+    let openConnections = Atomic<Int>(0)
+    let pausedConnections = Atomic<Int>(0)
+    let inflightMessages = Atomic<Int>(0)
+    /// Online sessions whose outbox is past half its limits and still draining: while there
+    /// is one, publishers that fed one stay paused.
+    let laggingSubscribers = Atomic<Int>(0)
+
+    public var snapshot: Snapshot {
+        var s = totals.withLockedValue { $0 }
+        s.connections = openConnections.load(ordering: .relaxed)
+        s.queuedMessages = queuedMessages.load(ordering: .relaxed)
+        s.queuedBytes = queuedBytes.load(ordering: .relaxed)
+        s.pausedConnections = pausedConnections.load(ordering: .relaxed)
+        s.inflightMessages = inflightMessages.load(ordering: .relaxed)
+        s.laggingSubscribers = laggingSubscribers.load(ordering: .relaxed)
+        return s
+    }
+
+    func add(_ delta: Snapshot) {
+        totals.withLockedValue { $0.add(delta) }
+    }
+}
