@@ -57,6 +57,31 @@ import MartletTestSupport
         }
     }
 
+    @Test("MQTT 5 3.3.4: CONNACK advertises Receive Maximum 20; a client with one more QoS 2 PUBLISH in flight gets DISCONNECT 0x93 (a resend or a completed flow does not count); 3.1.1 has no such limit")
+    func receiveMaximumEnforced() async throws {
+        try await withBroker { _, port in
+            let (c, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "flood")
+            #expect(ack.properties.receiveMaximum == 20)
+            for id in 1...20 { try await c.publish("q2", "m\(id)", qos: .exactlyOnce, id: UInt16(id)) }
+            for id in 1...20 { #expect(try await c.next() == .pubrec(PubRecPacket(packetIdentifier: UInt16(id)))) }
+            // A resend of one in flight is not one more.
+            try await c.send(.publish(PublishPacket(topic: "q2", payload: ByteBuffer(string: "m20"), qos: .exactlyOnce, dup: true, packetIdentifier: 20)))
+            #expect(try await c.next() == .pubrec(PubRecPacket(packetIdentifier: 20)))
+            // Completing one makes room for one.
+            try await c.send(.pubrel(PubRelPacket(packetIdentifier: 1)))
+            #expect(try await c.next() == .pubcomp(PubCompPacket(packetIdentifier: 1)))
+            try await c.publish("q2", "m21", qos: .exactlyOnce, id: 21)
+            #expect(try await c.next() == .pubrec(PubRecPacket(packetIdentifier: 21)))
+            try await c.publish("q2", "m22", qos: .exactlyOnce, id: 22)
+            let packets = try await c.expectClosed()
+            #expect(packets == [.disconnect(DisconnectPacket(reasonCode: .receiveMaximumExceeded))])
+
+            let (v3, _) = try await RawClient.connected(port: port, clientID: "flood3")
+            for id in 1...30 { try await v3.publish("q2", "m\(id)", qos: .exactlyOnce, id: UInt16(id)) }
+            for id in 1...30 { #expect(try await v3.next() == .pubrec(PubRecPacket(packetIdentifier: UInt16(id)))) }
+        }
+    }
+
     @Test("v5 SUBACK and UNSUBACK reason codes")
     func subackUnsubackReasonCodes() async throws {
         try await withBroker { _, port in

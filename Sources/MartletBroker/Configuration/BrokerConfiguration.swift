@@ -105,6 +105,10 @@ public struct BrokerConfiguration: Sendable, Hashable {
 
     /// `max_inflight`: QoS 1/2 messages sent to a client and not yet acknowledged.
     public var maximumInflight: Int = 20
+    /// `receive_maximum`: the Receive Maximum advertised to v5 clients, QoS 2 PUBLISHes a
+    /// client may have sent and not seen completed (QoS 1 ones are acknowledged at once). One
+    /// more gets DISCONNECT 0x93 (MQTT 5 3.3.4).
+    public var receiveMaximum: Int = 20
     /// `max_queued_messages`: messages held in one session's outbox (waiting for the socket
     /// to drain or for the inflight window, or while a persistent session is offline).
     public var maximumQueuedMessages: Int = 1000

@@ -373,9 +373,13 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
                 return
             }
             publishedInBurst = true
-            let mustWait = router.assumeIsolated { router in
+            let (mustWait, overReceiveMaximum) = router.assumeIsolated { router in
                 router.received(packet, clientID: c.clientID, connectionID: connectionID)
-                return router.publisherMustWait
+                return (router.publisherMustWait, router.receiveMaximumExceeded)
+            }
+            if overReceiveMaximum {
+                close(reason: .protocolError(.receiveMaximumExceeded, "more QoS 2 PUBLISHes in flight than the Receive Maximum"))
+                return
             }
             if mustWait && !pausedInbound, let context {
                 // Stop right after this packet: the rest of the read waits in the framer.
@@ -601,6 +605,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             if c.assignedClientID { properties.assignedClientIdentifier = c.clientID }
             if let k = c.serverKeepAlive { properties.serverKeepAlive = k }
             properties.maximumPacketSize = UInt32(clamping: configuration.maximumPacketSize)
+            if configuration.receiveMaximum < 65_535 { properties.receiveMaximum = UInt16(configuration.receiveMaximum) }
             properties.sharedSubscriptionAvailable = 0
         }
         state = .connected(c)

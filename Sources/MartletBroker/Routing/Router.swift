@@ -71,6 +71,8 @@ actor Router {
     /// Routing the current PUBLISH queued it for a lagging subscriber (or for a loop that has
     /// one, or past the unrouted bound): its publisher should stop being read now.
     private(set) var publisherMustWait = false
+    /// The PUBLISH just received was one QoS 2 message more than the Receive Maximum.
+    private(set) var receiveMaximumExceeded = false
     /// The session whose PUBLISH is being routed: it is not held back by its own outbox (its
     /// held acknowledgements would keep that outbox from draining).
     private var publishing: Session?
@@ -339,6 +341,7 @@ actor Router {
         switch packet {
         case .publish(let publish):
             publisherMustWait = false
+            receiveMaximumExceeded = false
             publishing = session
             receivedPublish(publish, from: session)
             publishing = nil
@@ -412,6 +415,12 @@ actor Router {
             write(.puback(PubAckPacket(packetIdentifier: publish.packetIdentifier!)), to: session)
         case .exactlyOnce:
             let id = publish.packetIdentifier!
+            if session.version == .v5, session.inboundQoS2.count >= config.receiveMaximum, !session.inboundQoS2.contains(id) {
+                // One more than the Receive Maximum we advertised (MQTT 5 3.3.4): not routed,
+                // and the handler closes the connection with 0x93.
+                receiveMaximumExceeded = true
+                return
+            }
             // A resent PUBLISH before PUBREL is acknowledged again but not delivered twice (MQTT-4.3.3-2).
             if session.inboundQoS2.insert(id).inserted {
                 self.publish(message)
