@@ -70,15 +70,15 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             connack?.succeed(ack)
             connack = nil
         case .publish(let p):
-            switch p.qos {
+            switch p.delivery {
             case .atMostOnce:
                 deliver(received(p))
-            case .atLeastOnce:
+            case .atLeastOnce(let id):
                 deliver(received(p))
-                send(.puback(PubAckPacket(packetIdentifier: p.packetIdentifier!)))
-            case .exactlyOnce:
-                if inboundQoS2.insert(p.packetIdentifier!).inserted { deliver(received(p)) }
-                send(.pubrec(PubRecPacket(packetIdentifier: p.packetIdentifier!)))
+                send(.puback(PubAckPacket(packetIdentifier: id)))
+            case .exactlyOnce(let id):
+                if inboundQoS2.insert(id).inserted { deliver(received(p)) }
+                send(.pubrec(PubRecPacket(packetIdentifier: id)))
             }
         case .pubrel(let rel):
             inboundQoS2.remove(rel.packetIdentifier)

@@ -395,10 +395,10 @@ actor Router {
             // completes as if delivered (as mosquitto does) and the refusal is counted.
             local.publishDenied += 1
             let code: ReasonCode = session.version == .v5 ? .notAuthorized : .success
-            switch publish.qos {
+            switch publish.delivery {
             case .atMostOnce: break
-            case .atLeastOnce: write(.puback(PubAckPacket(packetIdentifier: publish.packetIdentifier!, reasonCode: code)), to: session)
-            case .exactlyOnce: write(.pubrec(PubRecPacket(packetIdentifier: publish.packetIdentifier!, reasonCode: code)), to: session)
+            case .atLeastOnce(let id): write(.puback(PubAckPacket(packetIdentifier: id, reasonCode: code)), to: session)
+            case .exactlyOnce(let id): write(.pubrec(PubRecPacket(packetIdentifier: id, reasonCode: code)), to: session)
             }
             return
         }
@@ -407,14 +407,13 @@ actor Router {
         let message = Message(
             topic: publish.topic, payload: publish.payload, qos: publish.qos, retain: publish.retain,
             properties: properties, publisherID: session.clientID)
-        switch publish.qos {
+        switch publish.delivery {
         case .atMostOnce:
             self.publish(message)
-        case .atLeastOnce:
+        case .atLeastOnce(let id):
             self.publish(message)
-            write(.puback(PubAckPacket(packetIdentifier: publish.packetIdentifier!)), to: session)
-        case .exactlyOnce:
-            let id = publish.packetIdentifier!
+            write(.puback(PubAckPacket(packetIdentifier: id)), to: session)
+        case .exactlyOnce(let id):
             if session.version == .v5, session.inboundQoS2.count >= config.receiveMaximum, !session.inboundQoS2.contains(id) {
                 // One more than the Receive Maximum we advertised (MQTT 5 3.3.4): not routed,
                 // and the handler closes the connection with 0x93.

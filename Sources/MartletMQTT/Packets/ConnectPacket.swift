@@ -1,22 +1,5 @@
 import NIOCore
 
-/// The will message a client leaves in CONNECT.
-public struct Will: Sendable, Hashable {
-    public var topic: String
-    public var payload: ByteBuffer
-    public var qos: QoS
-    public var retain: Bool
-    public var properties: Properties
-
-    public init(topic: String, payload: ByteBuffer, qos: QoS = .atMostOnce, retain: Bool = false, properties: Properties = []) {
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.properties = properties
-    }
-}
-
 /// CONNECT (MQTT 3.1.1 section 3.1, MQTT 5 section 3.1).
 public struct ConnectPacket: MQTTPacketBody {
     public static let packetType = PacketType.connect
@@ -133,45 +116,5 @@ public struct ConnectPacket: MQTTPacketBody {
         return ConnectPacket(
             protocolVersion: version, cleanStart: f & 0x02 != 0, keepAlive: keepAlive, clientIdentifier: clientID,
             will: will, username: username, password: password, properties: properties)
-    }
-}
-
-/// CONNACK.
-public struct ConnAckPacket: MQTTPacketBody {
-    public static let packetType = PacketType.connack
-
-    public var sessionPresent: Bool
-    /// At 3.1.1 this is the connect return code (0…5), see `ConnectReturnCode`.
-    public var reasonCode: ReasonCode
-    public var properties: Properties
-
-    public init(sessionPresent: Bool = false, reasonCode: ReasonCode = .success, properties: Properties = []) {
-        self.sessionPresent = sessionPresent
-        self.reasonCode = reasonCode
-        self.properties = properties
-    }
-
-    public func bodyLength(version: ProtocolVersion) -> Int {
-        2 + (version.hasProperties ? properties.encodedLength : 0)
-    }
-
-    public func writeBody(to buffer: inout ByteBuffer, version: ProtocolVersion) throws(MQTTCodecError) {
-        buffer.writeInteger(UInt8(sessionPresent ? 1 : 0))
-        buffer.writeInteger(reasonCode.rawValue)
-        if version.hasProperties { try properties.write(to: &buffer) }
-    }
-
-    public static func readBody(flags: UInt8, from body: inout ByteBuffer, version: ProtocolVersion) throws(MQTTCodecError) -> ConnAckPacket {
-        let ack = try body.readMQTTByte("connect acknowledge flags")
-        guard ack & 0xFE == 0 else { throw .reservedBitsSet(field: "connect acknowledge flags") }
-        let code = try body.readMQTTByte("connect reason code")
-        if version.hasProperties {
-            guard AllowedReasonCodes.connack.contains(code) else { throw .invalidReasonCode(code, .connack) }
-        } else {
-            guard AllowedReasonCodes.connackV3.contains(code) else { throw .invalidReasonCode(code, .connack) }
-        }
-        let properties = version.hasProperties ? try Properties.read(from: &body, context: .connack) : Properties()
-        try expectEnd(body, .connack)
-        return ConnAckPacket(sessionPresent: ack & 1 != 0, reasonCode: ReasonCode(code), properties: properties)
     }
 }

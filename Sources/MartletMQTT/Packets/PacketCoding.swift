@@ -25,3 +25,10 @@ func readPacketIdentifier(_ body: inout ByteBuffer, _ type: PacketType) throws(M
 func expectEnd(_ body: ByteBuffer, _ type: PacketType) throws(MQTTCodecError) {
     if body.readableBytes != 0 { throw .unexpectedTrailingBytes(type, count: body.readableBytes) }
 }
+
+/// The v5 shape shared by DISCONNECT and AUTH: an optional reason code and properties,
+/// both left out when the code is 0x00 and there are no properties.
+func reasonAndPropertiesLength(_ code: ReasonCode, _ properties: Properties) -> Int {
+    if properties.isEmpty { return code == .success ? 0 : 1 }
+    return 1 + properties.encodedLength
+}

@@ -4,26 +4,66 @@ import NIOCore
 public struct PublishPacket: MQTTPacketBody {
     public static let packetType = PacketType.publish
 
+    /// The QoS and the packet identifier together: an identifier exists exactly for QoS 1 and 2.
+    public enum Delivery: Sendable, Hashable {
+        case atMostOnce
+        case atLeastOnce(UInt16)
+        case exactlyOnce(UInt16)
+
+        /// QoS 1 and 2 without an identifier get 0, which no valid packet carries (encoding
+        /// one throws `zeroPacketIdentifier`).
+        public init(qos: QoS, packetIdentifier: UInt16?) {
+            switch qos {
+            case .atMostOnce: self = .atMostOnce
+            case .atLeastOnce: self = .atLeastOnce(packetIdentifier ?? 0)
+            case .exactlyOnce: self = .exactlyOnce(packetIdentifier ?? 0)
+            }
+        }
+
+        public var qos: QoS {
+            switch self {
+            case .atMostOnce: .atMostOnce
+            case .atLeastOnce: .atLeastOnce
+            case .exactlyOnce: .exactlyOnce
+            }
+        }
+
+        public var packetIdentifier: UInt16? {
+            switch self {
+            case .atMostOnce: nil
+            case .atLeastOnce(let id), .exactlyOnce(let id): id
+            }
+        }
+    }
+
     public var topic: String
     public var payload: ByteBuffer
-    public var qos: QoS
+    public var delivery: Delivery
     public var retain: Bool
     public var dup: Bool
-    /// Present exactly when `qos` is above 0.
-    public var packetIdentifier: UInt16?
     public var properties: Properties
+
+    public var qos: QoS { delivery.qos }
+    /// Present exactly when `qos` is above 0.
+    public var packetIdentifier: UInt16? { delivery.packetIdentifier }
+
+    public init(
+        topic: String, payload: ByteBuffer, delivery: Delivery, retain: Bool = false, dup: Bool = false, properties: Properties = []
+    ) {
+        self.topic = topic
+        self.payload = payload
+        self.delivery = delivery
+        self.retain = retain
+        self.dup = dup
+        self.properties = properties
+    }
 
     public init(
         topic: String, payload: ByteBuffer, qos: QoS = .atMostOnce, retain: Bool = false, dup: Bool = false,
         packetIdentifier: UInt16? = nil, properties: Properties = []
     ) {
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.dup = dup
-        self.packetIdentifier = packetIdentifier
-        self.properties = properties
+        self.init(topic: topic, payload: payload, delivery: Delivery(qos: qos, packetIdentifier: packetIdentifier),
+                  retain: retain, dup: dup, properties: properties)
     }
 
     public var fixedHeaderFlags: UInt8 {
@@ -50,8 +90,8 @@ public struct PublishPacket: MQTTPacketBody {
     /// Topic, packet identifier and properties: everything between the fixed header and the payload.
     private func writeVariableHeader(to buffer: inout ByteBuffer, version: ProtocolVersion) throws(MQTTCodecError) {
         try buffer.writeMQTTString(topic, "topic name")
-        if qos != .atMostOnce {
-            guard let id = packetIdentifier, id != 0 else { throw .zeroPacketIdentifier(.publish) }
+        if let id = delivery.packetIdentifier {
+            guard id != 0 else { throw .zeroPacketIdentifier(.publish) }
             buffer.writeInteger(id)
         }
         if version.hasProperties { try properties.write(to: &buffer) }
@@ -76,7 +116,11 @@ public struct PublishPacket: MQTTPacketBody {
         let dup = flags & 0x08 != 0
         if dup && qos == .atMostOnce { throw .duplicateFlagOnQoS0 }
         let topic = try body.readMQTTString("topic name")
-        let packetIdentifier = qos == .atMostOnce ? nil : try readPacketIdentifier(&body, .publish)
+        let delivery: Delivery = switch qos {
+        case .atMostOnce: .atMostOnce
+        case .atLeastOnce: .atLeastOnce(try readPacketIdentifier(&body, .publish))
+        case .exactlyOnce: .exactlyOnce(try readPacketIdentifier(&body, .publish))
+        }
         let properties = version.hasProperties ? try Properties.read(from: &body, context: .publish) : Properties()
         if topic.isEmpty {
             // v5 lets a topic alias stand in for the name (MQTT-3.3.2-1 / 3.3.2.3.4).
@@ -89,112 +133,6 @@ public struct PublishPacket: MQTTPacketBody {
         if properties.payloadFormatIndicator == 1 && !MQTTString.isWellFormedUTF8(payload) {
             throw .payloadFormatInvalid
         }
-        return PublishPacket(
-            topic: topic, payload: payload, qos: qos, retain: flags & 0x01 != 0, dup: dup,
-            packetIdentifier: packetIdentifier, properties: properties)
-    }
-}
-
-/// The shared shape of PUBACK, PUBREC, PUBREL and PUBCOMP.
-public protocol PublishAcknowledgementPacket: MQTTPacketBody {
-    var packetIdentifier: UInt16 { get }
-    var reasonCode: ReasonCode { get }
-    var properties: Properties { get }
-    init(packetIdentifier: UInt16, reasonCode: ReasonCode, properties: Properties)
-    static var propertyContext: PropertyContext { get }
-    static var allowedReasonCodes: Set<UInt8> { get }
-}
-
-extension PublishAcknowledgementPacket {
-    /// v5 lets a success without properties drop the reason code (MQTT 5 3.4.2.1).
-    private func isShortForm(_ version: ProtocolVersion) -> Bool {
-        !version.hasProperties || (reasonCode == .success && properties.isEmpty)
-    }
-
-    public func bodyLength(version: ProtocolVersion) -> Int {
-        if isShortForm(version) { return 2 }
-        return properties.isEmpty ? 3 : 3 + properties.encodedLength
-    }
-
-    public func writeBody(to buffer: inout ByteBuffer, version: ProtocolVersion) throws(MQTTCodecError) {
-        guard packetIdentifier != 0 else { throw .zeroPacketIdentifier(Self.packetType) }
-        buffer.writeInteger(packetIdentifier)
-        if isShortForm(version) { return }
-        buffer.writeInteger(reasonCode.rawValue)
-        if !properties.isEmpty { try properties.write(to: &buffer) }
-    }
-
-    public static func readBody(flags: UInt8, from body: inout ByteBuffer, version: ProtocolVersion) throws(MQTTCodecError) -> Self {
-        let id = try readPacketIdentifier(&body, packetType)
-        var code = ReasonCode.success
-        var properties = Properties()
-        if version.hasProperties && body.readableBytes > 0 {
-            let raw = try body.readMQTTByte("reason code")
-            guard allowedReasonCodes.contains(raw) else { throw .invalidReasonCode(raw, packetType) }
-            code = ReasonCode(raw)
-            if body.readableBytes > 0 { properties = try Properties.read(from: &body, context: propertyContext) }
-        }
-        try expectEnd(body, packetType)
-        return Self(packetIdentifier: id, reasonCode: code, properties: properties)
-    }
-}
-
-/// PUBACK: the answer to a QoS 1 PUBLISH.
-public struct PubAckPacket: PublishAcknowledgementPacket {
-    public static let packetType = PacketType.puback
-    public static let propertyContext = PropertyContext.puback
-    public static let allowedReasonCodes = AllowedReasonCodes.pubackPubrec
-    public var packetIdentifier: UInt16
-    public var reasonCode: ReasonCode
-    public var properties: Properties
-    public init(packetIdentifier: UInt16, reasonCode: ReasonCode = .success, properties: Properties = []) {
-        self.packetIdentifier = packetIdentifier
-        self.reasonCode = reasonCode
-        self.properties = properties
-    }
-}
-
-/// PUBREC: first answer to a QoS 2 PUBLISH.
-public struct PubRecPacket: PublishAcknowledgementPacket {
-    public static let packetType = PacketType.pubrec
-    public static let propertyContext = PropertyContext.pubrec
-    public static let allowedReasonCodes = AllowedReasonCodes.pubackPubrec
-    public var packetIdentifier: UInt16
-    public var reasonCode: ReasonCode
-    public var properties: Properties
-    public init(packetIdentifier: UInt16, reasonCode: ReasonCode = .success, properties: Properties = []) {
-        self.packetIdentifier = packetIdentifier
-        self.reasonCode = reasonCode
-        self.properties = properties
-    }
-}
-
-/// PUBREL: the sender releases a QoS 2 message.
-public struct PubRelPacket: PublishAcknowledgementPacket {
-    public static let packetType = PacketType.pubrel
-    public static let propertyContext = PropertyContext.pubrel
-    public static let allowedReasonCodes = AllowedReasonCodes.pubrelPubcomp
-    public var packetIdentifier: UInt16
-    public var reasonCode: ReasonCode
-    public var properties: Properties
-    public init(packetIdentifier: UInt16, reasonCode: ReasonCode = .success, properties: Properties = []) {
-        self.packetIdentifier = packetIdentifier
-        self.reasonCode = reasonCode
-        self.properties = properties
-    }
-}
-
-/// PUBCOMP: the end of a QoS 2 flow.
-public struct PubCompPacket: PublishAcknowledgementPacket {
-    public static let packetType = PacketType.pubcomp
-    public static let propertyContext = PropertyContext.pubcomp
-    public static let allowedReasonCodes = AllowedReasonCodes.pubrelPubcomp
-    public var packetIdentifier: UInt16
-    public var reasonCode: ReasonCode
-    public var properties: Properties
-    public init(packetIdentifier: UInt16, reasonCode: ReasonCode = .success, properties: Properties = []) {
-        self.packetIdentifier = packetIdentifier
-        self.reasonCode = reasonCode
-        self.properties = properties
+        return PublishPacket(topic: topic, payload: payload, delivery: delivery, retain: flags & 0x01 != 0, dup: dup, properties: properties)
     }
 }

@@ -1,28 +1,3 @@
-/// Why a topic name or topic filter was refused (MQTT 4.7, 3.1.1 and 5.0 alike).
-public enum TopicValidationError: Error, Hashable, Sendable, CustomStringConvertible {
-    case empty
-    case tooLong(bytes: Int)
-    /// `+` or `#` in a topic name (MQTT-3.3.2-2).
-    case wildcardInTopicName
-    /// `+` that does not occupy a whole level (MQTT-4.7.1-3).
-    case plusNotWholeLevel
-    /// `#` that is not alone in the last level (MQTT-4.7.1-2).
-    case hashNotLast
-    /// `$share/` without a share name, with a wildcard or in the share name, or without a filter.
-    case invalidSharedSubscription
-
-    public var description: String {
-        switch self {
-        case .empty: return "topic is empty"
-        case .tooLong(let n): return "topic is \(n) bytes, more than 65535"
-        case .wildcardInTopicName: return "topic name contains a wildcard"
-        case .plusNotWholeLevel: return "'+' must occupy a whole topic level"
-        case .hashNotLast: return "'#' must be the last character and occupy a whole level"
-        case .invalidSharedSubscription: return "shared subscription must be $share/{name}/{filter}"
-        }
-    }
-}
-
 /// Topic name and filter rules.
 public enum Topic {
     public static let maximumLength = 65_535
@@ -87,25 +62,6 @@ public enum Topic {
             }
             previous = byte
         }
-    }
-}
-
-/// A `$share/{group}/{filter}` subscription, split into its parts.
-public struct SharedSubscription: Hashable, Sendable {
-    public var group: Substring
-    public var filter: Substring
-
-    /// Parses a shared filter; nil if `filter` is not a well-formed `$share/` filter.
-    public init?(_ filter: String) {
-        guard filter.utf8.starts(with: "$share/".utf8) else { return nil }
-        let rest = filter.dropFirst(7)
-        guard let slash = rest.firstIndex(of: "/") else { return nil }
-        let group = rest[rest.startIndex..<slash]
-        guard !group.isEmpty, !group.contains("+"), !group.contains("#") else { return nil }
-        let inner = rest[rest.index(after: slash)...]
-        guard !inner.isEmpty else { return nil }
-        self.group = group
-        self.filter = inner
     }
 }
 
