@@ -252,30 +252,16 @@ public final class MQTTBroker: Sendable {
         let task = router.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: interval) { _ in
             let s = counters.snapshot
             let uptime = (NIODeadline.now() - startedAt).nanoseconds / 1_000_000_000
-            let figures: [(String, String)] = [
+            var figures: [(String, String)] = [
                 ("version", Self.version),
                 ("uptime", "\(uptime) seconds"),
-                ("clients/connected", "\(s.connections)"),
-                ("clients/accepted", "\(s.connectionsAccepted)"),
                 ("clients/refused", "\(s.connectionsRefusedLimit + s.connectionsRefusedRate)"),
-                ("messages/received", "\(s.messagesReceived)"),
-                ("messages/sent", "\(s.messagesSent)"),
                 ("messages/dropped", "\(s.dropped)"),
-                ("messages/inflight", "\(s.inflightMessages)"),
-                ("bytes/received", "\(s.bytesReceived)"),
-                ("bytes/sent", "\(s.bytesSent)"),
-                ("queued/messages", "\(s.queuedMessages)"),
-                ("queued/bytes", "\(s.queuedBytes)"),
-                ("inbound/paused", "\(s.pausedConnections)"),
                 ("retained messages/count", "\(retained.count)"),
-                ("retained messages/refused", "\(s.retainedRefused)"),
-                ("subscribers/lagging", "\(s.laggingSubscribers)"),
-                ("subscribers/stalled", "\(s.subscriberStalls)"),
-                ("auth/failures", "\(s.authFailures)"),
-                ("auth/takeovers refused", "\(s.sessionTakeoversRefused)"),
-                ("keepalive/expiries", "\(s.keepaliveExpiries)"),
-                ("slow_consumers/disconnected", "\(s.slowConsumerDisconnects)"),
             ]
+            for entry in BrokerCounters.catalog {
+                if let topic = entry.sys { figures.append((topic, "\(s[keyPath: entry.value])")) }
+            }
             router.assumeIsolated { router in
                 for (topic, value) in figures {
                     router.publish(Message(topic: "$SYS/broker/" + topic, payload: ByteBuffer(string: value), qos: .atMostOnce, retain: true))

@@ -53,51 +53,15 @@ public final class BrokerCounters: Sendable {
 
         public init() {}
 
-        public var dropped: Int { droppedQueueFull + droppedEvicted + droppedTotalLimit + droppedTooLarge + droppedSessionEnded + droppedExpired + droppedNotAuthorized }
+        public var dropped: Int { DropReason.allCases.reduce(0) { $0 + self[keyPath: $1.counter] } }
 
         mutating func countDrop(_ reason: DropReason, _ n: Int = 1) {
-            switch reason {
-            case .queueFull: droppedQueueFull += n
-            case .evicted: droppedEvicted += n
-            case .totalLimit: droppedTotalLimit += n
-            case .tooLarge: droppedTooLarge += n
-            case .sessionEnded: droppedSessionEnded += n
-            case .expired: droppedExpired += n
-            case .notAuthorized: droppedNotAuthorized += n
-            }
+            self[keyPath: reason.counter] += n
         }
 
-        /// Adds the totals of `other` (gauges are not summed).
-        mutating func add(_ o: Snapshot) {
-            connectionsAccepted += o.connectionsAccepted
-            connectionsRefusedLimit += o.connectionsRefusedLimit
-            connectionsRefusedRate += o.connectionsRefusedRate
-            messagesReceived += o.messagesReceived
-            messagesSent += o.messagesSent
-            bytesReceived += o.bytesReceived
-            bytesSent += o.bytesSent
-            droppedQueueFull += o.droppedQueueFull
-            droppedEvicted += o.droppedEvicted
-            droppedTotalLimit += o.droppedTotalLimit
-            droppedTooLarge += o.droppedTooLarge
-            droppedSessionEnded += o.droppedSessionEnded
-            droppedExpired += o.droppedExpired
-            droppedNotAuthorized += o.droppedNotAuthorized
-            sessionTakeoversRefused += o.sessionTakeoversRefused
-            keepaliveExpiries += o.keepaliveExpiries
-            connectTimeouts += o.connectTimeouts
-            writeTimeouts += o.writeTimeouts
-            slowConsumerDisconnects += o.slowConsumerDisconnects
-            protocolErrors += o.protocolErrors
-            inboundPauses += o.inboundPauses
-            inboundResumes += o.inboundResumes
-            subscriberStalls += o.subscriberStalls
-            retainedRefused += o.retainedRefused
-            authFailures += o.authFailures
-            publishDenied += o.publishDenied
-            subscribeDenied += o.subscribeDenied
-            tlsHandshakes += o.tlsHandshakes
-            tlsHandshakeFailures += o.tlsHandshakeFailures
+        /// Adds the totals of `other` (gauges are not summed): every total of the catalog.
+        mutating func add(_ other: Snapshot) {
+            for total in BrokerCounters.totals { self[keyPath: total] += other[keyPath: total] }
         }
     }
 

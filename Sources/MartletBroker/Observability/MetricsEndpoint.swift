@@ -26,44 +26,8 @@ public final class MetricsExporter: Sendable {
         func gauge(_ name: String) -> CoreMetrics.Gauge {
             CoreMetrics.Gauge(label: "martlet_" + name, dimensions: [], factory: factory)
         }
-        counters = [
-            (\.connectionsAccepted, counter("connections_accepted_total")),
-            (\.connectionsRefusedLimit, counter("connections_refused_total", [("reason", "max_connections")])),
-            (\.connectionsRefusedRate, counter("connections_refused_total", [("reason", "max_connection_rate")])),
-            (\.messagesReceived, counter("messages_received_total")),
-            (\.messagesSent, counter("messages_sent_total")),
-            (\.bytesReceived, counter("bytes_received_total")),
-            (\.bytesSent, counter("bytes_sent_total")),
-            (\.droppedQueueFull, counter("messages_dropped_total", [("reason", DropReason.queueFull.rawValue)])),
-            (\.droppedEvicted, counter("messages_dropped_total", [("reason", DropReason.evicted.rawValue)])),
-            (\.droppedTotalLimit, counter("messages_dropped_total", [("reason", DropReason.totalLimit.rawValue)])),
-            (\.droppedTooLarge, counter("messages_dropped_total", [("reason", DropReason.tooLarge.rawValue)])),
-            (\.droppedSessionEnded, counter("messages_dropped_total", [("reason", DropReason.sessionEnded.rawValue)])),
-            (\.droppedExpired, counter("messages_dropped_total", [("reason", DropReason.expired.rawValue)])),
-            (\.droppedNotAuthorized, counter("messages_dropped_total", [("reason", DropReason.notAuthorized.rawValue)])),
-            (\.keepaliveExpiries, counter("keepalive_expiries_total")),
-            (\.connectTimeouts, counter("connect_timeouts_total")),
-            (\.writeTimeouts, counter("write_timeouts_total")),
-            (\.slowConsumerDisconnects, counter("slow_consumer_disconnects_total")),
-            (\.protocolErrors, counter("protocol_errors_total")),
-            (\.inboundPauses, counter("inbound_pauses_total")),
-            (\.subscriberStalls, counter("subscriber_stalls_total")),
-            (\.retainedRefused, counter("retained_refused_total")),
-            (\.authFailures, counter("auth_failures_total")),
-            (\.publishDenied, counter("acl_denied_total", [("operation", "publish")])),
-            (\.subscribeDenied, counter("acl_denied_total", [("operation", "subscribe")])),
-            (\.sessionTakeoversRefused, counter("session_takeovers_refused_total")),
-            (\.tlsHandshakes, counter("tls_handshakes_total")),
-            (\.tlsHandshakeFailures, counter("tls_handshake_failures_total")),
-        ]
-        gauges = [
-            (\.connections, gauge("connections")),
-            (\.queuedMessages, gauge("queued_messages")),
-            (\.queuedBytes, gauge("queued_bytes")),
-            (\.inflightMessages, gauge("inflight_messages")),
-            (\.pausedConnections, gauge("paused_connections")),
-            (\.laggingSubscribers, gauge("lagging_subscribers")),
-        ]
+        counters = BrokerCounters.catalog.filter { $0.kind == .total }.map { ($0.value, counter($0.metric, $0.labels)) }
+        gauges = BrokerCounters.catalog.filter { $0.kind == .gauge }.map { ($0.value, gauge($0.metric)) }
         uptime = gauge("uptime_seconds")
     }
 
