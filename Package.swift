@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "MartletBroker", targets: ["MartletBroker"]),
         .library(name: "MartletTLS", targets: ["MartletTLS"]),
         .library(name: "MartletAuth", targets: ["MartletAuth"]),
+        // Harnesses for the microbenchmarks (Benchmarks/); not linked by martletd or martlet.
+        .library(name: "MartletBenchSupport", targets: ["MartletBenchSupport"]),
         .executable(name: "martletd", targets: ["martletd"]),
         .executable(name: "martlet", targets: ["martlet"]),
     ],
@@ -65,14 +67,24 @@ let package = Package(
                 "MartletTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                // RoutingProbe: the routing microbenchmarks drive a router without sockets.
-                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            // RoutingProbe and TLSRecordProbe: the microbenchmarks drive a router and a TLS
+            // connection through them without sockets.
+            name: "MartletBenchSupport",
+            dependencies: [
+                "MartletBroker", "MartletMQTT", "MartletTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -130,7 +142,7 @@ let package = Package(
             name: "MartletTLSTests",
             dependencies: [
                 "MartletTestSupport",
-                "MartletTLS", "CMartletOpenSSL",
+                "MartletTLS", "CMartletOpenSSL", "MartletBenchSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
@@ -139,7 +151,7 @@ let package = Package(
         .testTarget(
             name: "MartletBrokerTests",
             dependencies: [
-                "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletMQTT"],
+                "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletMQTT", "MartletBenchSupport"],
             swiftSettings: strict
         ),
         .testTarget(

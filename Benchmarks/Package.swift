@@ -26,6 +26,7 @@ let package = Package(
             name: "RoutingBenchmarks",
             dependencies: [
                 .product(name: "MartletBroker", package: "martlet"),
+                .product(name: "MartletBenchSupport", package: "martlet"),
                 .product(name: "MartletMQTT", package: "martlet"),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
@@ -36,6 +37,7 @@ let package = Package(
             name: "TLSBenchmarks",
             dependencies: [
                 .product(name: "MartletTLS", package: "martlet"),
+                .product(name: "MartletBenchSupport", package: "martlet"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Benchmark", package: "benchmark"),
             ],

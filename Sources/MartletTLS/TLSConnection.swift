@@ -2,7 +2,7 @@ import CMartletOpenSSL
 import NIOCore
 
 /// The outcome of one OpenSSL call: WANT_READ / WANT_WRITE are `incomplete`, never errors.
-enum TLSOperationResult<T> {
+package enum TLSOperationResult<T> {
     case complete(T)
     case incomplete
     case failed(TLSError)
@@ -17,7 +17,7 @@ enum TLSOperationResult<T> {
 /// over whole. Compared with a pair of memory BIOs that is one copy less each way, and an
 /// idle connection holds no buffer at all (a memory BIO keeps the largest capacity it ever
 /// needed).
-final class TLSConnection {
+package final class TLSConnection {
     private let ssl: OpaquePointer
     /// Ciphertext received and not yet read by OpenSSL; nil once all of it has been.
     private var input: ByteBuffer?
@@ -30,7 +30,7 @@ final class TLSConnection {
     fileprivate let allocator = ByteBufferAllocator()
     let context: TLSContext
 
-    init(context: TLSContext, serverName: String?) throws(TLSError) {
+    package init(context: TLSContext, serverName: String?) throws(TLSError) {
         ERR_clear_error()
         guard let ssl = SSL_new(context.pointer) else { throw .configuration(TLSError.openSSLErrors("SSL_new")) }
         guard let bio = BIO_new(ConnectionBIO.method) else {
@@ -75,7 +75,7 @@ final class TLSConnection {
     }
 
     /// Feeds ciphertext that arrived from the network; OpenSSL reads it during the next call.
-    func receive(_ buffer: ByteBuffer) {
+    package func receive(_ buffer: ByteBuffer) {
         if input == nil {
             input = buffer
         } else {
@@ -84,7 +84,7 @@ final class TLSConnection {
     }
 
     /// Ciphertext OpenSSL produced that must go to the network, if any.
-    func takeOutput() -> ByteBuffer? {
+    package func takeOutput() -> ByteBuffer? {
         defer { output = nil }
         return output
     }
@@ -108,7 +108,7 @@ final class TLSConnection {
         return result
     }
 
-    func handshake() -> TLSOperationResult<Void> {
+    package func handshake() -> TLSOperationResult<Void> {
         ERR_clear_error()
         let rc = withInput { SSL_do_handshake(ssl) }
         if rc == 1 { return .complete(()) }
@@ -116,7 +116,7 @@ final class TLSConnection {
     }
 
     /// Appends one record's worth of plaintext (at most 16 KiB) to `buffer`.
-    func read(into buffer: inout ByteBuffer) -> TLSOperationResult<Int> {
+    package func read(into buffer: inout ByteBuffer) -> TLSOperationResult<Int> {
         ERR_clear_error()
         var result: TLSOperationResult<Int> = .incomplete
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 16_384) { out in
@@ -133,7 +133,7 @@ final class TLSConnection {
     }
 
     /// Encrypts all of `buffer` (the output buffer is unbounded, so a write completes whole).
-    func write(_ buffer: ByteBuffer) -> TLSOperationResult<Void> {
+    package func write(_ buffer: ByteBuffer) -> TLSOperationResult<Void> {
         ERR_clear_error()
         return buffer.withUnsafeReadableBytes { bytes -> TLSOperationResult<Void> in
             var offset = 0

@@ -1,3 +1,4 @@
+import MartletBenchSupport
 import MartletBroker
 import Testing
 

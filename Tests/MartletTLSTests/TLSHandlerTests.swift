@@ -1,4 +1,5 @@
 import Foundation
+import MartletBenchSupport
 import MartletTLS
 import NIOCore
 import NIOEmbedded

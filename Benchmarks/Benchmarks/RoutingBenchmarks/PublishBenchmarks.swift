@@ -1,4 +1,5 @@
 import Benchmark
+import MartletBenchSupport
 import MartletBroker
 
 /// One QoS 0 PUBLISH of 64 bytes, from the publisher's bytes through the connection handler

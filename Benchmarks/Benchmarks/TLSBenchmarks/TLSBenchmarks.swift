@@ -1,5 +1,6 @@
 import Benchmark
 import Foundation
+import MartletBenchSupport
 import MartletTLS
 import NIOCore
 

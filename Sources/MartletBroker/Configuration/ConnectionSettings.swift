@@ -1,7 +1,7 @@
 /// What a connection handler reads of the configuration: the limits as last reloaded and its
 /// listener's settings. One instance per listener and reload, shared by every connection
 /// accepted under it, so a connection holds a reference rather than its own copy.
-final class ConnectionSettings: Sendable {
+package final class ConnectionSettings: Sendable {
     let configuration: BrokerConfiguration
     let listener: BrokerConfiguration.Listener
 

@@ -735,3 +735,9 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 }
+
+/// A connection handler as accepted connections get it, for the routing microbenchmarks'
+/// probe (MartletBenchSupport), which wires clients to a router without sockets.
+package func makeConnectionHandler(router: Router, settings: ConnectionSettings, logger: Logger) -> any ChannelHandler {
+    MQTTConnectionHandler(router: router, settings: settings, logger: logger)
+}

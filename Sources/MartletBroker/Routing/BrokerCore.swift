@@ -3,12 +3,12 @@ import NIOConcurrencyHelpers
 
 /// What every router shares: configuration, the client-id registry, the retained store
 /// and broker-wide counters.
-final class BrokerCore: Sendable {
+package final class BrokerCore: Sendable {
     let configuration: BrokerConfiguration
     let registry = SessionRegistry()
     let retained = RetainedStore()
     let counters = BrokerCounters()
-    let logger: Logger
+    package let logger: Logger
     /// Password file and ACL as last (re)loaded; routers take a copy once per sweep.
     let security = NIOLockedValueBox(SecurityState())
     /// The configuration as last reloaded: routers take a copy once per sweep, new
@@ -16,9 +16,9 @@ final class BrokerCore: Sendable {
     let live: NIOLockedValueBox<BrokerConfiguration>
 
     /// Per listener, what its connections read of `live`; replaced with it.
-    let connectionSettings: NIOLockedValueBox<[ConnectionSettings]>
+    package let connectionSettings: NIOLockedValueBox<[ConnectionSettings]>
 
-    init(configuration: BrokerConfiguration, logger: Logger) {
+    package init(configuration: BrokerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.live = NIOLockedValueBox(configuration)
         self.connectionSettings = NIOLockedValueBox(ConnectionSettings.perListener(configuration))

@@ -11,16 +11,17 @@ import Synchronization
 /// Its executor is the event loop itself, so a channel handler on the same loop calls it
 /// synchronously with `assumeIsolated`: no suspension and no thread hop per message.
 /// Other loops reach it with one `execute` per read burst, carrying a batch.
-actor Router {
+package actor Router {
     nonisolated let eventLoop: any EventLoop
     nonisolated let index: Int
     nonisolated let core: BrokerCore
 
-    nonisolated var unownedExecutor: UnownedSerialExecutor {
-        probeExecutor?.asUnownedSerialExecutor() ?? eventLoop.executor.asUnownedSerialExecutor()
+    package nonisolated var unownedExecutor: UnownedSerialExecutor {
+        customExecutor?.asUnownedSerialExecutor() ?? eventLoop.executor.asUnownedSerialExecutor()
     }
-    /// RoutingProbe's: an embedded event loop cannot be an executor.
-    private nonisolated let probeExecutor: InlineExecutor?
+    /// Set only by the routing microbenchmarks' probe (MartletBenchSupport), whose embedded
+    /// event loop cannot be an executor; the broker always runs on its loop's executor.
+    private nonisolated let customExecutor: (any SerialExecutor)?
 
     /// Bytes this loop has handed to other loops that they have not routed yet.
     nonisolated let unroutedBytes = Atomic<Int>(0)
@@ -112,8 +113,8 @@ actor Router {
         var identifiers: [UInt32]
     }
 
-    init(index: Int, eventLoop: any EventLoop, core: BrokerCore, probeExecutor: InlineExecutor? = nil) {
-        self.probeExecutor = probeExecutor
+    package init(index: Int, eventLoop: any EventLoop, core: BrokerCore, customExecutor: (any SerialExecutor)? = nil) {
+        self.customExecutor = customExecutor
         self.index = index
         self.eventLoop = eventLoop
         self.core = core
@@ -123,7 +124,7 @@ actor Router {
         self.logger = logger
     }
 
-    func start(peers: [Router]) {
+    package func start(peers: [Router]) {
         self.peers = peers
         self.outgoingBatches = Array(repeating: [], count: peers.count)
         self.outgoingBytes = Array(repeating: 0, count: peers.count)

@@ -1,4 +1,5 @@
 import Logging
+import MartletBroker
 import MartletMQTT
 import NIOCore
 import NIOEmbedded
@@ -25,14 +26,13 @@ public final class RoutingProbe {
         let core = BrokerCore(configuration: configuration, logger: Logger(label: "martlet.probe", factory: { _ in SwiftLogNoOpLogHandler() }))
         // Every client shares one listener's settings, as accepted connections do.
         let settings = core.connectionSettings.withLockedValue { $0[0] }
-        let router = Router(index: 0, eventLoop: loop, core: core, probeExecutor: InlineExecutor())
+        let router = Router(index: 0, eventLoop: loop, core: core, customExecutor: InlineExecutor())
         self.router = router
         router.assumeIsolated { $0.start(peers: [router]) }
 
         func client(_ id: String) throws -> EmbeddedChannel {
             let channel = EmbeddedChannel(loop: loop)
-            try channel.pipeline.syncOperations.addHandler(MQTTConnectionHandler(
-                router: router, settings: settings, logger: core.logger))
+            try channel.pipeline.syncOperations.addHandler(makeConnectionHandler(router: router, settings: settings, logger: core.logger))
             try channel.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
             var connect = ByteBuffer()
             try MQTTPacket.connect(ConnectPacket(keepAlive: 0, clientIdentifier: id)).write(to: &connect, version: .v3_1_1)

@@ -1,3 +1,4 @@
+import MartletTLS
 import NIOCore
 
 /// A client and a server `TLSConnection` joined in memory, past their handshake: what the
