@@ -86,22 +86,19 @@ package actor Router {
     private var unloggedDroppers: [Session] = []
     private var lastDropLog = NIODeadline.uptimeNanoseconds(0)
     static let dropLogInterval = TimeAmount.seconds(5)
-    /// Pauses are logged at most once per interval too, with how many there were.
-    private var lastPauseLog = NIODeadline.uptimeNanoseconds(0)
+    /// Pauses, refused retained messages and authentication failures are logged at most once
+    /// per interval too, with how many there were.
+    private var pauseLog = RateLimitedLog(every: dropLogInterval)
+    private var retainedRefusedLog = RateLimitedLog(every: dropLogInterval)
+    private var authFailureLog = RateLimitedLog(every: dropLogInterval)
     /// Wills waiting for their Will Delay Interval, by client id, with their timers (kept
     /// here rather than in every session: few sessions ever have one).
     var pendingWills: [String: (will: Message, timer: Scheduled<Void>)] = [:]
-    /// Refused retained messages are logged the same way.
-    private var lastRetainedRefusedLog = NIODeadline.uptimeNanoseconds(0)
-    private var retainedRefusedSinceLog = 0
-    private var pausesSinceLog = 0
     /// The live configuration (limits change on reload), refreshed once per sweep.
     var config: BrokerConfiguration
     /// The password file and ACL, refreshed from the broker's once per sweep (so a reload
     /// reaches every loop within one sweep interval) and at each CONNECT.
     var security = SecurityState()
-    private var lastAuthFailureLog = NIODeadline.uptimeNanoseconds(0)
-    private var authFailuresSinceLog = 0
     /// The last message copied out of a larger read buffer (see `compacted`), and the payload
     /// it was copied from (kept, so that its address cannot be reused by another buffer).
     private var compactedMessage: (message: Message, original: ByteBuffer)?
@@ -224,12 +221,8 @@ package actor Router {
     func authenticated(_ outcome: Authenticator.Outcome, username: String?) {
         if outcome != .accepted {
             local.authFailures += 1
-            authFailuresSinceLog += 1
-            let now = NIODeadline.now()
-            if now - lastAuthFailureLog >= Self.dropLogInterval {
-                logger.warning("authentication failures", metadata: ["count": "\(authFailuresSinceLog)", "last_user": "\(username ?? "(anonymous)")"])
-                lastAuthFailureLog = now
-                authFailuresSinceLog = 0
+            if let count = authFailureLog.record(at: .now()) {
+                logger.warning("authentication failures", metadata: ["count": "\(count)", "last_user": "\(username ?? "(anonymous)")"])
             }
         }
     }
@@ -589,14 +582,10 @@ package actor Router {
             limit: limit)
         guard !stored else { return }
         local.retainedRefused += 1
-        retainedRefusedSinceLog += 1
-        let now = NIODeadline.now()
-        if now - lastRetainedRefusedLog >= Self.dropLogInterval {
+        if let count = retainedRefusedLog.record(at: .now()) {
             logger.warning("retained messages not stored: max_retained_messages topics held", metadata: [
-                "count": "\(retainedRefusedSinceLog)", "limit": "\(limit)", "last_topic": "\(message.topic)",
+                "count": "\(count)", "limit": "\(limit)", "last_topic": "\(message.topic)",
             ])
-            lastRetainedRefusedLog = now
-            retainedRefusedSinceLog = 0
         }
     }
 
@@ -992,16 +981,12 @@ package actor Router {
     }
 
     func paused(_ handler: NIOLoopBound<MQTTConnectionHandler>) {
-        pausesSinceLog += 1
-        let now = NIODeadline.now()
-        if now - lastPauseLog >= Self.dropLogInterval {
+        if let count = pauseLog.record(at: .now()) {
             logger.info("inbound flow control: pausing publishers", metadata: [
                 "queued_bytes_online": "\(core.counters.queuedBytesOnline.load(ordering: .relaxed))",
                 "unrouted_bytes": "\(unroutedBytes.load(ordering: .relaxed))",
-                "pauses_since_last_log": "\(pausesSinceLog)",
+                "pauses_since_last_log": "\(count)",
             ])
-            lastPauseLog = now
-            pausesSinceLog = 0
         }
         paused.append(handler)
         local.inboundPauses += 1
