@@ -105,6 +105,9 @@ public struct BrokerConfiguration: Sendable, Hashable {
 
     /// `max_inflight`: QoS 1/2 messages sent to a client and not yet acknowledged.
     public var maximumInflight: Int = 20
+    /// `max_topic_alias`: the Topic Alias Maximum advertised to v5 clients (aliases a client
+    /// may set on one connection for the topics it publishes to); 0: none accepted.
+    public var maximumTopicAlias: Int = 10
     /// `receive_maximum`: the Receive Maximum advertised to v5 clients, QoS 2 PUBLISHes a
     /// client may have sent and not seen completed (QoS 1 ones are acknowledged at once). One
     /// more gets DISCONNECT 0x93 (MQTT 5 3.3.4).

@@ -98,6 +98,7 @@ public enum ConfigurationLoader {
         integer("max_packet_size", 16...268_435_460) { v, c in c.broker.maximumPacketSize = v },
         integer("max_inflight", 1...65_535) { v, c in c.broker.maximumInflight = v },
         integer("receive_maximum", 1...65_535) { v, c in c.broker.receiveMaximum = v },
+        integer("max_topic_alias", 0...65_535) { v, c in c.broker.maximumTopicAlias = v },
         integer("max_queued_messages", 0...10_000_000) { v, c in c.broker.maximumQueuedMessages = v },
         integer("max_queued_bytes", 0...terabyte) { v, c in c.broker.maximumQueuedBytes = v },
         integer("max_queued_bytes_total", 0...terabyte) { v, c in c.broker.maximumQueuedBytesTotal = v },

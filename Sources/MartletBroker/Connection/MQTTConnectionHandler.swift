@@ -106,6 +106,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     private var publishedInBurst = false
     /// Since when the socket has been unwritable.
     private var unwritableSince: NIODeadline?
+    /// Topic aliases this (v5) client set for what it publishes, made at the first one.
+    private var topicAliases: [UInt16: String]?
     /// Bytes in and out since the router last collected them.
     private var bytesIn = 0
     private var bytesOut = 0
@@ -357,24 +359,37 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
     private func handleConnected(_ packet: MQTTPacket, _ c: Connected) {
         let connectionID = self.connectionID
         switch packet {
-        case .publish(let publish):
+        case .publish(var publish):
             if c.version == .v5, !publish.properties.isEmpty, !publish.properties.subscriptionIdentifiers.isEmpty {
                 // Only a server sends Subscription Identifiers in a PUBLISH (MQTT-3.3.4-6).
                 close(reason: .protocolError(.protocolError, "PUBLISH from a client with a subscription identifier"))
                 return
             }
-            if publish.properties.topicAlias != nil {
-                // We advertise no Topic Alias Maximum, so any alias is invalid (MQTT 5 3.3.2.3.4).
-                close(reason: .protocolError(.topicAliasInvalid, "topic alias without a topic alias maximum"))
-                return
+            if !publish.properties.isEmpty, let alias = publish.properties.topicAlias {
+                // Above the Topic Alias Maximum we advertised (the decoder refuses 0): MQTT 5 3.3.2.3.4.
+                guard Int(alias) <= configuration.maximumTopicAlias else {
+                    close(reason: .protocolError(.topicAliasInvalid, "topic alias \(alias) above the maximum \(configuration.maximumTopicAlias)"))
+                    return
+                }
+                if publish.topic.isEmpty {
+                    guard let topic = topicAliases?[alias] else {
+                        close(reason: .protocolError(.protocolError, "topic alias \(alias) was never set on this connection"))
+                        return
+                    }
+                    publish.topic = topic
+                } else {
+                    topicAliases = topicAliases ?? [:]
+                    topicAliases![alias] = publish.topic
+                }
             }
             guard Topic.isWithin(publish.topic, maximumLength: configuration.maximumTopicLength, maximumLevels: configuration.maximumTopicLevels) else {
                 close(reason: .protocolError(.topicNameInvalid, "topic longer than max_topic_length or deeper than max_topic_levels"))
                 return
             }
             publishedInBurst = true
+            let resolved = MQTTPacket.publish(publish)
             let (mustWait, overReceiveMaximum) = router.assumeIsolated { router in
-                router.received(packet, clientID: c.clientID, connectionID: connectionID)
+                router.received(resolved, clientID: c.clientID, connectionID: connectionID)
                 return (router.publisherMustWait, router.receiveMaximumExceeded)
             }
             if overReceiveMaximum {
@@ -606,6 +621,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             if let k = c.serverKeepAlive { properties.serverKeepAlive = k }
             properties.maximumPacketSize = UInt32(clamping: configuration.maximumPacketSize)
             if configuration.receiveMaximum < 65_535 { properties.receiveMaximum = UInt16(configuration.receiveMaximum) }
+            if configuration.maximumTopicAlias > 0 { properties.topicAliasMaximum = UInt16(configuration.maximumTopicAlias) }
             properties.sharedSubscriptionAvailable = 0
         }
         state = .connected(c)

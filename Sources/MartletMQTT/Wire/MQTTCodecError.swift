@@ -73,6 +73,8 @@ public enum MQTTCodecError: Error, Hashable, Sendable, CustomStringConvertible {
         case .payloadFormatInvalid: return .payloadFormatInvalid
         case .invalidTopicName: return .topicNameInvalid
         case .invalidTopicFilter: return .topicFilterInvalid
+        // A Topic Alias of 0 (MQTT 5 3.3.2.3.4).
+        case .invalidPropertyValue(.topicAlias): return .topicAliasInvalid
         case .duplicateProperty, .invalidPropertyValue, .propertyNotAllowed, .invalidRetainHandling,
             .emptyTopicWithoutAlias, .packetNotValidAtLevel, .invalidProtocolName,
             .zeroPacketIdentifier, .noTopicFilters:

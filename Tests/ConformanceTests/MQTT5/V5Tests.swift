@@ -82,6 +82,58 @@ import MartletTestSupport
         }
     }
 
+    @Test("MQTT 5 3.3.2.3.4: topic aliases from the client: CONNACK advertises 10; an alias set with a topic stands for it on that connection (remappable), is not forwarded, and dies with the connection; 0x94 above the maximum, 0x82 for one never set")
+    func topicAliasesFromTheClient() async throws {
+        try await withBroker { _, port in
+            let (sub, _) = try await RawClient.connected(port: port, version: .v5, clientID: "sub")
+            _ = try await sub.subscribe("alias/#")
+            let (c, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "aliaser")
+            #expect(ack.properties.topicAliasMaximum == 10)
+            func aliased(_ alias: UInt16) -> Properties {
+                var p = Properties()
+                p.topicAlias = alias
+                return p
+            }
+            try await c.publish("alias/long/topic/name", "set", properties: aliased(3))
+            try await c.publish("", "by alias", properties: aliased(3))
+            try await c.publish("alias/other", "remapped", properties: aliased(3))
+            try await c.publish("", "by new alias", properties: aliased(3))
+            var got: [(String, String)] = []
+            for _ in 0..<4 {
+                let p = try await sub.nextPublish()
+                #expect(p.properties.topicAlias == nil)
+                got.append((p.topic, p.payloadString))
+            }
+            #expect(got.map(\.0) == ["alias/long/topic/name", "alias/long/topic/name", "alias/other", "alias/other"])
+            #expect(got.map(\.1) == ["set", "by alias", "remapped", "by new alias"])
+            // Never set on this connection: a protocol error.
+            try await c.publish("", "unknown", properties: aliased(4))
+            #expect(try await c.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .protocolError))])
+            // Aliases belong to the connection: a new one of the same client starts with none.
+            let (again, _) = try await RawClient.connected(port: port, version: .v5, clientID: "aliaser")
+            try await again.publish("", "stale", properties: aliased(3))
+            #expect(try await again.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .protocolError))])
+            // Above the maximum.
+            let (high, _) = try await RawClient.connected(port: port, version: .v5, clientID: "high")
+            try await high.publish("alias/x", "too high", properties: aliased(11))
+            #expect(try await high.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .topicAliasInvalid))])
+            // Alias 0 is never valid.
+            let (zero, _) = try await RawClient.connected(port: port, version: .v5, clientID: "zero")
+            try await zero.send(h("30 0A 00 03 'a/x' 03 23 00 00 'p'"))
+            #expect(try await zero.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .topicAliasInvalid))])
+            try await sub.expectSilence()
+        }
+        // max_topic_alias 0: none advertised, any alias refused.
+        try await withBroker({ $0.maximumTopicAlias = 0 }) { _, port in
+            let (c, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "none")
+            #expect(ack.properties.topicAliasMaximum == nil)
+            var p = Properties()
+            p.topicAlias = 1
+            try await c.publish("t", "x", properties: p)
+            #expect(try await c.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .topicAliasInvalid))])
+        }
+    }
+
     @Test("v5 SUBACK and UNSUBACK reason codes")
     func subackUnsubackReasonCodes() async throws {
         try await withBroker { _, port in
@@ -137,7 +189,8 @@ import MartletTestSupport
         try await withBroker { _, port in
             let (a, _) = try await RawClient.connected(port: port, version: .v5, clientID: "alias")
             var props = Properties()
-            props.topicAlias = 1
+            // Above the Topic Alias Maximum (10 by default).
+            props.topicAlias = 11
             try await a.publish("t", "x", properties: props)
             #expect(try await a.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .topicAliasInvalid))])
 
