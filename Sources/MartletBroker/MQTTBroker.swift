@@ -1,4 +1,5 @@
 import Logging
+import MartletAuth
 import MartletTLS
 import NIOConcurrencyHelpers
 import NIOCore
@@ -7,7 +8,6 @@ import NIOPosix
 import Synchronization
 #if canImport(Glibc)
 import Glibc
-import MartletAuth
 #endif
 
 /// The broker: listeners, one `Router` per event loop, and their shared state.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Logging
+import MartletAuth
 import MartletBroker
 import MartletTLS
 import NIOConcurrencyHelpers
@@ -9,7 +10,6 @@ import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
-import MartletAuth
 #endif
 
 @main

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
-import MartletAuth
 #endif
+import MartletAuth
 import MartletBroker
 import NIOCore
 import Testing

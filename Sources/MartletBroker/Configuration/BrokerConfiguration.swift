@@ -1,3 +1,4 @@
+import MartletMQTT
 import MartletTLS
 import NIOCore
 
@@ -86,7 +87,7 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// `max_topic_length`: longest topic name or filter, in bytes.
     public var maximumTopicLength: Int = 65_535
     /// `max_topic_levels`: most '/'-separated levels in a topic name or filter.
-    public var maximumTopicLevels: Int = 128
+    public var maximumTopicLevels: Int = 200
     /// `max_subscriptions_per_client`: filters one session may hold; 0 = no limit.
     public var maximumSubscriptionsPerClient: Int = 0
     /// `session_other_identity`: what a CONNECT gets when its client id's session (online or
@@ -105,6 +106,15 @@ public struct BrokerConfiguration: Sendable, Hashable {
 
     /// `max_inflight`: QoS 1/2 messages sent to a client and not yet acknowledged.
     public var maximumInflight: Int = 20
+    /// `max_qos`: the highest QoS accepted from clients (v5 CONNACK Maximum QoS when below 2).
+    /// A PUBLISH or will above it is refused (v5 0x9B); subscriptions are granted at most it.
+    public var maximumQoS: QoS = .exactlyOnce
+    /// `retain_available`: whether clients may publish retained messages (v5 CONNACK Retain
+    /// Available). When false a retained PUBLISH or will is refused (v5 0x9A).
+    public var retainAvailable = true
+    /// `response_information`: the prefix of the Response Information a v5 client that asks
+    /// for it gets in CONNACK (the prefix followed by its client id); empty: none is given.
+    public var responseInformationPrefix = ""
     /// `max_topic_alias`: the Topic Alias Maximum advertised to v5 clients (aliases a client
     /// may set on one connection for the topics it publishes to); 0: none accepted.
     public var maximumTopicAlias: Int = 10

@@ -1,9 +1,10 @@
+import MartletAuth
+import MartletMQTT
 import MartletTLS
 import NIOCore
 import Yams
 #if canImport(Glibc)
 import Glibc
-import MartletAuth
 #endif
 
 /// Everything the daemon reads from its configuration: the broker's settings plus the
@@ -99,6 +100,13 @@ public enum ConfigurationLoader {
         integer("max_inflight", 1...65_535) { v, c in c.broker.maximumInflight = v },
         integer("receive_maximum", 1...65_535) { v, c in c.broker.receiveMaximum = v },
         integer("max_topic_alias", 0...65_535) { v, c in c.broker.maximumTopicAlias = v },
+        integer("max_qos", 0...2) { v, c in c.broker.maximumQoS = QoS(rawValue: UInt8(v))! },
+        boolean("retain_available") { v, c in c.broker.retainAvailable = v },
+        Setting(key: "response_information", expected: "a topic prefix") { text, c in
+            guard !text.contains("#"), !text.contains("+") else { return false }
+            c.broker.responseInformationPrefix = text
+            return true
+        },
         integer("max_queued_messages", 0...10_000_000) { v, c in c.broker.maximumQueuedMessages = v },
         integer("max_queued_bytes", 0...terabyte) { v, c in c.broker.maximumQueuedBytes = v },
         integer("max_queued_bytes_total", 0...terabyte) { v, c in c.broker.maximumQueuedBytesTotal = v },

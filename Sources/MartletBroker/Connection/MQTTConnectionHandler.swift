@@ -65,6 +65,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         var sessionExpiryAtConnect: UInt32
         var assignedClientID: Bool
         var serverKeepAlive: UInt16?
+        /// v5 Request Response Information was 1.
+        var wantsResponseInformation = false
     }
 
     private let router: Router
@@ -382,6 +384,16 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
                     topicAliases![alias] = publish.topic
                 }
             }
+            if publish.qos > configuration.maximumQoS {
+                // Above the Maximum QoS we advertised (MQTT-3.2.2-11).
+                close(reason: .protocolError(.qosNotSupported, "PUBLISH at QoS \(publish.qos.rawValue) above max_qos"))
+                return
+            }
+            if publish.retain && !configuration.retainAvailable {
+                // Retain Available is 0 (MQTT-3.3.1-... 3.3.1.3): refused with 0x9A.
+                close(reason: .protocolError(.retainNotSupported, "retained PUBLISH while retain_available is false"))
+                return
+            }
             guard Topic.isWithin(publish.topic, maximumLength: configuration.maximumTopicLength, maximumLevels: configuration.maximumTopicLevels) else {
                 close(reason: .protocolError(.topicNameInvalid, "topic longer than max_topic_length or deeper than max_topic_levels"))
                 return
@@ -459,6 +471,16 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             // No enhanced authentication: refused and closed (MQTT-4.12.0-1).
             log(.info, "connection refused: unsupported authentication method", metadata: ["method": "\(method)"])
             refuse(v, v3: .notAuthorized, v5: .badAuthenticationMethod)
+            return
+        }
+        if let will = connect.will, will.qos > configuration.maximumQoS {
+            // A will above Maximum QoS (MQTT-3.2.2-12).
+            refuse(v, v3: .serverUnavailable, v5: .qosNotSupported)
+            return
+        }
+        if let will = connect.will, will.retain, !configuration.retainAvailable {
+            // A retained will where Retain Available is 0 (MQTT-3.2.2-13).
+            refuse(v, v3: .serverUnavailable, v5: .retainNotSupported)
             return
         }
         if let will = connect.will,
@@ -577,7 +599,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
         let connected = Connected(
             clientID: clientID, version: v, will: will, willDelay: v == .v5 ? connect.will?.properties.willDelayInterval ?? 0 : 0,
             keepAlive: keepAlive == 0 ? nil : .milliseconds(Int64(keepAlive) * 1500),
-            sessionExpiryAtConnect: expiry, assignedClientID: assigned, serverKeepAlive: serverKeepAlive)
+            sessionExpiryAtConnect: expiry, assignedClientID: assigned, serverKeepAlive: serverKeepAlive,
+            wantsResponseInformation: v == .v5 && connect.properties.requestResponseInformation == 1)
         state = .attaching(connected)
         clientIDForLogs = clientID
         let request = Router.ConnectRequest(
@@ -622,6 +645,11 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
             properties.maximumPacketSize = UInt32(clamping: configuration.maximumPacketSize)
             if configuration.receiveMaximum < 65_535 { properties.receiveMaximum = UInt16(configuration.receiveMaximum) }
             if configuration.maximumTopicAlias > 0 { properties.topicAliasMaximum = UInt16(configuration.maximumTopicAlias) }
+            if configuration.maximumQoS < .exactlyOnce { properties.maximumQoS = configuration.maximumQoS.rawValue }
+            if !configuration.retainAvailable { properties.retainAvailable = 0 }
+            if c.wantsResponseInformation && !configuration.responseInformationPrefix.isEmpty {
+                properties.responseInformation = configuration.responseInformationPrefix + c.clientID
+            }
             properties.sharedSubscriptionAvailable = 0
         }
         state = .connected(c)

@@ -428,7 +428,9 @@ package actor Router {
         var codes: [ReasonCode] = []
         var walks: [RetainedFeed.Walk] = []
         let limits = config
-        for sub in subscribe.subscriptions {
+        for var sub in subscribe.subscriptions {
+            // Granted at most max_qos (MQTT-3.2.2-9: the server's Maximum QoS).
+            if sub.options.qos > limits.maximumQoS { sub.options.qos = limits.maximumQoS }
             do {
                 try Topic.validateFilter(sub.topicFilter)
             } catch {

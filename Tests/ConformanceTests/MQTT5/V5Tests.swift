@@ -134,6 +134,69 @@ import MartletTestSupport
         }
     }
 
+    @Test("max_qos 1: CONNACK says Maximum QoS 1, a QoS 2 subscription is granted QoS 1, a QoS 2 PUBLISH gets DISCONNECT 0x9B (3.1.1: closed), a QoS 2 will gets CONNACK 0x9B (MQTT-3.2.2-9/11/12)")
+    func maximumQoS() async throws {
+        try await withBroker({ $0.maximumQoS = .atLeastOnce }) { _, port in
+            let (c, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "q")
+            #expect(ack.properties.maximumQoS == 1)
+            #expect(try await c.subscribe("t", qos: .exactlyOnce).reasonCodes == [.grantedQoS1])
+            try await c.publish("t", "at 1", qos: .atLeastOnce, id: 1)
+            var sawAck = false, sawPublish = false
+            for _ in 0..<2 {
+                switch try await c.next() {
+                case .puback: sawAck = true
+                case .publish(let p): sawPublish = p.qos == .atLeastOnce
+                default: break
+                }
+            }
+            #expect(sawAck && sawPublish)
+            try await c.publish("t", "at 2", qos: .exactlyOnce, id: 2)
+            #expect(try await c.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .qosNotSupported))])
+            let (v3, v3ack) = try await RawClient.connected(port: port, clientID: "q3")
+            #expect(v3ack.sessionPresent == false && v3ack.properties.isEmpty)
+            try await v3.publish("t", "at 2", qos: .exactlyOnce, id: 1)
+            try await v3.expectClosed()
+            let (w, wack) = try await RawClient.connected(
+                port: port, version: .v5, clientID: "w", will: Will(topic: "w", payload: ByteBuffer(string: "x"), qos: .exactlyOnce))
+            #expect(wack.reasonCode == .qosNotSupported)
+            try await w.expectClosed()
+        }
+    }
+
+    @Test("retain_available false: CONNACK says Retain Available 0, a retained PUBLISH gets DISCONNECT 0x9A, a retained will CONNACK 0x9A; unretained ones pass")
+    func retainNotAvailable() async throws {
+        try await withBroker({ $0.retainAvailable = false }) { broker, port in
+            let (c, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "r")
+            #expect(ack.properties.retainAvailable == 0)
+            _ = try await c.subscribe("t")
+            try await c.publish("t", "plain")
+            #expect(try await c.nextPublish().payloadString == "plain")
+            try await c.publish("t", "kept", retain: true)
+            #expect(try await c.expectClosed() == [.disconnect(DisconnectPacket(reasonCode: .retainNotSupported))])
+            #expect(broker.retainedCount == 0)
+            let (w, wack) = try await RawClient.connected(
+                port: port, version: .v5, clientID: "w", will: Will(topic: "w", payload: ByteBuffer(string: "x"), retain: true))
+            #expect(wack.reasonCode == .retainNotSupported)
+            try await w.expectClosed()
+        }
+    }
+
+    @Test("response_information: a v5 client that sets Request Response Information gets the prefix and its client id in CONNACK; one that does not, or with no prefix configured, gets none")
+    func responseInformation() async throws {
+        var asks = Properties()
+        asks.requestResponseInformation = 1
+        try await withBroker({ $0.responseInformationPrefix = "responses/" }) { _, port in
+            let (_, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "asker", properties: asks)
+            #expect(ack.properties.responseInformation == "responses/asker")
+            let (_, plain) = try await RawClient.connected(port: port, version: .v5, clientID: "quiet")
+            #expect(plain.properties.responseInformation == nil)
+        }
+        try await withBroker { _, port in
+            let (_, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "asker", properties: asks)
+            #expect(ack.properties.responseInformation == nil)
+        }
+    }
+
     @Test("v5 SUBACK and UNSUBACK reason codes")
     func subackUnsubackReasonCodes() async throws {
         try await withBroker { _, port in
