@@ -94,7 +94,6 @@ extension Router {
         if discard || target == nil {
             for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
         } else if let target {
-            session.outbox = []
             session.inflight = []
             session.move = SessionMove(leavingFor: target, routers: peers.count)
             movingOut[request.clientID] = session
@@ -124,7 +123,7 @@ extension Router {
         if case .moved(let restored) = outcome {
             session.restore(restored)
             core.counters.inflightMessages.add(session.inflight.count, ordering: .relaxed)
-            account(session, bytes: 0, messages: session.outbox.count, chargeSession: session.outboxBytes)
+            accountQueued(session, bytes: session.outbox.bytes, messages: session.outbox.count)
             sessionPresent = true
             for (filter, sub) in session.subscriptions {
                 trie.insert(filter: filter, subscriber: session, options: sub.options, identifier: sub.identifier)

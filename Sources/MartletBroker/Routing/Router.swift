@@ -703,8 +703,7 @@ package actor Router {
         while handler.isWritable, let next = session.outbox.first {
             let expired = next.message.isExpired
             if !expired && next.qos != .atMostOnce && session.inflight.count >= session.inflightWindow { break }
-            session.outbox.removeFirst()
-            if next.qos == .atMostOnce { session.outboxQoS0 -= 1 }
+            _ = session.outbox.popFirst()
             moved += 1
             bytes += next.cost
             if expired {
@@ -717,7 +716,7 @@ package actor Router {
             }
         }
         if moved > 0 {
-            account(session, bytes: -bytes, messages: -moved)
+            accountQueued(session, bytes: -bytes, messages: -moved)
             if session.fullSince != nil && hasRoom(session, for: 0) { session.fullSince = nil }
             session.drained &+= moved
             if (session.lagging || session.stalled) && isBelowLagEnd(session) { endLag(session) }
@@ -740,7 +739,7 @@ package actor Router {
 
     private func hasRoom(_ session: Session, for cost: Int) -> Bool {
         let limits = config
-        return session.outbox.count < limits.maximumQueuedMessages && session.outboxBytes + cost <= limits.maximumQueuedBytes
+        return session.outbox.hasRoom(for: cost, messages: limits.maximumQueuedMessages, bytes: limits.maximumQueuedBytes)
     }
 
     private func totalHasRoom(for cost: Int) -> Bool {
@@ -755,7 +754,7 @@ package actor Router {
         delivery.message = compacted(delivery.message)
         let cost = delivery.cost
         if delivery.qos != .atMostOnce {
-            while session.outboxQoS0 > 0 && !(hasRoom(session, for: cost) && totalHasRoom(for: cost)) {
+            while session.outbox.qos0Count > 0 && !(hasRoom(session, for: cost) && totalHasRoom(for: cost)) {
                 evict(from: session, qos0Only: true)
             }
         }
@@ -787,17 +786,13 @@ package actor Router {
             }
         }
         session.outbox.append(delivery)
-        if delivery.qos == .atMostOnce { session.outboxQoS0 += 1 }
-        account(session, bytes: cost, messages: 1)
+        accountQueued(session, bytes: cost, messages: 1)
     }
 
     /// Removes the oldest queued message (the oldest QoS 0 one with `qos0Only`).
     private func evict(from session: Session, qos0Only: Bool) {
-        let i = qos0Only ? session.outbox.firstIndex(where: { $0.qos == .atMostOnce }) : session.outbox.startIndex
-        guard let i, i < session.outbox.endIndex else { return }
-        let evicted = session.outbox.remove(at: i)
-        if evicted.qos == .atMostOnce { session.outboxQoS0 -= 1 }
-        account(session, bytes: -evicted.cost, messages: -1)
+        guard let evicted = session.outbox.evictOldest(qos0Only: qos0Only) else { return }
+        accountQueued(session, bytes: -evicted.cost, messages: -1)
         drop(.evicted, session)
     }
 
@@ -815,21 +810,16 @@ package actor Router {
         if !session.inflight.isEmpty { core.counters.inflightMessages.subtract(session.inflight.count, ordering: .relaxed) }
         guard !session.outbox.isEmpty else { return }
         if let reason { drop(reason, session, count: session.outbox.count) }
-        account(session, bytes: -session.outboxBytes, messages: -session.outbox.count)
-        session.outbox = []
-        session.outboxQoS0 = 0
+        let removed = session.outbox.removeAll()
+        accountQueued(session, bytes: -removed.bytes, messages: -removed.messages)
     }
 
-    /// Moves the session's outbox figures and the broker-wide gauges together. Online bytes
+    /// Moves the broker-wide gauges with what a session's outbox gained or lost. Online bytes
     /// falling below the low-water mark wake the publishers every loop paused.
-    /// `chargeSession`: bytes already in the session's figure (a restored outbox) that the
-    /// gauges must now count.
-    func account(_ session: Session, bytes: Int, messages: Int, chargeSession: Int = 0) {
-        session.outboxBytes += bytes
-        let gauge = bytes + chargeSession
-        core.counters.queuedBytes.add(gauge, ordering: .relaxed)
+    func accountQueued(_ session: Session, bytes: Int, messages: Int) {
+        core.counters.queuedBytes.add(bytes, ordering: .relaxed)
         core.counters.queuedMessages.add(messages, ordering: .relaxed)
-        if session.isOnline { adjustOnlineBytes(gauge) }
+        if session.isOnline { adjustOnlineBytes(bytes) }
     }
 
     private func adjustOnlineBytes(_ bytes: Int) {
@@ -849,7 +839,7 @@ package actor Router {
         session.connection = connection
         if connection == nil { endLag(session) }
         if wasOnline != session.isOnline {
-            adjustOnlineBytes(session.isOnline ? session.outboxBytes : -session.outboxBytes)
+            adjustOnlineBytes(session.isOnline ? session.outbox.bytes : -session.outbox.bytes)
         }
     }
 
@@ -885,7 +875,7 @@ package actor Router {
         if !session.lagging {
             let limits = config
             guard limits.maximumQueuedMessages >= 4,
-                  session.outbox.count * 2 >= limits.maximumQueuedMessages || session.outboxBytes * 2 >= limits.maximumQueuedBytes
+                  session.outbox.count * 2 >= limits.maximumQueuedMessages || session.outbox.bytes * 2 >= limits.maximumQueuedBytes
             else { return }
             setLagging(session, true)
         }
@@ -899,7 +889,7 @@ package actor Router {
     }
 
     private func isBelowLagEnd(_ session: Session) -> Bool {
-        session.outbox.count * 4 <= config.maximumQueuedMessages && session.outboxBytes * 4 <= config.maximumQueuedBytes
+        session.outbox.count * 4 <= config.maximumQueuedMessages && session.outbox.bytes * 4 <= config.maximumQueuedBytes
     }
 
     private func setLagging(_ session: Session, _ lagging: Bool) {
@@ -948,7 +938,7 @@ package actor Router {
             local.subscriberStalls += 1
             logger.warning("subscriber stalled: no longer holding publishers back", metadata: [
                 "client_id": "\(session.clientID)", "reason": "\(why)",
-                "queued": "\(session.outbox.count)", "queued_bytes": "\(session.outboxBytes)",
+                "queued": "\(session.outbox.count)", "queued_bytes": "\(session.outbox.bytes)",
             ])
         }
     }
@@ -966,7 +956,7 @@ package actor Router {
             guard now - since >= grace else { return false }
             session.fullSince = nil
             logger.warning("slow consumer disconnected", metadata: [
-                "client_id": "\(session.clientID)", "queued": "\(session.outbox.count)", "queued_bytes": "\(session.outboxBytes)",
+                "client_id": "\(session.clientID)", "queued": "\(session.outbox.count)", "queued_bytes": "\(session.outbox.bytes)",
             ])
             local.slowConsumerDisconnects += 1
             closing.append(connection)
@@ -1154,7 +1144,7 @@ package actor Router {
         var drops: [DropReason: Int] = [:]
         for reason in DropReason.allCases { drops[reason] = session.drops[reason] }
         return SessionReport(online: session.isOnline, dropped: drops, queuedMessages: session.outbox.count,
-                             queuedBytes: session.outboxBytes, inflight: session.inflight.count)
+                             queuedBytes: session.outbox.bytes, inflight: session.inflight.count)
     }
     var subscriptionCount: Int { trie.count }
 }

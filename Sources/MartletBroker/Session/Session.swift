@@ -106,8 +106,7 @@ struct SessionState: Sendable {
     var retainedFeed: RetainedFeed?
     var subscriptions: [String: StoredSubscription]
     var inflight: Deque<OutgoingFlight>
-    var outbox: Deque<Delivery>
-    var outboxBytes: Int
+    var outbox: Outbox
     var inboundQoS2: Set<UInt16>
     var nextPacketIdentifier: UInt16
 }
@@ -130,11 +129,7 @@ final class Session {
     var inflight: Deque<OutgoingFlight> = []
     /// Messages waiting for the socket to drain, for the inflight window, or for the client
     /// to come back; bounded by `max_queued_messages` and `max_queued_bytes`.
-    var outbox: Deque<Delivery> = []
-    /// Sum of `cost` over the outbox.
-    var outboxBytes = 0
-    /// QoS 0 messages in the outbox: the first to go when room is needed.
-    var outboxQoS0 = 0
+    var outbox = Outbox()
     /// QoS 2 packet ids received and answered with PUBREC, not yet released (MQTT-4.3.3).
     var inboundQoS2: Set<UInt16> = []
     var nextPacketIdentifier: UInt16 = 1
@@ -193,7 +188,7 @@ final class Session {
 
     var state: SessionState {
         SessionState(
-            retainedFeed: retainedFeed, subscriptions: subscriptions, inflight: inflight, outbox: outbox, outboxBytes: outboxBytes, inboundQoS2: inboundQoS2,
+            retainedFeed: retainedFeed, subscriptions: subscriptions, inflight: inflight, outbox: outbox, inboundQoS2: inboundQoS2,
             nextPacketIdentifier: nextPacketIdentifier)
     }
 
@@ -202,8 +197,6 @@ final class Session {
         subscriptions = state.subscriptions
         inflight = state.inflight
         outbox = state.outbox
-        outboxBytes = state.outboxBytes
-        outboxQoS0 = state.outbox.reduce(0) { $0 + ($1.qos == .atMostOnce ? 1 : 0) }
         inboundQoS2 = state.inboundQoS2
         nextPacketIdentifier = state.nextPacketIdentifier
     }
