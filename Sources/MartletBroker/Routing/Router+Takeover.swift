@@ -94,7 +94,7 @@ extension Router {
         if discard || target == nil {
             for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
         } else if let target {
-            session.inflight = []
+            session.inflight = OutgoingFlights()
             session.move = SessionMove(leavingFor: target, routers: peers.count)
             movingOut[request.clientID] = session
         }
@@ -140,7 +140,7 @@ extension Router {
             handler.value.sessionAttached(sessionPresent: sessionPresent)
             markDirty(handler)
             // Unacknowledged messages are resent first, with DUP, in their original order (MQTT-4.4.0-1).
-            for flight in session.inflight {
+            for flight in session.inflight.flights {
                 switch flight.stage {
                 case .awaitingPubAck, .awaitingPubRec:
                     writePublish(flight.delivery, to: session, packetIdentifier: flight.packetIdentifier, dup: true)

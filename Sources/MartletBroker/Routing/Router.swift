@@ -340,29 +340,21 @@ package actor Router {
             receivedPublish(publish, from: session)
             publishing = nil
         case .puback(let ack):
-            if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == ack.packetIdentifier && $0.stage == .awaitingPubAck }) {
-                removeInflight(session, at: i)
-                drain(session)
+            if session.inflight.acknowledge(ack.packetIdentifier) {
+                flightClosed(session)
             }
         case .pubrec(let rec):
-            if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == rec.packetIdentifier && $0.stage == .awaitingPubRec }) {
-                if rec.reasonCode.isFailure {
-                    // A v5 failure PUBREC ends the flow (MQTT 5 4.3.3).
-                    removeInflight(session, at: i)
-                    drain(session)
-                } else {
-                    session.inflight[i].stage = .awaitingPubComp
-                    write(.pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier)), to: session)
-                }
-            } else if session.inflight.contains(where: { $0.packetIdentifier == rec.packetIdentifier && $0.stage == .awaitingPubComp }) {
+            switch session.inflight.received(pubrec: rec.packetIdentifier, failed: rec.reasonCode.isFailure) {
+            case .release, .releasedAlready:
                 write(.pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier)), to: session)
-            } else {
+            case .ended:
+                flightClosed(session)
+            case .unknown:
                 write(.pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier, reasonCode: .packetIdentifierNotFound)), to: session)
             }
         case .pubcomp(let comp):
-            if let i = session.inflight.firstIndex(where: { $0.packetIdentifier == comp.packetIdentifier && $0.stage == .awaitingPubComp }) {
-                removeInflight(session, at: i)
-                drain(session)
+            if session.inflight.complete(comp.packetIdentifier) {
+                flightClosed(session)
             }
         case .pubrel(let rel):
             let known = session.inboundQoS2.remove(rel.packetIdentifier) != nil
@@ -684,11 +676,8 @@ package actor Router {
     }
 
     private func sendInflight(_ delivery: Delivery, to session: Session) {
-        let id = session.allocatePacketIdentifier()
+        let id = session.inflight.send(delivery)
         core.counters.inflightMessages.add(1, ordering: .relaxed)
-        session.inflight.append(OutgoingFlight(
-            packetIdentifier: id, delivery: delivery,
-            stage: delivery.qos == .atLeastOnce ? .awaitingPubAck : .awaitingPubRec))
         writePublish(delivery, to: session, packetIdentifier: id, dup: false)
     }
 
@@ -723,9 +712,17 @@ package actor Router {
         }
     }
 
-    private func removeInflight(_ session: Session, at i: Int) {
-        session.inflight.remove(at: i)
+    /// A flow of the session closed: the gauge follows and the window has room again.
+    private func flightClosed(_ session: Session) {
         core.counters.inflightMessages.subtract(1, ordering: .relaxed)
+        drain(session)
+    }
+
+    /// A flow given up before its message was sent (too large, not authorized).
+    private func abandonFlight(_ session: Session, _ packetIdentifier: UInt16?) {
+        if let id = packetIdentifier, session.inflight.abandon(id) {
+            core.counters.inflightMessages.subtract(1, ordering: .relaxed)
+        }
     }
 
     /// The connection's socket drained below the low-water mark.
@@ -1038,9 +1035,7 @@ package actor Router {
             // Checked again as it leaves: it may have been queued, resumed or retained under
             // another ACL, or for an identity that no longer holds the session.
             drop(.notAuthorized, session)
-            if let id = packetIdentifier, let i = session.inflight.firstIndex(where: { $0.packetIdentifier == id }) {
-                removeInflight(session, at: i)
-            }
+            abandonFlight(session, packetIdentifier)
             return
         }
         let packet = SharedEncoding.publishPacket(delivery, version: session.version, packetIdentifier: packetIdentifier, dup: dup)
@@ -1058,9 +1053,7 @@ package actor Router {
         }
         if buffer.readableBytes + (separate ? packet.payload.readableBytes : 0) > session.maximumPacketSize {
             drop(.tooLarge, session)
-            if let id = packetIdentifier, let i = session.inflight.firstIndex(where: { $0.packetIdentifier == id }) {
-                removeInflight(session, at: i)
-            }
+            abandonFlight(session, packetIdentifier)
             return
         }
         connection.value.write(buffer)

@@ -105,10 +105,9 @@ struct RetainedFeed: Sendable {
 struct SessionState: Sendable {
     var retainedFeed: RetainedFeed?
     var subscriptions: [String: StoredSubscription]
-    var inflight: Deque<OutgoingFlight>
+    var inflight: OutgoingFlights
     var outbox: Outbox
     var inboundQoS2: Set<UInt16>
-    var nextPacketIdentifier: UInt16
 }
 
 /// The broker's state for one client id. Owned by exactly one `Router` and touched only
@@ -126,13 +125,12 @@ final class Session {
     var subscriptions: [String: StoredSubscription] = [:]
     /// Retained messages being sent for new subscriptions; nil when none are.
     var retainedFeed: RetainedFeed?
-    var inflight: Deque<OutgoingFlight> = []
+    var inflight = OutgoingFlights()
     /// Messages waiting for the socket to drain, for the inflight window, or for the client
     /// to come back; bounded by `max_queued_messages` and `max_queued_bytes`.
     var outbox = Outbox()
     /// QoS 2 packet ids received and answered with PUBREC, not yet released (MQTT-4.3.3).
     var inboundQoS2: Set<UInt16> = []
-    var nextPacketIdentifier: UInt16 = 1
 
     /// min(max_inflight, the client's v5 Receive Maximum).
     var inflightWindow: Int
@@ -188,8 +186,7 @@ final class Session {
 
     var state: SessionState {
         SessionState(
-            retainedFeed: retainedFeed, subscriptions: subscriptions, inflight: inflight, outbox: outbox, inboundQoS2: inboundQoS2,
-            nextPacketIdentifier: nextPacketIdentifier)
+            retainedFeed: retainedFeed, subscriptions: subscriptions, inflight: inflight, outbox: outbox, inboundQoS2: inboundQoS2)
     }
 
     func restore(_ state: SessionState) {
@@ -198,16 +195,6 @@ final class Session {
         inflight = state.inflight
         outbox = state.outbox
         inboundQoS2 = state.inboundQoS2
-        nextPacketIdentifier = state.nextPacketIdentifier
-    }
-
-    /// The next packet id not in flight; ids are never reused while in flight (MQTT-2.3.1-4).
-    func allocatePacketIdentifier() -> UInt16 {
-        while true {
-            let id = nextPacketIdentifier
-            nextPacketIdentifier = nextPacketIdentifier == .max ? 1 : nextPacketIdentifier + 1
-            if !inflight.contains(where: { $0.packetIdentifier == id }) { return id }
-        }
     }
 }
 

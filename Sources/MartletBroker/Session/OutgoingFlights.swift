@@ -1,0 +1,74 @@
+import DequeModule
+
+/// The QoS 1 and 2 messages a session sent and the client has not finished acknowledging, in
+/// the order they were sent (the order they are resent in, MQTT-4.4.0-1), with the packet
+/// identifiers they hold: an identifier is not reused while its flow is open (MQTT-2.3.1-4).
+struct OutgoingFlights: Sendable {
+    private(set) var flights: Deque<OutgoingFlight> = []
+    private var nextPacketIdentifier: UInt16 = 1
+
+    var count: Int { flights.count }
+    var isEmpty: Bool { flights.isEmpty }
+
+    /// What a PUBREC did to the flow it names.
+    enum PubRecOutcome: Equatable {
+        /// The message was received: answer PUBREL, then wait for PUBCOMP.
+        case release
+        /// A PUBREC with a failure reason (v5) ends the flow (MQTT 5 4.3.3).
+        case ended
+        /// PUBREL was sent already (a resent PUBREC): answer PUBREL again.
+        case releasedAlready
+        /// No such flow: PUBREL with 0x92 Packet Identifier not found.
+        case unknown
+    }
+
+    /// Opens a flow for `delivery` (QoS 1 or 2) under a free identifier, which it returns.
+    mutating func send(_ delivery: Delivery) -> UInt16 {
+        let id = freeIdentifier()
+        flights.append(OutgoingFlight(
+            packetIdentifier: id, delivery: delivery, stage: delivery.qos == .atLeastOnce ? .awaitingPubAck : .awaitingPubRec))
+        return id
+    }
+
+    /// PUBACK: closes the QoS 1 flow; false when there is none under `id`.
+    mutating func acknowledge(_ id: UInt16) -> Bool {
+        remove(id, at: .awaitingPubAck)
+    }
+
+    mutating func received(pubrec id: UInt16, failed: Bool) -> PubRecOutcome {
+        if let i = flights.firstIndex(where: { $0.packetIdentifier == id && $0.stage == .awaitingPubRec }) {
+            if failed {
+                flights.remove(at: i)
+                return .ended
+            }
+            flights[i].stage = .awaitingPubComp
+            return .release
+        }
+        return flights.contains(where: { $0.packetIdentifier == id && $0.stage == .awaitingPubComp }) ? .releasedAlready : .unknown
+    }
+
+    /// PUBCOMP: closes the QoS 2 flow; false when there is none under `id`.
+    mutating func complete(_ id: UInt16) -> Bool {
+        remove(id, at: .awaitingPubComp)
+    }
+
+    /// Gives up the flow under `id` whatever its stage (the message could not be sent).
+    mutating func abandon(_ id: UInt16) -> Bool {
+        remove(id, at: nil)
+    }
+
+    private mutating func remove(_ id: UInt16, at stage: OutgoingFlight.Stage?) -> Bool {
+        guard let i = flights.firstIndex(where: { $0.packetIdentifier == id && (stage == nil || $0.stage == stage) }) else { return false }
+        flights.remove(at: i)
+        return true
+    }
+
+    /// The next identifier not held by an open flow.
+    private mutating func freeIdentifier() -> UInt16 {
+        while true {
+            let id = nextPacketIdentifier
+            nextPacketIdentifier = nextPacketIdentifier == .max ? 1 : nextPacketIdentifier + 1
+            if !flights.contains(where: { $0.packetIdentifier == id }) { return id }
+        }
+    }
+}
