@@ -131,18 +131,22 @@ import MartletTestSupport
 
     @Test("a subscriber slower than the publisher but reading: with pause_publishers_for_slow_subscribers nothing is lost; without it the excess is dropped")
     func laggingSubscriberPacesThePublisher() async throws {
-        let messages = 20_000
+        // 6.5 MB: more than the kernel can hold for a socket (tcp_wmem's maximum is 4 MB here),
+        // so without pacing the rest must meet the 200-message outbox. 20,000 messages (2.2 MB)
+        // could sit whole in an autotuned send buffer: then nothing overflowed and CI failed.
+        let messages = 60_000
         func run(pacing: Bool) async throws -> (received: Int, counters: BrokerCounters.Snapshot) {
             try await withBroker({
                 $0.maximumQueuedMessages = 200
                 $0.pausePublishersForSlowSubscribers = pacing
-                $0.subscriberStallTimeout = .milliseconds(500)
+                // Ten stall timeouts (the longest a subscriber may lag) outlast the paced run.
+                $0.subscriberStallTimeout = .seconds(2)
             }) { broker, port in
-                // One 4 KiB read every 2 ms (~2 MB/s) through a 4 KiB receive buffer: far below
+                // One 4 KiB read every 5 ms (~800 KB/s) through a 4 KiB receive buffer: far below
                 // what the flood sends, and the kernel's buffers cannot hide the difference
                 // (with autotuned loopback buffers the whole 2.2 MB flood could sit in them).
                 let (channel, slow) = try await CountingSubscriber.connect(
-                    port: port, clientID: "slow", topic: "pace", readTick: .milliseconds(2), readBytes: 4096)
+                    port: port, clientID: "slow", topic: "pace", readTick: .milliseconds(5), readBytes: 4096)
                 defer { channel.close(promise: nil) }
                 try await flood(port: port, topic: "pace", count: messages, payloadSize: 100)
                 let received = try await waitFor(.seconds(60), "every message delivered or dropped") { () -> Int? in
@@ -158,7 +162,7 @@ import MartletTestSupport
         #expect(paced.counters.inboundPauses > 0)
         #expect(paced.counters.subscriberStalls == 0)
         let unpaced = try await run(pacing: false)
-        #expect(unpaced.counters.droppedQueueFull > 0, "the flood should overrun a 200-message queue without pacing")
+        #expect(unpaced.counters.droppedQueueFull > 0, "the flood should overrun a 200-message queue without pacing: \(unpaced.counters)")
     }
 
     @Test("write timeout: a connection whose socket stays unwritable is closed")
