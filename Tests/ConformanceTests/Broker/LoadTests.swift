@@ -132,12 +132,14 @@ import MartletTestSupport
     @Test("a subscriber slower than the publisher but reading: with pause_publishers_for_slow_subscribers nothing is lost; without it the excess is dropped")
     func laggingSubscriberPacesThePublisher() async throws {
         // 6.5 MB: more than the kernel can hold for a socket (tcp_wmem's maximum is 4 MB here),
-        // so without pacing the rest must meet the 200-message outbox. 20,000 messages (2.2 MB)
+        // so without pacing the rest must meet the outbox. 20,000 messages (2.2 MB)
         // could sit whole in an autotuned send buffer: then nothing overflowed and CI failed.
         let messages = 60_000
         func run(pacing: Bool) async throws -> (received: Int, counters: BrokerCounters.Snapshot) {
             try await withBroker({
-                $0.maximumQueuedMessages = 200
+                // The default queue: its free half (500) is more than the messages other loops
+                // may still hand over once it lags (256), so pacing loses nothing.
+                $0.maximumQueuedMessages = 1000
                 $0.pausePublishersForSlowSubscribers = pacing
                 // Ten stall timeouts (the longest a subscriber may lag) outlast the paced run.
                 $0.subscriberStallTimeout = .seconds(2)
@@ -162,7 +164,7 @@ import MartletTestSupport
         #expect(paced.counters.inboundPauses > 0)
         #expect(paced.counters.subscriberStalls == 0)
         let unpaced = try await run(pacing: false)
-        #expect(unpaced.counters.droppedQueueFull > 0, "the flood should overrun a 200-message queue without pacing: \(unpaced.counters)")
+        #expect(unpaced.counters.droppedQueueFull > 0, "the flood should overrun a 1,000-message queue without pacing: \(unpaced.counters)")
     }
 
     @Test("write timeout: a connection whose socket stays unwritable is closed")
