@@ -3,6 +3,7 @@ import Glibc
 #endif
 import MartletAuth
 import MartletBroker
+import MartletMQTT
 import NIOCore
 import Testing
 
@@ -154,11 +155,33 @@ import Testing
         ("listeners: 1883\n", "listeners", 1, "expected a list of {host, port}"),
         ("max_inflight: [1, 2]\n", "max_inflight", 1, "expected an integer in 1...65535, got a list"),
         ("max_retained_messages: -1\n", "max_retained_messages", 1, "expected an integer in 0...1000000000, got \"-1\""),
+        ("session_other_identity: maybe\n", "session_other_identity", 1, "expected refuse or discard, got \"maybe\""),
+        ("receive_maximum: 0\n", "receive_maximum", 1, "expected an integer in 1...65535, got \"0\""),
+        ("max_topic_alias: 70000\n", "max_topic_alias", 1, "expected an integer in 0...65535, got \"70000\""),
+        ("max_qos: 3\n", "max_qos", 1, "expected an integer in 0...2, got \"3\""),
+        ("retain_available: sometimes\n", "retain_available", 1, "expected true or false, got \"sometimes\""),
+        ("response_information: \"replies/#\"\n", "response_information", 1, "expected a topic prefix, got \"replies/#\""),
     ])
     func badInputNamesTheKeyAndLine(_ yaml: String, _ key: String, _ line: Int, _ message: String) {
         #expect(throws: ConfigurationError(source: "test.yaml", key: key, line: line, message: message)) {
             try load(yaml)
         }
+    }
+
+    @Test("the session, MQTT 5 limit and response keys are read")
+    func sessionAndV5Keys() throws {
+        let c = try load("""
+            session_other_identity: discard
+            receive_maximum: 5
+            max_topic_alias: 0
+            max_qos: 1
+            retain_available: false
+            response_information: replies/
+            """)
+        #expect(c.broker.sessionOtherIdentity == .discard)
+        #expect(c.broker.receiveMaximum == 5 && c.broker.maximumTopicAlias == 0)
+        #expect(c.broker.maximumQoS == .atLeastOnce && !c.broker.retainAvailable)
+        #expect(c.broker.responseInformationPrefix == "replies/")
     }
 
     @Test func notYAMLAtAll() {

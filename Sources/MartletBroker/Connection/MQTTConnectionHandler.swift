@@ -390,7 +390,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler {
                 return
             }
             if publish.retain && !configuration.retainAvailable {
-                // Retain Available is 0 (MQTT-3.3.1-... 3.3.1.3): refused with 0x9A.
+                // Retain Available is 0: refused with 0x9A (MQTT 5 3.3.1.3).
                 close(reason: .protocolError(.retainNotSupported, "retained PUBLISH while retain_available is false"))
                 return
             }

@@ -91,12 +91,12 @@ extension Router {
         let state = session.state
         // The outbox leaves this loop's accounting; the new owner charges it again.
         discardOutbox(session, countAs: discard ? .sessionEnded : nil)
-        if discard || target == nil {
-            for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
-        } else if let target {
+        if let target, !discard {
             session.inflight = OutgoingFlights()
             session.move = SessionMove(leavingFor: target, routers: peers.count)
             movingOut[request.clientID] = session
+        } else {
+            for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
         }
         flush()
         return discard ? .ended : .moved(state)

@@ -93,12 +93,12 @@ package actor Router {
     private var authFailureLog = RateLimitedLog(every: dropLogInterval)
     /// Wills waiting for their Will Delay Interval, by client id, with their timers (kept
     /// here rather than in every session: few sessions ever have one).
-    var pendingWills: [String: (will: Message, timer: Scheduled<Void>)] = [:]
+    private var pendingWills: [String: (will: Message, timer: Scheduled<Void>)] = [:]
     /// The live configuration (limits change on reload), refreshed once per sweep.
     var config: BrokerConfiguration
     /// The password file and ACL, refreshed from the broker's once per sweep (so a reload
     /// reaches every loop within one sweep interval) and at each CONNECT.
-    var security = SecurityState()
+    private var security = SecurityState()
     /// The last message copied out of a larger read buffer (see `compacted`), and the payload
     /// it was copied from (kept, so that its address cannot be reused by another buffer).
     private var compactedMessage: (message: Message, original: ByteBuffer)?
@@ -231,10 +231,7 @@ package actor Router {
     /// `$SYS` is the broker's own: a client publishes there only where an ACL rule names it
     /// (a leading wildcard never matches it), as in mosquitto.
     func mayWrite(_ topic: String, username: String?, clientID: String) -> Bool {
-        if Self.isSysTopic(topic) {
-            return security.acl?.allows(.write, topic, username: username, clientID: clientID) ?? false
-        }
-        return security.acl?.allows(.write, topic, username: username, clientID: clientID) ?? true
+        security.acl?.allows(.write, topic, username: username, clientID: clientID) ?? !Self.isSysTopic(topic)
     }
 
     static func isSysTopic(_ topic: String) -> Bool {
@@ -516,7 +513,8 @@ package actor Router {
                 sendInflight(next, to: session)
             }
         }
-        if feed.walks.isEmpty || (feed.walks.count == 1 && feed.walks[0].isFinished) { return true }
+        while feed.walks.first?.isFinished == true { feed.walks.removeFirst() }
+        if feed.walks.isEmpty { return true }
         session.retainedFeed = feed
         if !blocked && budget == 0 && handler.isWritable {
             // Still writable: the rest goes on after what else waits on this loop.
@@ -637,8 +635,8 @@ package actor Router {
                 guard let connection = match.session.connection else { continue }
                 // A writable socket takes what waits first (the writability event that would
                 // drain it may sit behind other work on this loop).
-                if (!match.session.outbox.isEmpty || match.session.retainedFeed != nil) && connection.value.isWritable { drain(match.session) }
-                guard match.session.outbox.isEmpty && match.session.retainedFeed == nil && connection.value.isWritable else {
+                if match.session.hasBacklog && connection.value.isWritable { drain(match.session) }
+                guard !match.session.hasBacklog && connection.value.isWritable else {
                     enqueue(delivery, to: match.session)
                     continue
                 }
@@ -664,8 +662,8 @@ package actor Router {
             if delivery.qos != .atMostOnce { enqueue(delivery, to: session) }
             return
         }
-        if (!session.outbox.isEmpty || session.retainedFeed != nil) && connection.value.isWritable { drain(session) }
-        let canSend = session.outbox.isEmpty && session.retainedFeed == nil && connection.value.isWritable
+        if session.hasBacklog && connection.value.isWritable { drain(session) }
+        let canSend = !session.hasBacklog && connection.value.isWritable
         if canSend && delivery.qos == .atMostOnce {
             writePublish(delivery, to: session, packetIdentifier: nil, dup: false)
         } else if canSend && session.inflight.count < session.inflightWindow {

@@ -182,6 +182,9 @@ final class Session {
     static let neverExpires = UInt32.max
 
     var isPersistent: Bool { expiryInterval > 0 }
+    /// Something waits to be sent before a new message may go straight out: queued messages,
+    /// or retained ones still being read for a new subscription.
+    var hasBacklog: Bool { !outbox.isEmpty || retainedFeed != nil }
     var isOnline: Bool { connection != nil }
 
     var state: SessionState {

@@ -180,6 +180,21 @@ import MartletTestSupport
         await bob.close()
     }
 
+    /// A broker with alice, bob and dave and `aliceAndDave`'s ACL, where alice's session X
+    /// already holds what bob sent it (`aliceQueued`); `body` gets the ACL file's path too.
+    static func withAliceQueued(_ configure: @escaping (inout BrokerConfiguration) -> Void = { _ in },
+                                _ body: (MQTTBroker, Int, String) async throws -> Void) async throws {
+        let (passwords, acl) = try files(passwords: [("alice", "a"), ("bob", "b"), ("dave", "d")], acl: aliceAndDave)
+        try await withBroker({
+            $0.passwordFile = passwords
+            $0.aclFile = acl
+            configure(&$0)
+        }) { broker, port in
+            try await aliceQueued(port)
+            try await body(broker, port, acl)
+        }
+    }
+
     static func connectPersistent(_ port: Int, _ version: ProtocolVersion, id: String, user: String?, password: String?) async throws -> (RawClient, ConnAckPacket?) {
         let c = try await RawClient.connect(port: port, version: version)
         var properties = Properties()
@@ -193,12 +208,7 @@ import MartletTestSupport
 
     @Test("a persistent session belongs to the identity that created it: another user or an anonymous client using its client id is refused (0x05 / v5 0x87) and reads nothing; the owner then gets everything queued")
     func sessionOwnedByItsIdentity() async throws {
-        let (passwords, acl) = try Self.files(passwords: [("alice", "a"), ("bob", "b"), ("dave", "d")], acl: Self.aliceAndDave)
-        try await withBroker({
-            $0.passwordFile = passwords
-            $0.aclFile = acl
-        }) { broker, port in
-            try await Self.aliceQueued(port)
+        try await Self.withAliceQueued { broker, port, _ in
             for (version, user, password) in [(ProtocolVersion.v3_1_1, "dave", "d"), (.v5, "dave", "d"), (.v3_1_1, nil, nil), (.v5, nil, nil)] as [(ProtocolVersion, String?, String?)] {
                 let (intruder, ack) = try await Self.connectPersistent(port, version, id: "X", user: user, password: password)
                 #expect(ack?.reasonCode == (version == .v5 ? .notAuthorized : Self.v3NotAuthorized))
@@ -227,13 +237,7 @@ import MartletTestSupport
 
     @Test("session_other_identity discard: another identity's CONNECT ends the old session and starts clean (nothing of it delivered, its queue counted as dropped)")
     func otherIdentityDiscards() async throws {
-        let (passwords, acl) = try Self.files(passwords: [("alice", "a"), ("bob", "b"), ("dave", "d")], acl: Self.aliceAndDave)
-        try await withBroker({
-            $0.passwordFile = passwords
-            $0.aclFile = acl
-            $0.sessionOtherIdentity = .discard
-        }) { broker, port in
-            try await Self.aliceQueued(port)
+        try await Self.withAliceQueued({ $0.sessionOtherIdentity = .discard }) { broker, port, _ in
             let (dave, ack) = try await Self.connectPersistent(port, .v5, id: "X", user: "dave", password: "d")
             #expect(ack?.reasonCode == .success)
             #expect(ack?.sessionPresent == false)
@@ -244,16 +248,10 @@ import MartletTestSupport
 
     @Test("a queued message is checked against the ACL as it is sent: after a reload takes the read away, the resumed session does not get it (counted not_authorized)")
     func queuedMessageCheckedAtDelivery() async throws {
-        let (passwords, acl) = try Self.files(passwords: [("alice", "a"), ("bob", "b"), ("dave", "d")], acl: Self.aliceAndDave)
-        try await withBroker({
-            $0.passwordFile = passwords
-            $0.aclFile = acl
-        }) { broker, port in
-            try await Self.aliceQueued(port)
+        try await Self.withAliceQueued { broker, port, acl in
             try "user alice\ntopic write alice/#\n".write(toFile: acl, atomically: true, encoding: .utf8)
+            // Her router takes the reloaded ACL at her CONNECT (before the session resumes).
             try broker.reloadSecurity()
-            // Routers take the new ACL at their next sweep (100 ms in tests); CONNECT reads it too.
-            try await Task.sleep(for: .milliseconds(300))
             let (alice, ack) = try await Self.connectPersistent(port, .v3_1_1, id: "X", user: "alice", password: "a")
             #expect(ack?.sessionPresent == true)
             try await alice.expectSilence()
