@@ -282,7 +282,7 @@ public final class MQTTBroker: Sendable {
     private static func admit(
         listener: BrokerConfiguration.Listener, configuration: BrokerConfiguration, counters: BrokerCounters,
         listenerGauge: ConnectionGauge, rateLimiter: NIOLockedValueBox<TokenBucket?>
-    ) -> MQTTConnectionHandler.Refusal? {
+    ) -> Refusal? {
         let rateOK = rateLimiter.withLockedValue { bucket in
             guard bucket != nil else { return true }
             return bucket!.take(now: .now())

@@ -9,7 +9,7 @@ struct CounterEntry: Sendable {
         case gauge
     }
 
-    let value: WritableKeyPath<BrokerCounters.Snapshot, Int> & Sendable
+    let value: any WritableKeyPath<BrokerCounters.Snapshot, Int> & Sendable
     let kind: Kind
     /// The Prometheus name without the `martlet_` prefix, and its labels.
     let metric: String
@@ -17,7 +17,7 @@ struct CounterEntry: Sendable {
     /// The topic under `$SYS/broker/`, if it is published there.
     let sys: String?
 
-    init(_ value: WritableKeyPath<BrokerCounters.Snapshot, Int> & Sendable, _ kind: Kind, metric: String,
+    init(_ value: any WritableKeyPath<BrokerCounters.Snapshot, Int> & Sendable, _ kind: Kind, metric: String,
          labels: [(String, String)] = [], sys: String? = nil) {
         self.value = value
         self.kind = kind
@@ -70,7 +70,7 @@ extension BrokerCounters {
 
 extension DropReason {
     /// The snapshot's total for this reason.
-    var counter: WritableKeyPath<BrokerCounters.Snapshot, Int> & Sendable {
+    var counter: any WritableKeyPath<BrokerCounters.Snapshot, Int> & Sendable {
         switch self {
         case .queueFull: \.droppedQueueFull
         case .evicted: \.droppedEvicted

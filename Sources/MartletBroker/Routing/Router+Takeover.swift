@@ -18,7 +18,7 @@ extension Router {
 
     /// Attaches the connection to its client id's session once every earlier claim of that
     /// client id is carried out (MQTT-3.1.4-3).
-    func connect(_ request: ConnectRequest, handler: NIOLoopBound<MQTTConnectionHandler>) {
+    func connect(_ request: ConnectRequest, handler: ConnectionRef) {
         let claim = core.registry.claim(request.clientID, router: index) { [self] previous in
             eventLoop.execute {
                 self.assumeIsolated { $0.takeOver(request, handler: handler, from: previous) }
@@ -27,7 +27,7 @@ extension Router {
         if case .granted(let previous) = claim { takeOver(request, handler: handler, from: previous) }
     }
 
-    private func takeOver(_ request: ConnectRequest, handler: NIOLoopBound<MQTTConnectionHandler>, from previous: Int?) {
+    private func takeOver(_ request: ConnectRequest, handler: ConnectionRef, from previous: Int?) {
         guard handler.value.isAwaitingSession else {
             // The client left while its claim waited: the session stays where it is.
             core.registry.settle(request.clientID, owner: previous)
@@ -104,11 +104,11 @@ extension Router {
 
     /// The new connection's side: the session (restored or new) is attached and CONNACK
     /// sent; a session arriving from another loop then collects the routers' markers.
-    private func attach(_ request: ConnectRequest, handler: NIOLoopBound<MQTTConnectionHandler>, _ outcome: Release, from previous: Int?) {
+    private func attach(_ request: ConnectRequest, handler: ConnectionRef, _ outcome: Release, from previous: Int?) {
         let clientID = request.clientID
         if case .refused = outcome {
             core.registry.settle(clientID, owner: previous)
-            handler.value.refuseSession()
+            handler.value.sessionRefused()
             flush()
             return
         }
@@ -145,7 +145,7 @@ extension Router {
                 case .awaitingPubAck, .awaitingPubRec:
                     writePublish(flight.delivery, to: session, packetIdentifier: flight.packetIdentifier, dup: true)
                 case .awaitingPubComp:
-                    write(.pubrel(PubRelPacket(packetIdentifier: flight.packetIdentifier)), to: session)
+                    writePubRel(flight.packetIdentifier, to: session)
                 }
             }
             drain(session)

@@ -41,7 +41,7 @@ package actor Router {
     var trie = SubscriptionTrie<Session>()
     var sessions: [String: Session] = [:]
     /// Every open connection on this loop, for the keepalive / connect-timeout sweep.
-    private var connections: [Int: NIOLoopBound<MQTTConnectionHandler>] = [:]
+    private var connections: [Int: ConnectionRef] = [:]
     private var nextConnectionID = 1
     private var sweepTask: RepeatedTask?
 
@@ -49,7 +49,7 @@ package actor Router {
     private var outgoingBatches: [[Message]] = []
     private var outgoingBytes: [Int] = []
     /// Connections written to since the last flush.
-    private var dirty: [NIOLoopBound<MQTTConnectionHandler>] = []
+    private var dirty: [ConnectionRef] = []
 
     private var routeStamp: UInt64 = 0
     /// The number of the last message this router routed (`Message.sequence`).
@@ -66,14 +66,14 @@ package actor Router {
     /// Totals gathered locally and folded into the broker-wide ones once per sweep.
     var local = BrokerCounters.Snapshot()
     /// Publishers whose socket is not being read (inbound flow control).
-    private var paused: [NIOLoopBound<MQTTConnectionHandler>] = []
+    private var paused: [ConnectionRef] = []
     /// This loop's lagging sessions, watched for stalls at each sweep.
     private var laggingList: [Session] = []
     /// Routing the current PUBLISH queued it for a lagging subscriber (or for a loop that has
     /// one, or past the unrouted bound): its publisher should stop being read now.
-    private(set) var publisherMustWait = false
+    private var publisherMustWait = false
     /// The PUBLISH just received was one QoS 2 message more than the Receive Maximum.
-    private(set) var receiveMaximumExceeded = false
+    private var receiveMaximumExceeded = false
     /// The session whose PUBLISH is being routed: it is not held back by its own outbox (its
     /// held acknowledgements would keep that outbox from draining).
     private var publishing: Session?
@@ -141,7 +141,7 @@ package actor Router {
 
     // MARK: Connections
 
-    func register(_ handler: NIOLoopBound<MQTTConnectionHandler>) -> Int {
+    func register(_ handler: ConnectionRef) -> Int {
         let id = nextConnectionID
         nextConnectionID += 1
         connections[id] = handler
@@ -162,14 +162,14 @@ package actor Router {
         local[keyPath: counter] += 1
     }
 
-    private func collectTraffic(_ handler: MQTTConnectionHandler) {
+    private func collectTraffic(_ handler: any RoutedConnection) {
         let (received, sent) = handler.takeTraffic()
         local.bytesReceived += received
         local.bytesSent += sent
     }
 
     private func sweep() {
-        let now = NIODeadline.now()
+        let now = eventLoop.now
         for (_, handler) in connections {
             handler.value.checkTimers(now: now)
             collectTraffic(handler.value)
@@ -189,7 +189,7 @@ package actor Router {
 
     // MARK: CONNECT and session ownership
 
-    struct ConnectRequest: Sendable {
+    struct ConnectRequest: Sendable, Equatable {
         var clientID: String
         var version: ProtocolVersion
         var cleanStart: Bool
@@ -221,7 +221,7 @@ package actor Router {
     func authenticated(_ outcome: Authenticator.Outcome, username: String?) {
         if outcome != .accepted {
             local.authFailures += 1
-            if let count = authFailureLog.record(at: .now()) {
+            if let count = authFailureLog.record(at: eventLoop.now) {
                 logger.warning("authentication failures", metadata: ["count": "\(count)", "last_user": "\(username ?? "(anonymous)")"])
             }
         }
@@ -250,6 +250,15 @@ package actor Router {
         if session.readAllowed.count >= 1024 { session.readAllowed.removeAll(keepingCapacity: true) }
         session.readAllowed[topic] = allowed
         return allowed
+    }
+
+    /// A connection past CONNECT is gone (closed, dropped, or DISCONNECT with a v5 Session
+    /// Expiry Interval that replaces CONNECT's, MQTT 5 3.14.2.2.2).
+    func connectionLost(_ lost: ConnectionStateMachine.Lost, connectionID: Int) {
+        if let expiry = lost.expiryInterval {
+            updateExpiry(clientID: lost.clientID, connectionID: connectionID, expiryInterval: expiry)
+        }
+        connectionLost(clientID: lost.clientID, connectionID: connectionID, will: lost.will, willDelay: lost.willDelay)
     }
 
     /// The connection of `clientID` is gone. `will` is published unless the client sent
@@ -327,15 +336,37 @@ package actor Router {
 
     // MARK: Packets from a connected client
 
-    func received(_ packet: MQTTPacket, clientID: String, connectionID: Int) {
-        guard let session = sessions[clientID], session.connectionID == connectionID, session.isOnline else { return }
+    /// What routing a client's PUBLISH came to, for its connection's state machine.
+    struct PublishVerdict: Sendable, Equatable {
+        /// PUBACK or PUBREC, sent after anything routing wrote.
+        var reply: MQTTPacket?
+        /// The message was queued for a lagging subscriber (or for a loop that has one, or
+        /// past the unrouted bound): its publisher should stop being read now.
+        var publisherMustWait = false
+        /// One QoS 2 message more than the Receive Maximum: not routed.
+        var receiveMaximumExceeded = false
+    }
+
+    /// What the session made of an acknowledgement, SUBSCRIBE or UNSUBSCRIBE.
+    struct Answer: Sendable, Equatable {
+        var reply: MQTTPacket?
+        /// After the SUBACK, the retained messages of the new subscriptions (`sendRetained`).
+        var sendRetained = false
+    }
+
+    func received(_ publish: PublishPacket, clientID: String, connectionID: Int) -> PublishVerdict {
+        guard let session = sessions[clientID], session.connectionID == connectionID, session.isOnline else { return PublishVerdict() }
+        publisherMustWait = false
+        receiveMaximumExceeded = false
+        publishing = session
+        let reply = receivedPublish(publish, from: session)
+        publishing = nil
+        return PublishVerdict(reply: reply, publisherMustWait: publisherMustWait, receiveMaximumExceeded: receiveMaximumExceeded)
+    }
+
+    func received(_ packet: MQTTPacket, clientID: String, connectionID: Int) -> Answer {
+        guard let session = sessions[clientID], session.connectionID == connectionID, session.isOnline else { return Answer() }
         switch packet {
-        case .publish(let publish):
-            publisherMustWait = false
-            receiveMaximumExceeded = false
-            publishing = session
-            receivedPublish(publish, from: session)
-            publishing = nil
         case .puback(let ack):
             if session.inflight.acknowledge(ack.packetIdentifier) {
                 flightClosed(session)
@@ -343,11 +374,11 @@ package actor Router {
         case .pubrec(let rec):
             switch session.inflight.received(pubrec: rec.packetIdentifier, failed: rec.reasonCode.isFailure) {
             case .release, .releasedAlready:
-                write(.pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier)), to: session)
+                return Answer(reply: .pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier)))
             case .ended:
                 flightClosed(session)
             case .unknown:
-                write(.pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier, reasonCode: .packetIdentifierNotFound)), to: session)
+                return Answer(reply: .pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier, reasonCode: .packetIdentifierNotFound)))
             }
         case .pubcomp(let comp):
             if session.inflight.complete(comp.packetIdentifier) {
@@ -355,9 +386,9 @@ package actor Router {
             }
         case .pubrel(let rel):
             let known = session.inboundQoS2.remove(rel.packetIdentifier) != nil
-            write(.pubcomp(PubCompPacket(packetIdentifier: rel.packetIdentifier, reasonCode: known ? .success : .packetIdentifierNotFound)), to: session)
+            return Answer(reply: .pubcomp(PubCompPacket(packetIdentifier: rel.packetIdentifier, reasonCode: known ? .success : .packetIdentifierNotFound)))
         case .subscribe(let subscribe):
-            receivedSubscribe(subscribe, from: session)
+            return receivedSubscribe(subscribe, from: session)
         case .unsubscribe(let unsubscribe):
             var codes: [ReasonCode] = []
             for filter in unsubscribe.topicFilters {
@@ -365,13 +396,20 @@ package actor Router {
                 if existed { trie.remove(filter: filter, subscriber: session) }
                 codes.append(existed ? .success : .noSubscriptionExisted)
             }
-            write(.unsuback(UnsubAckPacket(packetIdentifier: unsubscribe.packetIdentifier, reasonCodes: session.version == .v5 ? codes : [])), to: session)
+            return Answer(reply: .unsuback(UnsubAckPacket(packetIdentifier: unsubscribe.packetIdentifier, reasonCodes: session.version == .v5 ? codes : [])))
         default:
             break
         }
+        return Answer()
     }
 
-    private func receivedPublish(_ publish: PublishPacket, from session: Session) {
+    /// SUBACK is out: the session's retained feed starts.
+    func sendRetained(clientID: String, connectionID: Int) {
+        guard let session = sessions[clientID], session.connectionID == connectionID else { return }
+        drain(session)
+    }
+
+    private func receivedPublish(_ publish: PublishPacket, from session: Session) -> MQTTPacket? {
         local.messagesReceived += 1
         if !mayWrite(publish.topic, username: session.username, clientID: session.clientID) {
             // Not routed. v5 says why in the acknowledgement; 3.1.1 cannot, so the flow
@@ -379,11 +417,10 @@ package actor Router {
             local.publishDenied += 1
             let code: ReasonCode = session.version == .v5 ? .notAuthorized : .success
             switch publish.delivery {
-            case .atMostOnce: break
-            case .atLeastOnce(let id): write(.puback(PubAckPacket(packetIdentifier: id, reasonCode: code)), to: session)
-            case .exactlyOnce(let id): write(.pubrec(PubRecPacket(packetIdentifier: id, reasonCode: code)), to: session)
+            case .atMostOnce: return nil
+            case .atLeastOnce(let id): return .puback(PubAckPacket(packetIdentifier: id, reasonCode: code))
+            case .exactlyOnce(let id): return .pubrec(PubRecPacket(packetIdentifier: id, reasonCode: code))
             }
-            return
         }
         var properties = publish.properties
         if !properties.isEmpty { properties.removeAll([.topicAlias, .subscriptionIdentifier]) }
@@ -393,25 +430,26 @@ package actor Router {
         switch publish.delivery {
         case .atMostOnce:
             self.publish(message)
+            return nil
         case .atLeastOnce(let id):
             self.publish(message)
-            write(.puback(PubAckPacket(packetIdentifier: id)), to: session)
+            return .puback(PubAckPacket(packetIdentifier: id))
         case .exactlyOnce(let id):
             if session.version == .v5, session.inboundQoS2.count >= config.receiveMaximum, !session.inboundQoS2.contains(id) {
                 // One more than the Receive Maximum we advertised (MQTT 5 3.3.4): not routed,
-                // and the handler closes the connection with 0x93.
+                // and the connection closes with 0x93.
                 receiveMaximumExceeded = true
-                return
+                return nil
             }
             // A resent PUBLISH before PUBREL is acknowledged again but not delivered twice (MQTT-4.3.3-2).
             if session.inboundQoS2.insert(id).inserted {
                 self.publish(message)
             }
-            write(.pubrec(PubRecPacket(packetIdentifier: id)), to: session)
+            return .pubrec(PubRecPacket(packetIdentifier: id))
         }
     }
 
-    private func receivedSubscribe(_ subscribe: SubscribePacket, from session: Session) {
+    private func receivedSubscribe(_ subscribe: SubscribePacket, from session: Session) -> Answer {
         let v5 = session.version == .v5
         let identifier = subscribe.properties.subscriptionIdentifiers.first
         var codes: [ReasonCode] = []
@@ -459,13 +497,13 @@ package actor Router {
         // Other loops see the new interest now, not at this loop's next flush: a message they
         // route from here on reaches the subscription, and the SUBACK only follows.
         publishSubscribedCount()
-        write(.suback(SubAckPacket(packetIdentifier: subscribe.packetIdentifier, reasonCodes: codes)), to: session)
-        guard !walks.isEmpty else { return }
+        let suback = MQTTPacket.suback(SubAckPacket(packetIdentifier: subscribe.packetIdentifier, reasonCodes: codes))
+        guard !walks.isEmpty else { return Answer(reply: suback) }
         // Retained messages follow the SUBACK, flagged RETAIN=1 (MQTT-3.3.1-8), sent as the
         // socket drains (MQTT-3.3.1-6: none dropped however many match).
         if session.retainedFeed == nil { session.retainedFeed = RetainedFeed(walks: []) }
         session.retainedFeed!.walks.append(contentsOf: walks)
-        drain(session)
+        return Answer(reply: suback, sendRetained: true)
     }
 
     /// Retained messages read from the store per step of a feed.
@@ -476,7 +514,7 @@ package actor Router {
 
     /// Sends a session's retained feed while the socket is writable and the inflight window
     /// has room; returns whether the feed is finished.
-    private func drainRetained(_ session: Session, _ connection: NIOLoopBound<MQTTConnectionHandler>) -> Bool {
+    private func drainRetained(_ session: Session, _ connection: ConnectionRef) -> Bool {
         guard var feed = session.retainedFeed else { return true }
         // Taken out while it is worked on, so its queues are not copied on write.
         session.retainedFeed = nil
@@ -491,7 +529,7 @@ package actor Router {
                 }
                 let grantedQoS = feed.walks[0].grantedQoS
                 let identifiers = feed.walks[0].identifier.map { [$0] } ?? []
-                for message in core.retained.next(&feed.walks[0].cursor, limit: Self.retainedReadBatch) where mayRead(message.topic, session) {
+                for message in core.retained.next(&feed.walks[0].cursor, limit: Self.retainedReadBatch, now: eventLoop.now) where mayRead(message.topic, session) {
                     let m = Message(topic: message.topic, payload: message.payload, qos: message.qos, retain: true,
                                     properties: message.properties, expiresAt: message.expiresAt)
                     feed.walks[0].ready.append(Delivery(message: m, qos: min(message.qos, grantedQoS), retain: true,
@@ -505,7 +543,7 @@ package actor Router {
             }
             feed.walks[0].ready.removeFirst()
             budget -= 1
-            if next.message.isExpired {
+            if next.message.isExpired(at: eventLoop.now) {
                 drop(.expired, session)
             } else if next.qos == .atMostOnce {
                 writePublish(next, to: session, packetIdentifier: nil, dup: false)
@@ -535,7 +573,7 @@ package actor Router {
         // as it came); otherwise the message would expire before reaching anyone.
         if message.expiresAt == nil, !message.properties.isEmpty, let seconds = message.properties.messageExpiryInterval, seconds > 0 {
             var stamped = message
-            stamped.expiresAt = .now() + .seconds(Int64(seconds))
+            stamped.expiresAt = eventLoop.now + .seconds(Int64(seconds))
             route(stamped)
         } else {
             route(message)
@@ -574,7 +612,7 @@ package actor Router {
             limit: limit)
         guard !stored else { return }
         local.retainedRefused += 1
-        if let count = retainedRefusedLog.record(at: .now()) {
+        if let count = retainedRefusedLog.record(at: eventLoop.now) {
             logger.warning("retained messages not stored: max_retained_messages topics held", metadata: [
                 "count": "\(count)", "limit": "\(limit)", "last_topic": "\(message.topic)",
             ])
@@ -616,7 +654,7 @@ package actor Router {
             }
         }
         if matches.isEmpty { return }
-        if message.isExpired {
+        if message.isExpired(at: eventLoop.now) {
             // Expired on its way here (another loop's batch): sent to no one (MQTT-3.3.2-5).
             for match in matches { drop(.expired, match.session) }
             return
@@ -640,7 +678,7 @@ package actor Router {
                     enqueue(delivery, to: match.session)
                     continue
                 }
-                let bytes = shared.buffer(for: delivery, version: match.session.version, allocator: allocator)
+                let bytes = shared.buffer(for: delivery, version: match.session.version, allocator: allocator, now: eventLoop.now)
                 if bytes.readableBytes > match.session.maximumPacketSize {
                     drop(.tooLarge, match.session)
                     continue
@@ -688,7 +726,7 @@ package actor Router {
         var moved = 0
         var bytes = 0
         while handler.isWritable, let next = session.outbox.first {
-            let expired = next.message.isExpired
+            let expired = next.message.isExpired(at: eventLoop.now)
             if !expired && next.qos != .atMostOnce && session.inflight.count >= session.inflightWindow { break }
             _ = session.outbox.popFirst()
             moved += 1
@@ -774,7 +812,7 @@ package actor Router {
             case .disconnect:
                 drop(reason, session)
                 if session.fullSince == nil && session.isOnline {
-                    session.fullSince = .now()
+                    session.fullSince = eventLoop.now
                     overLimit.append(session)
                 }
                 return
@@ -829,7 +867,7 @@ package actor Router {
     }
 
     /// Attaches or detaches a connection; the outbox moves between online and offline bytes.
-    func setConnection(_ session: Session, _ connection: NIOLoopBound<MQTTConnectionHandler>?) {
+    func setConnection(_ session: Session, _ connection: ConnectionRef?) {
         let wasOnline = session.isOnline
         session.connection = connection
         if connection == nil { endLag(session) }
@@ -892,7 +930,7 @@ package actor Router {
         session.lagging = lagging
         if lagging {
             session.drainedAtCheck = session.drained
-            session.progressAt = .now()
+            session.progressAt = eventLoop.now
             session.laggingSince = session.progressAt
             laggingList.append(session)
             laggingSessions.add(1, ordering: .relaxed)
@@ -942,7 +980,7 @@ package actor Router {
     private func checkSlowConsumers(now: NIODeadline) {
         guard !overLimit.isEmpty else { return }
         let grace = config.slowConsumerGrace
-        var closing: [NIOLoopBound<MQTTConnectionHandler>] = []
+        var closing: [ConnectionRef] = []
         overLimit.removeAll { session in
             guard let since = session.fullSince, let connection = session.connection else {
                 session.fullSince = nil
@@ -967,8 +1005,8 @@ package actor Router {
             || unroutedMessages.load(ordering: .relaxed) > unroutedMessageBound
     }
 
-    func paused(_ handler: NIOLoopBound<MQTTConnectionHandler>) {
-        if let count = pauseLog.record(at: .now()) {
+    func paused(_ handler: ConnectionRef) {
+        if let count = pauseLog.record(at: eventLoop.now) {
             logger.info("inbound flow control: pausing publishers", metadata: [
                 "queued_bytes_online": "\(core.counters.queuedBytesOnline.load(ordering: .relaxed))",
                 "unrouted_bytes": "\(unroutedBytes.load(ordering: .relaxed))",
@@ -1036,7 +1074,7 @@ package actor Router {
             abandonFlight(session, packetIdentifier)
             return
         }
-        let packet = SharedEncoding.publishPacket(delivery, version: session.version, packetIdentifier: packetIdentifier, dup: dup)
+        let packet = SharedEncoding.publishPacket(delivery, version: session.version, packetIdentifier: packetIdentifier, dup: dup, now: eventLoop.now)
         let separate = packet.payload.readableBytes >= Self.separatePayloadBytes
         var buffer = allocator.buffer(capacity: 0)
         do {
@@ -1060,15 +1098,19 @@ package actor Router {
         local.messagesSent += 1
     }
 
-    func write(_ packet: MQTTPacket, to session: Session) {
+    /// A PUBREL resent when a session resumes (MQTT-4.4.0-1).
+    func writePubRel(_ packetIdentifier: UInt16, to session: Session) {
         guard let connection = session.connection else { return }
-        connection.value.send(packet)
+        let packet = MQTTPacket.pubrel(PubRelPacket(packetIdentifier: packetIdentifier))
+        var buffer = allocator.buffer(capacity: packet.encodedLength(version: session.version))
+        try? packet.write(to: &buffer, version: session.version)  // cannot fail: a packet id and no properties
+        connection.value.write(buffer)
         markDirty(connection)
     }
 
     // MARK: Flushing
 
-    func markDirty(_ connection: NIOLoopBound<MQTTConnectionHandler>) {
+    func markDirty(_ connection: ConnectionRef) {
         if connection.value.markDirty() { dirty.append(connection) }
     }
 
@@ -1149,18 +1191,20 @@ struct SharedEncoding {
     private var v5: ByteBuffer?
     private var v5Retained: ByteBuffer?
 
-    mutating func buffer(for delivery: Delivery, version: ProtocolVersion, allocator: ByteBufferAllocator) -> ByteBuffer {
+    mutating func buffer(for delivery: Delivery, version: ProtocolVersion, allocator: ByteBufferAllocator,
+                         now: @autoclosure () -> NIODeadline) -> ByteBuffer {
         switch (version == .v5, delivery.retain) {
-        case (false, false): return Self.cached(&v3, delivery, version, allocator)
-        case (false, true): return Self.cached(&v3Retained, delivery, version, allocator)
-        case (true, false): return Self.cached(&v5, delivery, version, allocator)
-        case (true, true): return Self.cached(&v5Retained, delivery, version, allocator)
+        case (false, false): return Self.cached(&v3, delivery, version, allocator, now)
+        case (false, true): return Self.cached(&v3Retained, delivery, version, allocator, now)
+        case (true, false): return Self.cached(&v5, delivery, version, allocator, now)
+        case (true, true): return Self.cached(&v5Retained, delivery, version, allocator, now)
         }
     }
 
-    private static func cached(_ slot: inout ByteBuffer?, _ delivery: Delivery, _ version: ProtocolVersion, _ allocator: ByteBufferAllocator) -> ByteBuffer {
+    private static func cached(_ slot: inout ByteBuffer?, _ delivery: Delivery, _ version: ProtocolVersion, _ allocator: ByteBufferAllocator,
+                               _ now: () -> NIODeadline) -> ByteBuffer {
         if let buffer = slot { return buffer }
-        let packet = publishPacket(delivery, version: version, packetIdentifier: nil, dup: false)
+        let packet = publishPacket(delivery, version: version, packetIdentifier: nil, dup: false, now: now())
         var buffer = allocator.buffer(capacity: packet.bodyLength(version: version) + 5)
         // Cannot fail: the topic was validated on the way in and QoS 0 needs no packet id.
         try? MQTTPacket.write(packet, to: &buffer, version: version)
@@ -1168,13 +1212,14 @@ struct SharedEncoding {
         return buffer
     }
 
-    static func publishPacket(_ delivery: Delivery, version: ProtocolVersion, packetIdentifier: UInt16?, dup: Bool) -> PublishPacket {
+    static func publishPacket(_ delivery: Delivery, version: ProtocolVersion, packetIdentifier: UInt16?, dup: Bool,
+                              now: @autoclosure () -> NIODeadline) -> PublishPacket {
         var properties = version == .v5 ? delivery.message.properties : Properties()
         if version == .v5 {
             if let expiresAt = delivery.message.expiresAt {
                 // The interval received minus the time the message waited here (MQTT-3.3.2-6),
                 // rounded up so a message sent at once keeps its interval.
-                let left = max(0, (expiresAt - .now()).nanoseconds)
+                let left = max(0, (expiresAt - now()).nanoseconds)
                 properties.messageExpiryInterval = UInt32(clamping: max(1, (left + 999_999_999) / 1_000_000_000))
             }
             for id in delivery.subscriptionIdentifiers {

@@ -35,9 +35,9 @@ public struct Message: Sendable, Hashable {
     }
 
     /// Whether its expiry has run out (the clock is read only for a message that has one).
-    var isExpired: Bool {
+    func isExpired(at now: @autoclosure () -> NIODeadline) -> Bool {
         guard let expiresAt else { return false }
-        return expiresAt <= .now()
+        return expiresAt <= now()
     }
 }
 
@@ -115,7 +115,7 @@ struct SessionState: Sendable {
 final class Session {
     let clientID: String
     var version: ProtocolVersion
-    var connection: NIOLoopBound<MQTTConnectionHandler>?
+    var connection: ConnectionRef?
     var connectionID: Int = 0
 
     /// Kept after the connection ends (3.1.1 clean session 0, v5 session expiry > 0).
