@@ -80,16 +80,18 @@ public final class RoutingProbe {
 }
 
 /// Runs a job at once on the calling thread and treats every caller as isolated. Only for
-/// RoutingProbe, where one thread does everything on an embedded loop (which cannot serve as
+/// RoutingProbe and the broker's manual-clock unit tests, where one thread does everything on an embedded loop (which cannot serve as
 /// an executor itself).
-final class InlineExecutor: SerialExecutor {
-    func enqueue(_ job: consuming ExecutorJob) {
+public final class InlineExecutor: SerialExecutor {
+    public init() {}
+
+    public func enqueue(_ job: consuming ExecutorJob) {
         job.runSynchronously(on: asUnownedSerialExecutor())
     }
 
-    func checkIsolated() {}
+    public func checkIsolated() {}
 
-    func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
         UnownedSerialExecutor(ordinary: self)
     }
 }

@@ -73,7 +73,7 @@ extension Router {
         // connection ends by takeover: the new one starts empty (MQTT-3.1.2-6, MQTT-3.2.2-3).
         let discard = request.cleanStart || otherIdentity || !session.isPersistent
         sessions.removeValue(forKey: request.clientID)
-        session.expiryTask?.cancel()
+        _ = expiries.take(request.clientID)
         endLag(session)
         if let connection = session.connection {
             setConnection(session, nil)
@@ -83,7 +83,7 @@ extension Router {
                 if delay == 0 || discard { publish(will) }
             }
         }
-        if let will = takePendingWill(session), discard {
+        if let will = wills.take(session.clientID), discard {
             // Offline with a will waiting: a clean start ends the session (the will goes now);
             // resuming it cancels the will (MQTT-3.1.3-9).
             publish(will)

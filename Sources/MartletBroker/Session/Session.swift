@@ -120,7 +120,6 @@ final class Session {
 
     /// Kept after the connection ends (3.1.1 clean session 0, v5 session expiry > 0).
     var expiryInterval: UInt32
-    var expiryTask: Scheduled<Void>?
 
     var subscriptions: [String: StoredSubscription] = [:]
     /// Retained messages being sent for new subscriptions; nil when none are.

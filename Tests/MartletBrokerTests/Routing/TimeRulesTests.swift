@@ -1,0 +1,129 @@
+@testable import MartletBroker
+import MartletMQTT
+import NIOCore
+import Testing
+
+/// The broker's rules about time, on a manual clock: a router on an embedded event loop and
+/// clients on embedded channels, time advanced by the test. No sleeps, no slack.
+@Suite struct TimeRulesTests {
+    func v5Connect(_ id: String, keepAlive: UInt16 = 0, cleanStart: Bool = true, expiry: UInt32? = nil, will: Will? = nil) -> ConnectPacket {
+        var properties = Properties()
+        if let expiry { properties.sessionExpiryInterval = expiry }
+        return ConnectPacket(protocolVersion: .v5, cleanStart: cleanStart, keepAlive: keepAlive, clientIdentifier: id, will: will, properties: properties)
+    }
+
+    func subscribe(_ client: EmbeddedClient, _ filter: String, qos: QoS = .atLeastOnce) throws {
+        try client.send(.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init(filter, qos: qos)])))
+        _ = try client.received()
+    }
+
+    func publishes(_ packets: [MQTTPacket]) -> [PublishPacket] {
+        packets.compactMap { if case .publish(let p) = $0 { p } else { nil } }
+    }
+
+    @Test("MQTT-3.1.2-24: a client silent for 1.5 × its keepalive is closed at the next sweep (v5: DISCONNECT 0x8D), not before")
+    func keepalive() throws {
+        let broker = EmbeddedBroker()
+        let client = try broker.client(v5Connect("k", keepAlive: 10))
+        _ = try client.received()
+        broker.advance(by: .seconds(15))
+        #expect(client.isOpen)
+        try client.send(.pingreq)  // any packet restarts the silence
+        #expect(try client.received() == [.pingresp])
+        broker.advance(by: .seconds(15))
+        #expect(client.isOpen)
+        broker.advance(by: .milliseconds(500))
+        #expect(!client.isOpen)
+        #expect(try client.received() == [.disconnect(DisconnectPacket(reasonCode: .keepAliveTimeout))])
+        #expect(broker.counters.keepaliveExpiries == 1)
+    }
+
+    @Test("connect_timeout: a connection without CONNECT is closed once the timeout passes, counted")
+    func connectTimeout() throws {
+        let broker = EmbeddedBroker { $0.connectTimeout = .seconds(10) }
+        let client = try broker.client(nil)
+        broker.advance(by: .seconds(10))
+        #expect(client.isOpen)
+        broker.advance(by: .milliseconds(500))
+        #expect(!client.isOpen)
+        #expect(broker.counters.connectTimeouts == 1)
+    }
+
+    @Test("MQTT 5 3.1.3.2.2: a will with a delay goes out when the delay passes, not a second before")
+    func willDelay() throws {
+        let broker = EmbeddedBroker()
+        let watcher = try broker.client(v5Connect("watcher"))
+        try subscribe(watcher, "wills/#")
+        var properties = Properties()
+        properties.willDelayInterval = 30
+        let dying = try broker.client(v5Connect("dying", expiry: 100, will: Will(topic: "wills/dying", payload: ByteBuffer(string: "gone"), properties: properties)))
+        _ = try dying.received()
+        try dying.drop()
+        broker.advance(by: .seconds(29))
+        #expect(publishes(try watcher.received()).isEmpty)
+        broker.advance(by: .seconds(1))
+        #expect(publishes(try watcher.received()).map(\.topic) == ["wills/dying"])
+    }
+
+    @Test("MQTT-3.1.3-9: the client back within the will delay cancels the will; the delay is capped by the session expiry")
+    func willDelayCancelledOrCapped() throws {
+        let broker = EmbeddedBroker()
+        let watcher = try broker.client(v5Connect("watcher"))
+        try subscribe(watcher, "wills/#")
+        var properties = Properties()
+        properties.willDelayInterval = 30
+        let will = Will(topic: "wills/a", payload: ByteBuffer(string: "gone"), properties: properties)
+        let first = try broker.client(v5Connect("a", expiry: 100, will: will))
+        try first.drop()
+        broker.advance(by: .seconds(20))
+        let again = try broker.client(v5Connect("a", cleanStart: false, expiry: 100))
+        _ = try again.received()
+        broker.advance(by: .seconds(60))
+        #expect(publishes(try watcher.received()).isEmpty)
+
+        // Expiry 5 < delay 30: the session ends at 5 s and the will goes with it.
+        let short = try broker.client(v5Connect("b", expiry: 5, will: Will(topic: "wills/b", payload: ByteBuffer(), properties: properties)))
+        try short.drop()
+        broker.advance(by: .seconds(4))
+        #expect(publishes(try watcher.received()).isEmpty)
+        broker.advance(by: .seconds(1))
+        #expect(publishes(try watcher.received()).map(\.topic) == ["wills/b"])
+    }
+
+    @Test("MQTT 5 3.1.2.11.2: an offline session ends when its Session Expiry Interval passes, its queue counted as dropped")
+    func sessionExpiry() throws {
+        let broker = EmbeddedBroker()
+        let sleeper = try broker.client(v5Connect("sleeper", expiry: 60))
+        try subscribe(sleeper, "news")
+        try sleeper.drop()
+        let publisher = try broker.client(v5Connect("pub"))
+        try publisher.send(.publish(PublishPacket(topic: "news", payload: ByteBuffer(string: "x"), qos: .atLeastOnce, packetIdentifier: 1)))
+        broker.advance(by: .seconds(59))
+        #expect(broker.router.assumeIsolated { $0.sessionReport("sleeper")?.queuedMessages } == 1)
+        broker.advance(by: .seconds(1))
+        #expect(broker.router.assumeIsolated { $0.sessionReport("sleeper") } == nil)
+        #expect(broker.counters[keyPath: DropReason.sessionEnded.counter] == 1)
+    }
+
+    @Test("MQTT-3.3.2-5/6: a queued message is sent with the seconds it has left, and not at all once they ran out (counted as expired)")
+    func messageExpiry() throws {
+        let broker = EmbeddedBroker()
+        let sleeper = try broker.client(v5Connect("sleeper", expiry: 600))
+        try subscribe(sleeper, "news")
+        try sleeper.drop()
+        let publisher = try broker.client(v5Connect("pub"))
+        var ten = Properties()
+        ten.messageExpiryInterval = 10
+        var three = Properties()
+        three.messageExpiryInterval = 3
+        try publisher.send(
+            .publish(PublishPacket(topic: "news", payload: ByteBuffer(string: "long"), qos: .atLeastOnce, packetIdentifier: 1, properties: ten)),
+            .publish(PublishPacket(topic: "news", payload: ByteBuffer(string: "short"), qos: .atLeastOnce, packetIdentifier: 2, properties: three)))
+        broker.advance(by: .seconds(4))
+        let back = try broker.client(v5Connect("sleeper", cleanStart: false, expiry: 600))
+        let received = publishes(try back.received())
+        #expect(received.map { String(buffer: $0.payload) } == ["long"])
+        #expect(received.first?.properties.messageExpiryInterval == 6)
+        #expect(broker.router.assumeIsolated { $0.sessionReport("sleeper")?.dropped[.expired] } == 1)
+    }
+}
