@@ -189,3 +189,11 @@ final class RawClient: Sendable {
 extension PublishPacket {
     var payloadString: String { String(buffer: payload) }
 }
+
+/// Waits until the broker has handled the close of `clientID`'s connection: its session is
+/// offline (or gone), so what is published next is queued for it, not sent.
+func waitUntilOffline(_ broker: MQTTBroker, _ clientID: String) async throws {
+    try await waitFor(.seconds(10), "the session of \(clientID) to go offline") {
+        try await broker.sessionReport(clientID: clientID)?.online == true ? nil : true
+    }
+}

@@ -64,7 +64,7 @@ import MartletTestSupport
         }
     }
 
-    @Test("MQTT-3.1.2-24: no packet within 1.5 × keepalive → closed, not before 1.5 × keepalive and within 3 s after, the will published")
+    @Test("MQTT-3.1.2-24 (real time): no packet within 1.5 × keepalive → closed, not before, the will published")
     func keepaliveExpiry() async throws {
         try await withBroker { _, port in
             let w = try await watcher(port)
@@ -72,40 +72,11 @@ import MartletTestSupport
             let start = ContinuousClock.now
             let (c, _) = try await RawClient.connected(port: port, clientID: "silent", keepAlive: 1,
                 will: Will(topic: "will/silent", payload: ByteBuffer(string: "timeout")))
-            try await c.expectClosed(timeout: .seconds(6))
-            let elapsed = ContinuousClock.now - start
-            #expect(elapsed >= .milliseconds(1500))
-            // Detected within 1.5 × keepalive + 3 s (the sweep runs every 100 ms here; the slack
-            // is for the whole suite running in parallel on 2 cores).
-            #expect(elapsed < .milliseconds(4500))
+            try await c.expectClosed(timeout: .seconds(10))
+            // A smoke test on real time: how soon after 1.5 × keepalive the sweep closes it is
+            // TimeRulesTests' to check, on a manual clock.
+            #expect(ContinuousClock.now - start >= .milliseconds(1500))
             #expect(try await w.nextPublish().topic == "will/silent")
-        }
-    }
-
-    @Test("MQTT-3.1.2-23: PINGREQ keeps the connection alive and gets PINGRESP")
-    func pingKeepsAlive() async throws {
-        try await withBroker { _, port in
-            let (c, _) = try await RawClient.connected(port: port, clientID: "pinger", keepAlive: 2)
-            // 4 s in all, past the 3 s the broker allows without a packet; a PINGREQ every
-            // 400 ms leaves a busy machine 2.6 s of slack per round (a clean-clone CI run,
-            // all suites at once on 2 cores, once went 1.5 s without one).
-            for _ in 0..<10 {
-                try await Task.sleep(for: .milliseconds(400))
-                try await c.send(h("C0 00"))
-                #expect(try await c.read(count: 2) == h("D0 00"))
-            }
-            #expect(c.isClosed == false)
-        }
-    }
-
-    @Test("keepalive 0 turns the timeout off")
-    func keepaliveZero() async throws {
-        try await withBroker { _, port in
-            let (c, _) = try await RawClient.connected(port: port, clientID: "forever", keepAlive: 0)
-            try await Task.sleep(for: .milliseconds(1700))
-            #expect(c.isClosed == false)
-            try await c.send(h("C0 00"))
-            #expect(try await c.read(count: 2) == h("D0 00"))
         }
     }
 }

@@ -84,11 +84,11 @@ import MartletTestSupport
 
     @Test("MQTT-3.1.2-5: QoS 1/2 messages are queued while offline and delivered on reconnect; QoS 0 is not")
     func offlineQueueing() async throws {
-        try await withBroker { _, port in
+        try await withBroker { broker, port in
             let (c, _) = try await RawClient.connected(port: port, clientID: "sleeper", cleanStart: false)
             _ = try await c.subscribe("q/#", qos: .exactlyOnce)
             await c.close()
-            try await Task.sleep(for: .milliseconds(100))
+            try await waitUntilOffline(broker, "sleeper")
             let (pub, _) = try await RawClient.connected(port: port, clientID: "p")
             try await pub.publish("q/0", "zero", qos: .atMostOnce)
             try await pub.publish("q/1", "one", qos: .atLeastOnce, id: 1)
@@ -108,7 +108,7 @@ import MartletTestSupport
 
     @Test("MQTT-4.4.0-1: unacknowledged QoS 1 messages are resent with DUP on reconnect, same packet id")
     func resendWithDup() async throws {
-        try await withBroker { _, port in
+        try await withBroker { broker, port in
             let (c, _) = try await RawClient.connected(port: port, clientID: "forgetful", cleanStart: false)
             _ = try await c.subscribe("r", qos: .atLeastOnce)
             let (pub, _) = try await RawClient.connected(port: port, clientID: "p")
@@ -116,7 +116,7 @@ import MartletTestSupport
             let original = try await c.nextPublish()
             #expect(original.dup == false)
             await c.close()  // without PUBACK
-            try await Task.sleep(for: .milliseconds(100))
+            try await waitUntilOffline(broker, "forgetful")
             let (again, _) = try await RawClient.connected(port: port, clientID: "forgetful", cleanStart: false)
             let resent = try await again.nextPublish()
             #expect(resent.dup == true)
@@ -129,7 +129,7 @@ import MartletTestSupport
 
     @Test("MQTT-4.3.3: a QoS 2 message whose PUBREL was outstanding gets PUBREL resent on reconnect")
     func resendPubrel() async throws {
-        try await withBroker { _, port in
+        try await withBroker { broker, port in
             let (c, _) = try await RawClient.connected(port: port, clientID: "q2", cleanStart: false)
             _ = try await c.subscribe("r2", qos: .exactlyOnce)
             let (pub, _) = try await RawClient.connected(port: port, clientID: "p")
@@ -138,7 +138,7 @@ import MartletTestSupport
             try await c.send(.pubrec(PubRecPacket(packetIdentifier: msg.packetIdentifier!)))
             #expect(try await c.next() == .pubrel(PubRelPacket(packetIdentifier: msg.packetIdentifier!)))
             await c.close()
-            try await Task.sleep(for: .milliseconds(100))
+            try await waitUntilOffline(broker, "q2")
             let (again, _) = try await RawClient.connected(port: port, clientID: "q2", cleanStart: false)
             #expect(try await again.next() == .pubrel(PubRelPacket(packetIdentifier: msg.packetIdentifier!)))
             try await again.send(.pubcomp(PubCompPacket(packetIdentifier: msg.packetIdentifier!)))

@@ -15,7 +15,7 @@ import Testing
     }
 
     @Test func shippedConfigFileLoadsWithItsDocumentedDefaults() throws {
-        let path = #filePath.replacingOccurrences(of: "Tests/MartletBrokerTests/ConfigurationLoaderTests.swift", with: "config/martlet.yaml")
+        let path = String(#filePath.prefix(upTo: #filePath.range(of: "/Tests/")!.lowerBound)) + "/config/martlet.yaml"
         let text = try String(decoding: readAll(path), as: UTF8.self)
         let c = try load(text)
         let d = DaemonConfiguration()

@@ -38,6 +38,32 @@ import Testing
         #expect(broker.counters.keepaliveExpiries == 1)
     }
 
+    @Test("MQTT-3.1.2-23: PINGREQ keeps the connection alive and gets PINGRESP: keepalive 2, a PINGREQ every 2.9 s for a minute")
+    func pingKeepsAlive() throws {
+        let broker = EmbeddedBroker()
+        let client = try broker.client(ConnectPacket(keepAlive: 2, clientIdentifier: "pinger"))
+        _ = try client.received()
+        for _ in 0..<20 {
+            broker.advance(by: .milliseconds(2900))
+            try client.send(.pingreq)
+            #expect(try client.received() == [.pingresp])
+        }
+        #expect(client.isOpen)
+        broker.advance(by: .milliseconds(3500))
+        #expect(!client.isOpen)
+    }
+
+    @Test("MQTT-3.1.2-24: keepalive 0 turns the timeout off (a silent hour)")
+    func keepaliveZero() throws {
+        let broker = EmbeddedBroker()
+        let client = try broker.client(ConnectPacket(keepAlive: 0, clientIdentifier: "forever"))
+        _ = try client.received()
+        broker.advance(by: .hours(1))
+        #expect(client.isOpen)
+        try client.send(.pingreq)
+        #expect(try client.received() == [.pingresp])
+    }
+
     @Test("connect_timeout: a connection without CONNECT is closed once the timeout passes, counted")
     func connectTimeout() throws {
         let broker = EmbeddedBroker { $0.connectTimeout = .seconds(10) }
@@ -46,6 +72,24 @@ import Testing
         #expect(client.isOpen)
         broker.advance(by: .milliseconds(500))
         #expect(!client.isOpen)
+        #expect(broker.counters.connectTimeouts == 1)
+    }
+
+    @Test("a CONNECT sent one byte at a time (slowloris) is closed at the connect timeout: bytes are not a finished CONNECT")
+    func slowloris() throws {
+        let broker = EmbeddedBroker { $0.connectTimeout = .milliseconds(400) }
+        let client = try broker.client(nil)
+        var bytes = ByteBuffer()
+        try MQTTPacket.connect(ConnectPacket(clientIdentifier: "slowloris-" + String(repeating: "x", count: 56))).write(to: &bytes, version: .v3_1_1)
+        var sent = 0
+        for byte in bytes.readableBytesView.dropLast() where client.isOpen {
+            try client.channel.writeInbound(ByteBuffer(bytes: [byte]))
+            client.channel.pipeline.fireChannelReadComplete()
+            sent += 1
+            broker.advance(by: .milliseconds(100))
+        }
+        #expect(!client.isOpen)
+        #expect(sent == 5)  // closed at the first sweep past 400 ms (the sweep runs every 500 ms)
         #expect(broker.counters.connectTimeouts == 1)
     }
 
