@@ -54,7 +54,7 @@ extension Router {
                 flightClosed(session)
             }
         case .pubrel(let rel):
-            let known = session.inboundQoS2.remove(rel.packetIdentifier) != nil
+            let known = session.inboundQoS2.released(rel.packetIdentifier)
             return Answer(reply: .pubcomp(PubCompPacket(packetIdentifier: rel.packetIdentifier, reasonCode: known ? .success : .packetIdentifierNotFound)))
         case .subscribe(let subscribe):
             return receivedSubscribe(subscribe, from: session)
@@ -104,15 +104,14 @@ extension Router {
             self.publish(message)
             return .puback(PubAckPacket(packetIdentifier: id))
         case .exactlyOnce(let id):
-            if session.version == .v5, session.inboundQoS2.count >= config.receiveMaximum, !session.inboundQoS2.contains(id) {
-                // One more than the Receive Maximum we advertised (MQTT 5 3.3.4): not routed,
-                // and the connection closes with 0x93.
+            switch session.inboundQoS2.arrived(id, receiveMaximum: session.version == .v5 ? config.receiveMaximum : nil) {
+            case .deliver:
+                self.publish(message)
+            case .duplicate:
+                break
+            case .overReceiveMaximum:
                 receiveMaximumExceeded = true
                 return nil
-            }
-            // A resent PUBLISH before PUBREL is acknowledged again but not delivered twice (MQTT-4.3.3-2).
-            if session.inboundQoS2.insert(id).inserted {
-                self.publish(message)
             }
             return .pubrec(PubRecPacket(packetIdentifier: id))
         }

@@ -107,7 +107,7 @@ struct SessionState: Sendable {
     var subscriptions: [String: StoredSubscription]
     var inflight: OutgoingFlights
     var outbox: Outbox
-    var inboundQoS2: Set<UInt16>
+    var inboundQoS2: InboundQoS2
 }
 
 /// The broker's state for one client id. Owned by exactly one `Router` and touched only
@@ -129,7 +129,7 @@ final class Session {
     /// to come back; bounded by `max_queued_messages` and `max_queued_bytes`.
     var outbox = Outbox()
     /// QoS 2 packet ids received and answered with PUBREC, not yet released (MQTT-4.3.3).
-    var inboundQoS2: Set<UInt16> = []
+    var inboundQoS2 = InboundQoS2()
 
     /// min(max_inflight, the client's v5 Receive Maximum).
     var inflightWindow: Int
