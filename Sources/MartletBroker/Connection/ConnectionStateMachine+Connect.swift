@@ -71,10 +71,11 @@ extension ConnectionStateMachine {
             properties.set(.willDelayInterval, nil)
             return Message(topic: w.topic, payload: w.payload, qos: w.qos, retain: w.retain, properties: properties, publisherID: clientID)
         }
-        let c = Connected(
-            clientID: clientID, version: v, will: will, willDelay: v == .v5 ? connect.will?.properties.willDelayInterval ?? 0 : 0,
-            keepAlive: nil, sessionExpiryAtConnect: expiry, assignedClientID: assigned, serverKeepAlive: nil,
-            wantsResponseInformation: v == .v5 && connect.properties.requestResponseInformation == 1,
+        let c = Admission(
+            connected: Connected(
+                clientID: clientID, version: v, will: will, willDelay: v == .v5 ? connect.will?.properties.willDelayInterval ?? 0 : 0,
+                keepAlive: nil, sessionExpiryAtConnect: expiry, assignedClientID: assigned, serverKeepAlive: nil,
+                wantsResponseInformation: v == .v5 && connect.properties.requestResponseInformation == 1),
             username: username, cleanStart: connect.cleanStart, keepAliveAsked: connect.keepAlive,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? UInt16.max),
             maximumPacketSize: connect.properties.maximumPacketSize.map { Int($0) } ?? .max)
@@ -94,16 +95,17 @@ extension ConnectionStateMachine {
     mutating func willAuthorized(_ allowed: Bool) -> Action {
         guard case .authorizingWill(let c) = state else { return .none }
         guard allowed else {
-            return refuse(c.version, v3: .notAuthorized, v5: .notAuthorized, "the ACL does not allow the will topic \(c.will?.topic ?? "")")
+            return refuse(c.connected.version, v3: .notAuthorized, v5: .notAuthorized,
+                          "the ACL does not allow the will topic \(c.connected.will?.topic ?? "")")
         }
         return admit(c)
     }
 
     /// Keepalive settled (above `max_keepalive`: v5 is told the server's value in CONNACK,
     /// MQTT-3.2.2-21; 3.1.1 cannot be, and is refused), then the session is attached.
-    private mutating func admit(_ connected: Connected) -> Action {
-        var c = connected
-        var keepAlive = c.keepAliveAsked
+    private mutating func admit(_ admission: Admission) -> Action {
+        var c = admission.connected
+        var keepAlive = admission.keepAliveAsked
         if configuration.maximumKeepalive > 0 && (keepAlive == 0 || keepAlive > configuration.maximumKeepalive) {
             guard c.version == .v5 else {
                 return refuse(c.version, v3: .identifierRejected, v5: .unspecifiedError, "keepalive \(keepAlive) s above max_keepalive")
@@ -114,9 +116,9 @@ extension ConnectionStateMachine {
         c.keepAlive = keepAlive == 0 ? nil : .milliseconds(Int64(keepAlive) * 1500)
         state = .attaching(c)
         return .attach(Router.ConnectRequest(
-            clientID: c.clientID, version: c.version, cleanStart: c.cleanStart, expiryInterval: c.sessionExpiryAtConnect,
-            receiveMaximum: c.receiveMaximum, maximumPacketSize: c.maximumPacketSize,
-            policy: listener.slowConsumerPolicy, username: c.username))
+            clientID: c.clientID, version: c.version, cleanStart: admission.cleanStart, expiryInterval: c.sessionExpiryAtConnect,
+            receiveMaximum: admission.receiveMaximum, maximumPacketSize: admission.maximumPacketSize,
+            policy: listener.slowConsumerPolicy, username: admission.username))
     }
 
     /// The session is attached: CONNACK, with the v5 properties that say what this server

@@ -26,6 +26,11 @@ struct ConnectionStateMachine {
         var serverKeepAlive: UInt16?
         /// v5 Request Response Information was 1.
         var wantsResponseInformation = false
+    }
+
+    /// What CONNECT asked that matters only until the session is attached.
+    struct Admission: Sendable, Equatable {
+        var connected: Connected
         var username: String?
         var cleanStart: Bool
         /// CONNECT's Keep Alive in seconds.
@@ -38,9 +43,10 @@ struct ConnectionStateMachine {
         case awaitingConnect
         /// CONNECT's credentials are being checked (off the loop when a key is derived);
         /// packets after it wait.
-        case authenticating(ConnectPacket, username: String?)
+        /// (Boxed, like `authorizingWill`: the state a connection stays in stays small.)
+        indirect case authenticating(ConnectPacket, username: String?)
         /// Credentials accepted; the will's topic is being checked against the ACL.
-        case authorizingWill(Connected)
+        indirect case authorizingWill(Admission)
         /// CONNECT accepted; the session is being attached (possibly moved from another loop).
         case attaching(Connected)
         case connected(Connected)
@@ -108,8 +114,11 @@ struct ConnectionStateMachine {
 
     /// Set only by this machine's own methods (here and in `+Connect`).
     var state = State.awaitingConnect
-    let configuration: BrokerConfiguration
-    let listener: BrokerConfiguration.Listener
+    /// Shared by every connection of the listener (a reference: an idle connection carries
+    /// no copy of the configuration).
+    private let settings: ConnectionSettings
+    var configuration: BrokerConfiguration { settings.configuration }
+    var listener: BrokerConfiguration.Listener { settings.listener }
     let refusal: Refusal?
 
     private var openedAt: NIODeadline
@@ -140,8 +149,7 @@ struct ConnectionStateMachine {
     private var publishedInBurst = false
 
     init(settings: ConnectionSettings, refusal: Refusal? = nil, now: NIODeadline) {
-        self.configuration = settings.configuration
-        self.listener = settings.listener
+        self.settings = settings
         self.refusal = refusal
         self.openedAt = now
         self.lastPacketAt = now
@@ -150,7 +158,8 @@ struct ConnectionStateMachine {
     /// The version packets are encoded in (3.1.1 until CONNECT says otherwise).
     var version: ProtocolVersion {
         switch state {
-        case .authorizingWill(let c), .attaching(let c), .connected(let c): return c.version
+        case .authorizingWill(let a): return a.connected.version
+        case .attaching(let c), .connected(let c): return c.version
         case .authenticating(let connect, _): return connect.protocolVersion
         case .awaitingConnect, .closed: return .v3_1_1
         }
@@ -158,7 +167,8 @@ struct ConnectionStateMachine {
 
     var clientID: String? {
         switch state {
-        case .authorizingWill(let c), .attaching(let c), .connected(let c): return c.clientID
+        case .authorizingWill(let a): return a.connected.clientID
+        case .attaching(let c), .connected(let c): return c.clientID
         default: return nil
         }
     }
