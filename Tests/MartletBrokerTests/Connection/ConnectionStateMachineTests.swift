@@ -59,11 +59,11 @@ import Testing
         #expect(m.isAuthenticating)
 
         var refused = machine(refusal: Refusal(v3: .serverUnavailable, v5: .serverBusy, why: "max_connections"))
-        let r1 = refused.packetReceived(connect(version: .v5))
-        #expect(connAckCode(r1) == .serverBusy)
+        let v5 = refused.packetReceived(connect(version: .v5))
+        #expect(connAckCode(v5) == .serverBusy)
         var refused3 = machine(refusal: Refusal(v3: .serverUnavailable, v5: .serverBusy, why: "max_connections"))
-        let r2 = refused3.packetReceived(connect())
-        #expect(connAckCode(r2) == ReasonCode(ConnectReturnCode.serverUnavailable.rawValue))
+        let v3 = refused3.packetReceived(connect())
+        #expect(connAckCode(v3) == ReasonCode(ConnectReturnCode.serverUnavailable.rawValue))
     }
 
     @Test("MQTT-4.12.0-1 and MQTT 5 3.1.2.11.10: an authentication method is refused with 0x8C; data without a method with 0x82")
@@ -71,29 +71,29 @@ import Testing
         var m = machine()
         var p = Properties()
         p.authenticationMethod = "SCRAM-SHA-1"
-        let r3 = m.packetReceived(connect(version: .v5, properties: p))
-        #expect(connAckCode(r3) == .badAuthenticationMethod)
+        let action = m.packetReceived(connect(version: .v5, properties: p))
+        #expect(connAckCode(action) == .badAuthenticationMethod)
         var n = machine()
         var q = Properties()
         q.authenticationData = ByteBuffer(string: "x")
-        let r4 = n.packetReceived(connect(version: .v5, properties: q))
-        #expect(connAckCode(r4) == .protocolError)
+        let action2 = n.packetReceived(connect(version: .v5, properties: q))
+        #expect(connAckCode(action2) == .protocolError)
     }
 
     @Test("MQTT-3.2.2-12: a will above max_qos is refused with 0x9B (v5)")
     func willAboveMaximumQoS() {
         var m = machine { $0.maximumQoS = .atLeastOnce }
         let will = Will(topic: "w", payload: ByteBuffer(), qos: .exactlyOnce)
-        let r5 = m.packetReceived(connect(version: .v5, will: will))
-        #expect(connAckCode(r5) == .qosNotSupported)
+        let action = m.packetReceived(connect(version: .v5, will: will))
+        #expect(connAckCode(action) == .qosNotSupported)
     }
 
     @Test("MQTT-3.1.3-8: an empty client id with clean session 0 is refused (0x02); MQTT-3.1.3-6: with clean session 1 one is assigned")
     func emptyClientIdentifier() {
         var m = machine()
         _ = m.packetReceived(connect("", cleanStart: false))
-        let r6 = m.authenticated(.accepted)
-        #expect(connAckCode(r6) == ReasonCode(ConnectReturnCode.identifierRejected.rawValue))
+        let afterAuthentication = m.authenticated(.accepted)
+        #expect(connAckCode(afterAuthentication) == ReasonCode(ConnectReturnCode.identifierRejected.rawValue))
 
         var n = machine()
         _ = n.packetReceived(connect("", version: .v5))
@@ -107,28 +107,28 @@ import Testing
     func authenticationOutcomes() {
         var m = machine()
         _ = m.packetReceived(connect())
-        let r7 = m.authenticated(.badCredentials)
-        #expect(connAckCode(r7) == ReasonCode(ConnectReturnCode.badUserNameOrPassword.rawValue))
+        let afterAuthentication = m.authenticated(.badCredentials)
+        #expect(connAckCode(afterAuthentication) == ReasonCode(ConnectReturnCode.badUserNameOrPassword.rawValue))
         var n = machine()
         _ = n.packetReceived(connect(version: .v5))
-        let r8 = n.authenticated(.notAuthorized)
-        #expect(connAckCode(r8) == .notAuthorized)
+        let afterAuthentication2 = n.authenticated(.notAuthorized)
+        #expect(connAckCode(afterAuthentication2) == .notAuthorized)
         var o = machine()
         _ = o.packetReceived(connect(version: .v5))
-        let r9 = o.authenticationFailed("thread pool gone")
-        #expect(connAckCode(r9) == .serverUnavailable)
+        let afterFailure = o.authenticationFailed("thread pool gone")
+        #expect(connAckCode(afterFailure) == .serverUnavailable)
     }
 
     @Test("the will's topic goes to the ACL before the session is attached; a refusal is 0x87 and no will is kept")
     func willAuthorization() {
         var m = machine()
         _ = m.packetReceived(connect(version: .v5, will: Will(topic: "w/t", payload: ByteBuffer())))
-        let r10 = m.authenticated(.accepted)
-        #expect(r10 == .authorizeWill(topic: "w/t", username: nil, clientID: "c"))
-        let r11 = m.willAuthorized(false)
-        #expect(connAckCode(r11) == .notAuthorized)
-        let r12 = m.channelInactive()
-        #expect(r12 == nil)
+        let afterAuthentication = m.authenticated(.accepted)
+        #expect(afterAuthentication == .authorizeWill(topic: "w/t", username: nil, clientID: "c"))
+        let afterWillCheck = m.willAuthorized(false)
+        #expect(connAckCode(afterWillCheck) == .notAuthorized)
+        let lost = m.channelInactive()
+        #expect(lost == nil)
     }
 
     @Test("MQTT-3.2.2-21: above max_keepalive a v5 client is given the server's keepalive, a 3.1.1 client is refused")
@@ -142,8 +142,8 @@ import Testing
 
         var n = machine { $0.maximumKeepalive = 30 }
         _ = n.packetReceived(connect(keepAlive: 60))
-        let r13 = n.authenticated(.accepted)
-        #expect(connAckCode(r13) == ReasonCode(ConnectReturnCode.identifierRejected.rawValue))
+        let afterAuthentication = n.authenticated(.accepted)
+        #expect(connAckCode(afterAuthentication) == ReasonCode(ConnectReturnCode.identifierRejected.rawValue))
     }
 
     @Test("MQTT 3.1 has no Session Present: CONNACK byte 1 stays 0 for a resumed 3.1 session")
@@ -151,8 +151,8 @@ import Testing
         var m = machine()
         _ = m.packetReceived(connect(version: .v3_1))
         _ = m.authenticated(.accepted)
-        let r14 = m.sessionAttached(sessionPresent: true)
-        #expect(r14 == .send(.connack(ConnAckPacket(sessionPresent: false))))
+        let connack = m.sessionAttached(sessionPresent: true)
+        #expect(connack == .send(.connack(ConnAckPacket(sessionPresent: false))))
     }
 
     @Test("MQTT-3.1.2-2: an unknown protocol level is answered CONNACK 0x01 in the 3.1.1 format, then closed")
@@ -170,19 +170,19 @@ import Testing
         var m = machine()
         _ = m.packetReceived(connect())
         let publish = MQTTPacket.publish(PublishPacket(topic: "t", payload: ByteBuffer(), qos: .atLeastOnce, packetIdentifier: 1))
-        let r15 = m.packetReceived(publish)
-        #expect(r15 == .none)
+        let action = m.packetReceived(publish)
+        #expect(action == .none)
         _ = m.authenticated(.accepted)
-        let r16 = m.packetReceived(.pingreq)
-        #expect(r16 == .none)
+        let action2 = m.packetReceived(.pingreq)
+        #expect(action2 == .none)
         #expect(m.isAwaitingSession)
         _ = m.sessionAttached(sessionPresent: false)
         let replay = m.takeBufferedPackets()
         #expect(replay == [publish, .pingreq])
-        let r17 = m.packetReceived(replay[0])
-        #expect(r17 == .route(PublishPacket(topic: "t", payload: ByteBuffer(), qos: .atLeastOnce, packetIdentifier: 1), clientID: "c"))
-        let r18 = m.packetReceived(replay[1])
-        #expect(r18 == .send(.pingresp))
+        let action3 = m.packetReceived(replay[0])
+        #expect(action3 == .route(PublishPacket(topic: "t", payload: ByteBuffer(), qos: .atLeastOnce, packetIdentifier: 1), clientID: "c"))
+        let action4 = m.packetReceived(replay[1])
+        #expect(action4 == .send(.pingresp))
     }
 
     @Test("MQTT-3.1.0-2: a second CONNECT while the first is authenticated closes; more than 1,024 waiting packets close with 0x93")
@@ -209,10 +209,10 @@ import Testing
     func lateAuthenticationIgnored() {
         var m = machine()
         _ = m.packetReceived(connect())
-        let r20 = m.timerTick(now: start + .seconds(11))
-        #expect(r20 != nil)
-        let r21 = m.authenticated(.accepted)
-        #expect(r21 == .none)
+        let tick = m.timerTick(now: start + .seconds(11))
+        #expect(tick != nil)
+        let afterAuthentication = m.authenticated(.accepted)
+        #expect(afterAuthentication == .none)
     }
 
     // MARK: Time
@@ -222,8 +222,8 @@ import Testing
         var m = machine()
         connected(&m, version: .v5, keepAlive: 10)
         m.bytesReceived(now: start + .seconds(5))
-        let r22 = m.timerTick(now: start + .seconds(20))
-        #expect(r22 == nil)  // 15 s of silence: exactly 1.5 ×
+        let tick = m.timerTick(now: start + .seconds(20))
+        #expect(tick == nil)  // 15 s of silence: exactly 1.5 ×
         let closing = m.timerTick(now: start + .seconds(20) + .milliseconds(1))
         #expect(closing?.reason == .keepAliveTimeout)
         #expect(closing?.farewell == .disconnect(DisconnectPacket(reasonCode: .keepAliveTimeout)))
@@ -234,33 +234,33 @@ import Testing
     func keepaliveExceptions() {
         var m = machine()
         connected(&m, keepAlive: 0)
-        let r23 = m.timerTick(now: start + .seconds(86_400))
-        #expect(r23 == nil)
+        let tick = m.timerTick(now: start + .seconds(86_400))
+        #expect(tick == nil)
 
         var n = machine()
         connected(&n, keepAlive: 10)
         _ = n.packetReceived(.publish(PublishPacket(topic: "t", payload: ByteBuffer())))
-        let r24 = n.readBurstEnded(writable: true, shouldPause: { true })
-        #expect(r24)
-        let r25 = n.timerTick(now: start + .seconds(60))
-        #expect(r25 == nil)
-        let r26 = n.readWanted()  // NIO asks to read while paused: the read waits
-        #expect(!r26)
+        let pausedNow = n.readBurstEnded(writable: true, shouldPause: { true })
+        #expect(pausedNow)
+        let tick2 = n.timerTick(now: start + .seconds(60))
+        #expect(tick2 == nil)
+        let mayRead = n.readWanted()  // NIO asks to read while paused: the read waits
+        #expect(!mayRead)
         let resumed = n.resumed(now: start + .seconds(60))
         #expect(resumed == .init(read: true))
-        let r27 = n.timerTick(now: start + .seconds(70))
-        #expect(r27 == nil)  // the pause reset the silence
-        let r28 = n.timerTick(now: start + .seconds(75))
-        #expect(r28 == nil)
-        let r29 = n.timerTick(now: start + .seconds(75) + .milliseconds(1))
-        #expect(r29?.reason == .keepAliveTimeout)
+        let tick3 = n.timerTick(now: start + .seconds(70))
+        #expect(tick3 == nil)  // the pause reset the silence
+        let tick4 = n.timerTick(now: start + .seconds(75))
+        #expect(tick4 == nil)
+        let tick5 = n.timerTick(now: start + .seconds(75) + .milliseconds(1))
+        #expect(tick5?.reason == .keepAliveTimeout)
     }
 
     @Test("connect_timeout closes a connection that has not finished CONNECT, counted, without a DISCONNECT")
     func connectTimeout() {
         var m = machine { $0.connectTimeout = .seconds(10) }
-        let r30 = m.timerTick(now: start + .seconds(10))
-        #expect(r30 == nil)
+        let tick = m.timerTick(now: start + .seconds(10))
+        #expect(tick == nil)
         let closing = m.timerTick(now: start + .seconds(10) + .milliseconds(1))
         #expect(closing?.reason == .connectTimeout)
         #expect(closing?.reason.counter == \.connectTimeouts)
@@ -272,15 +272,15 @@ import Testing
         var m = machine { $0.writeTimeout = .seconds(60) }
         connected(&m, keepAlive: 0)
         _ = m.writabilityChanged(writable: false, now: start)
-        let r31 = m.timerTick(now: start + .seconds(60))
-        #expect(r31 == nil)
-        let r32 = m.writabilityChanged(writable: true, now: start + .seconds(59))
-        #expect(r32 == .init(read: false, drainSession: true))
-        let r33 = m.timerTick(now: start + .seconds(100))
-        #expect(r33 == nil)
+        let tick = m.timerTick(now: start + .seconds(60))
+        #expect(tick == nil)
+        let writability = m.writabilityChanged(writable: true, now: start + .seconds(59))
+        #expect(writability == .init(read: false, drainSession: true))
+        let tick2 = m.timerTick(now: start + .seconds(100))
+        #expect(tick2 == nil)
         _ = m.writabilityChanged(writable: false, now: start + .seconds(100))
-        let r34 = m.timerTick(now: start + .seconds(160) + .milliseconds(1))
-        #expect(r34?.reason == .writeTimeout)
+        let tick3 = m.timerTick(now: start + .seconds(160) + .milliseconds(1))
+        #expect(tick3?.reason == .writeTimeout)
     }
 
     // MARK: Takeover and closing
@@ -297,8 +297,8 @@ import Testing
         #expect(will?.0.topic == "w")
         #expect(will?.0.properties.willDelayInterval == nil)  // the delay travels beside it
         #expect(will?.1 == 30)
-        let r35 = m.channelInactive()
-        #expect(r35 == nil)
+        let lost = m.channelInactive()
+        #expect(lost == nil)
     }
 
     @Test("MQTT-3.14.4-3: DISCONNECT discards the will; v5 0x04 keeps it; MQTT-3.14.2-2: expiry on DISCONNECT after 0 is a protocol error")
@@ -331,12 +331,12 @@ import Testing
         let will = Will(topic: "w", payload: ByteBuffer())
         var m = machine()
         connected(&m, will: will)
-        let r36 = m.channelInactive()
-        #expect(r36?.will?.topic == "w")
-        let r37 = m.channelInactive()
-        #expect(r37 == nil)
-        let r38 = m.close(.slowConsumer)
-        #expect(r38 == nil)
+        let lost = m.channelInactive()
+        #expect(lost?.will?.topic == "w")
+        let lost2 = m.channelInactive()
+        #expect(lost2 == nil)
+        let closing = m.close(.slowConsumer)
+        #expect(closing == nil)
     }
 
     @Test("server-only packets from a client close with 0x82; PUBLISH with a subscription identifier too (MQTT-3.3.4-6)")
@@ -362,11 +362,11 @@ import Testing
         connected(&m, version: .v5)
         var p = Properties()
         p.topicAlias = 1
-        let r39 = m.packetReceived(.publish(PublishPacket(topic: "a/b", payload: ByteBuffer(), properties: p)))
-        #expect(r39
+        let action = m.packetReceived(.publish(PublishPacket(topic: "a/b", payload: ByteBuffer(), properties: p)))
+        #expect(action
             == .route(PublishPacket(topic: "a/b", payload: ByteBuffer(), properties: p), clientID: "c"))
-        let r40 = m.packetReceived(.publish(PublishPacket(topic: "", payload: ByteBuffer(), properties: p)))
-        #expect(r40
+        let action2 = m.packetReceived(.publish(PublishPacket(topic: "", payload: ByteBuffer(), properties: p)))
+        #expect(action2
             == .route(PublishPacket(topic: "a/b", payload: ByteBuffer(), properties: p), clientID: "c"))
         p.topicAlias = 2
         guard case .close(let unknown) = m.packetReceived(.publish(PublishPacket(topic: "", payload: ByteBuffer(), properties: p))) else {
@@ -395,33 +395,33 @@ import Testing
         let reply = m.routed(Router.PublishVerdict(reply: .puback(PubAckPacket(packetIdentifier: 7)), publisherMustWait: true))
         #expect(reply == .init(packet: .puback(PubAckPacket(packetIdentifier: 7)), holdPublisher: true))
         #expect(m.holdingPackets)
-        let r41 = m.readWanted()
-        #expect(r41 == false)
-        let r42 = m.inputEnded()
-        #expect(r42 == false)  // EOF while holding: the held packets are still routed
-        let r43 = m.resumed(now: start + .seconds(1))
-        #expect(r43 == .init(decodeHeld: true))
-        let r44 = m.heldPacketsDecoded(now: start + .seconds(1))
-        #expect(r44 == .init(close: true))
+        let mayRead = m.readWanted()
+        #expect(mayRead == false)
+        let closesNow = m.inputEnded()
+        #expect(closesNow == false)  // EOF while holding: the held packets are still routed
+        let resumption = m.resumed(now: start + .seconds(1))
+        #expect(resumption == .init(decodeHeld: true))
+        let afterHeld = m.heldPacketsDecoded(now: start + .seconds(1))
+        #expect(afterHeld == .init(close: true))
     }
 
     @Test("a publisher paused at the end of a burst reads again on resume, and not before; a socket that does not drain stops reads too")
     func pausedAtEndOfBurst() {
         var m = machine()
         connected(&m)
-        let r45 = m.readBurstEnded(writable: true, shouldPause: { Issue.record("asked without a PUBLISH"); return true })
-        #expect(!r45)
+        let pausedNow = m.readBurstEnded(writable: true, shouldPause: { Issue.record("asked without a PUBLISH"); return true })
+        #expect(!pausedNow)
         _ = m.packetReceived(.publish(PublishPacket(topic: "t", payload: ByteBuffer())))
-        let r46 = m.readBurstEnded(writable: false, shouldPause: { true })
-        #expect(r46)
-        let r47 = m.readWanted()
-        #expect(!r47)
-        let r48 = m.resumed(now: start)
-        #expect(r48 == .init(read: false))  // still not writable
-        let r49 = m.writabilityChanged(writable: true, now: start)
-        #expect(r49 == .init(read: true, drainSession: true))
-        let r50 = m.readWanted()
-        #expect(r50)
+        let pausedNow2 = m.readBurstEnded(writable: false, shouldPause: { true })
+        #expect(pausedNow2)
+        let mayRead = m.readWanted()
+        #expect(!mayRead)
+        let resumption = m.resumed(now: start)
+        #expect(resumption == .init(read: false))  // still not writable
+        let writability = m.writabilityChanged(writable: true, now: start)
+        #expect(writability == .init(read: true, drainSession: true))
+        let mayRead2 = m.readWanted()
+        #expect(mayRead2)
     }
 
     @Test("MQTT 5 3.3.4: a QoS 2 PUBLISH over the Receive Maximum closes with 0x93")
