@@ -129,17 +129,19 @@ import MartletTestSupport
         }
     }
 
-    @Test("a subscriber slower than the publisher but reading: with pause_publishers_for_slow_subscribers nothing is lost; without it the excess is dropped")
-    func laggingSubscriberPacesThePublisher() async throws {
+    @Test("a subscriber slower than the publisher but reading: with pause_publishers_for_slow_subscribers nothing is lost (whatever the queue size); without it the excess is dropped",
+          arguments: [200, 1000])
+    func laggingSubscriberPacesThePublisher(queue: Int) async throws {
         // 6.5 MB: more than the kernel can hold for a socket (tcp_wmem's maximum is 4 MB here),
         // so without pacing the rest must meet the outbox. 20,000 messages (2.2 MB)
         // could sit whole in an autotuned send buffer: then nothing overflowed and CI failed.
         let messages = 60_000
         func run(pacing: Bool) async throws -> (received: Int, counters: BrokerCounters.Snapshot) {
             try await withBroker({
-                // The default queue: its free half (500) is more than the messages other loops
-                // may still hand over once it lags (256), so pacing loses nothing.
-                $0.maximumQueuedMessages = 1000
+                // What other loops may still hand over once the queue lags (a batch being
+                // filled and the unrouted bound: 75 for 200, 375 for 1,000) fits its free half.
+                // Before the bounds scaled with the queue, 200 lost 14 of 60,000 in a CI run.
+                $0.maximumQueuedMessages = queue
                 $0.pausePublishersForSlowSubscribers = pacing
                 // Ten stall timeouts (the longest a subscriber may lag) outlast the paced run.
                 $0.subscriberStallTimeout = .seconds(2)
@@ -164,7 +166,7 @@ import MartletTestSupport
         #expect(paced.counters.inboundPauses > 0)
         #expect(paced.counters.subscriberStalls == 0)
         let unpaced = try await run(pacing: false)
-        #expect(unpaced.counters.droppedQueueFull > 0, "the flood should overrun a 1,000-message queue without pacing: \(unpaced.counters)")
+        #expect(unpaced.counters.droppedQueueFull > 0, "the flood should overrun a \(queue)-message queue without pacing: \(unpaced.counters)")
     }
 
     @Test("write timeout: a connection whose socket stays unwritable is closed")
