@@ -70,6 +70,10 @@ public final class MQTTBroker: Sendable {
 
     public var counters: BrokerCounters.Snapshot { core.counters.snapshot }
     public var retainedCount: Int { core.retained.count }
+    /// Each share group's members and deliveries (as `/metrics` shows them).
+    public var sharedGroups: [(group: String, members: Int, delivered: Int, redelivered: Int)] {
+        core.shared.statistics().map { ($0.group, $0.members, $0.delivered, $0.redelivered) }
+    }
 
     public func start() async throws {
         // A password file or ACL that does not load stops the start, naming the line.
@@ -229,12 +233,14 @@ public final class MQTTBroker: Sendable {
     private func bindMetrics(_ metrics: BrokerConfiguration.MetricsListener) async throws -> any Channel {
         let exporter = self.exporter
         let counters = core.counters
+        let shared = core.shared
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(exporter: exporter, snapshot: { counters.snapshot }))
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(
+                        exporter: exporter, snapshot: { counters.snapshot }, groups: { shared.statistics() }))
                 }
             }
             .bind(host: metrics.host, port: metrics.port)
@@ -443,6 +449,15 @@ public final class MQTTBroker: Sendable {
     // MARK: Introspection
 
     /// What a session lost and holds (nil when the client id has no session).
+    /// The event loop (0-based) whose router holds `clientID`'s session, if any.
+    public func loop(of clientID: String) async throws -> Int? {
+        for (i, router) in routers.enumerated() {
+            let held = try await router.eventLoop.submit { router.assumeIsolated { $0.sessions[clientID] != nil } }.get()
+            if held { return i }
+        }
+        return nil
+    }
+
     public func sessionReport(clientID: String) async throws -> SessionReport? {
         for router in routers {
             let report = try await router.eventLoop.submit { router.assumeIsolated { $0.sessionReport(clientID) } }.get()

@@ -93,6 +93,9 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// `session_other_identity`: what a CONNECT gets when its client id's session (online or
     /// not) was created by another identity (user name, or certificate identity).
     public var sessionOtherIdentity: SessionIdentityPolicy = .refuse
+    /// `shared_subscription_strategy`: which member of a share group (`$share/{name}/{filter}`)
+    /// gets each message.
+    public var sharedSubscriptionStrategy: SharedSubscriptionStrategy = .balanced
 
     /// `max_retained_messages`: topics with a retained message, over the whole broker
     /// (`$SYS/...` not counted); 0 = no limit. Past it a retained message for a new topic is

@@ -131,6 +131,11 @@ public enum ConfigurationLoader {
             c.broker.sessionOtherIdentity = policy
             return true
         },
+        Setting(key: "shared_subscription_strategy", expected: "balanced, round_robin, random or sticky") { text, c in
+            guard let strategy = SharedSubscriptionStrategy(rawValue: text) else { return false }
+            c.broker.sharedSubscriptionStrategy = strategy
+            return true
+        },
         integer("max_retained_messages", 0...1_000_000_000) { v, c in c.broker.maximumRetainedMessages = v },
         integer("max_client_id_length", 1...65_535) { v, c in c.broker.maximumClientIdentifierLength = v },
         integer("max_connections", 0...100_000_000) { v, c in c.broker.maximumConnections = v },

@@ -137,7 +137,6 @@ extension ConnectionStateMachine {
             if c.wantsResponseInformation && !configuration.responseInformationPrefix.isEmpty {
                 properties.responseInformation = configuration.responseInformationPrefix + c.clientID
             }
-            properties.sharedSubscriptionAvailable = 0
         }
         state = .connected(c)
         // MQTT 3.1 has no Session Present: the byte is reserved and stays 0.

@@ -346,8 +346,9 @@ struct ConnectionStateMachine {
     }
 
     /// The router handled an acknowledgement, SUBSCRIBE or UNSUBSCRIBE of this connection.
-    func answered(_ answer: Router.Answer) -> Reply {
+    mutating func answered(_ answer: Router.Answer) -> Reply {
         guard case .connected = state else { return Reply() }
+        if let why = answer.protocolError { return Reply(close: close(.protocolError(.protocolError, why))) }
         return Reply(packet: answer.reply, sendRetained: answer.sendRetained)
     }
 

@@ -44,6 +44,31 @@ public final class MetricsExporter: Sendable {
         uptime.record((NIODeadline.now() - startedAt).nanoseconds / 1_000_000_000)
         return registry.emitToBuffer()
     }
+
+    /// Per share group (`$share/{name}/{filter}`): members, messages picked for a member,
+    /// and copies handed to another member (the first left, or went offline without acknowledging).
+    static func render(_ groups: [SharedSubscriptions.GroupStatistics]) -> [UInt8] {
+        guard !groups.isEmpty else { return [] }
+        func label(_ group: String) -> String {
+            var escaped = ""
+            for c in group {
+                switch c {
+                case "\\": escaped += "\\\\"
+                case "\"": escaped += "\\\""
+                case "\n": escaped += "\\n"
+                default: escaped.append(c)
+                }
+            }
+            return "{group=\"\(escaped)\"}"
+        }
+        var text = "# HELP martlet_shared_group_members Sessions subscribed to the share group.\n# TYPE martlet_shared_group_members gauge\n"
+        for g in groups { text += "martlet_shared_group_members\(label(g.group)) \(g.members)\n" }
+        text += "# HELP martlet_shared_group_delivered_total Messages the share group sent one of its members.\n# TYPE martlet_shared_group_delivered_total counter\n"
+        for g in groups { text += "martlet_shared_group_delivered_total\(label(g.group)) \(g.delivered)\n" }
+        text += "# HELP martlet_shared_group_redelivered_total Copies handed to another member of the share group.\n# TYPE martlet_shared_group_redelivered_total counter\n"
+        for g in groups { text += "martlet_shared_group_redelivered_total\(label(g.group)) \(g.redelivered)\n" }
+        return Array(text.utf8)
+    }
 }
 
 /// `GET /metrics` (Prometheus text format) and `GET /healthz` over HTTP/1.1.
@@ -53,11 +78,14 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
 
     private let exporter: MetricsExporter
     private let snapshot: @Sendable () -> BrokerCounters.Snapshot
+    private let groups: @Sendable () -> [SharedSubscriptions.GroupStatistics]
     private var request: HTTPRequestHead?
 
-    init(exporter: MetricsExporter, snapshot: @escaping @Sendable () -> BrokerCounters.Snapshot) {
+    init(exporter: MetricsExporter, snapshot: @escaping @Sendable () -> BrokerCounters.Snapshot,
+         groups: @escaping @Sendable () -> [SharedSubscriptions.GroupStatistics] = { [] }) {
         self.exporter = exporter
         self.snapshot = snapshot
+        self.groups = groups
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -72,7 +100,7 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
             let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
             switch (head.method, path) {
             case (.GET, "/metrics"):
-                respond(context, head, .ok, "text/plain; version=0.0.4; charset=utf-8", exporter.render(snapshot()))
+                respond(context, head, .ok, "text/plain; version=0.0.4; charset=utf-8", exporter.render(snapshot()) + MetricsExporter.render(groups()))
             case (.GET, "/healthz"):
                 respond(context, head, .ok, "text/plain; charset=utf-8", Array("ok\n".utf8))
             case (.GET, _):

@@ -7,6 +7,7 @@ package final class BrokerCore: Sendable {
     let configuration: BrokerConfiguration
     let registry = SessionRegistry()
     let retained = RetainedStore()
+    let shared = SharedSubscriptions()
     let counters = BrokerCounters()
     package let logger: Logger
     /// Password file and ACL as last (re)loaded; routers take a copy once per sweep.

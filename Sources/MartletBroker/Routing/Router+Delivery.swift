@@ -28,6 +28,7 @@ extension Router {
         let id = session.inflight.send(delivery)
         core.counters.inflightMessages.add(1, ordering: .relaxed)
         writePublish(delivery, to: session, packetIdentifier: id, dup: false)
+        if session.sharedGroups > 0 { updateSharedBusy(session) }
     }
 
     /// Moves messages from the outbox to the socket while it is writable, in order; a QoS 1/2
@@ -65,6 +66,7 @@ extension Router {
     func flightClosed(_ session: Session) {
         core.counters.inflightMessages.subtract(1, ordering: .relaxed)
         drain(session)
+        if session.sharedGroups > 0 { updateSharedBusy(session) }
     }
 
     /// A flow given up before its message was sent (too large, not authorized).

@@ -29,6 +29,7 @@ extension Router {
     func setLagging(_ session: Session, _ lagging: Bool) {
         guard session.lagging != lagging else { return }
         session.lagging = lagging
+        if session.sharedGroups > 0 { updateSharedBusy(session) }
         if lagging {
             lag.startLagging(session, now: eventLoop.now)
             laggingSessions.add(1, ordering: .relaxed)

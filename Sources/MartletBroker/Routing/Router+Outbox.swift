@@ -108,6 +108,7 @@ extension Router {
         if connection == nil { endLag(session) }
         if wasOnline != session.isOnline {
             adjustOnlineBytes(session.isOnline ? session.outbox.bytes : -session.outbox.bytes)
+            if session.sharedGroups > 0 { core.shared.update(session.clientID, online: session.isOnline) }
         }
     }
 

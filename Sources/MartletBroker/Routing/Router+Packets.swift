@@ -21,6 +21,9 @@ extension Router {
         var reply: MQTTPacket?
         /// After the SUBACK, the retained messages of the new subscriptions (`sendRetained`).
         var sendRetained = false
+        /// The packet breaks a rule that closes the connection (DISCONNECT 0x82); nothing of it
+        /// was applied.
+        var protocolError: String?
     }
 
     func received(_ publish: PublishPacket, clientID: String, connectionID: Int) -> PublishVerdict {
@@ -62,7 +65,12 @@ extension Router {
             var codes: [ReasonCode] = []
             for filter in unsubscribe.topicFilters {
                 let existed = session.subscriptions.removeValue(forKey: filter) != nil
-                if existed { trie.remove(filter: filter, subscriber: session) }
+                if existed, let share = SharedSubscription(filter) {
+                    core.shared.unsubscribe(filter, filter: String(share.filter), clientID: session.clientID)
+                    session.sharedGroups -= 1
+                } else if existed {
+                    trie.remove(filter: filter, subscriber: session)
+                }
                 codes.append(existed ? .success : .noSubscriptionExisted)
             }
             return Answer(reply: .unsuback(UnsubAckPacket(packetIdentifier: unsubscribe.packetIdentifier, reasonCodes: session.version == .v5 ? codes : [])))
@@ -123,6 +131,9 @@ extension Router {
         var codes: [ReasonCode] = []
         var walks: [RetainedFeed.Walk] = []
         let limits = config
+        if subscribe.subscriptions.contains(where: { $0.options.noLocal && SharedSubscription($0.topicFilter) != nil }) {
+            return Answer(protocolError: "No Local on a shared subscription (MQTT-3.8.3-4)")
+        }
         for var sub in subscribe.subscriptions {
             // Granted at most max_qos (MQTT-3.2.2-9: the server's Maximum QoS).
             if sub.options.qos > limits.maximumQoS { sub.options.qos = limits.maximumQoS }
@@ -136,11 +147,10 @@ extension Router {
                 codes.append(v5 ? .topicFilterInvalid : .subscribeFailure)
                 continue
             }
-            if SharedSubscription(sub.topicFilter) != nil {
-                codes.append(v5 ? .sharedSubscriptionsNotSupported : .subscribeFailure)
-                continue
-            }
-            if let acl = security.acl, !acl.allows(.subscribe, sub.topicFilter, username: session.username, clientID: session.clientID) {
+            let share = SharedSubscription(sub.topicFilter)
+            // The ACL sees the filter inside `$share/{name}/`.
+            let aclFilter = share.map { String($0.filter) } ?? sub.topicFilter
+            if let acl = security.acl, !acl.allows(.subscribe, aclFilter, username: session.username, clientID: session.clientID) {
                 local.subscribeDenied += 1
                 codes.append(v5 ? .notAuthorized : .subscribeFailure)
                 continue
@@ -148,6 +158,17 @@ extension Router {
             if limits.maximumSubscriptionsPerClient > 0 && session.subscriptions[sub.topicFilter] == nil
                 && session.subscriptions.count >= limits.maximumSubscriptionsPerClient {
                 codes.append(v5 ? .quotaExceeded : .subscribeFailure)
+                continue
+            }
+            if let share {
+                // One member of the group; no retained messages for a shared subscription
+                // (MQTT 5 4.8.2).
+                if session.subscriptions[sub.topicFilter] == nil { session.sharedGroups += 1 }
+                session.subscriptions[sub.topicFilter] = StoredSubscription(options: sub.options, identifier: identifier)
+                core.shared.subscribe(sub.topicFilter, filter: String(share.filter), SharedSubscriptions.Member(
+                    clientID: session.clientID, router: index, options: sub.options, identifier: identifier,
+                    online: session.isOnline, busy: session.sharedBusy, persistent: session.isPersistent))
+                codes.append(ReasonCode(sub.options.qos.rawValue))
                 continue
             }
             let existed = trie.insert(filter: sub.topicFilter, subscriber: session, options: sub.options, identifier: identifier)

@@ -87,6 +87,7 @@ extension Router {
             return
         }
         setConnection(session, nil)
+        handOverShared(session, ending: false)
         if session.isPersistent {
             if let will {
                 if willDelay > 0 { scheduleWill(will, in: min(willDelay, session.expiryInterval), for: session) } else { publish(will) }
@@ -139,6 +140,7 @@ extension Router {
         // A will still waiting for its delay goes out when the session ends.
         if let will = wills.take(session.clientID) { publish(will) }
         _ = expiries.take(session.clientID)
+        handOverShared(session, ending: true)
         discardOutbox(session, countAs: .sessionEnded)
         for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
         sessions.removeValue(forKey: session.clientID)

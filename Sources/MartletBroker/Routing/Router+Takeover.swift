@@ -88,6 +88,8 @@ extension Router {
             // resuming it cancels the will (MQTT-3.1.3-9).
             publish(will)
         }
+        // An ending session's share groups get its unacknowledged copies back for other members.
+        if discard { handOverShared(session, ending: true) }
         let state = session.state
         // The outbox leaves this loop's accounting; the new owner charges it again.
         discardOutbox(session, countAs: discard ? .sessionEnded : nil)
@@ -125,12 +127,15 @@ extension Router {
             core.counters.inflightMessages.add(session.inflight.count, ordering: .relaxed)
             accountQueued(session, bytes: session.outbox.bytes, messages: session.outbox.count)
             sessionPresent = true
-            for (filter, sub) in session.subscriptions {
+            for (filter, sub) in session.subscriptions where SharedSubscription(filter) == nil {
                 trie.insert(filter: filter, subscriber: session, options: sub.options, identifier: sub.identifier)
             }
             if let previous, previous != index {
                 session.move = SessionMove(arriving: ())
                 arriving = true
+            }
+            if session.sharedGroups > 0 {
+                core.shared.update(clientID, router: index, busy: false, persistent: session.isPersistent)
             }
         }
         sessions[clientID] = session
@@ -231,12 +236,28 @@ extension Router {
 
     func handOverForwards() {
         hasForwards = false
-        for i in forwardBatches.indices where !forwardBatches[i].isEmpty {
-            let batch = forwardBatches[i]
-            forwardBatches[i] = []
-            let peer = peers[i]
-            peer.eventLoop.execute {
-                peer.assumeIsolated { $0.deliverForwarded(batch) }
+        for i in forwardBatches.indices where !forwardBatches[i].isEmpty { handOverForwards(i) }
+    }
+
+    /// Hands peer `i` the copies addressed to its sessions (moving sessions' and share
+    /// groups'); like a routing batch, they count as this loop's unrouted work until routed.
+    func handOverForwards(_ i: Int) {
+        let batch = forwardBatches[i]
+        forwardBatches[i] = []
+        let bytes = batch.reduce(0) { $0 + $1.delivery.cost }
+        unroutedBytes.add(bytes, ordering: .relaxed)
+        unroutedMessages.add(batch.count, ordering: .relaxed)
+        let peer = peers[i]
+        let origin = self
+        let resumeBelow = config.maximumUnroutedBytes / 2
+        let resumeBelowMessages = LagTracker.unroutedMessageBound(config) / 2
+        peer.eventLoop.execute {
+            peer.assumeIsolated { $0.deliverForwarded(batch) }
+            let left = origin.unroutedBytes.subtract(bytes, ordering: .relaxed).newValue
+            let leftMessages = origin.unroutedMessages.subtract(batch.count, ordering: .relaxed).newValue
+            if (left <= resumeBelow && left + bytes > resumeBelow)
+                || (leftMessages <= resumeBelowMessages && leftMessages + batch.count > resumeBelowMessages) {
+                origin.eventLoop.execute { origin.assumeIsolated { $0.checkResume() } }
             }
         }
     }
@@ -244,6 +265,10 @@ extension Router {
     /// Copies forwarded by a moving session's old owner.
     private func deliverForwarded(_ batch: [(clientID: String, delivery: Delivery)]) {
         for (clientID, delivery) in batch {
+            if delivery.group != nil {
+                deliverShared(delivery, to: clientID, hops: 1)
+                continue
+            }
             guard let session = sessions[clientID] else { continue }
             deliver(delivery, to: session)
         }

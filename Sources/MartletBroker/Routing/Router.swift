@@ -211,6 +211,7 @@ package actor Router {
         message.sequence = routeSequence
         if message.retain { retain(message) }
         deliverLocally(message)
+        if !core.shared.isEmpty { routeShared(message) }
         if peers.count > 1 {
             let cost = message.payload.readableBytes + message.topic.utf8.count + 64
             let pacing = config.pausePublishersForSlowSubscribers

@@ -40,6 +40,18 @@ struct Outbox: Sendable {
         return delivery
     }
 
+    /// Removes the deliveries `take` accepts (asked in order); returns them.
+    mutating func remove(where take: (Delivery) -> Bool) -> [Delivery] {
+        var taken: [Delivery] = []
+        deliveries.removeAll { delivery in
+            guard take(delivery) else { return false }
+            taken.append(delivery)
+            return true
+        }
+        for delivery in taken { self.taken(delivery) }
+        return taken
+    }
+
     /// Empties it; returns what it held.
     mutating func removeAll() -> (messages: Int, bytes: Int) {
         defer { self = Outbox() }

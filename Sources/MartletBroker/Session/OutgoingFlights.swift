@@ -52,6 +52,17 @@ struct OutgoingFlights: Sendable {
         remove(id, at: .awaitingPubComp)
     }
 
+    /// Removes the flows `take` accepts (asked in order); returns them.
+    mutating func remove(where take: (OutgoingFlight) -> Bool) -> [OutgoingFlight] {
+        var taken: [OutgoingFlight] = []
+        flights.removeAll { flight in
+            guard take(flight) else { return false }
+            taken.append(flight)
+            return true
+        }
+        return taken
+    }
+
     /// Gives up the flow under `id` whatever its stage (the message could not be sent).
     mutating func abandon(_ id: UInt16) -> Bool {
         remove(id, at: nil)

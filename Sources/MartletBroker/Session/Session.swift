@@ -47,6 +47,9 @@ struct Delivery: Sendable {
     var qos: QoS
     var retain: Bool
     var subscriptionIdentifiers: [UInt32]
+    /// The share group (`$share/{name}/{filter}`) it came through, if any: a member that goes
+    /// offline hands it to another member.
+    var group: String? = nil
 
     /// What the delivery is charged against `max_queued_bytes`: payload, topic, and a fixed
     /// allowance for the rest of the packet and the queue entry.
@@ -166,6 +169,10 @@ final class Session {
 
     /// Set while the session moves to another loop's router (takeover from a connection there).
     var move: SessionMove?
+    /// Its subscriptions that are share groups, and whether the groups were last told it is
+    /// busy (lagging or in-flight window full).
+    var sharedGroups = 0
+    var sharedBusy = false
 
     /// Scratch for merging overlapping subscriptions during one route, without a dictionary.
     var matchStamp: UInt64 = 0
@@ -194,6 +201,7 @@ final class Session {
     func restore(_ state: SessionState) {
         retainedFeed = state.retainedFeed
         subscriptions = state.subscriptions
+        sharedGroups = subscriptions.keys.reduce(0) { $0 + (SharedSubscription($1) == nil ? 0 : 1) }
         inflight = state.inflight
         outbox = state.outbox
         inboundQoS2 = state.inboundQoS2

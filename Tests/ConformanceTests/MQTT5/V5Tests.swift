@@ -204,7 +204,8 @@ import MartletTestSupport
             try await c.send(.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [
                 .init("ok/+", qos: .exactlyOnce), .init("bad/#/x", qos: .atMostOnce), .init("$share/g/t", qos: .atMostOnce),
             ])))
-            #expect(try await c.next() == .suback(SubAckPacket(packetIdentifier: 1, reasonCodes: [.grantedQoS2, .topicFilterInvalid, .sharedSubscriptionsNotSupported])))
+            // Shared subscriptions are supported: `$share/g/t` is granted like any filter.
+            #expect(try await c.next() == .suback(SubAckPacket(packetIdentifier: 1, reasonCodes: [.grantedQoS2, .topicFilterInvalid, .grantedQoS0])))
             try await c.send(.unsubscribe(UnsubscribePacket(packetIdentifier: 2, topicFilters: ["ok/+", "never"])))
             #expect(try await c.next() == .unsuback(UnsubAckPacket(packetIdentifier: 2, reasonCodes: [.success, .noSubscriptionExisted])))
         }

@@ -156,6 +156,7 @@ import Testing
         ("max_inflight: [1, 2]\n", "max_inflight", 1, "expected an integer in 1...65535, got a list"),
         ("max_retained_messages: -1\n", "max_retained_messages", 1, "expected an integer in 0...1000000000, got \"-1\""),
         ("session_other_identity: maybe\n", "session_other_identity", 1, "expected refuse or discard, got \"maybe\""),
+        ("shared_subscription_strategy: fair\n", "shared_subscription_strategy", 1, "expected balanced, round_robin, random or sticky, got \"fair\""),
         ("receive_maximum: 0\n", "receive_maximum", 1, "expected an integer in 1...65535, got \"0\""),
         ("max_topic_alias: 70000\n", "max_topic_alias", 1, "expected an integer in 0...65535, got \"70000\""),
         ("max_qos: 3\n", "max_qos", 1, "expected an integer in 0...2, got \"3\""),
@@ -177,11 +178,13 @@ import Testing
             max_qos: 1
             retain_available: false
             response_information: replies/
+            shared_subscription_strategy: round_robin
             """)
         #expect(c.broker.sessionOtherIdentity == .discard)
         #expect(c.broker.receiveMaximum == 5 && c.broker.maximumTopicAlias == 0)
         #expect(c.broker.maximumQoS == .atLeastOnce && !c.broker.retainAvailable)
         #expect(c.broker.responseInformationPrefix == "replies/")
+        #expect(c.broker.sharedSubscriptionStrategy == .roundRobin)
     }
 
     @Test func notYAMLAtAll() {
