@@ -178,7 +178,8 @@ let package = Package(
         .testTarget(
             name: "InteropTests",
             dependencies: [
-                "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletClient", "MartletTLS", .product(name: "Logging", package: "swift-log")],
+                "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletClient", "MartletTLS", "MartletMQTT",
+                .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
             exclude: ["paho", "scripts"],
             swiftSettings: strict
         ),

@@ -1,5 +1,8 @@
 import Foundation
 import MartletBroker
+import MartletClient
+import MartletMQTT
+import NIOCore
 import Testing
 import MartletTestSupport
 
@@ -92,6 +95,35 @@ import MartletTestSupport
             let r = try await run(debianPython, [Self.script, "\(port)", version], timeout: .seconds(20))
             #expect(r.status == 0, "paho: \(r.stdout) \(r.stderr)")
             #expect(r.stdout.hasSuffix("OK\n"))
+        }
+    }
+}
+
+/// Third-party clients as members of one share group: mosquitto_sub (3.1.1 and 5.0) and
+/// paho-mqtt (5.0).
+@Suite struct SharedSubscriptionInteropTests {
+    static let member = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("paho/shared_member.py").path
+
+    @Test("MQTT 5 4.8.2: mosquitto_sub -V mqttv311, mosquitto_sub -V mqttv5 and paho MQTTv5 in one group: 90 QoS 1 messages, each to exactly one, 30 each (round_robin)")
+    func thirdPartyMembers() async throws {
+        try await withBroker({ $0.sharedSubscriptionStrategy = .roundRobin }) { broker, port in
+            let filter = "$share/workers/jobs/#"
+            let subs = try ["mqttv311", "mqttv5"].map { version in
+                try ChildProcess(mosquittoSub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-q", "1", "-i", "mosq-\(version)",
+                                                "-t", filter, "-W", "6"])
+            }
+            let paho = try ChildProcess(debianPython, [Self.member, "\(port)", "mqttv5", "paho-member", filter, "2"])
+            try await waitFor(.seconds(15), "three members") { broker.sharedGroups.first?.members == 3 ? true : nil }
+            let publisher = try await MQTTClient.connect(.init(port: port, clientID: "jobs-publisher"))
+            for i in 1...90 { try await publisher.publish("jobs/\(i % 3)", payload: ByteBuffer(string: "job \(i)"), qos: .atLeastOnce) }
+            try await publisher.disconnect()
+            var outputs: [[String]] = []
+            for sub in subs { outputs.append(try await sub.finish(timeout: .seconds(15)).stdout.split(separator: "\n").map(String.init)) }
+            outputs.append(try await paho.finish(timeout: .seconds(15)).stdout.split(separator: "\n").map(String.init).filter { $0 != "ready" })
+            let all = outputs.flatMap { $0 }
+            #expect(all.count == 90, "\(outputs)")
+            #expect(Set(all) == Set((1...90).map { "job \($0)" }))
+            #expect(outputs.map(\.count) == [30, 30, 30], "\(outputs.map(\.count))")
         }
     }
 }
