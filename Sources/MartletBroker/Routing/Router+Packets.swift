@@ -110,19 +110,25 @@ extension Router {
             return nil
         case .atLeastOnce(let id):
             self.publish(message)
-            return .puback(PubAckPacket(packetIdentifier: id))
+            return .puback(PubAckPacket(packetIdentifier: id, reasonCode: routedCode(session)))
         case .exactlyOnce(let id):
             switch session.inboundQoS2.arrived(id, receiveMaximum: session.version == .v5 ? config.receiveMaximum : nil) {
             case .deliver:
                 self.publish(message)
+                return .pubrec(PubRecPacket(packetIdentifier: id, reasonCode: routedCode(session)))
             case .duplicate:
-                break
+                return .pubrec(PubRecPacket(packetIdentifier: id))
             case .overReceiveMaximum:
                 receiveMaximumExceeded = true
                 return nil
             }
-            return .pubrec(PubRecPacket(packetIdentifier: id))
         }
+    }
+
+    /// PUBACK / PUBREC's code for the message just routed: v5 0x10 when the broker knows no
+    /// subscription matched it (MQTT 5 3.4.2.1: a MAY), 0x00 otherwise.
+    func routedCode(_ session: Session) -> ReasonCode {
+        session.version == .v5 && !routeReached ? .noMatchingSubscribers : .success
     }
 
     func receivedSubscribe(_ subscribe: SubscribePacket, from session: Session) -> Answer {

@@ -9,15 +9,18 @@ extension Router {
     /// (the member it was picked for left meanwhile).
     static let sharedHops = 3
 
-    /// One member of every group that matches a message routed on this loop.
-    func routeShared(_ message: Message) {
-        guard !message.isExpired(at: eventLoop.now) else { return }
-        for pick in core.shared.pick(topic: message.topic, strategy: config.sharedSubscriptionStrategy) {
+    /// One member of every group that matches a message routed on this loop; returns whether
+    /// any group did.
+    func routeShared(_ message: Message) -> Bool {
+        guard !message.isExpired(at: eventLoop.now) else { return false }
+        let picks = core.shared.pick(topic: message.topic, strategy: config.sharedSubscriptionStrategy)
+        for pick in picks {
             sendShared(Self.sharedDelivery(message, pick), to: pick, hops: 0)
         }
         if config.pausePublishersForSlowSubscribers && unroutedMessages.load(ordering: .relaxed) > LagTracker.unroutedMessageBound(config) {
             publisherMustWait = true
         }
+        return !picks.isEmpty
     }
 
     static func sharedDelivery(_ message: Message, _ pick: SharedSubscriptions.Pick) -> Delivery {

@@ -52,6 +52,10 @@ package actor Router {
     var dirty: [ConnectionRef] = []
 
     var routeStamp: UInt64 = 0
+    /// The last message routed here matched a subscription on this loop or a share group, or
+    /// went to a loop that has subscriptions: without any of these, a v5 publisher is told
+    /// 0x10 No matching subscribers.
+    var routeReached = false
     /// The number of the last message this router routed (`Message.sequence`).
     var routeSequence: UInt64 = 0
     /// Sessions moving to another loop, still matched here (see `SessionMove`).
@@ -211,11 +215,13 @@ package actor Router {
         message.sequence = routeSequence
         if message.retain { retain(message) }
         deliverLocally(message)
-        if !core.shared.isEmpty { routeShared(message) }
+        routeReached = !matches.isEmpty
+        if !core.shared.isEmpty && routeShared(message) { routeReached = true }
         if peers.count > 1 {
             let cost = message.payload.readableBytes + message.topic.utf8.count + 64
             let pacing = config.pausePublishersForSlowSubscribers
             for i in peers.indices where i != index && peers[i].subscribedCount.load(ordering: .acquiring) > 0 {
+                routeReached = true  // (as far as this loop can tell)
                 outgoingBatches[i].append(message)
                 outgoingBytes[i] += cost
                 if pacing {

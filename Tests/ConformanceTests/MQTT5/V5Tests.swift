@@ -60,6 +60,9 @@ import MartletTestSupport
     @Test("MQTT 5 3.3.4: CONNACK advertises Receive Maximum 20; a client with one more QoS 2 PUBLISH in flight gets DISCONNECT 0x93 (a resend or a completed flow does not count); 3.1.1 has no such limit")
     func receiveMaximumEnforced() async throws {
         try await withBroker { _, port in
+            // A subscriber, so that the acknowledgements say Success rather than 0x10.
+            let (watcher, _) = try await RawClient.connected(port: port, clientID: "watcher")
+            _ = try await watcher.subscribe("q2")
             let (c, ack) = try await RawClient.connected(port: port, version: .v5, clientID: "flood")
             #expect(ack.properties.receiveMaximum == 20)
             for id in 1...20 { try await c.publish("q2", "m\(id)", qos: .exactlyOnce, id: UInt16(id)) }
@@ -235,10 +238,20 @@ import MartletTestSupport
         }
     }
 
-    @Test("v5 PUBACK and the PUBREC/PUBREL/PUBCOMP flow")
+    @Test("v5 PUBACK and the PUBREC/PUBREL/PUBCOMP flow; MQTT 5 3.4.2.1: 0x10 No matching subscribers when the broker knows none matched, 3.1.1 plain")
     func acks() async throws {
         try await withBroker { _, port in
             let (c, _) = try await RawClient.connected(port: port, version: .v5, clientID: "p")
+            try await c.publish("t", "0", qos: .atLeastOnce, id: 3)
+            #expect(try await c.next() == .puback(PubAckPacket(packetIdentifier: 3, reasonCode: .noMatchingSubscribers)))
+            try await c.publish("t", "0", qos: .exactlyOnce, id: 2)
+            #expect(try await c.next() == .pubrec(PubRecPacket(packetIdentifier: 2, reasonCode: .noMatchingSubscribers)))
+            try await c.send(.pubrel(PubRelPacket(packetIdentifier: 2)))
+            #expect(try await c.next() == .pubcomp(PubCompPacket(packetIdentifier: 2)))
+            let (v3, _) = try await RawClient.connected(port: port, clientID: "v3")
+            try await v3.publish("t", "0", qos: .atLeastOnce, id: 3)
+            #expect(try await v3.next() == .puback(PubAckPacket(packetIdentifier: 3)))
+            _ = try await v3.subscribe("t")
             try await c.publish("t", "1", qos: .atLeastOnce, id: 4)
             #expect(try await c.next() == .puback(PubAckPacket(packetIdentifier: 4)))
             try await c.publish("t", "2", qos: .exactlyOnce, id: 5)
