@@ -25,6 +25,8 @@ public func withBroker<T>(
     config.connectTimeout = .seconds(10)
     // $SYS messages are retained; tests that count retained messages would see them.
     config.sysInterval = .zero
+    // Tests compare whole CONNACK and DISCONNECT packets; ReasonStringTests turn it on.
+    config.reasonStrings = false
     configure(&config)
     var logger = Logger(label: "test-broker")
     // MARTLET_TEST_LOG=debug shows the broker's log while debugging a test.

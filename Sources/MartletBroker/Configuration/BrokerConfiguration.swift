@@ -115,6 +115,9 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// `retain_available`: whether clients may publish retained messages (v5 CONNACK Retain
     /// Available). When false a retained PUBLISH or will is refused (v5 0x9A).
     public var retainAvailable = true
+    /// `reason_strings`: a v5 client refused at CONNACK or disconnected by the server is told
+    /// why in a Reason String (within its Maximum Packet Size).
+    public var reasonStrings = true
     /// `response_information`: the prefix of the Response Information a v5 client that asks
     /// for it gets in CONNACK (the prefix followed by its client id); empty: none is given.
     public var responseInformationPrefix = ""

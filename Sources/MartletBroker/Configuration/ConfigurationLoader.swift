@@ -102,6 +102,7 @@ public enum ConfigurationLoader {
         integer("max_topic_alias", 0...65_535) { v, c in c.broker.maximumTopicAlias = v },
         integer("max_qos", 0...2) { v, c in c.broker.maximumQoS = QoS(rawValue: UInt8(v))! },
         boolean("retain_available") { v, c in c.broker.retainAvailable = v },
+        boolean("reason_strings") { v, c in c.broker.reasonStrings = v },
         Setting(key: "response_information", expected: "a topic prefix") { text, c in
             guard !text.contains("#"), !text.contains("+") else { return false }
             c.broker.responseInformationPrefix = text

@@ -30,6 +30,21 @@ enum CloseReason: Sendable, Equatable {
         }
     }
 
+    /// What a v5 Reason String says of it (`reason_strings`).
+    var explanation: String {
+        switch self {
+        case .protocolError(_, let why): return why
+        case .keepAliveTimeout: return "keepalive expired: no packet for 1.5 times the keepalive"
+        case .connectTimeout: return "no CONNECT within connect_timeout"
+        case .sessionTakenOver: return "another connection took over this client id"
+        case .serverShuttingDown: return "server shutting down"
+        case .writeTimeout: return "the socket stayed unwritable for write_timeout"
+        case .slowConsumer: return "slow consumer: the outbox stayed full past slow_consumer_grace_ms"
+        case .clientDisconnected: return "client disconnected"
+        case .refused(let why): return why
+        }
+    }
+
     /// The total this close adds one to, if any.
     var counter: WritableKeyPath<BrokerCounters.Snapshot, Int>? {
         switch self {

@@ -8,25 +8,25 @@ extension ConnectionStateMachine {
     mutating func connectReceived(_ connect: ConnectPacket) -> Action {
         let v = connect.protocolVersion
         if let refusal {
-            return refuse(v, v3: refusal.v3, v5: refusal.v5, refusal.why)
+            return refuse(v, clientLimit: connect.properties.maximumPacketSize ?? .max, v3: refusal.v3, v5: refusal.v5, refusal.why)
         }
         if v == .v5, connect.properties.authenticationMethod == nil, connect.properties.authenticationData != nil {
-            return refuse(v, v3: .serverUnavailable, v5: .protocolError, "authentication data without an authentication method (MQTT 5 3.1.2.11.10)")
+            return refuse(v, clientLimit: connect.properties.maximumPacketSize ?? .max, v3: .serverUnavailable, v5: .protocolError, "authentication data without an authentication method (MQTT 5 3.1.2.11.10)")
         }
         if v == .v5, let method = connect.properties.authenticationMethod {
             // No enhanced authentication: refused and closed (MQTT-4.12.0-1).
-            return refuse(v, v3: .notAuthorized, v5: .badAuthenticationMethod, "unsupported authentication method \(method)")
+            return refuse(v, clientLimit: connect.properties.maximumPacketSize ?? .max, v3: .notAuthorized, v5: .badAuthenticationMethod, "unsupported authentication method \(method)")
         }
         if let will = connect.will {
             if will.qos > configuration.maximumQoS {
-                return refuse(v, v3: .serverUnavailable, v5: .qosNotSupported, "will QoS above max_qos (MQTT-3.2.2-12)")
+                return refuse(v, clientLimit: connect.properties.maximumPacketSize ?? .max, v3: .serverUnavailable, v5: .qosNotSupported, "will QoS above max_qos (MQTT-3.2.2-12)")
             }
             if will.retain, !configuration.retainAvailable {
-                return refuse(v, v3: .serverUnavailable, v5: .retainNotSupported, "retained will while retain_available is false (MQTT-3.2.2-13)")
+                return refuse(v, clientLimit: connect.properties.maximumPacketSize ?? .max, v3: .serverUnavailable, v5: .retainNotSupported, "retained will while retain_available is false (MQTT-3.2.2-13)")
             }
             if !Topic.isWithin(will.topic, maximumLength: configuration.maximumTopicLength, maximumLevels: configuration.maximumTopicLevels) {
                 if v == .v5 {
-                    return refuse(v, v3: .serverUnavailable, v5: .topicNameInvalid, "will topic beyond max_topic_length or max_topic_levels")
+                    return refuse(v, clientLimit: connect.properties.maximumPacketSize ?? .max, v3: .serverUnavailable, v5: .topicNameInvalid, "will topic beyond max_topic_length or max_topic_levels")
                 }
                 return closeAction(.protocolError(.topicNameInvalid, "will topic beyond max_topic_length or max_topic_levels"))
             }
@@ -75,7 +75,8 @@ extension ConnectionStateMachine {
             connected: Connected(
                 clientID: clientID, version: v, will: will, willDelay: v == .v5 ? connect.will?.properties.willDelayInterval ?? 0 : 0,
                 keepAlive: nil, sessionExpiryAtConnect: expiry, assignedClientID: assigned, serverKeepAlive: nil,
-                wantsResponseInformation: v == .v5 && connect.properties.requestResponseInformation == 1),
+                wantsResponseInformation: v == .v5 && connect.properties.requestResponseInformation == 1,
+                maximumPacketSize: connect.properties.maximumPacketSize ?? .max),
             username: username, cleanStart: connect.cleanStart, keepAliveAsked: connect.keepAlive,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? UInt16.max),
             maximumPacketSize: connect.properties.maximumPacketSize.map { Int($0) } ?? .max)
@@ -171,9 +172,27 @@ extension ConnectionStateMachine {
 
     /// CONNACK with the refusal's code (in the client's version), then closed: no session,
     /// no will.
-    private mutating func refuse(_ version: ProtocolVersion, v3: ConnectReturnCode, v5: ReasonCode, _ why: String) -> Action {
+    private mutating func refuse(_ version: ProtocolVersion, clientLimit: UInt32? = nil, v3: ConnectReturnCode, v5: ReasonCode,
+                                 _ why: String) -> Action {
+        let limit = clientLimit ?? clientMaximumPacketSize
         state = .closed
         let code = version == .v5 ? v5 : ReasonCode(v3.rawValue)
-        return .close(Closing(reason: .refused(why), farewell: .connack(ConnAckPacket(sessionPresent: false, reasonCode: code)), version: version))
+        var ack = ConnAckPacket(sessionPresent: false, reasonCode: code)
+        if version == .v5 {
+            explain(&ack.properties, why, within: limit) {
+                MQTTPacket.connack(ConnAckPacket(reasonCode: code, properties: $0)).encodedLength(version: .v5)
+            }
+        }
+        return .close(Closing(reason: .refused(why), farewell: .connack(ack), version: version))
+    }
+
+    /// The Maximum Packet Size of the CONNECT being handled.
+    private var clientMaximumPacketSize: UInt32 {
+        switch state {
+        case .authenticating(let connect, _): return connect.properties.maximumPacketSize ?? .max
+        case .authorizingWill(let a): return a.connected.maximumPacketSize
+        case .attaching(let c), .connected(let c): return c.maximumPacketSize
+        case .awaitingConnect, .closed: return .max
+        }
     }
 }

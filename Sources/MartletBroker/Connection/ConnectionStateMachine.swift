@@ -26,6 +26,8 @@ struct ConnectionStateMachine {
         var serverKeepAlive: UInt16?
         /// v5 Request Response Information was 1.
         var wantsResponseInformation = false
+        /// The client's v5 Maximum Packet Size: what a farewell's Reason String must fit in.
+        var maximumPacketSize = UInt32.max
     }
 
     /// What CONNECT asked that matters only until the session is attached.
@@ -475,7 +477,11 @@ struct ConnectionStateMachine {
         state = .closed
         var closing = Closing(reason: reason)
         if case .connected(let c) = previous, c.version == .v5, let code = reason.reasonCode {
-            closing.farewell = .disconnect(DisconnectPacket(reasonCode: code))
+            var disconnect = DisconnectPacket(reasonCode: code)
+            explain(&disconnect.properties, reason.explanation, within: c.maximumPacketSize) {
+                MQTTPacket.disconnect(DisconnectPacket(reasonCode: code, properties: $0)).encodedLength(version: .v5)
+            }
+            closing.farewell = .disconnect(disconnect)
             closing.version = .v5
         }
         switch previous {
@@ -485,6 +491,16 @@ struct ConnectionStateMachine {
             break
         }
         return closing
+    }
+
+    /// Adds a Reason String to a farewell's `properties` when `reason_strings` is on and the
+    /// packet (`length` with them) stays within the client's Maximum Packet Size
+    /// (MQTT-3.2.2-19, MQTT-3.14.2-3).
+    func explain(_ properties: inout Properties, _ why: String, within limit: UInt32, length: (Properties) -> Int) {
+        guard configuration.reasonStrings else { return }
+        var with = properties
+        with.reasonString = why
+        if length(with) <= Int(limit) { properties = with }
     }
 
     mutating func closeAction(_ reason: CloseReason) -> Action {

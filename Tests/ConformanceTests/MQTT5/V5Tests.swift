@@ -413,4 +413,24 @@ import MartletTestSupport
             #expect(try await c.nextPublish().properties.subscriptionIdentifiers == [42])
         }
     }
+
+    @Test("reason_strings (the default): a v5 client is told why in DISCONNECT and in a refusing CONNACK; 3.1.1 gets no such thing")
+    func reasonStrings() async throws {
+        try await withBroker({ $0.reasonStrings = true; $0.maximumQoS = .atLeastOnce }) { _, port in
+            let (c, _) = try await RawClient.connected(port: port, version: .v5, clientID: "alias")
+            var alias = Properties()
+            alias.topicAlias = 11
+            try await c.publish("t", "x", properties: alias)
+            let closed = try await c.expectClosed()
+            guard case .disconnect(let d)? = closed.first else { Issue.record("no DISCONNECT: \(closed)"); return }
+            #expect(d.reasonCode == .topicAliasInvalid)
+            #expect(d.properties.reasonString == "topic alias 11 above the maximum 10")
+
+            let refused = try await RawClient.connect(port: port, version: .v5)
+            try await refused.send(.connect(ConnectPacket(
+                protocolVersion: .v5, clientIdentifier: "w", will: Will(topic: "w", payload: ByteBuffer(), qos: .exactlyOnce))))
+            guard case .connack(let ack) = try await refused.next() else { Issue.record("no CONNACK"); return }
+            #expect(ack.reasonCode == .qosNotSupported && ack.properties.reasonString == "will QoS above max_qos (MQTT-3.2.2-12)")
+        }
+    }
 }

@@ -179,12 +179,14 @@ import Testing
             retain_available: false
             response_information: replies/
             shared_subscription_strategy: round_robin
+            reason_strings: false
             """)
         #expect(c.broker.sessionOtherIdentity == .discard)
         #expect(c.broker.receiveMaximum == 5 && c.broker.maximumTopicAlias == 0)
         #expect(c.broker.maximumQoS == .atLeastOnce && !c.broker.retainAvailable)
         #expect(c.broker.responseInformationPrefix == "replies/")
         #expect(c.broker.sharedSubscriptionStrategy == .roundRobin)
+        #expect(!c.broker.reasonStrings && BrokerConfiguration().reasonStrings)
     }
 
     @Test func notYAMLAtAll() {

@@ -10,6 +10,7 @@ import Testing
 
     func machine(_ configure: (inout BrokerConfiguration) -> Void = { _ in }, refusal: Refusal? = nil) -> Machine {
         var configuration = BrokerConfiguration()
+        configuration.reasonStrings = false  // the tests compare whole packets; `reasonStrings` turns it on
         configure(&configuration)
         let settings = ConnectionSettings(configuration: configuration, listener: configuration.listeners[0])
         return Machine(settings: settings, refusal: refusal, now: start)
@@ -431,5 +432,28 @@ import Testing
         let reply = m.routed(Router.PublishVerdict(receiveMaximumExceeded: true))
         #expect(reply.close?.farewell == .disconnect(DisconnectPacket(reasonCode: .receiveMaximumExceeded)))
         #expect(reply.packet == nil)
+    }
+
+    @Test("reason_strings: a v5 refusal and a server DISCONNECT say why in a Reason String, unless it would pass the client's Maximum Packet Size (MQTT-3.2.2-19, MQTT-3.14.2-3)")
+    func reasonStrings() {
+        var m = machine { $0.reasonStrings = true }
+        connected(&m, version: .v5, keepAlive: 10)
+        let closing = m.timerTick(now: start + .seconds(16))
+        guard case .disconnect(let d)? = closing?.farewell else { Issue.record("no DISCONNECT"); return }
+        #expect(d.reasonCode == .keepAliveTimeout && d.properties.reasonString?.hasPrefix("keepalive expired") == true)
+
+        var small = Properties()
+        small.maximumPacketSize = 8
+        var n = machine { $0.reasonStrings = true; $0.maximumQoS = .atLeastOnce }
+        let refused = n.packetReceived(connect(version: .v5, will: Will(topic: "w", payload: ByteBuffer(), qos: .exactlyOnce), properties: small))
+        guard case .close(let c) = refused, case .connack(let ack)? = c.farewell else { Issue.record("not refused"); return }
+        #expect(ack.reasonCode == .qosNotSupported)
+        #expect(ack.properties.reasonString == nil)  // it would not fit in 8 bytes
+
+        var o = machine { $0.reasonStrings = true; $0.maximumQoS = .atLeastOnce }
+        let refusedLarge = o.packetReceived(connect(version: .v5, will: Will(topic: "w", payload: ByteBuffer(), qos: .exactlyOnce)))
+        guard case .close(let c2) = refusedLarge, case .connack(let ack2)? = c2.farewell else { Issue.record("not refused"); return }
+        #expect(ack2.reasonCode == .qosNotSupported)
+        #expect(ack2.properties.reasonString == "will QoS above max_qos (MQTT-3.2.2-12)")
     }
 }

@@ -17,6 +17,7 @@ final class EmbeddedBroker {
     init(_ configure: (inout BrokerConfiguration) -> Void = { _ in }) {
         var configuration = BrokerConfiguration()
         configuration.eventLoops = 1
+        configuration.reasonStrings = false  // tests compare whole packets
         configure(&configuration)
         core = BrokerCore(configuration: configuration, logger: Logger(label: "martlet.test", factory: { _ in SwiftLogNoOpLogHandler() }))
         settings = core.connectionSettings.withLockedValue { $0[0] }
