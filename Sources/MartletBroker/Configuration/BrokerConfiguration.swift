@@ -118,6 +118,11 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// `reason_strings`: a v5 client refused at CONNACK or disconnected by the server is told
     /// why in a Reason String (within its Maximum Packet Size).
     public var reasonStrings = true
+    /// `server_reference`: when set, every CONNECT is sent to this server instead (v5: CONNACK
+    /// 0x9C Use another server, or 0x9D Server moved with `server_moved`, and the Server
+    /// Reference; 3.1.1: 0x03 Server unavailable). Empty: clients are served here.
+    public var serverReference = ""
+    public var serverMoved = false
     /// `response_information`: the prefix of the Response Information a v5 client that asks
     /// for it gets in CONNACK (the prefix followed by its client id); empty: none is given.
     public var responseInformationPrefix = ""

@@ -103,6 +103,12 @@ public enum ConfigurationLoader {
         integer("max_qos", 0...2) { v, c in c.broker.maximumQoS = QoS(rawValue: UInt8(v))! },
         boolean("retain_available") { v, c in c.broker.retainAvailable = v },
         boolean("reason_strings") { v, c in c.broker.reasonStrings = v },
+        Setting(key: "server_reference", expected: "another server's host[:port], or empty") { text, c in
+            guard !text.contains(" ") else { return false }
+            c.broker.serverReference = text
+            return true
+        },
+        boolean("server_moved") { v, c in c.broker.serverMoved = v },
         Setting(key: "response_information", expected: "a topic prefix") { text, c in
             guard !text.contains("#"), !text.contains("+") else { return false }
             c.broker.responseInformationPrefix = text

@@ -10,6 +10,18 @@ extension ConnectionStateMachine {
         if let refusal {
             return refuse(v, clientLimit: connect.properties.maximumPacketSize ?? .max, v3: refusal.v3, v5: refusal.v5, refusal.why)
         }
+        if !configuration.serverReference.isEmpty {
+            // Redirected (MQTT 5 4.11): the client should connect to the referenced server.
+            let moved = configuration.serverMoved
+            guard case .close(var closing) = refuse(
+                v, clientLimit: connect.properties.maximumPacketSize ?? .max, v3: .serverUnavailable,
+                v5: moved ? .serverMoved : .useAnotherServer, "redirected to \(configuration.serverReference)") else { return .none }
+            if v == .v5, case .connack(var ack)? = closing.farewell {
+                ack.properties.serverReference = configuration.serverReference
+                closing.farewell = .connack(ack)
+            }
+            return .close(closing)
+        }
         if v == .v5, connect.properties.authenticationMethod == nil, connect.properties.authenticationData != nil {
             return refuse(v, clientLimit: connect.properties.maximumPacketSize ?? .max, v3: .serverUnavailable, v5: .protocolError, "authentication data without an authentication method (MQTT 5 3.1.2.11.10)")
         }

@@ -433,4 +433,20 @@ import MartletTestSupport
             #expect(ack.reasonCode == .qosNotSupported && ack.properties.reasonString == "will QoS above max_qos (MQTT-3.2.2-12)")
         }
     }
+
+    @Test("MQTT 5 4.11 server redirection: with server_reference set, v5 gets CONNACK 0x9C (0x9D with server_moved) and the Server Reference; 3.1.1 gets 0x03", arguments: [false, true])
+    func serverRedirection(moved: Bool) async throws {
+        try await withBroker({ $0.serverReference = "other.example:1883"; $0.serverMoved = moved }) { broker, port in
+            let v5 = try await RawClient.connect(port: port, version: .v5)
+            try await v5.send(.connect(ConnectPacket(protocolVersion: .v5, clientIdentifier: "r5")))
+            guard case .connack(let ack) = try await v5.next() else { Issue.record("no CONNACK"); return }
+            #expect(ack.reasonCode == (moved ? .serverMoved : .useAnotherServer))
+            #expect(ack.properties.serverReference == "other.example:1883")
+            try await v5.expectClosed()
+            let v3 = try await RawClient.connect(port: port)
+            try await v3.send(.connect(ConnectPacket(clientIdentifier: "r3")))
+            #expect(try await v3.next() == .connack(ConnAckPacket(reasonCode: ReasonCode(ConnectReturnCode.serverUnavailable.rawValue))))
+            #expect(try await broker.sessionReport(clientID: "r5") == nil)
+        }
+    }
 }

@@ -180,6 +180,8 @@ import Testing
             response_information: replies/
             shared_subscription_strategy: round_robin
             reason_strings: false
+            server_reference: "b2.example:1883"
+            server_moved: true
             """)
         #expect(c.broker.sessionOtherIdentity == .discard)
         #expect(c.broker.receiveMaximum == 5 && c.broker.maximumTopicAlias == 0)
@@ -187,6 +189,7 @@ import Testing
         #expect(c.broker.responseInformationPrefix == "replies/")
         #expect(c.broker.sharedSubscriptionStrategy == .roundRobin)
         #expect(!c.broker.reasonStrings && BrokerConfiguration().reasonStrings)
+        #expect(c.broker.serverReference == "b2.example:1883" && c.broker.serverMoved)
     }
 
     @Test func notYAMLAtAll() {
