@@ -129,6 +129,9 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// `max_topic_alias`: the Topic Alias Maximum advertised to v5 clients (aliases a client
     /// may set on one connection for the topics it publishes to); 0: none accepted.
     public var maximumTopicAlias: Int = 10
+    /// `max_topic_alias_out`: topic aliases the broker uses per connection for what it sends a
+    /// v5 client that accepts them (at most the client's Topic Alias Maximum); 0 = none.
+    public var maximumTopicAliasOut: Int = 10
     /// `receive_maximum`: the Receive Maximum advertised to v5 clients, QoS 2 PUBLISHes a
     /// client may have sent and not seen completed (QoS 1 ones are acknowledged at once). One
     /// more gets DISCONNECT 0x93 (MQTT 5 3.3.4).

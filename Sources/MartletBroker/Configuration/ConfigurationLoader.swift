@@ -100,6 +100,7 @@ public enum ConfigurationLoader {
         integer("max_inflight", 1...65_535) { v, c in c.broker.maximumInflight = v },
         integer("receive_maximum", 1...65_535) { v, c in c.broker.receiveMaximum = v },
         integer("max_topic_alias", 0...65_535) { v, c in c.broker.maximumTopicAlias = v },
+        integer("max_topic_alias_out", 0...65_535) { v, c in c.broker.maximumTopicAliasOut = v },
         integer("max_qos", 0...2) { v, c in c.broker.maximumQoS = QoS(rawValue: UInt8(v))! },
         boolean("retain_available") { v, c in c.broker.retainAvailable = v },
         boolean("reason_strings") { v, c in c.broker.reasonStrings = v },

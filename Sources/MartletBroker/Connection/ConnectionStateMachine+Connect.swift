@@ -91,7 +91,8 @@ extension ConnectionStateMachine {
                 maximumPacketSize: connect.properties.maximumPacketSize ?? .max),
             username: username, cleanStart: connect.cleanStart, keepAliveAsked: connect.keepAlive,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? UInt16.max),
-            maximumPacketSize: connect.properties.maximumPacketSize.map { Int($0) } ?? .max)
+            maximumPacketSize: connect.properties.maximumPacketSize.map { Int($0) } ?? .max,
+            topicAliasMaximum: Int(connect.properties.topicAliasMaximum ?? 0))
         if let will {
             state = .authorizingWill(c)
             return .authorizeWill(topic: will.topic, username: username, clientID: clientID)
@@ -131,7 +132,7 @@ extension ConnectionStateMachine {
         return .attach(Router.ConnectRequest(
             clientID: c.clientID, version: c.version, cleanStart: admission.cleanStart, expiryInterval: c.sessionExpiryAtConnect,
             receiveMaximum: admission.receiveMaximum, maximumPacketSize: admission.maximumPacketSize,
-            policy: listener.slowConsumerPolicy, username: admission.username))
+            policy: listener.slowConsumerPolicy, username: admission.username, topicAliasMaximum: admission.topicAliasMaximum))
     }
 
     /// The session is attached: CONNACK, with the v5 properties that say what this server

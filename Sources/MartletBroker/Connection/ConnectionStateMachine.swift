@@ -39,6 +39,7 @@ struct ConnectionStateMachine {
         var keepAliveAsked: UInt16
         var receiveMaximum: Int
         var maximumPacketSize: Int
+        var topicAliasMaximum: Int
     }
 
     enum State {

@@ -156,7 +156,15 @@ extension Router {
             abandonFlight(session, packetIdentifier)
             return
         }
-        let packet = SharedEncoding.publishPacket(delivery, version: session.version, packetIdentifier: packetIdentifier, dup: dup, now: eventLoop.now)
+        var packet = SharedEncoding.publishPacket(delivery, version: session.version, packetIdentifier: packetIdentifier, dup: dup, now: eventLoop.now)
+        let alias = session.outAliases?.use(for: packet.topic) ?? .none
+        switch alias {
+        case .none: break
+        case .assign(let a): packet.properties.topicAlias = a
+        case .alias(let a):
+            packet.properties.topicAlias = a
+            packet.topic = ""
+        }
         let separate = packet.payload.readableBytes >= Self.separatePayloadBytes
         var buffer = allocator.buffer(capacity: 0)
         do {
@@ -178,6 +186,7 @@ extension Router {
         if separate { connection.value.write(packet.payload) }
         markDirty(connection)
         local.messagesSent += 1
+        session.outAliases?.commit(alias, for: delivery.message.topic)
     }
 
     /// A PUBREL resent when a session resumes (MQTT-4.4.0-1).

@@ -105,6 +105,7 @@ extension Router {
     func setConnection(_ session: Session, _ connection: ConnectionRef?) {
         let wasOnline = session.isOnline
         session.connection = connection
+        if connection == nil { session.outAliases = nil }
         if connection == nil { endLag(session) }
         if wasOnline != session.isOnline {
             adjustOnlineBytes(session.isOnline ? session.outbox.bytes : -session.outbox.bytes)

@@ -14,6 +14,8 @@ extension Router {
         var maximumPacketSize: Int
         var policy: SlowConsumerPolicy
         var username: String?
+        /// The client's v5 Topic Alias Maximum: aliases it accepts on what it is sent.
+        var topicAliasMaximum: Int = 0
     }
 
     enum AuthenticationStep {

@@ -141,6 +141,8 @@ extension Router {
         sessions[clientID] = session
         if handler.value.isAwaitingSession {
             setConnection(session, handler)
+            let aliases = min(request.topicAliasMaximum, config.maximumTopicAliasOut)
+            if aliases > 0 && request.version == .v5 { session.outAliases = OutgoingTopicAliases(maximum: aliases) }
             session.connectionID = handler.value.connectionID
             handler.value.sessionAttached(sessionPresent: sessionPresent)
             markDirty(handler)

@@ -295,7 +295,7 @@ package actor Router {
                 moving(delivery, move, match.session)
                 continue
             }
-            if qos == .atMostOnce && match.identifiers.isEmpty {
+            if qos == .atMostOnce && match.identifiers.isEmpty && match.session.outAliases == nil {
                 guard let connection = match.session.connection else { continue }
                 // A writable socket takes what waits first (the writability event that would
                 // drain it may sit behind other work on this loop).

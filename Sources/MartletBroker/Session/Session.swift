@@ -138,6 +138,8 @@ final class Session {
     var inflightWindow: Int
     /// The client's v5 Maximum Packet Size: larger messages are not sent to it.
     var maximumPacketSize: Int = .max
+    /// Topic aliases for what is sent on the current connection (v5, when the client allows them).
+    var outAliases: OutgoingTopicAliases?
 
     /// The authenticated user name (nil: anonymous), for ACL checks.
     var username: String?

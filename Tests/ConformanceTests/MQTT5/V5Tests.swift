@@ -449,4 +449,56 @@ import MartletTestSupport
             #expect(try await broker.sessionReport(clientID: "r5") == nil)
         }
     }
+
+    @Test("MQTT 5 3.3.2.3.4: to a client that allows topic aliases the broker sends a topic once with an alias, then the alias alone; a new connection starts afresh; no aliases to a client that allows none; 85% fewer bytes for a 100-byte topic")
+    func topicAliasesToClients() async throws {
+        try await withBroker { broker, port in
+            var allows = Properties()
+            allows.topicAliasMaximum = 5
+            var keeps = allows
+            keeps.sessionExpiryInterval = 60
+            let topic = "fleet/" + String(repeating: "t", count: 94)
+            let (sub, _) = try await RawClient.connected(port: port, version: .v5, clientID: "aliased", cleanStart: false, properties: keeps)
+            _ = try await sub.subscribe("fleet/#", qos: .atLeastOnce)
+            let (plain, _) = try await RawClient.connected(port: port, version: .v5, clientID: "plain")
+            _ = try await plain.subscribe("fleet/#")
+            let (pub, _) = try await RawClient.connected(port: port, clientID: "pub")
+            for i in 1...3 { try await pub.publish(topic, "m\(i)", qos: .atLeastOnce, id: UInt16(i)) }
+            try await pub.publish("fleet/other", "o", qos: .atLeastOnce, id: 4)
+            var got: [PublishPacket] = []
+            for _ in 1...4 {
+                let p = try await sub.nextPublish()
+                got.append(p)
+                try await sub.send(.puback(PubAckPacket(packetIdentifier: p.packetIdentifier!)))
+            }
+            #expect(got.map(\.topic) == [topic, "", "", "fleet/other"])
+            #expect(got.map(\.properties.topicAlias) == [1, 1, 1, 2])
+            for _ in 1...4 { #expect(try await plain.nextPublish().properties.topicAlias == nil) }
+            // A new connection: the aliases of the last one mean nothing.
+            await sub.close()
+            try await waitUntilOffline(broker, "aliased")
+            let (again, _) = try await RawClient.connected(port: port, version: .v5, clientID: "aliased", cleanStart: false, properties: keeps)
+            try await pub.publish(topic, "m4", qos: .atLeastOnce, id: 5)
+            let first = try await again.nextPublish()
+            #expect(first.topic == topic && first.properties.topicAlias == 1)
+
+            // Bytes: 200 QoS 0 messages of 10 bytes on the 100-byte topic.
+            let (counted, _) = try await RawClient.connected(port: port, version: .v5, clientID: "counted", properties: allows)
+            _ = try await counted.subscribe("fleet/#")
+            let (uncounted, _) = try await RawClient.connected(port: port, version: .v5, clientID: "uncounted")
+            _ = try await uncounted.subscribe("fleet/#")
+            await plain.close()
+            for _ in 1...200 { try await pub.publish(topic, "0123456789") }
+            try await waitFor(.seconds(10), "200 each") {
+                counted.pendingBytes.count >= 118 + 199 * 18 && uncounted.pendingBytes.count >= 200 * 115 ? true : nil
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            let withAliases = counted.pendingBytes.count
+            let without = uncounted.pendingBytes.count
+            // Without: 2 (fixed header) + 2 + 100 (topic) + 1 (no properties) + 10 = 115 bytes each.
+            #expect(without == 200 * 115)
+            // With: the first 115 + 3 (the alias property); then 2 + 2 + 0 + 1 + 3 + 10 = 18 each.
+            #expect(withAliases == 118 + 199 * 18, "\(withAliases) bytes with aliases, \(without) without")
+        }
+    }
 }
