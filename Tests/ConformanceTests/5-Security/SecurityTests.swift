@@ -98,6 +98,34 @@ import MartletTestSupport
         }
     }
 
+    @Test("ACL on shared subscriptions: the filter inside $share/{name}/ is what the ACL checks (0x87 / 0x80 when refused), and a member reads only what it may")
+    func sharedSubscriptionACL() async throws {
+        let (passwords, acl) = try Self.files(
+            passwords: [("alice", "a"), ("bob", "b")],
+            acl: """
+                user alice
+                topic read jobs/#
+                user bob
+                topic write jobs/#
+                topic write other/#
+                """)
+        try await withBroker({
+            $0.passwordFile = passwords
+            $0.aclFile = acl
+        }) { _, port in
+            let (alice, _) = try await Self.connect(port, .v5, id: "alice", user: "alice", password: "a")
+            #expect(try await alice.subscribe("$share/g/jobs/#", qos: .atLeastOnce).reasonCodes == [.grantedQoS1])
+            #expect(try await alice.subscribe("$share/g/other/#", id: 2).reasonCodes == [.notAuthorized])
+            let (v3, _) = try await Self.connect(port, id: "alice3", user: "alice", password: "a")
+            #expect(try await v3.subscribe("$share/g/other/#").reasonCodes == [.subscribeFailure])
+            let (bob, _) = try await Self.connect(port, id: "bob", user: "bob", password: "b")
+            try await bob.publish("jobs/1", "for the group", qos: .atLeastOnce, id: 1)
+            try await bob.publish("other/1", "not subscribed", qos: .atLeastOnce, id: 2)
+            #expect(try await alice.nextPublish().payloadString == "for the group")
+            try await alice.expectSilence()
+        }
+    }
+
     @Test("ACL: a refused SUBSCRIBE gets 0x80 / 0x87, a refused PUBLISH is dropped (v3) or answered 0x87 (v5), a refused read is never delivered")
     func accessControl() async throws {
         let (passwords, acl) = try Self.files(
