@@ -39,6 +39,24 @@ import MartletTestSupport
         if brokerPid != nil { #expect(idle["broker_rss_per_connection_bytes"] != nil) }
     }
 
+    @Test("fan-out with 100-byte topics: v5 subscribers that allow topic aliases receive far fewer bytes per message (martletd sends aliases)")
+    func topicAliasBytes() async throws {
+        let port = randomTestPort()
+        let d = try ChildProcess(DaemonTests.martletd, ["--port", "\(port)", "--log-level", "error"])
+        defer { d.kill() }
+        try await waitUntilListening(UInt16(port))
+        var perMessage: [Double] = []
+        for aliases in ["0", "10"] {
+            let r = try await Self.bench(["fanout", "-n", "3", "--rate", "200", "--duration", "0.5", "-V", "mqttv5", "--payload", "16",
+                                          "--topic-padding", "100", "--topic-alias-maximum", aliases], port: port)
+            #expect(r["lost"] as? Int == 0)
+            perMessage.append(r["delivered_bytes_per_message"] as? Double ?? 0)
+        }
+        // Without: 2 + 2 + ~120 topic + 1 + 16 payload; with: the alias (3) instead of the topic.
+        #expect(perMessage[0] > 130, "\(perMessage)")
+        #expect(perMessage[1] < 30, "\(perMessage)")
+    }
+
     @Test("every scenario against martletd")
     func againstMartletd() async throws {
         let port = randomTestPort()

@@ -38,6 +38,9 @@ struct BenchOptions: ParsableArguments {
         discussion: "Without it a publisher runs as far ahead as the kernel's socket buffers let it, and what the run measures is those buffers (and what is still in them when it ends counts as lost), not the broker. The default is the usual broker queue limit (max_queued_messages 1000)."))
     var window = 1000
     @Option(help: "Broker process id: report its CPU (and, for idle, its memory).") var brokerPid: Int32?
+    @Option(help: "A topic level of this many bytes added to every topic (long topics); 0 = none.") var topicPadding = 0
+    @Option(help: "v5: the Topic Alias Maximum every client allows, so the broker may send topic aliases; 0 = none.")
+    var topicAliasMaximum = 0
     @Flag(help: "Print the summary as one JSON object.") var json = false
     @Flag(help: "Connect with TLS.") var tls = false
     @Option(help: "CA file to verify the broker (implies --tls).") var cafile: String?
@@ -47,6 +50,7 @@ struct BenchOptions: ParsableArguments {
         guard ["mqttv311", "mqttv5"].contains(protocolVersion) else { throw ValidationError("-V must be mqttv311 or mqttv5") }
         guard qos == 0 || qos == 1 else { throw ValidationError("-q must be 0 or 1") }
         guard payload >= 0, rate >= 0, duration > 0, inflight >= 1, window >= 0 else { throw ValidationError("sizes, rates and durations must be positive") }
+        guard topicPadding >= 0, (0...65_535).contains(topicAliasMaximum) else { throw ValidationError("--topic-padding must be positive and --topic-alias-maximum at most 65535") }
     }
 
     var version: ProtocolVersion { protocolVersion == "mqttv5" ? .v5 : .v3_1_1 }
@@ -59,7 +63,7 @@ struct BenchOptions: ParsableArguments {
             if insecure { t.peerVerification = .none }
             context = try TLSContext.client(t)
         }
-        return BenchPeer.Endpoint(host: host, port: port, version: version, tls: context)
+        return BenchPeer.Endpoint(host: host, port: port, version: version, tls: context, topicAliasMaximum: UInt16(topicAliasMaximum))
     }
 }
 
@@ -222,13 +226,14 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
     let group = MultiThreadedEventLoopGroup.singleton
     let endpoint = try o.endpoint()
     let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    let prefix = o.topicPadding > 0 ? run + "/" + String(repeating: "p", count: o.topicPadding) : run
     let totals = BenchTotals()
     var channels: [any Channel] = []
     defer { for c in channels { c.close(promise: nil) } }
     for i in 0..<subscribers {
         let ch = try await BenchPeer.open(endpoint, clientID: "bench-\(run)-s\(i)", totals: totals, group: group)
         channels.append(ch)
-        try await BenchPeer.subscribe(ch, filter: run + "/" + filter(i), qos: o.qosValue, version: o.version)
+        try await BenchPeer.subscribe(ch, filter: prefix + "/" + filter(i), qos: o.qosValue, version: o.version)
     }
     var pubs: [any Channel] = []
     for i in 0..<publishers {
@@ -241,7 +246,7 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
     let ticker = progress(totals, start: start, unit: "messages")
     try await withThrowingTaskGroup(of: Void.self) { tasks in
         for (i, pub) in pubs.enumerated() {
-            let t = run + "/" + topic(i)
+            let t = prefix + "/" + topic(i)
             tasks.addTask {
                 var nextID: UInt16 = 1
                 var sent = 0
@@ -297,6 +302,7 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
         ("seconds", elapsed), ("published", s.published), ("expected", expected), ("delivered", s.delivered),
         ("lost", max(0, expected - s.delivered)), ("errors", s.errors),
         ("published_per_s", Double(s.published) / elapsed), ("delivered_per_s", Double(s.delivered) / elapsed),
+        ("delivered_bytes_per_message", s.delivered > 0 ? Double(s.deliveredBytes) / Double(s.delivered) : 0),
     ]
     fields += latencyFields(latency)
     fields += cpu.fields(elapsed: elapsed)

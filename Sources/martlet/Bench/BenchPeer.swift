@@ -10,13 +10,20 @@ import NIOPosix
 final class BenchTotals: Sendable {
     struct State {
         var delivered = 0
+        /// Bytes of the PUBLISH packets subscribers received.
+        var deliveredBytes = 0
         var published = 0
         var errors = 0
         var connections = 0
     }
     let state = NIOLockedValueBox(State())
 
-    func add(delivered n: Int) { state.withLockedValue { $0.delivered += n } }
+    func add(delivered n: Int, bytes: Int = 0) {
+        state.withLockedValue {
+            $0.delivered += n
+            $0.deliveredBytes += bytes
+        }
+    }
     func add(published n: Int) { state.withLockedValue { $0.published += n } }
     /// Copies published (times the subscribers each reaches) and not delivered yet.
     func undelivered(factor: Int) -> Int { state.withLockedValue { $0.published * factor - $0.delivered } }
@@ -62,6 +69,7 @@ final class BenchPeer: ChannelInboundHandler {
             pending.writeBuffer(&incoming)
         }
         var publishes = 0
+        var publishBytes = 0
         var acks = context.channel.allocator.buffer(capacity: 0)
         let now = benchNow()
         while let header = try? MQTTPacket.peekFixedHeader(pending), pending.readableBytes >= header.totalLength {
@@ -69,6 +77,7 @@ final class BenchPeer: ChannelInboundHandler {
             let type = header.typeAndFlags >> 4
             if type == PacketType.publish.rawValue {
                 publishes += 1
+                publishBytes += header.totalLength
                 let qos = (header.typeAndFlags >> 1) & 3
                 let topicLength = Int(pending.getInteger(at: start + header.headerLength, as: UInt16.self) ?? 0)
                 var offset = start + header.headerLength + 2 + topicLength
@@ -106,7 +115,7 @@ final class BenchPeer: ChannelInboundHandler {
         }
         if pending.readableBytes == 0 { pending = ByteBuffer() } else { pending.discardReadBytes() }
         if acks.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(acks), promise: nil) }
-        if publishes > 0 { totals?.add(delivered: publishes) }
+        if publishes > 0 { totals?.add(delivered: publishes, bytes: publishBytes) }
         if let w = windowWaiter, outstanding < w.limit {
             windowWaiter = nil
             w.promise.succeed()
@@ -134,6 +143,8 @@ final class BenchPeer: ChannelInboundHandler {
         var tls: TLSContext?
         var serverName: String?
         var keepAlive: UInt16 = 60
+        /// v5: the Topic Alias Maximum sent in CONNECT (the broker may then send aliases).
+        var topicAliasMaximum: UInt16 = 0
     }
 
     /// TCP (+ TLS), CONNECT, CONNACK.
@@ -150,8 +161,11 @@ final class BenchPeer: ChannelInboundHandler {
                 }
             }
             .connect(host: endpoint.host, port: endpoint.port).get()
+        var properties = Properties()
+        if endpoint.version == .v5 && endpoint.topicAliasMaximum > 0 { properties.topicAliasMaximum = endpoint.topicAliasMaximum }
         let ack = try await request(channel, .connect(ConnectPacket(
-            protocolVersion: endpoint.version, cleanStart: true, keepAlive: endpoint.keepAlive, clientIdentifier: clientID)), version: endpoint.version)
+            protocolVersion: endpoint.version, cleanStart: true, keepAlive: endpoint.keepAlive, clientIdentifier: clientID,
+            properties: properties)), version: endpoint.version)
         guard case .connack(let c) = ack, c.reasonCode == .success else {
             channel.close(promise: nil)
             throw BenchError("broker refused CONNECT: \(ack)")
