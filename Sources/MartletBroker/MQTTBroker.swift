@@ -60,7 +60,7 @@ public final class MQTTBroker: Sendable {
         self.routerByLoop = byLoop
         self.listenerConnections = configuration.listeners.map { _ in ConnectionGauge() }
         self.rateLimiter = NIOLockedValueBox(
-            configuration.maximumConnectionRate > 0 ? TokenBucket(ratePerSecond: configuration.maximumConnectionRate) : nil)
+            configuration.maximumConnectionRate > 0 ? TokenBucket(ratePerSecond: configuration.maximumConnectionRate, now: .now()) : nil)
     }
 
     /// Addresses the listeners are bound to, in configuration order.
@@ -394,7 +394,7 @@ public final class MQTTBroker: Sendable {
         core.setLive(applied)
         if applied.maximumConnectionRate != running.maximumConnectionRate {
             rateLimiter.withLockedValue {
-                $0 = applied.maximumConnectionRate > 0 ? TokenBucket(ratePerSecond: applied.maximumConnectionRate) : nil
+                $0 = applied.maximumConnectionRate > 0 ? TokenBucket(ratePerSecond: applied.maximumConnectionRate, now: .now()) : nil
             }
         }
         report.tlsErrors = reloadTLS()
@@ -493,28 +493,6 @@ public struct SessionReport: Sendable, Hashable {
 /// Open connections of one listener.
 final class ConnectionGauge: Sendable {
     let open = Atomic<Int>(0)
-}
-
-/// `max_connection_rate`: a token bucket refilled at the rate, holding at most one second's worth.
-struct TokenBucket: Sendable {
-    let ratePerSecond: Int
-    private var tokens: Double
-    private var last: NIODeadline
-
-    init(ratePerSecond: Int) {
-        self.ratePerSecond = ratePerSecond
-        self.tokens = Double(ratePerSecond)
-        self.last = .now()
-    }
-
-    mutating func take(now: NIODeadline) -> Bool {
-        let elapsed = Double((now - last).nanoseconds) / 1e9
-        last = now
-        tokens = min(Double(ratePerSecond), tokens + elapsed * Double(ratePerSecond))
-        guard tokens >= 1 else { return false }
-        tokens -= 1
-        return true
-    }
 }
 
 extension ChannelOptions.Types.SocketOption {
