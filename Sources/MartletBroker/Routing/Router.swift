@@ -295,7 +295,7 @@ package actor Router {
                 moving(delivery, move, match.session)
                 continue
             }
-            if qos == .atMostOnce && match.identifiers.isEmpty && match.session.outAliases == nil {
+            if qos == .atMostOnce && match.identifiers.isEmpty {
                 guard let connection = match.session.connection else { continue }
                 // A writable socket takes what waits first (the writability event that would
                 // drain it may sit behind other work on this loop).
@@ -304,7 +304,13 @@ package actor Router {
                     enqueue(delivery, to: match.session)
                     continue
                 }
-                let bytes = shared.buffer(for: delivery, version: match.session.version, allocator: allocator, now: eventLoop.now)
+                // With topic aliases, subscribers at the same point of their alias tables
+                // share bytes too.
+                let aliases = match.session.outAliases
+                let use = aliases?.use(for: message.topic) ?? .none
+                let bytes = aliases == nil
+                    ? shared.buffer(for: delivery, version: match.session.version, allocator: allocator, now: eventLoop.now)
+                    : shared.aliased(delivery, use, allocator: allocator, now: eventLoop.now)
                 if bytes.readableBytes > match.session.maximumPacketSize {
                     drop(.tooLarge, match.session)
                     continue
@@ -312,6 +318,7 @@ package actor Router {
                 connection.value.write(bytes)
                 markDirty(connection)
                 local.messagesSent += 1
+                aliases?.commit(use, for: message.topic)
             } else {
                 deliver(delivery, to: match.session)
             }

@@ -9,6 +9,27 @@ struct SharedEncoding {
     var v3Retained: ByteBuffer?
     var v5: ByteBuffer?
     var v5Retained: ByteBuffer?
+    /// v5 encodings with a topic alias, by what the alias table said and RETAIN (few per route).
+    var withAliases: [(use: OutgoingTopicAliases.Use, retain: Bool, bytes: ByteBuffer)] = []
+
+    /// The v5 bytes for a subscriber whose alias table says `use` for this topic.
+    mutating func aliased(_ delivery: Delivery, _ use: OutgoingTopicAliases.Use, allocator: ByteBufferAllocator,
+                          now: @autoclosure () -> NIODeadline) -> ByteBuffer {
+        if let hit = withAliases.first(where: { $0.use == use && $0.retain == delivery.retain }) { return hit.bytes }
+        var packet = Self.publishPacket(delivery, version: .v5, packetIdentifier: nil, dup: false, now: now())
+        switch use {
+        case .none: break
+        case .assign(let a): packet.properties.topicAlias = a
+        case .alias(let a):
+            packet.properties.topicAlias = a
+            packet.topic = ""
+        }
+        var buffer = allocator.buffer(capacity: packet.bodyLength(version: .v5) + 5)
+        // Cannot fail: the topic was validated on the way in and QoS 0 needs no packet id.
+        try? MQTTPacket.write(packet, to: &buffer, version: .v5)
+        withAliases.append((use, delivery.retain, buffer))
+        return buffer
+    }
 
     mutating func buffer(for delivery: Delivery, version: ProtocolVersion, allocator: ByteBufferAllocator,
                          now: @autoclosure () -> NIODeadline) -> ByteBuffer {
