@@ -18,6 +18,10 @@ extension ConnectionStateMachine {
                 v5: moved ? .serverMoved : .useAnotherServer, "redirected to \(configuration.serverReference)") else { return .none }
             if v == .v5, case .connack(var ack)? = closing.farewell {
                 ack.properties.serverReference = configuration.serverReference
+                // Within the client's Maximum Packet Size (MQTT-3.1.2-24): the Reason String
+                // gives way first.
+                let limit = Int(connect.properties.maximumPacketSize ?? .max)
+                if MQTTPacket.connack(ack).encodedLength(version: .v5) > limit { ack.properties.reasonString = nil }
                 closing.farewell = .connack(ack)
             }
             return .close(closing)

@@ -46,10 +46,12 @@ extension Router {
         }
     }
 
-    /// A group's copy for a member on this loop; another member gets it if this one left.
+    /// A group's copy for a member on this loop; another member gets it if this one left or
+    /// may not read the topic.
     func deliverShared(_ delivery: Delivery, to clientID: String, hops: Int) {
         guard let group = delivery.group else { return }
-        if let session = sessions[clientID], session.subscriptions[group] != nil {
+        if let session = sessions[clientID], session.subscriptions[group] != nil,
+           security.acl == nil || mayRead(delivery.message.topic, session) {
             deliver(delivery, to: session)
         } else if let session = movingOut[clientID], let move = session.move {
             // Moving to another loop: it follows the session there.

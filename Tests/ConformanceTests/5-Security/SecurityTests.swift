@@ -126,6 +126,39 @@ import MartletTestSupport
         }
     }
 
+    @Test("a share group member that may no longer read a topic (ACL reloaded) is passed over: another member gets the message")
+    func sharedMemberWithoutRead() async throws {
+        let (passwords, acl) = try Self.files(
+            passwords: [("alice", "a"), ("carol", "c"), ("bob", "b")],
+            acl: "user alice\ntopic read jobs/#\nuser carol\ntopic read jobs/#\nuser bob\ntopic write jobs/#\n")
+        try await withBroker({
+            $0.passwordFile = passwords
+            $0.aclFile = acl
+            $0.sharedSubscriptionStrategy = .roundRobin
+        }) { broker, port in
+            let (alice, _) = try await Self.connect(port, .v5, id: "alice", user: "alice", password: "a")
+            let (carol, _) = try await Self.connect(port, .v5, id: "carol", user: "carol", password: "c")
+            _ = try await alice.subscribe("$share/g/jobs/#")
+            _ = try await carol.subscribe("$share/g/jobs/#")
+            let (bob, _) = try await Self.connect(port, id: "bob", user: "bob", password: "b")
+            try "user alice\ntopic read jobs/#\nuser bob\ntopic write jobs/#\n".write(toFile: acl, atomically: true, encoding: .utf8)
+            try broker.reloadSecurity()
+            // Routers take the new ACL within a sweep: wait for a round in which all ten go to alice.
+            var round = 0
+            try await waitFor(.seconds(10), "a round of ten, all at alice") { () -> Bool? in
+                round += 1
+                for i in 1...10 { try await bob.publish("jobs/\(round)", "\(round).\(i)") }
+                var got = 0
+                while got < 10, let p = try? await alice.nextPublish(timeout: .milliseconds(300)) {
+                    if p.topic == "jobs/\(round)" { got += 1 }
+                }
+                while (try? await carol.nextPublish(timeout: .milliseconds(50))) != nil {}
+                return got == 10 ? true : nil
+            }
+            #expect((broker.sharedGroups.first?.redelivered ?? 0) >= 5)
+        }
+    }
+
     @Test("ACL: a refused SUBSCRIBE gets 0x80 / 0x87, a refused PUBLISH is dropped (v3) or answered 0x87 (v5), a refused read is never delivered")
     func accessControl() async throws {
         let (passwords, acl) = try Self.files(
