@@ -12,30 +12,20 @@ struct ProcessResult {
 }
 
 /// A child process started from a test; stopped by the test or by its own flags (-C, -W).
-final class ChildProcess: @unchecked Sendable {
-    // Safe: `process` and the pipes are set up in init and only read afterwards;
-    // Foundation's Process is thread-safe for terminate/isRunning/waitUntilExit.
-    let process = Process()
-    private let out = Pipe()
-    private let err = Pipe()
+final class ChildProcess: Sendable {
+    let process: SpawnedProcess
+    let name: String
 
-    /// Test threads block signals such as SIGALRM and SIGTERM, and a spawned child
-    /// inherits that mask (mosquitto_sub's -W would never fire). The child is therefore
-    /// started through a one-line exec that restores the default mask and dispositions.
-    /// It also asks the kernel to kill the child if the test process dies first
-    /// (PR_SET_PDEATHSIG), so no broker outlives an interrupted test run.
-    static let execWithDefaultSignals =
-        "import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
-        + "signal.pthread_sigmask(signal.SIG_SETMASK, []); "
-        + "signal.signal(signal.SIGPIPE, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    /// Started through a one-line exec that asks the kernel to kill the child if the test
+    /// process dies first (PR_SET_PDEATHSIG), so no broker outlives an interrupted test run.
+    /// (`SpawnedProcess` already gives it a clean signal mask and default dispositions, which
+    /// mosquitto_sub's -W needs.)
+    static let execWithParentDeathSignal =
+        "import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); os.execv(sys.argv[1], sys.argv[1:])"
 
     init(_ executable: String, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: debianPython)
-        process.arguments = ["-c", Self.execWithDefaultSignals, executable] + arguments
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        process = try SpawnedProcess(debianPython, ["-c", Self.execWithParentDeathSignal, executable] + arguments)
+        name = URL(fileURLWithPath: executable).lastPathComponent
     }
 
     /// Waits for the process to exit by itself within `timeout`, else kills it and fails.
@@ -46,7 +36,7 @@ final class ChildProcess: @unchecked Sendable {
                 kill()
                 while process.isRunning { try await Task.sleep(for: .milliseconds(10)) }
                 let result = collect()
-                Issue.record("\(process.executableURL!.lastPathComponent) did not exit in time; stdout: \(result.stdout) stderr: \(result.stderr)")
+                Issue.record("\(name) did not exit in time; stdout: \(result.stdout) stderr: \(result.stderr)")
                 return result
             }
             try await Task.sleep(for: .milliseconds(10))
@@ -55,21 +45,17 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// The child's pid (the exec wrapper keeps it for the program it starts).
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
+
+    var isRunning: Bool { process.isRunning }
 
     func kill(signal: Int32 = SIGKILL) {
-        Foundation.kill(process.processIdentifier, signal)
-    }
-
-    deinit {
-        // Never leave a child running behind a finished test.
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.kill(signal: signal)
     }
 
     private func collect() -> ProcessResult {
-        let o = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return ProcessResult(status: process.terminationStatus, stdout: o, stderr: e)
+        let (o, e) = process.output()
+        return ProcessResult(status: process.terminationStatus ?? -1, stdout: o, stderr: e)
     }
 }
 

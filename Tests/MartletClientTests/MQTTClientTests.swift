@@ -9,19 +9,16 @@ import Testing
 import MartletTestSupport
 
 /// Starts Debian's mosquitto broker on `port` and waits until it accepts connections.
-func startMosquitto(port: Int, persistent: Bool = false) async throws -> Process {
+func startMosquitto(port: Int, persistent: Bool = false) async throws -> SpawnedProcess {
     let conf = scratchPath("mosquitto", suffix: ".conf")
     // `user root`: dropping privileges would clear the parent-death signal set below.
     try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\n".write(toFile: conf, atomically: true, encoding: .utf8)
-    let p = Process()
     // Started through a one-line exec that makes the kernel kill mosquitto if this test
     // process dies first (PR_SET_PDEATHSIG), so no broker outlives an interrupted run.
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-    p.arguments = ["-c", "import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); os.execv(sys.argv[1], sys.argv[1:])",
-                   "/usr/sbin/mosquitto", "-c", conf]
-    p.standardOutput = FileHandle.nullDevice
-    p.standardError = FileHandle.nullDevice
-    try p.run()
+    let p = try SpawnedProcess("/usr/bin/python3", [
+        "-c", "import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); os.execv(sys.argv[1], sys.argv[1:])",
+        "/usr/sbin/mosquitto", "-c", conf,
+    ], captureOutput: false)
     let deadline = ContinuousClock.now + .seconds(10)
     while true {
         if let c = try? await MQTTClient.connect(.init(port: port, clientID: "probe")) {
@@ -29,7 +26,7 @@ func startMosquitto(port: Int, persistent: Bool = false) async throws -> Process
             return p
         }
         if ContinuousClock.now > deadline {
-            kill(p.processIdentifier, SIGKILL)
+            p.kill()
             throw MQTTClientError.timeout("mosquitto to start")
         }
         try await Task.sleep(for: .milliseconds(50))
@@ -37,8 +34,8 @@ func startMosquitto(port: Int, persistent: Bool = false) async throws -> Process
 }
 
 /// Stops a broker started by `startMosquitto` and waits until it has exited.
-func stopMosquitto(_ p: Process) async {
-    kill(p.processIdentifier, SIGKILL)
+func stopMosquitto(_ p: SpawnedProcess) async {
+    p.kill()
     while p.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
 }
 
@@ -46,7 +43,7 @@ func stopMosquitto(_ p: Process) async {
 func withMosquitto(_ body: (Int) async throws -> Void) async throws {
     let port = Int.random(in: 20_000...29_000)
     let p = try await startMosquitto(port: port)
-    defer { kill(p.processIdentifier, SIGKILL) }
+    defer { p.kill() }
     try await body(port)
 }
 

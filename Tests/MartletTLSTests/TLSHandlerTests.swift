@@ -197,10 +197,7 @@ final class Pair {
             openssl x509 -req -in expired.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days -1 \\
               -extfile expired.ext -out expired.pem 2>/dev/null
             """
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = ["-c", script]
-        try p.run()
+        let p = try SpawnedProcess("/bin/bash", ["-c", script], captureOutput: false)
         p.waitUntilExit()
         try #require(p.terminationStatus == 0)
         let server = try TLSContext(configuration: .server(certificateChainFile: dir + "/expired.pem", privateKeyFile: dir + "/expired.key"), role: .server)

@@ -91,13 +91,8 @@ public struct DevCertificates: Sendable {
         scratchPath("certs")
     }
 
-    private static func start(_ dir: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = [repositoryRoot.appendingPathComponent("certs/make-dev-certs.sh").path, dir]
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        return p
+    private static func start(_ dir: String) throws -> SpawnedProcess {
+        try SpawnedProcess("/bin/bash", [repositoryRoot.appendingPathComponent("certs/make-dev-certs.sh").path, dir], captureOutput: false)
     }
 
     /// Makes (or remakes, over the same files) certificates in `dir` without blocking a
