@@ -67,8 +67,7 @@ extension Router {
     func drop(_ reason: DropReason, _ session: Session, count: Int = 1) {
         session.drops[reason] += count
         local.countDrop(reason, count)
-        if session.unloggedDrops == 0 { unloggedDroppers.append(session) }
-        session.unloggedDrops += count
+        dropLog.noteDrop(session, count: count)
     }
 
     /// Empties the outbox out of the accounting (and the inflight gauge); `countAs` counts
@@ -159,20 +158,18 @@ extension Router {
     }
 
     func logDrops(now: NIODeadline) {
-        guard !unloggedDroppers.isEmpty, now - lastDropLog >= Self.dropLogInterval else { return }
-        lastDropLog = now
-        for session in unloggedDroppers.prefix(20) {
+        guard let (named, more) = dropLog.report(at: now) else { return }
+        for (session, dropped) in named {
             logger.warning("messages dropped", metadata: [
-                "client_id": "\(session.clientID)", "dropped": "\(session.unloggedDrops)",
+                "client_id": "\(session.clientID)", "dropped": "\(dropped)",
                 "queue_full": "\(session.drops[.queueFull])", "evicted": "\(session.drops[.evicted])",
                 "total_limit": "\(session.drops[.totalLimit])", "too_large": "\(session.drops[.tooLarge])",
                 "expired": "\(session.drops[.expired])", "not_authorized": "\(session.drops[.notAuthorized])",
+                "session_ended": "\(session.drops[.sessionEnded])",
             ])
         }
-        if unloggedDroppers.count > 20 {
-            logger.warning("messages dropped for more clients", metadata: ["clients": "\(unloggedDroppers.count - 20)"])
+        if more > 0 {
+            logger.warning("messages dropped for more clients", metadata: ["clients": "\(more)"])
         }
-        for session in unloggedDroppers { session.unloggedDrops = 0 }
-        unloggedDroppers.removeAll()
     }
 }

@@ -84,10 +84,10 @@ package actor Router {
     static let batchHandOver = 128
     /// Sessions whose outbox refused a message under the `disconnect` policy.
     var overLimit: [Session] = []
-    /// Sessions with drops not logged yet, and when drops were last logged.
-    var unloggedDroppers: [Session] = []
-    var lastDropLog = NIODeadline.uptimeNanoseconds(0)
+    /// How often drops, pauses, refused retained messages and failed logins are logged at most.
     static let dropLogInterval = TimeAmount.seconds(5)
+    /// Sessions with drops not logged yet (logged at most every `dropLogInterval`).
+    var dropLog = DropLog(every: dropLogInterval)
     /// Pauses, refused retained messages and authentication failures are logged at most once
     /// per interval too, with how many there were.
     var pauseLog = RateLimitedLog(every: dropLogInterval)
