@@ -170,4 +170,66 @@ import Testing
         #expect(received.first?.properties.messageExpiryInterval == 6)
         #expect(broker.router.assumeIsolated { $0.sessionReport("sleeper")?.dropped[.expired] } == 1)
     }
+
+    func expiring(_ seconds: UInt32) -> Properties {
+        var p = Properties()
+        p.messageExpiryInterval = seconds
+        return p
+    }
+
+    @Test("MQTT-3.3.2-5/6 (moved from ExpiryTests): sent at once a message carries the interval as received; one that waited past it is not sent (counted as expired), one sent later carries the seconds left; an expired retained message is gone")
+    func messageExpiryOnlineOfflineRetained() throws {
+        let broker = EmbeddedBroker()
+        let away = try broker.client(v5Connect("away", expiry: 60))
+        try subscribe(away, "x/#")
+        let online = try broker.client(v5Connect("online"))
+        try subscribe(online, "x/#", qos: .atMostOnce)
+        try away.drop()
+        let pub = try broker.client(v5Connect("pub"))
+        try pub.send(
+            .publish(PublishPacket(topic: "x/short", payload: ByteBuffer(string: "1 s"), qos: .atLeastOnce, packetIdentifier: 1, properties: expiring(1))),
+            .publish(PublishPacket(topic: "x/long", payload: ByteBuffer(string: "60 s"), qos: .atLeastOnce, packetIdentifier: 2, properties: expiring(60))),
+            .publish(PublishPacket(topic: "x/retained", payload: ByteBuffer(string: "1 s"), retain: true, properties: expiring(1))))
+        let sent = publishes(try online.received())
+        #expect(sent.map(\.topic) == ["x/short", "x/long", "x/retained"])
+        #expect(sent.map(\.properties.messageExpiryInterval) == [1, 60, 1])
+        let early = try broker.client(v5Connect("early"))
+        try early.send(.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init("x/retained", qos: .atMostOnce)])))
+        let retained = publishes(try early.received())
+        #expect(retained.count == 1 && retained[0].retain && retained[0].properties.messageExpiryInterval == 1)
+
+        broker.advance(by: .milliseconds(1100))
+        let back = try broker.client(v5Connect("away", cleanStart: false, expiry: 60))
+        let packets = try back.received()
+        guard case .connack(let ack)? = packets.first else { Issue.record("no CONNACK: \(packets)"); return }
+        #expect(ack.sessionPresent)
+        let kept = publishes(packets)
+        #expect(kept.map(\.topic) == ["x/long"])
+        #expect(kept.first?.properties.messageExpiryInterval == 59)  // 58.9 s left, rounded up
+        #expect(broker.router.assumeIsolated { $0.sessionReport("away")?.dropped[.expired] } == 1)
+
+        let late = try broker.client(v5Connect("late"))
+        try late.send(.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init("x/retained", qos: .atMostOnce)])))
+        #expect(publishes(try late.received()).isEmpty)
+        #expect(broker.core.retained.count == 0)
+    }
+
+    @Test("MQTT-3.1.3-9 (moved from ExpiryTests): a delayed will is cancelled by a takeover that continues the session, sent at once by a clean-start takeover or when the session ends with its connection")
+    func willDelayAndTakeovers() throws {
+        let broker = EmbeddedBroker()
+        let watcher = try broker.client(v5Connect("watcher"))
+        try subscribe(watcher, "wd/#", qos: .atMostOnce)
+        var thirty = Properties()
+        thirty.willDelayInterval = 30
+        func will(_ id: String) -> Will { Will(topic: "wd/" + id, payload: ByteBuffer(string: id), properties: thirty) }
+        _ = try broker.client(v5Connect("t", expiry: 60, will: will("t")))
+        _ = try broker.client(v5Connect("c", expiry: 60, will: will("c")))
+        let e = try broker.client(v5Connect("e", will: will("e")))  // session expiry 0
+        _ = try broker.client(v5Connect("t", cleanStart: false, expiry: 60))  // continues t's session: no will
+        _ = try broker.client(v5Connect("c", cleanStart: true, expiry: 60))   // ends c's session: its will now
+        try e.drop()                                                             // e's session ends with it: now
+        #expect(Set(publishes(try watcher.received()).map(\.topic)) == ["wd/c", "wd/e"])
+        broker.advance(by: .seconds(60))
+        #expect(publishes(try watcher.received()).isEmpty)
+    }
 }
