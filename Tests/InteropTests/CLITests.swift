@@ -89,6 +89,8 @@ import MartletTestSupport
             (["bench", "fanout", "-q", "2"], "-q must be 0 or 1"),
             (["bench", "pairs", "--duration", "0"], "must be positive"),
             (["bench", "fanin", "--window=-1"], "must be positive"),
+            (["bench", "fanout", "--topic-padding=-1"], "--topic-padding must be positive"),
+            (["bench", "fanout", "--topic-alias-maximum", "70000"], "--topic-alias-maximum at most 65535"),
         ] {
             let r = try await run(Self.martlet, arguments)
             #expect(r.status != 0, "\(arguments)")

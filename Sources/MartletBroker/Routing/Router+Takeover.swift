@@ -246,26 +246,11 @@ extension Router {
     func handOverForwards(_ i: Int) {
         let batch = forwardBatches[i]
         forwardBatches[i] = []
-        let bytes = batch.reduce(0) { $0 + $1.delivery.cost }
-        unroutedBytes.add(bytes, ordering: .relaxed)
-        unroutedMessages.add(batch.count, ordering: .relaxed)
-        let peer = peers[i]
-        let origin = self
-        let resumeBelow = config.maximumUnroutedBytes / 2
-        let resumeBelowMessages = LagTracker.unroutedMessageBound(config) / 2
-        peer.eventLoop.execute {
-            peer.assumeIsolated { $0.deliverForwarded(batch) }
-            let left = origin.unroutedBytes.subtract(bytes, ordering: .relaxed).newValue
-            let leftMessages = origin.unroutedMessages.subtract(batch.count, ordering: .relaxed).newValue
-            if (left <= resumeBelow && left + bytes > resumeBelow)
-                || (leftMessages <= resumeBelowMessages && leftMessages + batch.count > resumeBelowMessages) {
-                origin.eventLoop.execute { origin.assumeIsolated { $0.checkResume() } }
-            }
-        }
+        handOff(to: i, messages: batch.count, bytes: batch.reduce(0) { $0 + $1.delivery.cost }) { $0.deliverForwarded(batch) }
     }
 
     /// Copies forwarded by a moving session's old owner.
-    private func deliverForwarded(_ batch: [(clientID: String, delivery: Delivery)]) {
+    func deliverForwarded(_ batch: [(clientID: String, delivery: Delivery)]) {
         for (clientID, delivery) in batch {
             if delivery.group != nil {
                 deliverShared(delivery, to: clientID, hops: 1)

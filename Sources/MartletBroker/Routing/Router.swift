@@ -364,25 +364,31 @@ package actor Router {
         if hasForwards { handOverForwards() }
     }
 
-    /// Hands the batch for peer `i` over. Its bytes and messages count as this loop's
-    /// unrouted work until the peer routed it; crossing half the bounds wakes paused publishers.
+    /// Hands the batch for peer `i` over.
     func handOver(_ i: Int) {
         let batch = outgoingBatches[i]
         let bytes = outgoingBytes[i]
         outgoingBatches[i] = []
         outgoingBytes[i] = 0
+        handOff(to: i, messages: batch.count, bytes: bytes) { $0.deliverBatch(batch) }
+    }
+
+    /// Runs `work` on peer `i`'s router. Its `messages` and `bytes` count as this loop's
+    /// unrouted work until the peer has done it; falling below half the bounds then wakes
+    /// this loop's paused publishers.
+    func handOff(to i: Int, messages: Int, bytes: Int, _ work: @escaping @Sendable (isolated Router) -> Void) {
         unroutedBytes.add(bytes, ordering: .relaxed)
-        unroutedMessages.add(batch.count, ordering: .relaxed)
+        unroutedMessages.add(messages, ordering: .relaxed)
         let peer = peers[i]
         let origin = self
         let resumeBelow = config.maximumUnroutedBytes / 2
         let resumeBelowMessages = LagTracker.unroutedMessageBound(config) / 2
         peer.eventLoop.execute {
-            peer.assumeIsolated { $0.deliverBatch(batch) }
+            peer.assumeIsolated { work($0) }
             let left = origin.unroutedBytes.subtract(bytes, ordering: .relaxed).newValue
-            let leftMessages = origin.unroutedMessages.subtract(batch.count, ordering: .relaxed).newValue
+            let leftMessages = origin.unroutedMessages.subtract(messages, ordering: .relaxed).newValue
             if (left <= resumeBelow && left + bytes > resumeBelow)
-                || (leftMessages <= resumeBelowMessages && leftMessages + batch.count > resumeBelowMessages) {
+                || (leftMessages <= resumeBelowMessages && leftMessages + messages > resumeBelowMessages) {
                 origin.eventLoop.execute { origin.assumeIsolated { $0.checkResume() } }
             }
         }

@@ -156,6 +156,10 @@ import Testing
         ("max_inflight: [1, 2]\n", "max_inflight", 1, "expected an integer in 1...65535, got a list"),
         ("max_retained_messages: -1\n", "max_retained_messages", 1, "expected an integer in 0...1000000000, got \"-1\""),
         ("session_other_identity: maybe\n", "session_other_identity", 1, "expected refuse or discard, got \"maybe\""),
+        ("max_topic_alias_out: -1\n", "max_topic_alias_out", 1, "expected an integer in 0...65535, got \"-1\""),
+        ("reason_strings: perhaps\n", "reason_strings", 1, "expected true or false, got \"perhaps\""),
+        ("server_reference: \"a b\"\n", "server_reference", 1, "expected another server's host[:port], or empty, got \"a b\""),
+        ("server_moved: 2\n", "server_moved", 1, "expected true or false, got \"2\""),
         ("shared_subscription_strategy: fair\n", "shared_subscription_strategy", 1, "expected balanced, round_robin, random or sticky, got \"fair\""),
         ("receive_maximum: 0\n", "receive_maximum", 1, "expected an integer in 1...65535, got \"0\""),
         ("max_topic_alias: 70000\n", "max_topic_alias", 1, "expected an integer in 0...65535, got \"70000\""),
@@ -182,6 +186,7 @@ import Testing
             reason_strings: false
             server_reference: "b2.example:1883"
             server_moved: true
+            max_topic_alias_out: 3
             """)
         #expect(c.broker.sessionOtherIdentity == .discard)
         #expect(c.broker.receiveMaximum == 5 && c.broker.maximumTopicAlias == 0)
@@ -190,6 +195,7 @@ import Testing
         #expect(c.broker.sharedSubscriptionStrategy == .roundRobin)
         #expect(!c.broker.reasonStrings && BrokerConfiguration().reasonStrings)
         #expect(c.broker.serverReference == "b2.example:1883" && c.broker.serverMoved)
+        #expect(c.broker.maximumTopicAliasOut == 3)
     }
 
     @Test func notYAMLAtAll() {
