@@ -1,5 +1,30 @@
 import NIOCore
 
+/// What tells PUBACK, PUBREC, PUBREL and PUBCOMP apart: the packet type, where their
+/// properties may appear, and the reason codes each may carry.
+public protocol AcknowledgementKind: Sendable {
+    static var packetType: PacketType { get }
+    static var propertyContext: PropertyContext { get }
+    static var allowedReasonCodes: Set<UInt8> { get }
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP (`PubAckPacket`, … name each): a packet identifier, a
+/// reason code and properties, coded alike.
+public struct PublishAcknowledgement<Kind: AcknowledgementKind>: PublishAcknowledgementPacket {
+    public static var packetType: PacketType { Kind.packetType }
+    public static var propertyContext: PropertyContext { Kind.propertyContext }
+    public static var allowedReasonCodes: Set<UInt8> { Kind.allowedReasonCodes }
+    public var packetIdentifier: UInt16
+    public var reasonCode: ReasonCode
+    public var properties: Properties
+
+    public init(packetIdentifier: UInt16, reasonCode: ReasonCode = .success, properties: Properties = []) {
+        self.packetIdentifier = packetIdentifier
+        self.reasonCode = reasonCode
+        self.properties = properties
+    }
+}
+
 /// The shared shape of PUBACK, PUBREC, PUBREL and PUBCOMP.
 public protocol PublishAcknowledgementPacket: MQTTPacketBody {
     var packetIdentifier: UInt16 { get }
