@@ -10,9 +10,10 @@ PORT ?=
 TLS_PORT ?= 8883
 FUZZ_SECONDS ?= 60
 
-# Debian packages: libssl-dev for the OpenSSL shim; mosquitto-clients, python3-paho-mqtt
+# Debian packages: libssl-dev for the OpenSSL shim; libsqlite3-dev for the session store;
+# sqlite3 (the shell) for tests that inspect or damage a store; mosquitto-clients, python3-paho-mqtt
 # and mosquitto for the interop tests (third-party clients and broker).
-DEB_PACKAGES := libssl-dev mosquitto mosquitto-clients python3-paho-mqtt iproute2
+DEB_PACKAGES := libssl-dev libsqlite3-dev sqlite3 mosquitto mosquitto-clients python3-paho-mqtt iproute2
 
 .PHONY: all deps build build-release run test unit-tests fuzz benchmarks benchmark-check bench clean
 

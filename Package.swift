@@ -37,6 +37,11 @@ let package = Package(
             linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
         .target(
+            // Debian's libsqlite3: the session store (`persistence:`).
+            name: "CMartletSQLite",
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
+        .target(
             name: "MartletTLS",
             dependencies: [
                 "CMartletOpenSSL",
@@ -65,6 +70,7 @@ let package = Package(
                 "MartletAuth",
                 "MartletMQTT",
                 "MartletTLS",
+                "CMartletSQLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

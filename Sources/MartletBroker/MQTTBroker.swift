@@ -36,6 +36,8 @@ public final class MQTTBroker: Sendable {
     private let tlsContexts = NIOLockedValueBox<[Int: TLSContext]>([:])
     /// Open connections per listener, and the broker-wide connection-rate bucket.
     private let listenerConnections: [ConnectionGauge]
+    /// The session store's writer (nil: no persistence).
+    private let storeWriter = NIOLockedValueBox<StoreWriter?>(nil)
     private let rateLimiter: NIOLockedValueBox<TokenBucket?>
 
     public init(configuration: BrokerConfiguration, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "martlet")) {
@@ -80,9 +82,30 @@ public final class MQTTBroker: Sendable {
         let security = try Self.loadSecurity(configuration)
         core.security.withLockedValue { $0 = security }
         let routers = self.routers
-        for router in routers {
-            try await router.eventLoop.submit { router.assumeIsolated { $0.start(peers: routers) } }.get()
+        var loaded: StoredState?
+        var writer: StoreWriter?
+        if let persistence = configuration.persistence {
+            let started = NIODeadline.now()
+            let (store, state) = try Self.openStore(persistence, logger: core.logger)
+            loaded = state
+            writer = StoreWriter(
+                store: store, sync: persistence.sync, commitInterval: persistence.effectiveCommitInterval,
+                nextSequence: state.nextSequence, nextMessageID: state.nextNegativeMessageID, logger: core.logger)
+            writer!.start()
+            storeWriter.withLockedValue { $0 = writer }
+            core.logger.info("session store loaded", metadata: [
+                "path": "\(persistence.path)", "sync": "\(persistence.sync.rawValue)", "sessions": "\(state.sessions.count)",
+                "messages": "\(state.sessions.reduce(0) { $0 + $1.deliveries.count })", "retained": "\(state.retained.count)",
+                "expired_sessions": "\(state.expiredSessions)", "expired_messages": "\(state.expiredMessages)",
+                "ms": "\((NIODeadline.now() - started).nanoseconds / 1_000_000)",
+            ])
         }
+        let base = loaded?.nextMessageID ?? 1
+        let startedWriter = writer
+        for router in routers {
+            try await router.eventLoop.submit { router.assumeIsolated { $0.start(peers: routers, writer: startedWriter, messageIDBase: base) } }.get()
+        }
+        if let loaded { try await recover(loaded) }
         do {
             for (i, listener) in configuration.listeners.enumerated() {
                 if let tls = listener.tls {
@@ -104,6 +127,72 @@ public final class MQTTBroker: Sendable {
         } catch {
             try? await shutdown()
             throw error
+        }
+    }
+
+    /// Opens the store at `persistence.path`. A file that exists but cannot be opened, fails
+    /// its integrity check or cannot be read is moved aside (`FILE.corrupt-<time>`, with its
+    /// WAL), logged with the reason, and the broker starts with an empty store: the bad file
+    /// is never overwritten. A store that cannot be created at all stops the start.
+    static func openStore(_ persistence: BrokerConfiguration.Persistence, logger: Logger) throws -> (SQLiteSessionStore, StoredState) {
+        let synchronous: SQLiteSessionStore.Synchronous = persistence.sync == .durable ? .full : .normal
+        let path = persistence.path
+        do {
+            let store = try SQLiteSessionStore(path: path, synchronous: synchronous)
+            do {
+                return (store, try store.load(now: Router.wallClock()))
+            } catch {
+                store.close()
+                throw SQLiteSessionStore.StoreOpenError(reason: "cannot read: \(error)")
+            }
+        } catch let error as SQLiteSessionStore.StoreOpenError {
+            guard access(path, F_OK) == 0 else {
+                throw ConfigurationError(source: "persistence", key: "persistence.path", line: nil,
+                                         message: "cannot create the session store \(path): \(error.reason)")
+            }
+            let aside = path + ".corrupt-" + Self.timestamp()
+            for suffix in ["", "-wal", "-shm"] where access(path + suffix, F_OK) == 0 {
+                guard rename(path + suffix, aside + suffix) == 0 else {
+                    throw ConfigurationError(source: "persistence", key: "persistence.path", line: nil,
+                                             message: "the session store \(path) is unusable (\(error.reason)) and cannot be moved aside: errno \(errno)")
+                }
+            }
+            logger.error("session store unusable: moved aside, starting with an empty store", metadata: [
+                "path": "\(path)", "moved_to": "\(aside)", "reason": "\(error.reason)",
+            ])
+            let store = try SQLiteSessionStore(path: path, synchronous: synchronous)
+            return (store, try store.load(now: Router.wallClock()))
+        }
+    }
+
+    /// UTC, as in `FILE.corrupt-20261130T061502Z`.
+    private static func timestamp() -> String {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        let n = strftime(&buffer, buffer.count, "%Y%m%dT%H%M%SZ", &parts)
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Hands the loaded sessions to the routers (each client id to one loop; a client that
+    /// connects on another loop takes its session over as usual) and fills the retained store.
+    private func recover(_ state: StoredState) async throws {
+        let now = Router.wallClock()
+        let loopNow = NIODeadline.now()
+        for m in state.retained {
+            core.retained.store(RetainedMessage(
+                topic: m.topic, payload: m.payload, qos: m.qos, properties: m.properties,
+                expiresAt: m.expiresAt.map { loopNow + .milliseconds($0 - now) }))
+        }
+        var shares = [[StoredState.Session]](repeating: [], count: routers.count)
+        for session in state.sessions {
+            var hash: UInt32 = 2_166_136_261
+            for byte in session.header.clientID.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+            shares[Int(hash % UInt32(routers.count))].append(session)
+        }
+        for (router, share) in zip(routers, shares) where !share.isEmpty {
+            try await router.eventLoop.submit { router.assumeIsolated { $0.recover(share) } }.get()
         }
     }
 
@@ -234,13 +323,15 @@ public final class MQTTBroker: Sendable {
         let exporter = self.exporter
         let counters = core.counters
         let shared = core.shared
+        let storeWriter = self.storeWriter
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(
-                        exporter: exporter, snapshot: { counters.snapshot }, groups: { shared.statistics() }))
+                        exporter: exporter, snapshot: { counters.snapshot }, groups: { shared.statistics() },
+                        store: { storeWriter.withLockedValue { $0 }?.renderMetrics() ?? [] }))
                 }
             }
             .bind(host: metrics.host, port: metrics.port)
@@ -378,6 +469,7 @@ public final class MQTTBroker: Sendable {
         }
         keep("threads", \.eventLoops)
         keep("metrics", \.metrics)
+        keep("persistence", \.persistence)
         keep("sys_interval_s", \.sysInterval)
         keep("listen_backlog", \.listenBacklog)
         keep("listen_per_thread", \.listenPerThread)
@@ -442,6 +534,13 @@ public final class MQTTBroker: Sendable {
         if let metrics = metricsChannel.withLockedValue({ $0 }) { try? await metrics.close() }
         for router in routers {
             try? await router.eventLoop.submit { router.assumeIsolated { $0.stop() } }.get()
+        }
+        if let writer = storeWriter.withLockedValue({ $0 }) {
+            // What the closed connections' ends stored (sessions gone offline) goes in too.
+            for router in routers {
+                try? await router.eventLoop.submit { router.assumeIsolated { $0.flush() } }.get()
+            }
+            writer.stop()
         }
         if ownsGroup { try await group.shutdownGracefully() }
     }

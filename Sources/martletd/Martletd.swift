@@ -84,6 +84,9 @@ struct Martletd: AsyncParsableCommand, Sendable {
     @Option(name: .long, help: "Open connections over all listeners; 0 = no limit (max_connections).")
     var maxConnections: Int?
 
+    @Option(name: .long, help: "Session store file (SQLite): sessions, queued messages and retained messages survive a restart or crash (persistence.path, sync: durable).")
+    var persistence: String?
+
     func validate() throws {
         if let logLevel, Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -139,6 +142,13 @@ struct Martletd: AsyncParsableCommand, Sendable {
         if let maxInflight { resolved.broker.maximumInflight = maxInflight }
         if let maxQueuedMessages { resolved.broker.maximumQueuedMessages = maxQueuedMessages }
         if let maxConnections { resolved.broker.maximumConnections = maxConnections }
+        if let persistence {
+            if resolved.broker.persistence == nil {
+                resolved.broker.persistence = BrokerConfiguration.Persistence(path: persistence)
+            } else {
+                resolved.broker.persistence!.path = persistence
+            }
+        }
         do {
             try resolved.finish(source: config ?? "configuration")
         } catch {

@@ -62,6 +62,39 @@ public struct BrokerConfiguration: Sendable, Hashable {
 
     /// `metrics: {host, port}`: the HTTP endpoint serving /metrics and /healthz; nil = off.
     public var metrics: MetricsListener?
+
+    /// `persistence: {path, sync, commit_interval_ms}`: where sessions, their queued and
+    /// in-flight messages, retained messages and delayed wills outlive the process; nil = in
+    /// memory only.
+    public var persistence: Persistence?
+
+    public struct Persistence: Sendable, Hashable {
+        public enum Sync: String, Sendable, Hashable, CaseIterable {
+            /// A QoS 1/2 message that must be stored is acknowledged only once its commit is
+            /// fsynced (SQLite synchronous=FULL): nothing acknowledged is lost, even to power loss.
+            case durable
+            /// Acknowledgements do not wait; a commit every `commit_interval_ms` (synchronous=NORMAL):
+            /// a crash loses at most that much.
+            case periodic
+        }
+        /// `path`: the SQLite file (created if missing).
+        public var path: String
+        public var sync: Sync = .durable
+        /// `commit_interval_ms`: durable, the least time between two commits (what arrives
+        /// meanwhile shares the next fsync); periodic, the time between commits. Nil: 2 ms
+        /// durable, 1000 ms periodic.
+        public var commitInterval: TimeAmount?
+
+        public init(path: String, sync: Sync = .durable, commitInterval: TimeAmount? = nil) {
+            self.path = path
+            self.sync = sync
+            self.commitInterval = commitInterval
+        }
+
+        public var effectiveCommitInterval: TimeAmount {
+            commitInterval ?? (sync == .durable ? .milliseconds(2) : .milliseconds(1000))
+        }
+    }
     public struct MetricsListener: Sendable, Hashable {
         public var host: String
         public var port: Int

@@ -195,6 +195,10 @@ public enum ConfigurationLoader {
                 config.broker.metrics = try metricsListener(value, source: source)
                 continue
             }
+            if key == "persistence" {
+                config.broker.persistence = try persistence(value, source: source)
+                continue
+            }
             guard let setting = settings.first(where: { $0.key == key }) else {
                 throw ConfigurationError(source: source, key: key, line: line, message: "unknown key")
             }
@@ -288,6 +292,48 @@ public enum ConfigurationLoader {
             }
         }
         return listener
+    }
+
+    /// `persistence: {path, sync, commit_interval_ms}`.
+    static func persistence(_ node: Node, source: String) throws(ConfigurationError) -> BrokerConfiguration.Persistence {
+        guard let map = node.mapping else {
+            throw ConfigurationError(source: source, key: "persistence", line: node.mark.map { $0.line }, message: "expected {path, sync, commit_interval_ms}")
+        }
+        var path: String?
+        var sync = BrokerConfiguration.Persistence.Sync.durable
+        var interval: TimeAmount?
+        for (k, v) in map {
+            let name = k.string ?? "?"
+            let line = v.mark.map { $0.line }
+            switch name {
+            case "path":
+                guard let p = v.scalar?.string, !p.isEmpty else {
+                    throw ConfigurationError(source: source, key: "persistence.path", line: line, message: "expected a file path, got \(describe(v))")
+                }
+                path = p
+            case "sync":
+                guard let s = v.scalar.flatMap({ BrokerConfiguration.Persistence.Sync(rawValue: $0.string) }) else {
+                    throw ConfigurationError(source: source, key: "persistence.sync", line: line, message: "expected durable or periodic, got \(describe(v))")
+                }
+                sync = s
+            case "commit_interval_ms":
+                guard let ms = v.scalar.flatMap({ Int($0.string) }), (0...60_000).contains(ms) else {
+                    throw ConfigurationError(source: source, key: "persistence.commit_interval_ms", line: line,
+                                             message: "expected an integer in 0...60000, got \(describe(v))")
+                }
+                interval = .milliseconds(Int64(ms))
+            default:
+                throw ConfigurationError(source: source, key: "persistence.\(name)", line: k.mark.map { $0.line }, message: "unknown key")
+            }
+        }
+        guard let path else {
+            throw ConfigurationError(source: source, key: "persistence.path", line: node.mark.map { $0.line }, message: "missing: the store's file")
+        }
+        if sync == .periodic && interval == .zero {
+            throw ConfigurationError(source: source, key: "persistence.commit_interval_ms", line: node.mark.map { $0.line },
+                                     message: "must be at least 1 with sync: periodic")
+        }
+        return BrokerConfiguration.Persistence(path: path, sync: sync, commitInterval: interval)
     }
 
     /// `tls: {cert, key, cafile, capath, require_certificate, min_version, ciphers, ciphersuites}`.

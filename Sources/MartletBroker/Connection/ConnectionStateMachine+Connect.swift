@@ -136,7 +136,8 @@ extension ConnectionStateMachine {
         return .attach(Router.ConnectRequest(
             clientID: c.clientID, version: c.version, cleanStart: admission.cleanStart, expiryInterval: c.sessionExpiryAtConnect,
             receiveMaximum: admission.receiveMaximum, maximumPacketSize: admission.maximumPacketSize,
-            policy: listener.slowConsumerPolicy, username: admission.username, topicAliasMaximum: admission.topicAliasMaximum))
+            policy: listener.slowConsumerPolicy, username: admission.username, topicAliasMaximum: admission.topicAliasMaximum,
+            will: c.will, willDelay: c.willDelay))
     }
 
     /// The session is attached: CONNACK, with the v5 properties that say what this server

@@ -38,6 +38,9 @@ public final class BrokerCounters: Sendable {
         public var subscriberStalls = 0
         /// Retained messages not stored because `max_retained_messages` topics were held.
         public var retainedRefused = 0
+        /// QoS 1/2 messages whose acknowledgement said they were not stored (the session store
+        /// could not commit them: a full disk): v5 0x97, 3.1.1 no acknowledgement.
+        public var storeRefused = 0
         public var authFailures = 0
         public var publishDenied = 0
         public var subscribeDenied = 0

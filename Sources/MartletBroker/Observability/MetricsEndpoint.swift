@@ -79,13 +79,16 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
     private let exporter: MetricsExporter
     private let snapshot: @Sendable () -> BrokerCounters.Snapshot
     private let groups: @Sendable () -> [SharedSubscriptions.GroupStatistics]
+    private let store: @Sendable () -> [UInt8]
     private var request: HTTPRequestHead?
 
     init(exporter: MetricsExporter, snapshot: @escaping @Sendable () -> BrokerCounters.Snapshot,
-         groups: @escaping @Sendable () -> [SharedSubscriptions.GroupStatistics] = { [] }) {
+         groups: @escaping @Sendable () -> [SharedSubscriptions.GroupStatistics] = { [] },
+         store: @escaping @Sendable () -> [UInt8] = { [] }) {
         self.exporter = exporter
         self.snapshot = snapshot
         self.groups = groups
+        self.store = store
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -100,7 +103,7 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
             let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
             switch (head.method, path) {
             case (.GET, "/metrics"):
-                respond(context, head, .ok, "text/plain; version=0.0.4; charset=utf-8", exporter.render(snapshot()) + MetricsExporter.render(groups()))
+                respond(context, head, .ok, "text/plain; version=0.0.4; charset=utf-8", exporter.render(snapshot()) + MetricsExporter.render(groups()) + store())
             case (.GET, "/healthz"):
                 respond(context, head, .ok, "text/plain; charset=utf-8", Array("ok\n".utf8))
             case (.GET, _):

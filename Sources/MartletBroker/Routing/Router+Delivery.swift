@@ -25,7 +25,16 @@ extension Router {
     }
 
     func sendInflight(_ delivery: Delivery, to session: Session) {
+        var delivery = delivery
+        let stores = storesDelivery(delivery, session)
+        let isNew = stores && delivery.storeSeq == 0
+        if isNew { storeIdentity(&delivery) }
         let id = session.inflight.send(delivery)
+        if isNew {
+            storeQueued(delivery, session, packetIdentifier: id)
+        } else if stores && delivery.storeSeq != 0 {
+            storeSent(delivery, packetIdentifier: id)
+        }
         core.counters.inflightMessages.add(1, ordering: .relaxed)
         writePublish(delivery, to: session, packetIdentifier: id, dup: false)
         if session.sharedGroups > 0 { updateSharedBusy(session) }
@@ -48,6 +57,7 @@ extension Router {
             if expired {
                 // Waited past its Message Expiry Interval: not sent (MQTT-3.3.2-5).
                 drop(.expired, session)
+                storeRemoved(next, session)
             } else if next.qos == .atMostOnce {
                 writePublish(next, to: session, packetIdentifier: nil, dup: false)
             } else {
@@ -71,7 +81,8 @@ extension Router {
 
     /// A flow given up before its message was sent (too large, not authorized).
     func abandonFlight(_ session: Session, _ packetIdentifier: UInt16?) {
-        if let id = packetIdentifier, session.inflight.abandon(id) {
+        if let id = packetIdentifier, let flight = session.inflight.abandon(id) {
+            storeRemoved(flight.delivery, session)
             core.counters.inflightMessages.subtract(1, ordering: .relaxed)
         }
     }

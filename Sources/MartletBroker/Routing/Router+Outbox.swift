@@ -53,6 +53,10 @@ extension Router {
                 return
             }
         }
+        if storesDelivery(delivery, session) && delivery.storeSeq == 0 {
+            storeIdentity(&delivery)
+            storeQueued(delivery, session, packetIdentifier: nil)
+        }
         session.outbox.append(delivery)
         accountQueued(session, bytes: cost, messages: 1)
     }
@@ -62,6 +66,7 @@ extension Router {
         guard let evicted = session.outbox.evictOldest(qos0Only: qos0Only) else { return }
         accountQueued(session, bytes: -evicted.cost, messages: -1)
         drop(.evicted, session)
+        storeRemoved(evicted, session)
     }
 
     func drop(_ reason: DropReason, _ session: Session, count: Int = 1) {

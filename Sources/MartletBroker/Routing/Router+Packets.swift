@@ -31,7 +31,8 @@ extension Router {
         publisherMustWait = false
         receiveMaximumExceeded = false
         publishing = session
-        let reply = receivedPublish(publish, from: session)
+        store?.touched = false
+        let reply = holdIfNeeded(receivedPublish(publish, from: session), session)
         publishing = nil
         return PublishVerdict(reply: reply, publisherMustWait: publisherMustWait, receiveMaximumExceeded: receiveMaximumExceeded)
     }
@@ -40,24 +41,34 @@ extension Router {
         guard let session = sessions[clientID], session.connectionID == connectionID, session.isOnline else { return Answer() }
         switch packet {
         case .puback(let ack):
-            if session.inflight.acknowledge(ack.packetIdentifier) {
+            if let flight = session.inflight.acknowledge(ack.packetIdentifier) {
+                storeRemoved(flight.delivery, session)
                 flightClosed(session)
             }
         case .pubrec(let rec):
-            switch session.inflight.received(pubrec: rec.packetIdentifier, failed: rec.reasonCode.isFailure) {
+            let (outcome, flight) = session.inflight.received(pubrec: rec.packetIdentifier, failed: rec.reasonCode.isFailure)
+            switch outcome {
             case .release, .releasedAlready:
+                if outcome == .release, let flight, flight.delivery.storeSeq != 0, session.stored {
+                    record(.stage(seq: flight.delivery.storeSeq, packetIdentifier: rec.packetIdentifier, .awaitingPubComp))
+                }
                 return Answer(reply: .pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier)))
             case .ended:
+                if let flight { storeRemoved(flight.delivery, session) }
                 flightClosed(session)
             case .unknown:
                 return Answer(reply: .pubrel(PubRelPacket(packetIdentifier: rec.packetIdentifier, reasonCode: .packetIdentifierNotFound)))
             }
         case .pubcomp(let comp):
-            if session.inflight.complete(comp.packetIdentifier) {
+            if let flight = session.inflight.complete(comp.packetIdentifier) {
+                storeRemoved(flight.delivery, session)
                 flightClosed(session)
             }
         case .pubrel(let rel):
             let known = session.inboundQoS2.released(rel.packetIdentifier)
+            if known && session.stored {
+                record(.inboundQoS2(clientID: session.clientID, packetIdentifier: rel.packetIdentifier, added: false))
+            }
             return Answer(reply: .pubcomp(PubCompPacket(packetIdentifier: rel.packetIdentifier, reasonCode: known ? .success : .packetIdentifierNotFound)))
         case .subscribe(let subscribe):
             return receivedSubscribe(subscribe, from: session)
@@ -65,6 +76,7 @@ extension Router {
             var codes: [ReasonCode] = []
             for filter in unsubscribe.topicFilters {
                 let existed = session.subscriptions.removeValue(forKey: filter) != nil
+                if existed && session.stored { record(.unsubscribed(clientID: session.clientID, filter: filter)) }
                 if existed, let share = SharedSubscription(filter) {
                     core.shared.unsubscribe(filter, filter: String(share.filter), clientID: session.clientID)
                     session.sharedGroups -= 1
@@ -114,6 +126,11 @@ extension Router {
         case .exactlyOnce(let id):
             switch session.inboundQoS2.arrived(id, receiveMaximum: session.version == .v5 ? config.receiveMaximum : nil) {
             case .deliver:
+                if session.stored {
+                    // Exactly once across a restart: the id is stored before PUBREC goes.
+                    record(.inboundQoS2(clientID: session.clientID, packetIdentifier: id, added: true))
+                    store!.touched = true
+                }
                 self.publish(message)
                 return .pubrec(PubRecPacket(packetIdentifier: id, reasonCode: routedCode(session)))
             case .duplicate:
@@ -171,6 +188,7 @@ extension Router {
                 // (MQTT 5 4.8.2).
                 if session.subscriptions[sub.topicFilter] == nil { session.sharedGroups += 1 }
                 session.subscriptions[sub.topicFilter] = StoredSubscription(options: sub.options, identifier: identifier)
+                storeSubscribed(session, sub.topicFilter, sub.options, identifier)
                 core.shared.subscribe(sub.topicFilter, filter: String(share.filter), SharedSubscriptions.Member(
                     clientID: session.clientID, router: index, options: sub.options, identifier: identifier,
                     online: session.isOnline, busy: session.sharedBusy, persistent: session.isPersistent))
@@ -179,6 +197,7 @@ extension Router {
             }
             let existed = trie.insert(filter: sub.topicFilter, subscriber: session, options: sub.options, identifier: identifier)
             session.subscriptions[sub.topicFilter] = StoredSubscription(options: sub.options, identifier: identifier)
+            storeSubscribed(session, sub.topicFilter, sub.options, identifier)
             codes.append(ReasonCode(sub.options.qos.rawValue))
             switch sub.options.retainHandling {
             case .sendOnSubscribe:

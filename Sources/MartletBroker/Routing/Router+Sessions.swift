@@ -16,6 +16,10 @@ extension Router {
         var username: String?
         /// The client's v5 Topic Alias Maximum: aliases it accepts on what it is sent.
         var topicAliasMaximum: Int = 0
+        /// Its will, stored with a persistent session: a crash loses the connection without
+        /// DISCONNECT, so the restarted broker publishes it.
+        var will: Message? = nil
+        var willDelay: UInt32 = 0
     }
 
     enum AuthenticationStep {
@@ -91,10 +95,18 @@ extension Router {
         setConnection(session, nil)
         handOverShared(session, ending: false)
         if session.isPersistent {
+            var waitingWill: (Message, UInt32)?
             if let will {
-                if willDelay > 0 { scheduleWill(will, in: min(willDelay, session.expiryInterval), for: session) } else { publish(will) }
+                if willDelay > 0 {
+                    let delay = min(willDelay, session.expiryInterval)
+                    scheduleWill(will, after: .seconds(Int64(delay)), for: session)
+                    waitingWill = (will, delay)
+                } else {
+                    publish(will)
+                }
             }
             scheduleExpiry(session)
+            storeSessionOffline(session, will: waitingWill?.0, willIn: waitingWill?.1)
         } else {
             if let will { publish(will) }
             endSession(session)
@@ -104,13 +116,14 @@ extension Router {
 
     /// The will goes out after its delay unless the session resumes or ends first (then it
     /// is cancelled or sent at once, by whoever takes it from `wills`).
-    func scheduleWill(_ will: Message, in seconds: UInt32, for session: Session) {
+    func scheduleWill(_ will: Message, after delay: TimeAmount, for session: Session) {
         let clientID = session.clientID
         let generation = session.connectionID
-        wills.schedule(will, for: clientID, after: .seconds(Int64(seconds)), on: eventLoop) { [self] in
+        wills.schedule(will, for: clientID, after: delay, on: eventLoop) { [self] in
             self.assumeIsolated { router in
                 guard let s = router.sessions[clientID], !s.isOnline, s.connectionID == generation,
                       let will = router.wills.take(clientID) else { return }
+                if s.stored { router.record(.willGone(clientID: clientID)) }
                 router.publish(will)
                 router.flush()
             }
@@ -124,12 +137,12 @@ extension Router {
     }
 
     /// An offline persistent session ends after its expiry interval unless it resumes first.
-    func scheduleExpiry(_ session: Session) {
+    func scheduleExpiry(_ session: Session, after delay: TimeAmount? = nil) {
         let clientID = session.clientID
         _ = expiries.take(clientID)
         guard session.expiryInterval != Session.neverExpires else { return }
         let generation = session.connectionID
-        expiries.schedule((), for: clientID, after: .seconds(Int64(session.expiryInterval)), on: eventLoop) { [self] in
+        expiries.schedule((), for: clientID, after: delay ?? .seconds(Int64(session.expiryInterval)), on: eventLoop) { [self] in
             self.assumeIsolated { router in
                 guard router.expiries.take(clientID) != nil,
                       let s = router.sessions[clientID], !s.isOnline, s.connectionID == generation else { return }
@@ -146,6 +159,7 @@ extension Router {
         discardOutbox(session, countAs: .sessionEnded)
         for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
         sessions.removeValue(forKey: session.clientID)
+        storeSessionEnded(session)
         core.registry.release(session.clientID, router: index)
     }
 }

@@ -91,6 +91,7 @@ extension Router {
         if !queued.isEmpty {
             accountQueued(session, bytes: -queued.reduce(0) { $0 + $1.cost }, messages: -queued.count)
         }
+        for (delivery, _) in moved { storeRemoved(delivery, session) }
         for (delivery, pick) in moved { sendShared(Self.sharedDelivery(delivery.message, pick), to: pick, hops: 1) }
         if ending { leaveShareGroups(session) }
     }

@@ -91,6 +91,8 @@ extension Router {
         // An ending session's share groups get its unacknowledged copies back for other members.
         if discard { handOverShared(session, ending: true) }
         let state = session.state
+        // Its rows end with it, or go on with the session on its new loop (or new object here).
+        if discard { storeSessionEnded(session) } else { storeSessionLeft(session) }
         // The outbox leaves this loop's accounting; the new owner charges it again.
         discardOutbox(session, countAs: discard ? .sessionEnded : nil)
         if let target, !discard {
@@ -139,6 +141,11 @@ extension Router {
             }
         }
         sessions[clientID] = session
+        if case .moved(let restored) = outcome, restored.stored, !session.isPersistent, store != nil {
+            // Resumed without being kept any more (v5 expiry 0 now): its stored rows go.
+            record(.sessionEnded(clientID: clientID))
+        }
+        storeSessionAttached(session, request)
         if handler.value.isAwaitingSession {
             setConnection(session, handler)
             let aliases = min(request.topicAliasMaximum, config.maximumTopicAliasOut)
@@ -160,6 +167,7 @@ extension Router {
         } else if session.isPersistent {
             // The client went away while the session was being attached: it stays, offline.
             scheduleExpiry(session)
+            storeSessionOffline(session, will: nil, willIn: nil)
         } else if !arriving {
             endSession(session)
         }

@@ -38,6 +38,11 @@ package actor Router {
     var publishedSubscribedCount = 0
 
     var peers: [Router] = []
+    /// The session store's side on this loop (nil: no persistence).
+    var store: RouterStore?
+    /// Stored sessions on this loop: a loop that hands one a QoS 1/2 message holds the
+    /// acknowledgement until that loop's records are committed (`sync: durable`).
+    nonisolated let persistentSessions = Atomic<Int>(0)
     var trie = SubscriptionTrie<Session>()
     var sessions: [String: Session] = [:]
     /// Every open connection on this loop, for the keepalive / connect-timeout sweep.
@@ -121,6 +126,13 @@ package actor Router {
         var logger = core.logger
         logger[metadataKey: "loop"] = "\(index)"
         self.logger = logger
+    }
+
+    func start(peers: [Router], writer: StoreWriter?, messageIDBase: Int64) {
+        if let writer {
+            store = RouterStore(writer: writer, messageIDBase: messageIDBase, waitForPeer: Array(repeating: false, count: peers.count))
+        }
+        start(peers: peers)
     }
 
     package func start(peers: [Router]) {
@@ -222,6 +234,10 @@ package actor Router {
             let pacing = config.pausePublishersForSlowSubscribers
             for i in peers.indices where i != index && peers[i].subscribedCount.load(ordering: .acquiring) > 0 {
                 routeReached = true  // (as far as this loop can tell)
+                if message.qos != .atMostOnce, store?.durable == true, peers[i].persistentSessions.load(ordering: .relaxed) > 0 {
+                    store!.waitForPeer[i] = true
+                    store!.touched = true
+                }
                 outgoingBatches[i].append(message)
                 outgoingBytes[i] += cost
                 if pacing {
@@ -236,11 +252,17 @@ package actor Router {
     /// Stores a retained message within `max_retained_messages` (the broker's own `$SYS`
     /// topics are outside it); a refusal is counted and logged at most every 5 s.
     func retain(_ message: Message) {
-        let limit = message.topic.hasPrefix("$SYS/") ? 0 : config.maximumRetainedMessages
+        let sys = message.topic.hasPrefix("$SYS/")
+        let limit = sys ? 0 : config.maximumRetainedMessages
         let stored = core.retained.store(
             RetainedMessage(topic: message.topic, payload: message.payload, qos: message.qos, properties: message.properties,
                             expiresAt: message.expiresAt),
             limit: limit)
+        if stored && store != nil && !sys {
+            // `$SYS` is the broker's own and is not stored.
+            record(.retained(topic: message.topic, message.payload.readableBytes == 0 ? nil : self.stored(message, retain: true)))
+            store!.touched = true
+        }
         guard !stored else { return }
         local.retainedRefused += 1
         if let count = retainedRefusedLog.record(at: eventLoop.now) {
@@ -254,6 +276,7 @@ package actor Router {
     func deliverBatch(_ batch: [Message]) {
         for message in batch { deliverLocally(message) }
         flushConnections()
+        flushStore()
     }
 
     func deliverLocally(_ message: Message) {
@@ -362,6 +385,7 @@ package actor Router {
             handOver(i)
         }
         if hasForwards { handOverForwards() }
+        flushStore()
     }
 
     /// Hands the batch for peer `i` over.

@@ -6,6 +6,11 @@ struct InboundQoS2: Sendable, Equatable, ExpressibleByArrayLiteral {
 
     init() {}
 
+    /// Ids loaded from the session store.
+    init(_ ids: [UInt16]) {
+        waiting = Set(ids)
+    }
+
     /// Packet ids already waiting for their PUBREL.
     init(arrayLiteral ids: UInt16...) {
         waiting = Set(ids)

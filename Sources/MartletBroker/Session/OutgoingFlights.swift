@@ -30,25 +30,34 @@ struct OutgoingFlights: Sendable {
         return id
     }
 
-    /// PUBACK: closes the QoS 1 flow; false when there is none under `id`.
-    mutating func acknowledge(_ id: UInt16) -> Bool {
+    /// A flow loaded from the session store, under the identifier it was sent with.
+    mutating func restore(_ flight: OutgoingFlight) {
+        flights.append(flight)
+    }
+
+    /// PUBACK: closes the QoS 1 flow; nil when there is none under `id`.
+    @discardableResult
+    mutating func acknowledge(_ id: UInt16) -> OutgoingFlight? {
         remove(id, at: .awaitingPubAck)
     }
 
-    mutating func received(pubrec id: UInt16, failed: Bool) -> PubRecOutcome {
+    /// What a PUBREC did, and the flow it named (as it was before).
+    mutating func received(pubrec id: UInt16, failed: Bool) -> (PubRecOutcome, OutgoingFlight?) {
         if let i = flights.firstIndex(where: { $0.packetIdentifier == id && $0.stage == .awaitingPubRec }) {
+            let flight = flights[i]
             if failed {
                 flights.remove(at: i)
-                return .ended
+                return (.ended, flight)
             }
             flights[i].stage = .awaitingPubComp
-            return .release
+            return (.release, flight)
         }
-        return flights.contains(where: { $0.packetIdentifier == id && $0.stage == .awaitingPubComp }) ? .releasedAlready : .unknown
+        return (flights.contains(where: { $0.packetIdentifier == id && $0.stage == .awaitingPubComp }) ? .releasedAlready : .unknown, nil)
     }
 
-    /// PUBCOMP: closes the QoS 2 flow; false when there is none under `id`.
-    mutating func complete(_ id: UInt16) -> Bool {
+    /// PUBCOMP: closes the QoS 2 flow; nil when there is none under `id`.
+    @discardableResult
+    mutating func complete(_ id: UInt16) -> OutgoingFlight? {
         remove(id, at: .awaitingPubComp)
     }
 
@@ -64,14 +73,14 @@ struct OutgoingFlights: Sendable {
     }
 
     /// Gives up the flow under `id` whatever its stage (the message could not be sent).
-    mutating func abandon(_ id: UInt16) -> Bool {
+    @discardableResult
+    mutating func abandon(_ id: UInt16) -> OutgoingFlight? {
         remove(id, at: nil)
     }
 
-    private mutating func remove(_ id: UInt16, at stage: OutgoingFlight.Stage?) -> Bool {
-        guard let i = flights.firstIndex(where: { $0.packetIdentifier == id && (stage == nil || $0.stage == stage) }) else { return false }
-        flights.remove(at: i)
-        return true
+    private mutating func remove(_ id: UInt16, at stage: OutgoingFlight.Stage?) -> OutgoingFlight? {
+        guard let i = flights.firstIndex(where: { $0.packetIdentifier == id && (stage == nil || $0.stage == stage) }) else { return nil }
+        return flights.remove(at: i)
     }
 
     /// The next identifier not held by an open flow.

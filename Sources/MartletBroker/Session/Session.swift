@@ -50,6 +50,9 @@ struct Delivery: Sendable {
     /// The share group (`$share/{name}/{filter}`) it came through, if any: a member that goes
     /// offline hands it to another member.
     var group: String? = nil
+    /// Its row in the session store and the stored message it refers to (0: not stored).
+    var storeSeq: Int64 = 0
+    var storeMessage: Int64 = 0
 
     /// What the delivery is charged against `max_queued_bytes`: payload, topic, and a fixed
     /// allowance for the rest of the packet and the queue entry.
@@ -111,6 +114,8 @@ struct SessionState: Sendable {
     var inflight: OutgoingFlights
     var outbox: Outbox
     var inboundQoS2: InboundQoS2
+    /// It had rows in the session store on its old loop.
+    var stored = false
 }
 
 /// The broker's state for one client id. Owned by exactly one `Router` and touched only
@@ -123,6 +128,11 @@ final class Session {
 
     /// Kept after the connection ends (3.1.1 clean session 0, v5 session expiry > 0).
     var expiryInterval: UInt32
+    /// It has rows in the session store (a persistent session, with persistence on).
+    var stored = false
+    /// Acknowledgements of its PUBLISHes held until the store commits (`sync: durable`);
+    /// while there are any, later ones wait behind them (MQTT-4.6.0-2: in order).
+    var deferredAcks = 0
 
     var subscriptions: [String: StoredSubscription] = [:]
     /// Retained messages being sent for new subscriptions; nil when none are.
@@ -197,7 +207,8 @@ final class Session {
 
     var state: SessionState {
         SessionState(
-            retainedFeed: retainedFeed, subscriptions: subscriptions, inflight: inflight, outbox: outbox, inboundQoS2: inboundQoS2)
+            retainedFeed: retainedFeed, subscriptions: subscriptions, inflight: inflight, outbox: outbox, inboundQoS2: inboundQoS2,
+            stored: stored)
     }
 
     func restore(_ state: SessionState) {

@@ -78,6 +78,11 @@ final class SessionRegistry: Sendable {
         if let next { next.turn(next.previous) }
     }
 
+    /// A session loaded from the store at start is owned by `router`.
+    func adopt(_ clientID: String, router: Int) {
+        state.withLockedValue { $0.slots[clientID] = Slot(owner: Int32(router), busy: false) }
+    }
+
     func owner(of clientID: String) -> Int? {
         state.withLockedValue { $0.slots[clientID]?.ownerIndex }
     }

@@ -23,11 +23,11 @@ public struct SubscriptionOptions: Sendable, Hashable {
         self.retainHandling = retainHandling
     }
 
-    var byte: UInt8 {
+    package var byte: UInt8 {
         qos.rawValue | (noLocal ? 0x04 : 0) | (retainAsPublished ? 0x08 : 0) | (retainHandling.rawValue << 4)
     }
 
-    static func read(_ byte: UInt8, version: ProtocolVersion) throws(MQTTCodecError) -> SubscriptionOptions {
+    package static func read(_ byte: UInt8, version: ProtocolVersion) throws(MQTTCodecError) -> SubscriptionOptions {
         let qosRaw = byte & 0x03
         guard let qos = QoS(rawValue: qosRaw) else { throw .invalidQoS(qosRaw) }
         guard version.hasProperties else {

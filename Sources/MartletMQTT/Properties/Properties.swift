@@ -241,7 +241,7 @@ extension Properties {
         return VariableByteInteger.encodedLength(c) + c
     }
 
-    func write(to buffer: inout ByteBuffer) throws(MQTTCodecError) {
+    package func write(to buffer: inout ByteBuffer) throws(MQTTCodecError) {
         if isEmpty {
             buffer.writeInteger(UInt8(0))
             return
@@ -268,7 +268,7 @@ extension Properties {
     }
 
     /// Reads a length-prefixed property list and checks it against `context`.
-    static func read(from buffer: inout ByteBuffer, context: PropertyContext) throws(MQTTCodecError) -> Properties {
+    package static func read(from buffer: inout ByteBuffer, context: PropertyContext) throws(MQTTCodecError) -> Properties {
         let length = Int(try buffer.readMQTTVariableByteInteger("property length"))
         if length == 0 { return Properties() }
         guard var slice = buffer.readSlice(length: length) else { throw .truncated(field: "properties") }
