@@ -150,7 +150,13 @@ public final class MQTTBroker: Sendable {
                 throw ConfigurationError(source: "persistence", key: "persistence.path", line: nil,
                                          message: "cannot create the session store \(path): \(error.reason)")
             }
-            let aside = path + ".corrupt-" + Self.timestamp()
+            var aside = path + ".corrupt-" + Self.timestamp()
+            // Never over an earlier one moved aside in the same second.
+            var n = 1
+            while access(aside, F_OK) == 0 || access(aside + "-wal", F_OK) == 0 {
+                n += 1
+                aside = path + ".corrupt-" + Self.timestamp() + "-\(n)"
+            }
             for suffix in ["", "-wal", "-shm"] where access(path + suffix, F_OK) == 0 {
                 guard rename(path + suffix, aside + suffix) == 0 else {
                     throw ConfigurationError(source: "persistence", key: "persistence.path", line: nil,
