@@ -136,6 +136,53 @@ import Testing
         #expect(ContinuousClock.now - restarted >= .seconds(2), "the will came before its delay")
     }
 
+    @Test("A full disk (a 2 MiB tmpfs): new persistent QoS 1 messages get v5 0x97 / no 3.1.1 PUBACK, counted and logged; the broker keeps serving, the file stays valid and commits resume when space returns")
+    func fullDiskRefusesAndRecovers() async throws {
+        let dir = scratchPath("full-disk")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", dir])
+        try #require(mounted.status == 0, "this test needs to mount a small tmpfs (root): \(mounted.stderr)")
+        defer { _ = try? SpawnedProcess("/bin/umount", ["-l", dir]) }
+        let store = dir + "/store.db"
+        let port = randomTestPort()
+        var d = try await start(port, store: store)
+        let created = try await subscriber(port, "disk-sub", "disk/t", qos: 1, idle: 0, out: dir + "/ignored")
+        #expect(created.status == 0)
+        let before = try await run(mosquittoPub, ["-p", "\(port)", "-V", "5", "-q", "1", "-t", "disk/t", "-m", "before"])
+        #expect(before.status == 0 && before.stderr.isEmpty, "\(before.stderr)")
+
+        // Fill the file system.
+        let fill = try await run("/bin/dd", ["if=/dev/zero", "of=\(dir)/filler", "bs=64k"])
+        #expect(fill.stderr.contains("No space left"), "\(fill.stderr)")
+        let refused = try await run(mosquittoPub, ["-p", "\(port)", "-V", "5", "-q", "1", "-t", "disk/t", "-m", "refused"])
+        let listing = try await run("/bin/ls", ["-la", dir])
+        #expect(refused.stderr.contains("Quota exceeded"), "v5 is told 0x97: \(refused.status) \(refused.stdout) \(refused.stderr) \(listing.stdout)")
+        let v311 = try ChildProcess(mosquittoPub, ["-p", "\(port)", "-q", "1", "-t", "disk/t", "-m", "unanswered"])
+        try await Task.sleep(for: .seconds(1))
+        #expect(v311.isRunning, "3.1.1 gets no PUBACK while the store cannot commit")
+        v311.kill()
+        // Still serving: QoS 0 and a non-persistent round trip work meanwhile.
+        let plain = try await run(mosquittoPub, ["-p", "\(port)", "-q", "1", "-t", "elsewhere", "-m", "x"])
+        #expect(plain.status == 0 && plain.stderr.isEmpty)
+
+        try FileManager.default.removeItem(atPath: dir + "/filler")
+        let after = try await run(mosquittoPub, ["-p", "\(port)", "-V", "5", "-q", "1", "-t", "disk/t", "-m", "after"])
+        #expect(after.status == 0 && after.stderr.isEmpty, "commits work again: \(after.stderr)")
+        d.process.kill()
+        let log = try await d.process.finish()
+        #expect(log.stderr.contains("session store commit failed"), "\(log.stderr)")
+        #expect(log.stderr.contains("session store commits work again"), "\(log.stderr)")
+        let check = try await run("/usr/bin/sqlite3", [store, "PRAGMA integrity_check"])
+        #expect(check.stdout == "ok\n", "\(check.stdout) \(check.stderr)")
+
+        d = try await start(port, store: store)
+        defer { d.process.kill() }
+        let out = dir + "/received"
+        _ = try await subscriber(port, "disk-sub", "disk/t", qos: 1, idle: 1, out: out)
+        let got = Set(lines(out).map { String($0.split(separator: " ")[0]) })
+        #expect(got.isSuperset(of: ["before", "after"]), "\(got)")
+    }
+
     /// Sessions in the store file, read with Debian's sqlite3 shell (a second reader is fine in WAL mode).
     func storedSessions(_ store: String) async throws -> Int {
         let r = try await run("/usr/bin/sqlite3", [store, "SELECT count(*) FROM sessions"])

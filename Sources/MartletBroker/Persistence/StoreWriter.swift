@@ -127,7 +127,8 @@ final class StoreWriter: @unchecked Sendable {
             }
             idleMaintained = false
             var ok = true
-            if !records.isEmpty {
+            // A barrier behind records that failed earlier fails too, unless they commit now.
+            if !records.isEmpty || !retry.isEmpty {
                 lastCommit = .now()
                 ok = commit(records)
             }

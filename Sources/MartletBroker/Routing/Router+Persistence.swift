@@ -22,6 +22,9 @@ struct RouterStore {
     /// Peers handed a QoS 1/2 message this burst while they hold stored sessions: the held
     /// acknowledgements wait for their records too.
     var waitForPeer: [Bool]
+    /// Per origin router: a message it routed got a row here since its last barrier (only
+    /// then does its barrier wait for the writer; otherwise it is answered at once).
+    var storedFor: [Bool]
     /// Acknowledgements held, in the order the PUBLISHes came.
     var held: Deque<HeldAck> = []
     /// Groups of held acknowledgements (one per flush that held any), oldest first, with the
@@ -144,6 +147,8 @@ extension Router {
     /// `packetIdentifier`): its row. The acknowledgement of the PUBLISH it came from waits for it.
     func storeQueued(_ delivery: Delivery, _ session: Session, packetIdentifier: UInt16?) {
         let stage: StoredStage = packetIdentifier == nil ? .queued : delivery.qos == .atLeastOnce ? .awaitingPubAck : .awaitingPubRec
+        let origin = delivery.message.origin
+        if origin >= 0 && origin < store!.storedFor.count { store!.storedFor[origin] = true }
         record(.queued(StoredDelivery(
             seq: delivery.storeSeq, clientID: session.clientID, messageID: delivery.storeMessage, qos: delivery.qos,
             retain: delivery.retain, subscriptionIdentifiers: delivery.subscriptionIdentifiers, group: delivery.group,
@@ -190,7 +195,9 @@ extension Router {
         let group = store!.nextGroup
         store!.nextGroup += 1
         store!.groupHasAcks = false
-        var waiting = 1
+        // The held acknowledgements wait for this loop's records (if it made any) and for
+        // each peer that got one of their messages.
+        var waiting = records.isEmpty ? 0 : 1
         let origin = self
         for i in store!.waitForPeer.indices where store!.waitForPeer[i] {
             store!.waitForPeer[i] = false
@@ -200,13 +207,25 @@ extension Router {
             peer.eventLoop.execute { peer.assumeIsolated { $0.storeBarrier(for: origin, group: group) } }
         }
         store!.groups.append((group, waiting, false))
-        store!.writer.submit(records, barrier: StoreWriter.Barrier(router: self, group: group))
+        if records.isEmpty {
+            releaseCompletedGroups()
+            flushConnections()
+        } else {
+            store!.writer.submit(records, barrier: StoreWriter.Barrier(router: self, group: group))
+        }
     }
 
     /// A peer's held acknowledgements wait for what this loop stored of their messages:
     /// everything stored so far goes to the writer with the peer's barrier behind it.
     func storeBarrier(for origin: Router, group: UInt64) {
         guard store != nil else { return }
+        guard store!.storedFor[origin.index] else {
+            // Nothing of the origin's was stored here since its last barrier: nothing to wait for
+            // (and a failing store does not refuse messages it was not asked to keep).
+            origin.eventLoop.execute { origin.assumeIsolated { $0.storeCommitted(group: group, ok: true) } }
+            return
+        }
+        store!.storedFor[origin.index] = false
         let records = store!.pending
         store!.pending.removeAll(keepingCapacity: true)
         store!.lastMessage = 0
@@ -229,6 +248,12 @@ extension Router {
         guard store != nil, let i = store!.groups.firstIndex(where: { $0.id == group }) else { return }
         store!.groups[i].waiting -= 1
         if !ok { store!.groups[i].failed = true }
+        releaseCompletedGroups()
+        flush()
+    }
+
+    /// Sends the held acknowledgements of the oldest groups whose commits are all in.
+    private func releaseCompletedGroups() {
         while let first = store!.groups.first, first.waiting == 0 {
             store!.groups.removeFirst()
             while let ack = store!.held.first, ack.group == first.id {
@@ -236,7 +261,6 @@ extension Router {
                 release(ack, failed: first.failed)
             }
         }
-        flush()
     }
 
     /// Sends a held acknowledgement, unless its connection is gone (the client resends the

@@ -130,7 +130,8 @@ package actor Router {
 
     func start(peers: [Router], writer: StoreWriter?, messageIDBase: Int64) {
         if let writer {
-            store = RouterStore(writer: writer, messageIDBase: messageIDBase, waitForPeer: Array(repeating: false, count: peers.count))
+            store = RouterStore(writer: writer, messageIDBase: messageIDBase, waitForPeer: Array(repeating: false, count: peers.count),
+                                storedFor: Array(repeating: false, count: peers.count))
         }
         start(peers: peers)
     }
