@@ -1,6 +1,7 @@
 # Martlet — the two commands a new user needs:
 #   make run    build and run the broker (martletd) with config/martlet.yaml (127.0.0.1:1883)
-#               plus a TLS listener on 127.0.0.1:8883 with development certificates
+#               plus a TLS listener on 127.0.0.1:8883 with development certificates; sessions
+#               and retained messages are kept in data/martlet.db
 #   make test   install what the tests need, build, run every test and a bounded fuzz run
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -46,6 +47,7 @@ certs/out/server.pem:
 	bash certs/make-dev-certs.sh
 
 run: build-release certs/out/server.pem
+	@mkdir -p data
 	$(SWIFT) run -c release --skip-build martletd --config $(CONFIG) $(if $(PORT),--port $(PORT)) \
 	  --tls-port $(TLS_PORT) --cert certs/out/server.pem --key certs/out/server.key
 

@@ -22,8 +22,12 @@ import Testing
         #expect(c.broker.listeners == [.init(host: "127.0.0.1", port: 1883)])
         #expect(c.logLevel == d.logLevel)
         #expect(c.slowConsumerPolicy == d.slowConsumerPolicy)
-        // Every value the file shows is the built-in default.
-        #expect(c.broker == d.broker)
+        // The file turns persistence on (in memory is the built-in default) under data/, which
+        // `make run` creates; every other value it shows is the built-in default.
+        #expect(c.broker.persistence == BrokerConfiguration.Persistence(path: "data/martlet.db", sync: .durable, commitInterval: .milliseconds(2)))
+        var rest = c.broker
+        rest.persistence = nil
+        #expect(rest == d.broker)
     }
 
     @Test func backpressureKeysAndPerListenerPolicy() throws {
@@ -166,11 +170,27 @@ import Testing
         ("max_qos: 3\n", "max_qos", 1, "expected an integer in 0...2, got \"3\""),
         ("retain_available: sometimes\n", "retain_available", 1, "expected true or false, got \"sometimes\""),
         ("response_information: \"replies/#\"\n", "response_information", 1, "expected a topic prefix, got \"replies/#\""),
+        ("persistence: a.db\n", "persistence", 1, "expected {path, sync, commit_interval_ms}"),
+        ("persistence:\n  sync: durable\n", "persistence.path", 2, "missing: the store's file"),
+        ("persistence:\n  path: a.db\n  sync: sometimes\n", "persistence.sync", 3, "expected durable or periodic, got \"sometimes\""),
+        ("persistence:\n  path: a.db\n  commit_interval_ms: -5\n", "persistence.commit_interval_ms", 3, "expected an integer in 0...60000, got \"-5\""),
+        ("persistence:\n  path: a.db\n  sync: periodic\n  commit_interval_ms: 0\n", "persistence.commit_interval_ms", 2, "must be at least 1 with sync: periodic"),
+        ("persistence:\n  path: a.db\n  colour: red\n", "persistence.colour", 3, "unknown key"),
     ])
     func badInputNamesTheKeyAndLine(_ yaml: String, _ key: String, _ line: Int, _ message: String) {
         #expect(throws: ConfigurationError(source: "test.yaml", key: key, line: line, message: message)) {
             try load(yaml)
         }
+    }
+
+    @Test("persistence: the path, the sync mode and the commit interval are read; each mode has its own default interval")
+    func persistenceKeys() throws {
+        let periodic = try load("persistence:\n  path: /var/lib/martlet/store.db\n  sync: periodic\n  commit_interval_ms: 250\n").broker.persistence
+        #expect(periodic == .init(path: "/var/lib/martlet/store.db", sync: .periodic, commitInterval: .milliseconds(250)))
+        let durable = try #require(try load("persistence:\n  path: s.db\n").broker.persistence)
+        #expect(durable.sync == .durable && durable.effectiveCommitInterval == .milliseconds(2))
+        #expect(BrokerConfiguration.Persistence(path: "s.db", sync: .periodic).effectiveCommitInterval == .seconds(1))
+        #expect(try load("").broker.persistence == nil)
     }
 
     @Test("the session, MQTT 5 limit and response keys are read")
