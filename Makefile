@@ -89,6 +89,7 @@ benchmark-check: certs/out/server.pem
 # martletd against mosquitto, side by side; writes BENCHMARKS.md (RUNS=3 DURATION=5 by default).
 bench:
 	bash Benchmarks/compare.sh
+	bash Benchmarks/persistence.sh
 
 clean:
 	rm -rf .build Fuzz/.build Benchmarks/.build

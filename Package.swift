@@ -122,6 +122,7 @@ let package = Package(
                 "MartletAuth",
                 "MartletMQTT",
                 "MartletTLS",
+                "CMartletSQLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

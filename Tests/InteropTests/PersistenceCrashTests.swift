@@ -183,6 +183,52 @@ import Testing
         #expect(got.isSuperset(of: ["before", "after"]), "\(got)")
     }
 
+    @Test("sync: periodic: acknowledgements do not wait, and what was acknowledged more than commit_interval_ms before a kill -9 survives it")
+    func periodicLosesAtMostOneInterval() async throws {
+        let dir = scratchPath("crash-periodic")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let store = dir + "/store.db"
+        let config = dir + "/martlet.yaml"
+        try "persistence:\n  path: \(store)\n  sync: periodic\n  commit_interval_ms: 200\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let port = randomTestPort()
+        var d = try await start(port, store: store, ["--config", config])
+        _ = try await subscriber(port, "periodic-sub", "periodic/t", qos: 1, idle: 0, out: dir + "/ignored")
+        let acks = dir + "/acks"
+        let r = try await run(debianPython, ["\(Self.paho)/persistent_publisher.py", "\(port)", "1", "3000", "periodic/t", acks], timeout: .seconds(60))
+        #expect(r.stdout.contains("acked 3000"), "\(r.stdout) \(r.stderr)")
+        // Two commit intervals and a margin after the last acknowledgement.
+        try await Task.sleep(for: .milliseconds(600))
+        d.process.kill()
+        _ = try await d.process.finish()
+        d = try await start(port, store: store, ["--config", config])
+        defer { d.process.kill() }
+        let out = dir + "/received"
+        _ = try await subscriber(port, "periodic-sub", "periodic/t", qos: 1, idle: 2, out: out)
+        let numbers = Set(lines(out).compactMap { Int($0.split(separator: " ")[0]) })
+        #expect(numbers == Set(1...3000), "\(3000 - numbers.count) lost")
+    }
+
+    @Test("martlet store backup copies the store of a running broker consistently; an existing target is refused")
+    func backupWhileRunning() async throws {
+        let dir = scratchPath("backup")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let store = dir + "/store.db"
+        let port = randomTestPort()
+        let d = try await start(port, store: store)
+        defer { d.process.kill() }
+        _ = try await subscriber(port, "backed-up", "b/t", qos: 1, idle: 0, out: dir + "/ignored")
+        for i in 1...5 {
+            _ = try await run(mosquittoPub, ["-p", "\(port)", "-q", "1", "-t", "b/t", "-m", "m\(i)"])
+        }
+        let copy = dir + "/copy.db"
+        let backup = try await run(CLITests.martlet, ["store", "backup", store, copy])
+        #expect(backup.status == 0, "\(backup.stderr)")
+        let rows = try await run("/usr/bin/sqlite3", [copy, "SELECT count(*) FROM sessions; SELECT count(*) FROM deliveries; PRAGMA integrity_check"])
+        #expect(rows.stdout == "1\n5\nok\n", "\(rows.stdout) \(rows.stderr)")
+        let again = try await run(CLITests.martlet, ["store", "backup", store, copy])
+        #expect(again.status != 0 && again.stderr.contains("exists"), "\(again.stderr)")
+    }
+
     /// Sessions in the store file, read with Debian's sqlite3 shell (a second reader is fine in WAL mode).
     func storedSessions(_ store: String) async throws -> Int {
         let r = try await run("/usr/bin/sqlite3", [store, "SELECT count(*) FROM sessions"])

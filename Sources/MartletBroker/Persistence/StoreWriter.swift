@@ -97,9 +97,15 @@ final class StoreWriter: @unchecked Sendable {
         var lastCommit = NIODeadline.uptimeNanoseconds(0)
         var idleMaintained = true
         while true {
-            let timeout: DispatchTime = sync == .periodic || !idleMaintained
-                ? .now() + .nanoseconds(Int(max(commitInterval.nanoseconds, 1_000_000)))
-                : .distantFuture
+            if sync == .periodic {
+                // One commit per interval, whatever arrives meanwhile (a stop cuts it short).
+                let due = DispatchTime.now() + .nanoseconds(Int(commitInterval.nanoseconds))
+                while DispatchTime.now() < due && !queue.withLock({ $0.stopping }) {
+                    _ = wake.wait(timeout: due)
+                }
+            }
+            // After a second without work the WAL is checkpointed and truncated (`maintain`).
+            let timeout: DispatchTime = sync == .periodic ? .now() : idleMaintained ? .distantFuture : .now() + .seconds(1)
             let woken = wake.wait(timeout: timeout) == .success
             if sync == .durable {
                 // Commits are at least `commit_interval_ms` apart: what arrives meanwhile

@@ -64,8 +64,16 @@ extension Router {
     }
 
     func stored(_ message: Message, retain: Bool? = nil) -> StoredMessage {
-        StoredMessage(topic: message.topic, payload: message.payload, qos: message.qos, retain: retain ?? message.retain,
-                      properties: message.properties, expiresAt: wall(message.expiresAt))
+        // A record waits for the writer (up to a commit interval): it must not keep a whole
+        // read buffer alive for a small payload sliced from it.
+        var payload = message.payload
+        if payload.storageCapacity > 2 * payload.readableBytes + 1024 {
+            var copy = allocator.buffer(capacity: payload.readableBytes)
+            copy.writeImmutableBuffer(payload)
+            payload = copy
+        }
+        return StoredMessage(topic: message.topic, payload: payload, qos: message.qos, retain: retain ?? message.retain,
+                             properties: message.properties, expiresAt: wall(message.expiresAt))
     }
 
     func record(_ record: StoreRecord) {

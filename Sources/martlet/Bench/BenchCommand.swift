@@ -41,6 +41,8 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "A topic level of this many bytes added to every topic (long topics); 0 = none.") var topicPadding = 0
     @Option(help: "v5: the Topic Alias Maximum every client allows, so the broker may send topic aliases; 0 = none.")
     var topicAliasMaximum = 0
+    @Flag(help: "Subscribers keep persistent sessions (3.1.1 clean session 0, v5 session expiry 3600 s), ended after the run: what a broker with persistence stores.")
+    var persistentSessions = false
     @Flag(help: "Print the summary as one JSON object.") var json = false
     @Flag(help: "Connect with TLS.") var tls = false
     @Option(help: "CA file to verify the broker (implies --tls).") var cafile: String?
@@ -230,8 +232,10 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
     let totals = BenchTotals()
     var channels: [any Channel] = []
     defer { for c in channels { c.close(promise: nil) } }
+    var subscriberEndpoint = endpoint
+    subscriberEndpoint.persistent = o.persistentSessions
     for i in 0..<subscribers {
-        let ch = try await BenchPeer.open(endpoint, clientID: "bench-\(run)-s\(i)", totals: totals, group: group)
+        let ch = try await BenchPeer.open(subscriberEndpoint, clientID: "bench-\(run)-s\(i)", totals: totals, group: group)
         channels.append(ch)
         try await BenchPeer.subscribe(ch, filter: prefix + "/" + filter(i), qos: o.qosValue, version: o.version)
     }
@@ -306,7 +310,17 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
     ]
     fields += latencyFields(latency)
     fields += cpu.fields(elapsed: elapsed)
+    fields.insert(("persistent_sessions", o.persistentSessions ? "yes" : "no"), at: 7)
     report(fields, json: o.json)
+    if o.persistentSessions {
+        // The sessions end: a clean-start connection of each client id takes over and leaves.
+        for c in channels.prefix(subscribers) { try? await c.close() }
+        for i in 0..<subscribers {
+            if let ch = try? await BenchPeer.open(endpoint, clientID: "bench-\(run)-s\(i)", totals: nil, group: group) {
+                try? await ch.close()
+            }
+        }
+    }
     if s.errors > 0 { throw ExitCode(1) }
 }
 

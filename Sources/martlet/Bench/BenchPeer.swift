@@ -145,6 +145,9 @@ final class BenchPeer: ChannelInboundHandler {
         var keepAlive: UInt16 = 60
         /// v5: the Topic Alias Maximum sent in CONNECT (the broker may then send aliases).
         var topicAliasMaximum: UInt16 = 0
+        /// Subscribers keep their session after the connection (3.1.1 clean session 0, v5
+        /// Session Expiry 3600 s): a broker with persistence stores what they are sent.
+        var persistent = false
     }
 
     /// TCP (+ TLS), CONNECT, CONNACK.
@@ -163,8 +166,9 @@ final class BenchPeer: ChannelInboundHandler {
             .connect(host: endpoint.host, port: endpoint.port).get()
         var properties = Properties()
         if endpoint.version == .v5 && endpoint.topicAliasMaximum > 0 { properties.topicAliasMaximum = endpoint.topicAliasMaximum }
+        if endpoint.version == .v5 && endpoint.persistent { properties.sessionExpiryInterval = 3600 }
         let ack = try await request(channel, .connect(ConnectPacket(
-            protocolVersion: endpoint.version, cleanStart: true, keepAlive: endpoint.keepAlive, clientIdentifier: clientID,
+            protocolVersion: endpoint.version, cleanStart: !endpoint.persistent || endpoint.version == .v5, keepAlive: endpoint.keepAlive, clientIdentifier: clientID,
             properties: properties)), version: endpoint.version)
         guard case .connack(let c) = ack, c.reasonCode == .success else {
             channel.close(promise: nil)
