@@ -148,16 +148,21 @@ public final class SQLiteSessionStore: SessionStore {
                 continue
             }
         }
-        // A message none of the surviving inserts refers to is not written at all.
+        // A message whose deliveries in this batch were all cancelled is not written at all
+        // (one with no delivery in the batch is: a later batch may refer to it).
         var referenced = Set<Int64>()
-        for i in records.indices where !skip[i] {
-            if case .queued(let d) = records[i] { referenced.insert(d.messageID) }
+        var cancelled = Set<Int64>()
+        for i in records.indices {
+            if case .queued(let d) = records[i] {
+                if skip[i] { cancelled.insert(d.messageID) } else { referenced.insert(d.messageID) }
+            }
         }
+        let unwritten = cancelled.subtracting(referenced)
         var released = Set<Int64>()
         try database.execute("BEGIN IMMEDIATE")
         do {
             for i in records.indices where !skip[i] {
-                try write(records[i], referenced: referenced, released: &released)
+                try write(records[i], unwritten: unwritten, released: &released)
             }
             for id in released {
                 try database.statement("DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)")
@@ -170,7 +175,7 @@ public final class SQLiteSessionStore: SessionStore {
         }
     }
 
-    private func write(_ record: StoreRecord, referenced: Set<Int64>, released: inout Set<Int64>) throws {
+    private func write(_ record: StoreRecord, unwritten: Set<Int64>, released: inout Set<Int64>) throws {
         switch record {
         case .session(let h):
             let s = try database.statement("""
@@ -205,7 +210,7 @@ public final class SQLiteSessionStore: SessionStore {
         case .unsubscribed(let clientID, let filter):
             try database.statement("DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2").bind(1, clientID).bind(2, filter).run()
         case .message(let id, let m):
-            guard referenced.contains(id) else { return }
+            guard !unwritten.contains(id) else { return }
             let s = try database.statement("""
                 INSERT OR IGNORE INTO messages(id, topic, payload, qos, retain, properties, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                 """)
@@ -360,6 +365,8 @@ public final class SQLiteSessionStore: SessionStore {
                 topic: topic, payload: payload, qos: QoS(rawValue: UInt8(truncatingIfNeeded: retained.int(2))) ?? .atMostOnce,
                 retain: true, properties: decode(retained.blob(3, allocator: allocator)), expiresAt: expiresAt))
         }
+        // Messages no delivery refers to any more (none should be left; this keeps it so).
+        try database.execute("DELETE FROM messages WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = messages.id)")
         state.nextMessageID = (try database.scalarInt("SELECT max(id) FROM messages") ?? 0) + 1
         state.nextSequence = (try database.scalarInt("SELECT max(seq) FROM deliveries") ?? 0) + 1
         state.nextNegativeMessageID = max(1, 1 - (try database.scalarInt("SELECT min(id) FROM messages") ?? 0))
