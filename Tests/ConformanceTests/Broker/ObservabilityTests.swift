@@ -1,3 +1,4 @@
+import Foundation
 import MartletBroker
 import MartletMQTT
 import NIOCore
@@ -28,6 +29,34 @@ import MartletTestSupport
             samples[String(line[..<space])] = value
         }
         return samples
+    }
+
+    @Test("With persistence, /metrics shows the store: bytes on disk, commits and their latency histogram, records pending")
+    func storeMetrics() async throws {
+        let dir = scratchPath("store-metrics")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try await withBroker({
+            $0.metrics = .init(host: "127.0.0.1", port: 0)
+            $0.persistence = .init(path: dir + "/store.db")
+        }) { broker, port in
+            let metricsPort = try #require(broker.metricsAddress?.port)
+            let (sub, _) = try await RawClient.connected(port: port, clientID: "kept", cleanStart: false)
+            _ = try await sub.subscribe("s/#", qos: .atLeastOnce)
+            await sub.close()
+            let (pub, _) = try await RawClient.connected(port: port, clientID: "pub")
+            for i in 1...10 {
+                try await pub.publish("s/\(i)", "x", qos: .atLeastOnce, id: UInt16(i))
+                #expect(try await pub.next() == .puback(PubAckPacket(packetIdentifier: UInt16(i))))
+            }
+            let m = Self.parse(try await Self.get(metricsPort, "/metrics").body)
+            #expect((m["martlet_store_commits_total"] ?? 0) >= 1)
+            #expect((m["martlet_store_records_committed_total"] ?? 0) >= 20)  // ten messages and their rows
+            #expect(m["martlet_store_records_pending"] != nil)
+            #expect((m["martlet_store_bytes"] ?? 0) > 0)
+            #expect(m["martlet_store_commit_seconds_count"] == m["martlet_store_commits_total"])
+            #expect(m["martlet_store_commit_seconds_bucket{le=\"+Inf\"}"] == m["martlet_store_commits_total"])
+            #expect(m["martlet_store_refused_total"] == 0)
+        }
     }
 
     @Test("/metrics is scraped and parsed, and its values move as traffic flows; /healthz answers ok")
