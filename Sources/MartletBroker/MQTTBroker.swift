@@ -90,6 +90,7 @@ public final class MQTTBroker: Sendable {
             loaded = state
             writer = StoreWriter(
                 store: store, sync: persistence.sync, commitInterval: persistence.effectiveCommitInterval,
+                maximumPendingRecords: persistence.maximumPendingRecords,
                 nextSequence: state.nextSequence, nextMessageID: state.nextNegativeMessageID, logger: core.logger)
             writer!.start()
             storeWriter.withLockedValue { $0 = writer }

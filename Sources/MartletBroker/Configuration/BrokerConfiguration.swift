@@ -84,11 +84,15 @@ public struct BrokerConfiguration: Sendable, Hashable {
         /// meanwhile shares the next fsync); periodic, the time between commits. Nil: 2 ms
         /// durable, 1000 ms periodic.
         public var commitInterval: TimeAmount?
+        /// `max_pending_records` (periodic): changes waiting for the writer beyond which
+        /// acknowledgements of stored messages wait for their commit, as with durable.
+        public var maximumPendingRecords: Int = 1_000_000
 
-        public init(path: String, sync: Sync = .durable, commitInterval: TimeAmount? = nil) {
+        public init(path: String, sync: Sync = .durable, commitInterval: TimeAmount? = nil, maximumPendingRecords: Int = 1_000_000) {
             self.path = path
             self.sync = sync
             self.commitInterval = commitInterval
+            self.maximumPendingRecords = maximumPendingRecords
         }
 
         public var effectiveCommitInterval: TimeAmount {

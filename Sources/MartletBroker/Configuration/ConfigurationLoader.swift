@@ -297,11 +297,12 @@ public enum ConfigurationLoader {
     /// `persistence: {path, sync, commit_interval_ms}`.
     static func persistence(_ node: Node, source: String) throws(ConfigurationError) -> BrokerConfiguration.Persistence {
         guard let map = node.mapping else {
-            throw ConfigurationError(source: source, key: "persistence", line: node.mark.map { $0.line }, message: "expected {path, sync, commit_interval_ms}")
+            throw ConfigurationError(source: source, key: "persistence", line: node.mark.map { $0.line }, message: "expected {path, sync, commit_interval_ms, max_pending_records}")
         }
         var path: String?
         var sync = BrokerConfiguration.Persistence.Sync.durable
         var interval: TimeAmount?
+        var pending = 1_000_000
         for (k, v) in map {
             let name = k.string ?? "?"
             let line = v.mark.map { $0.line }
@@ -322,6 +323,12 @@ public enum ConfigurationLoader {
                                              message: "expected an integer in 0...60000, got \(describe(v))")
                 }
                 interval = .milliseconds(Int64(ms))
+            case "max_pending_records":
+                guard let n = v.scalar.flatMap({ Int($0.string) }), (1...100_000_000).contains(n) else {
+                    throw ConfigurationError(source: source, key: "persistence.max_pending_records", line: line,
+                                             message: "expected an integer in 1...100000000, got \(describe(v))")
+                }
+                pending = n
             default:
                 throw ConfigurationError(source: source, key: "persistence.\(name)", line: k.mark.map { $0.line }, message: "unknown key")
             }
@@ -333,7 +340,7 @@ public enum ConfigurationLoader {
             throw ConfigurationError(source: source, key: "persistence.commit_interval_ms", line: node.mark.map { $0.line },
                                      message: "must be at least 1 with sync: periodic")
         }
-        return BrokerConfiguration.Persistence(path: path, sync: sync, commitInterval: interval)
+        return BrokerConfiguration.Persistence(path: path, sync: sync, commitInterval: interval, maximumPendingRecords: pending)
     }
 
     /// `tls: {cert, key, cafile, capath, require_certificate, min_version, ciphers, ciphersuites}`.

@@ -29,6 +29,8 @@ final class StoreWriter: @unchecked Sendable {
 
     let sync: Sync
     let commitInterval: TimeAmount
+    /// `max_pending_records` (periodic): past it, acknowledgements wait for the commit.
+    let maximumPendingRecords: Int
     private let store: any SessionStore
     private let logger: Logger
     private let queue = Mutex(Queue())
@@ -52,10 +54,12 @@ final class StoreWriter: @unchecked Sendable {
     static let latencyBuckets: [Double] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
     private let latency = Mutex((counts: [Int](repeating: 0, count: 11), sumMicroseconds: 0))
 
-    init(store: any SessionStore, sync: Sync, commitInterval: TimeAmount, nextSequence: Int64, nextMessageID: Int64, logger: Logger) {
+    init(store: any SessionStore, sync: Sync, commitInterval: TimeAmount, maximumPendingRecords: Int = 1_000_000,
+         nextSequence: Int64, nextMessageID: Int64, logger: Logger) {
         self.store = store
         self.sync = sync
         self.commitInterval = commitInterval
+        self.maximumPendingRecords = maximumPendingRecords
         self.nextSequence = Synchronization.Atomic(nextSequence)
         self.nextMessageID = Synchronization.Atomic(nextMessageID)
         self.logger = logger

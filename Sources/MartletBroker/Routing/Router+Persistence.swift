@@ -35,6 +35,13 @@ struct RouterStore {
 
     var durable: Bool { writer.sync == .durable }
 
+    /// Acknowledgements of stored messages wait for their commit: always with `durable`; with
+    /// `periodic` while the writer has more than `max_pending_records` changes to commit, so a
+    /// disk slower than the traffic holds publishers back instead of growing memory.
+    var holdsAcknowledgements: Bool {
+        durable || writer.recordsPending.load(ordering: .relaxed) > writer.maximumPendingRecords
+    }
+
     struct HeldAck {
         var session: Session
         var connectionID: Int
@@ -243,7 +250,7 @@ extension Router {
     /// The acknowledgement of a PUBLISH just routed: held while the store has yet to commit
     /// what it depends on (or an earlier one of the session is held); nil then.
     func holdIfNeeded(_ reply: MQTTPacket?, _ session: Session) -> MQTTPacket? {
-        guard let reply, store != nil, store!.durable, store!.touched || session.deferredAcks > 0 else { return reply }
+        guard let reply, store != nil, store!.touched || session.deferredAcks > 0, store!.holdsAcknowledgements else { return reply }
         store!.held.append(RouterStore.HeldAck(
             session: session, connectionID: session.connectionID, packet: reply, group: store!.nextGroup))
         store!.groupHasAcks = true

@@ -235,7 +235,7 @@ package actor Router {
             let pacing = config.pausePublishersForSlowSubscribers
             for i in peers.indices where i != index && peers[i].subscribedCount.load(ordering: .acquiring) > 0 {
                 routeReached = true  // (as far as this loop can tell)
-                if message.qos != .atMostOnce, store?.durable == true, peers[i].persistentSessions.load(ordering: .relaxed) > 0 {
+                if message.qos != .atMostOnce, store?.holdsAcknowledgements == true, peers[i].persistentSessions.load(ordering: .relaxed) > 0 {
                     store!.waitForPeer[i] = true
                     store!.touched = true
                 }

@@ -126,4 +126,25 @@ import Testing
         while rows.isRunning { try await Task.sleep(for: .milliseconds(5)) }
         #expect(rows.output().stdout == "0\n0\n")
     }
+
+    @Test("sync: periodic past max_pending_records: acknowledgements of stored messages wait for the commit, as with durable (publishers are held back, memory does not grow)")
+    func periodicHoldsAcknowledgementsPastThePendingBound() async throws {
+        let path = store()
+        try await withBroker({
+            // No commit for a minute: what waits for the writer stays pending.
+            $0.persistence = .init(path: path, sync: .periodic, commitInterval: .seconds(60), maximumPendingRecords: 1)
+        }) { _, port in
+            let (sub, _) = try await RawClient.connected(port: port, clientID: "slow-disk", cleanStart: false)
+            _ = try await sub.subscribe("p/#", qos: .atLeastOnce)
+            await sub.close()
+            let (pub, _) = try await RawClient.connected(port: port, clientID: "pub")
+            // The session's own records (subscribe) are pending already: past the bound of 1.
+            try await pub.publish("p/1", "held", qos: .atLeastOnce, id: 1)
+            try await pub.expectSilence(for: .milliseconds(500))
+            // A message no stored session takes is acknowledged at once, behind nothing of its own.
+            let (other, _) = try await RawClient.connected(port: port, clientID: "other")
+            try await other.publish("elsewhere", "free", qos: .atLeastOnce, id: 1)
+            #expect(try await other.next() == .puback(PubAckPacket(packetIdentifier: 1)))
+        }
+    }
 }

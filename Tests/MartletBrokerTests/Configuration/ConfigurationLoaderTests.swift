@@ -170,7 +170,8 @@ import Testing
         ("max_qos: 3\n", "max_qos", 1, "expected an integer in 0...2, got \"3\""),
         ("retain_available: sometimes\n", "retain_available", 1, "expected true or false, got \"sometimes\""),
         ("response_information: \"replies/#\"\n", "response_information", 1, "expected a topic prefix, got \"replies/#\""),
-        ("persistence: a.db\n", "persistence", 1, "expected {path, sync, commit_interval_ms}"),
+        ("persistence: a.db\n", "persistence", 1, "expected {path, sync, commit_interval_ms, max_pending_records}"),
+        ("persistence:\n  path: a.db\n  max_pending_records: 0\n", "persistence.max_pending_records", 3, "expected an integer in 1...100000000, got \"0\""),
         ("persistence:\n  sync: durable\n", "persistence.path", 2, "missing: the store's file"),
         ("persistence:\n  path: a.db\n  sync: sometimes\n", "persistence.sync", 3, "expected durable or periodic, got \"sometimes\""),
         ("persistence:\n  path: a.db\n  commit_interval_ms: -5\n", "persistence.commit_interval_ms", 3, "expected an integer in 0...60000, got \"-5\""),
@@ -185,8 +186,8 @@ import Testing
 
     @Test("persistence: the path, the sync mode and the commit interval are read; each mode has its own default interval")
     func persistenceKeys() throws {
-        let periodic = try load("persistence:\n  path: /var/lib/martlet/store.db\n  sync: periodic\n  commit_interval_ms: 250\n").broker.persistence
-        #expect(periodic == .init(path: "/var/lib/martlet/store.db", sync: .periodic, commitInterval: .milliseconds(250)))
+        let periodic = try load("persistence:\n  path: /var/lib/martlet/store.db\n  sync: periodic\n  commit_interval_ms: 250\n  max_pending_records: 5000\n").broker.persistence
+        #expect(periodic == .init(path: "/var/lib/martlet/store.db", sync: .periodic, commitInterval: .milliseconds(250), maximumPendingRecords: 5000))
         let durable = try #require(try load("persistence:\n  path: s.db\n").broker.persistence)
         #expect(durable.sync == .durable && durable.effectiveCommitInterval == .milliseconds(2))
         #expect(BrokerConfiguration.Persistence(path: "s.db", sync: .periodic).effectiveCommitInterval == .seconds(1))
