@@ -106,8 +106,8 @@ public final class MQTTBroker: Sendable {
         for router in routers {
             try await router.eventLoop.submit { router.assumeIsolated { $0.start(peers: routers, writer: startedWriter, messageIDBase: base) } }.get()
         }
-        if let loaded { try await recover(loaded) }
         do {
+            if let loaded { try await recover(loaded) }
             for (i, listener) in configuration.listeners.enumerated() {
                 if let tls = listener.tls {
                     let context = try TLSContext(configuration: tls, role: .server)
@@ -167,8 +167,13 @@ public final class MQTTBroker: Sendable {
             logger.error("session store unusable: moved aside, starting with an empty store", metadata: [
                 "path": "\(path)", "moved_to": "\(aside)", "reason": "\(error.reason)",
             ])
-            let store = try SQLiteSessionStore(path: path, synchronous: synchronous)
-            return (store, try store.load(now: Router.wallClock()))
+            do {
+                let store = try SQLiteSessionStore(path: path, synchronous: synchronous)
+                return (store, try store.load(now: Router.wallClock()))
+            } catch {
+                throw ConfigurationError(source: "persistence", key: "persistence.path", line: nil,
+                                         message: "cannot create a new session store \(path) after moving the bad one aside: \(error)")
+            }
         }
     }
 

@@ -229,6 +229,28 @@ import Testing
         #expect(again.status != 0 && again.stderr.contains("exists"), "\(again.stderr)")
     }
 
+    @Test("A store file that is garbage is moved aside with an error naming it and the reason, and martletd serves with an empty store; a store that cannot be created is exit 2 naming the key")
+    func unusableStoreAtTheDaemon() async throws {
+        let dir = scratchPath("garbage")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let store = dir + "/store.db"
+        try String(repeating: "not a database ", count: 1000).write(toFile: store, atomically: true, encoding: .utf8)
+        let port = randomTestPort()
+        let d = try await start(port, store: store)
+        let ok = try await run(mosquittoPub, ["-p", "\(port)", "-q", "1", "-t", "t", "-m", "served"])
+        #expect(ok.status == 0)
+        d.process.kill(signal: SIGTERM)
+        let log = try await d.process.finish()
+        #expect(log.stderr.contains("session store unusable: moved aside"), "\(log.stderr)")
+        #expect(log.stderr.contains("not a database"), "the reason is logged: \(log.stderr)")
+        let aside = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("store.db.corrupt-") }
+        #expect(aside.count == 1, "\(aside)")
+
+        let missing = try await run(DaemonTests.martletd, ["--port", "\(randomTestPort())", "--persistence", dir + "/no/such/dir/store.db"])
+        #expect(missing.status == 2, "\(missing.stderr)")
+        #expect(missing.stderr.contains("persistence.path"), "\(missing.stderr)")
+    }
+
     /// Sessions in the store file, read with Debian's sqlite3 shell (a second reader is fine in WAL mode).
     func storedSessions(_ store: String) async throws -> Int {
         let r = try await run("/usr/bin/sqlite3", [store, "SELECT count(*) FROM sessions"])
