@@ -183,7 +183,7 @@ import Testing
         #expect(got.isSuperset(of: ["before", "after"]), "\(got)")
     }
 
-    @Test("sync: periodic: acknowledgements do not wait, and what was acknowledged more than commit_interval_ms before a kill -9 survives it")
+    @Test("sync: periodic: what was acknowledged well over commit_interval_ms before a kill -9 survives it")
     func periodicLosesAtMostOneInterval() async throws {
         let dir = scratchPath("crash-periodic")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -196,8 +196,9 @@ import Testing
         let acks = dir + "/acks"
         let r = try await run(debianPython, ["\(Self.paho)/persistent_publisher.py", "\(port)", "1", "3000", "periodic/t", acks], timeout: .seconds(60))
         #expect(r.stdout.contains("acked 3000"), "\(r.stdout) \(r.stderr)")
-        // Two commit intervals and a margin after the last acknowledgement.
-        try await Task.sleep(for: .milliseconds(600))
+        // Several commit intervals after the last acknowledgement (a loaded machine may delay
+        // the writer's wake-up; the promise is about the interval, not this margin).
+        try await Task.sleep(for: .milliseconds(1500))
         d.process.kill()
         _ = try await d.process.finish()
         d = try await start(port, store: store, ["--config", config])
