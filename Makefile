@@ -12,9 +12,10 @@ TLS_PORT ?= 8883
 FUZZ_SECONDS ?= 60
 
 # Debian packages: libssl-dev for the OpenSSL shim; libsqlite3-dev for the session store;
-# sqlite3 (the shell) for tests that inspect or damage a store; mosquitto-clients, python3-paho-mqtt
+# sqlite3 (the shell) for tests that inspect or damage a store; haproxy (a real PROXY protocol
+# sender in front of martletd); mosquitto-clients, python3-paho-mqtt
 # and mosquitto for the interop tests (third-party clients and broker).
-DEB_PACKAGES := libssl-dev libsqlite3-dev sqlite3 mosquitto mosquitto-clients python3-paho-mqtt iproute2
+DEB_PACKAGES := libssl-dev libsqlite3-dev sqlite3 haproxy mosquitto mosquitto-clients python3-paho-mqtt iproute2
 
 .PHONY: all deps build build-release run test unit-tests fuzz benchmarks benchmark-check bench clean
 
@@ -34,7 +35,7 @@ deps:
 	  fi; \
 	fi
 	@# The Debian mosquitto package starts a system broker on port 1883; the tests start their own.
-	@if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+	@if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto haproxy >/dev/null 2>&1 || true; fi
 
 build: deps
 	$(SWIFT) build

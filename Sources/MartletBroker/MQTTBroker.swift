@@ -320,6 +320,26 @@ public final class MQTTBroker: Sendable {
                             listenerGauge.open.subtract(1, ordering: .relaxed)
                         }
                     }
+                    if listener.proxyProtocol {
+                        // The header comes first, before TLS, and only from a trusted proxy.
+                        let trusted = configuration.trustedProxies
+                        if !trusted.isEmpty, !trusted.contains(where: { range in channel.remoteAddress.map { range.contains($0) } ?? false }) {
+                            router.assumeIsolated { $0.count(\.proxyRefused) }
+                            logger.debug("PROXY protocol connection from a peer not in trusted_proxies", metadata: [
+                                "remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")",
+                            ])
+                            channel.close(promise: nil)
+                            return
+                        }
+                        let loop = channel.eventLoop
+                        let remote = channel.remoteAddress
+                        try channel.pipeline.syncOperations.addHandler(ProxyProtocolHandler { why in
+                            loop.execute { router.assumeIsolated { $0.count(\.proxyRefused) } }
+                            logger.debug("connection without a valid PROXY header closed", metadata: [
+                                "remote": "\(remote.map { "\($0)" } ?? "?")", "reason": "\(why)",
+                            ])
+                        })
+                    }
                     if let context = tlsContexts.withLockedValue({ $0[index] }) {
                         // The TLS handshake counts against the connect timeout.
                         try channel.pipeline.syncOperations.addHandler(

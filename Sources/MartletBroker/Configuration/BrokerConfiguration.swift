@@ -40,6 +40,10 @@ public struct BrokerConfiguration: Sendable, Hashable {
         /// `use_identity_as_username` (TLS listeners): the client certificate's subject CN (or
         /// first SAN) is the user name, and the CONNECT's user name and password are ignored.
         public var useIdentityAsUsername: Bool
+        /// `proxy_protocol`: every connection starts with a PROXY protocol header (v1 or v2)
+        /// from a load balancer in `trusted_proxies`; the client address it gives is the one
+        /// logged. A connection without a valid header is closed.
+        public var proxyProtocol: Bool = false
         public init(
             host: String = "127.0.0.1", port: Int = 1883, tls: TLSConfiguration? = nil,
             maximumConnections: Int = 0, slowConsumerPolicy: SlowConsumerPolicy = .dropNew,
@@ -57,6 +61,10 @@ public struct BrokerConfiguration: Sendable, Hashable {
 
     /// Plain and TLS listeners.
     public var listeners: [Listener] = [Listener()]
+    /// `trusted_proxies`: addresses and networks (`10.0.0.0/8`, `::1`) that may send a PROXY
+    /// header on a `proxy_protocol` listener; a connection from anywhere else there is closed.
+    /// Empty: any peer may.
+    public var trustedProxies: [AddressRange] = []
     /// Event loops (threads) that serve connections; 0 means one per core.
     public var eventLoops: Int = 0
 

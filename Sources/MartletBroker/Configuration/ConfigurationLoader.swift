@@ -195,6 +195,20 @@ public enum ConfigurationLoader {
                 config.broker.metrics = try metricsListener(value, source: source)
                 continue
             }
+            if key == "trusted_proxies" {
+                guard let list = value.sequence else {
+                    throw ConfigurationError(source: source, key: key, line: line, message: "expected a list of addresses or networks (CIDR)")
+                }
+                config.broker.trustedProxies = []
+                for (i, item) in list.enumerated() {
+                    guard let text = item.scalar?.string, let range = AddressRange(text) else {
+                        throw ConfigurationError(source: source, key: "trusted_proxies[\(i)]", line: item.mark.map { $0.line },
+                                                 message: "expected an IP address or a network such as 10.0.0.0/8, got \(describe(item))")
+                    }
+                    config.broker.trustedProxies.append(range)
+                }
+                continue
+            }
             if key == "persistence" {
                 config.broker.persistence = try persistence(value, source: source)
                 continue
@@ -238,11 +252,15 @@ public enum ConfigurationLoader {
                     listener.port = port
                 case "tls":
                     listener.tls = try tlsSettings(v, key: "\(key).tls", source: source)
-                case "allow_anonymous", "use_identity_as_username":
+                case "allow_anonymous", "use_identity_as_username", "proxy_protocol":
                     guard let flag = v.scalar.flatMap({ Bool($0.string) }) else {
                         throw ConfigurationError(source: source, key: "\(key).\(name)", line: line, message: "expected true or false, got \(describe(v))")
                     }
-                    if name == "allow_anonymous" { listener.allowAnonymous = flag } else { listener.useIdentityAsUsername = flag }
+                    switch name {
+                    case "allow_anonymous": listener.allowAnonymous = flag
+                    case "use_identity_as_username": listener.useIdentityAsUsername = flag
+                    default: listener.proxyProtocol = flag
+                    }
                 case "max_connections":
                     guard let n = v.scalar.flatMap({ Int($0.string) }), n >= 0 else {
                         throw ConfigurationError(source: source, key: "\(key).max_connections", line: line, message: "expected a count (0 = no limit), got \(describe(v))")

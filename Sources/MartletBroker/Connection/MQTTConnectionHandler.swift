@@ -29,6 +29,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     /// Bytes in and out since the router last collected them.
     private var bytesIn = 0
     private var bytesOut = 0
+    /// The client's address as a PROXY header gave it (`proxy_protocol` listeners).
+    private var proxiedSource: SocketAddress?
 
     init(router: Router, settings: ConnectionSettings, refusal: Refusal? = nil, logger: Logger) {
         self.router = router
@@ -40,7 +42,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     private func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata = [:]) {
         guard baseLogger.logLevel <= level else { return }
         var logger = baseLogger
-        if let remote = context?.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote)" }
+        if let remote = proxiedSource ?? context?.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote)" }
         if let id = machine.clientID { logger[metadataKey: "client_id"] = "\(id)" }
         logger.log(level: level, message(), metadata: metadata())
     }
@@ -144,6 +146,14 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let proxied = event as? ProxiedConnection {
+            proxiedSource = proxied.header.source
+            log(.debug, "PROXY header", metadata: [
+                "proxy": "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")",
+                "authority": "\(proxied.header.authority ?? "")", "client_cn": "\(proxied.header.clientCommonName ?? "")",
+            ])
+            return
+        }
         if case .inputClosed = event as? ChannelEvent {
             // EOF. Packets held by flow control are still routed, as the subscriber drains.
             if machine.inputEnded() { context.close(promise: nil) }

@@ -50,6 +50,7 @@ extension BrokerCounters {
         CounterEntry(\.inboundResumes, .total, metric: "inbound_resumes_total"),
         CounterEntry(\.subscriberStalls, .total, metric: "subscriber_stalls_total", sys: "subscribers/stalled"),
         CounterEntry(\.retainedRefused, .total, metric: "retained_refused_total", sys: "retained messages/refused"),
+        CounterEntry(\.proxyRefused, .total, metric: "proxy_refused_total"),
         CounterEntry(\.storeRefused, .total, metric: "store_refused_total", sys: "store/refused"),
         CounterEntry(\.authFailures, .total, metric: "auth_failures_total", sys: "auth/failures"),
         CounterEntry(\.publishDenied, .total, metric: "acl_denied_total", labels: [("operation", "publish")]),

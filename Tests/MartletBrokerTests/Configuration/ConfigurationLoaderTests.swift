@@ -170,6 +170,9 @@ import Testing
         ("max_qos: 3\n", "max_qos", 1, "expected an integer in 0...2, got \"3\""),
         ("retain_available: sometimes\n", "retain_available", 1, "expected true or false, got \"sometimes\""),
         ("response_information: \"replies/#\"\n", "response_information", 1, "expected a topic prefix, got \"replies/#\""),
+        ("trusted_proxies: 10.0.0.1\n", "trusted_proxies", 1, "expected a list of addresses or networks (CIDR)"),
+        ("trusted_proxies: [10.0.0.1, lb.local]\n", "trusted_proxies[1]", 1, "expected an IP address or a network such as 10.0.0.0/8, got \"lb.local\""),
+        ("listeners:\n  - port: 1883\n    proxy_protocol: yes please\n", "listeners[0].proxy_protocol", 3, "expected true or false, got \"yes please\""),
         ("persistence: a.db\n", "persistence", 1, "expected {path, sync, commit_interval_ms, max_pending_records}"),
         ("persistence:\n  path: a.db\n  max_pending_records: 0\n", "persistence.max_pending_records", 3, "expected an integer in 1...100000000, got \"0\""),
         ("persistence:\n  sync: durable\n", "persistence.path", 2, "missing: the store's file"),
@@ -182,6 +185,14 @@ import Testing
         #expect(throws: ConfigurationError(source: "test.yaml", key: key, line: line, message: message)) {
             try load(yaml)
         }
+    }
+
+    @Test("proxy_protocol per listener and trusted_proxies (addresses and networks) are read")
+    func proxyKeys() throws {
+        let c = try load("listeners:\n  - port: 1883\n    proxy_protocol: true\n  - port: 1884\ntrusted_proxies: [10.0.0.0/8, \"::1\", 192.168.1.5]\n").broker
+        #expect(c.listeners.map(\.proxyProtocol) == [true, false])
+        #expect(c.trustedProxies.map(\.description) == ["10.0.0.0/8", "::1", "192.168.1.5"])
+        #expect(try load("").broker.trustedProxies.isEmpty)
     }
 
     @Test("persistence: the path, the sync mode and the commit interval are read; each mode has its own default interval")

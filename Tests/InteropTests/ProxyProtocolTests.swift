@@ -1,0 +1,106 @@
+import Foundation
+import MartletTestSupport
+import Testing
+
+/// martletd behind Debian's HAProxy, which sends a PROXY protocol header (v1 with
+/// `send-proxy`, v2 with `send-proxy-v2`) on every connection it forwards.
+@Suite(.serialized) struct HAProxyTests {
+    struct Setup {
+        var broker: ChildProcess
+        var haproxy: ChildProcess
+        var v1: Int
+        var v2: Int
+        var direct: Int
+    }
+
+    /// martletd with a `proxy_protocol` listener (and `trusted_proxies` as given), HAProxy
+    /// forwarding one port with v1 headers and another with v2 headers to it.
+    func start(trusted: [String]) async throws -> Setup {
+        let dir = scratchPath("haproxy")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let (direct, v1, v2) = (randomTestPort(), randomTestPort(), randomTestPort())
+        var yaml = "listeners:\n  - host: 127.0.0.1\n    port: \(direct)\n    proxy_protocol: true\nlog_level: debug\n"
+        if !trusted.isEmpty { yaml += "trusted_proxies: [\(trusted.joined(separator: ", "))]\n" }
+        try yaml.write(toFile: dir + "/martlet.yaml", atomically: true, encoding: .utf8)
+        let broker = try ChildProcess(DaemonTests.martletd, ["--config", dir + "/martlet.yaml"])
+        try await waitUntilListening(UInt16(direct))
+        try """
+            global
+              maxconn 100
+            defaults
+              mode tcp
+              timeout connect 5s
+              timeout client 30s
+              timeout server 30s
+            listen v1
+              bind 127.0.0.1:\(v1)
+              server martlet 127.0.0.1:\(direct) send-proxy
+            listen v2
+              bind 127.0.0.1:\(v2)
+              server martlet 127.0.0.1:\(direct) send-proxy-v2
+
+            """.write(toFile: dir + "/haproxy.cfg", atomically: true, encoding: .utf8)
+        let haproxy = try ChildProcess("/usr/sbin/haproxy", ["-db", "-f", dir + "/haproxy.cfg"])
+        try await waitUntilListening(UInt16(v1))
+        try await waitUntilListening(UInt16(v2))
+        return Setup(broker: broker, haproxy: haproxy, v1: v1, v2: v2, direct: direct)
+    }
+
+    /// A raw MQTT CONNECT from a chosen local port; returns the CONNACK bytes (empty if closed).
+    func connect(_ port: Int, from sourcePort: Int) async throws -> String {
+        let script = """
+            import socket, sys
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", int(sys.argv[2]))); s.connect(("127.0.0.1", int(sys.argv[1]))); s.settimeout(5)
+            s.sendall(bytes([0x10, 0x0F, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 30, 0, 3]) + b"pxy")
+            try:
+                print(s.recv(4).hex())
+            except Exception:
+                print("")
+            """
+        return try await run(debianPython, ["-c", script, "\(port)", "\(sourcePort)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("Through HAProxy (v1 and v2 headers) clients connect and publish; the client's own address and port are the ones martletd logs, not HAProxy's")
+    func clientAddressComesFromTheHeader() async throws {
+        let s = try await start(trusted: ["127.0.0.1"])
+        defer { s.haproxy.kill(); s.broker.kill() }
+        let sources = [(s.v1, randomTestPort()), (s.v2, randomTestPort())]
+        for (port, source) in sources {
+            #expect(try await connect(port, from: source) == "20020000", "CONNACK through HAProxy")
+        }
+        let sub = try ChildProcess(mosquittoSub, ["-p", "\(s.v2)", "-t", "proxied", "-C", "1", "-W", "10"])
+        try await Task.sleep(for: .milliseconds(300))
+        let pub = try await run(mosquittoPub, ["-p", "\(s.v1)", "-t", "proxied", "-m", "through haproxy"])
+        #expect(pub.status == 0, "\(pub.stderr)")
+        #expect(try await sub.finish().stdout == "through haproxy\n")
+        s.broker.kill(signal: SIGTERM)
+        let log = try await s.broker.finish().stderr
+        let headers = log.split(separator: "\n").filter { $0.contains("PROXY header") }
+        #expect(headers.count >= 4, "\(log)")
+        // The raw clients' own source ports (v1 and v2) are the remote address of their lines;
+        // HAProxy's connection to martletd is the `proxy` one.
+        for (_, source) in sources {
+            #expect(headers.contains { $0.contains("remote=[IPv4]127.0.0.1:\(source) ") && !$0.contains("proxy=[IPv4]127.0.0.1/127.0.0.1:\(source)") },
+                    "no PROXY header line for the client on port \(source): \(headers)")
+        }
+    }
+
+    @Test("A proxy_protocol listener closes a connection without a header (from a trusted peer), and any connection from a peer outside trusted_proxies")
+    func refusals() async throws {
+        var s = try await start(trusted: ["127.0.0.0/8"])
+        #expect(try await connect(s.direct, from: randomTestPort()) == "", "no header: closed without CONNACK")
+        s.haproxy.kill()
+        s.broker.kill(signal: SIGTERM)
+        var log = try await s.broker.finish().stderr
+        #expect(log.contains("connection without a valid PROXY header closed") && log.contains("no PROXY protocol header"), "\(log)")
+
+        s = try await start(trusted: ["10.9.9.9", "192.168.0.0/16"])
+        defer { s.haproxy.kill(); s.broker.kill() }
+        #expect(try await connect(s.v2, from: randomTestPort()) == "", "HAProxy at 127.0.0.1 is not trusted: closed")
+        s.broker.kill(signal: SIGTERM)
+        log = try await s.broker.finish().stderr
+        #expect(log.contains("PROXY protocol connection from a peer not in trusted_proxies"), "\(log)")
+        #expect(!log.contains("PROXY header "), "nothing was read from an untrusted peer: \(log)")
+    }
+}
