@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOWebSocket
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -129,6 +130,46 @@ public final class MQTTBroker: Sendable {
             try? await shutdown()
             throw error
         }
+    }
+
+    /// A WebSocket listener's pipeline: the HTTP upgrade (path, Origin, `mqtt` subprotocol,
+    /// bounded request, connect timeout), then frames bridged to the same connection handler
+    /// TCP uses. The client address is X-Forwarded-For / Forwarded from a trusted proxy, else
+    /// the PROXY header's, else the peer's.
+    private static func configureWebSocket(
+        _ channel: any Channel, settings: ConnectionSettings, router: Router, refusal: Refusal?, logger: Logger,
+        proxiedSource: NIOLoopBoundBox<SocketAddress?>
+    ) throws {
+        let listener = settings.listener
+        let configuration = settings.configuration
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: configuration.maximumPacketSize, automaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                guard case .upgrade(let subprotocol) = WebSocketTransport.check(
+                    head, path: listener.webSocketPath, allowedOrigins: listener.allowedOrigins) else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                var headers = HTTPHeaders()
+                headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
+                return channel.eventLoop.makeSucceededFuture(headers)
+            },
+            upgradePipelineHandler: { channel, head in
+                channel.eventLoop.makeCompletedFuture {
+                    let ops = channel.pipeline.syncOperations
+                    if let guardHandler = try? ops.handler(type: WebSocketRequestGuard.self) { ops.removeHandler(guardHandler, promise: nil) }
+                    if let refusalHandler = try? ops.handler(type: WebSocketRefusalHandler.self) { ops.removeHandler(refusalHandler, promise: nil) }
+                    try ops.addHandler(NIOWebSocketFrameAggregator(
+                        minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 4096, maxAccumulatedFrameSize: configuration.maximumPacketSize))
+                    try ops.addHandler(WebSocketMQTTBridge())
+                    let client = WebSocketTransport.forwardedClient(head, peer: channel.remoteAddress, trusted: configuration.trustedProxies)
+                        ?? proxiedSource.value
+                    try ops.addHandler(MQTTConnectionHandler(router: router, settings: settings, refusal: refusal, logger: logger, clientAddress: client))
+                }
+            })
+        let ops = channel.pipeline.syncOperations
+        try ops.addHandler(WebSocketRequestGuard(limit: configuration.maximumHTTPHeaderBytes, timeout: configuration.connectTimeout))
+        try ops.configureHTTPServerPipeline(withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+        try ops.addHandler(WebSocketRefusalHandler(path: listener.webSocketPath, allowedOrigins: listener.allowedOrigins))
     }
 
     /// Opens the store at `persistence.path`. A file that exists but cannot be opened, fails
@@ -320,6 +361,7 @@ public final class MQTTBroker: Sendable {
                             listenerGauge.open.subtract(1, ordering: .relaxed)
                         }
                     }
+                    let proxiedSource = NIOLoopBoundBox<SocketAddress?>(nil, eventLoop: channel.eventLoop)
                     if listener.proxyProtocol {
                         // The header comes first, before TLS, and only from a trusted proxy.
                         let trusted = configuration.trustedProxies
@@ -333,17 +375,22 @@ public final class MQTTBroker: Sendable {
                         }
                         let loop = channel.eventLoop
                         let remote = channel.remoteAddress
-                        try channel.pipeline.syncOperations.addHandler(ProxyProtocolHandler { why in
+                        try channel.pipeline.syncOperations.addHandler(ProxyProtocolHandler(refused: { why in
                             loop.execute { router.assumeIsolated { $0.count(\.proxyRefused) } }
                             logger.debug("connection without a valid PROXY header closed", metadata: [
                                 "remote": "\(remote.map { "\($0)" } ?? "?")", "reason": "\(why)",
                             ])
-                        })
+                        }, announced: { header in proxiedSource.value = header.source }))
                     }
                     if let context = tlsContexts.withLockedValue({ $0[index] }) {
                         // The TLS handshake counts against the connect timeout.
                         try channel.pipeline.syncOperations.addHandler(
                             TLSHandler(context: context, handshakeTimeout: configuration.connectTimeout, shutdownTimeout: .zero))
+                    }
+                    if listener.webSocket {
+                        try Self.configureWebSocket(channel, settings: settings, router: router, refusal: refusal, logger: logger,
+                                                    proxiedSource: proxiedSource)
+                        return
                     }
                     let handler = MQTTConnectionHandler(router: router, settings: settings, refusal: refusal, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(handler)

@@ -48,6 +48,12 @@ struct Martletd: AsyncParsableCommand, Sendable {
     @Option(name: .long, help: "TLS listener port (repeatable); needs --cert and --key.")
     var tlsPort: [Int] = []
 
+    @Option(name: .long, help: "MQTT over WebSocket listener port (repeatable), path /mqtt; added to the config file's listeners.")
+    var wsPort: [Int] = []
+
+    @Option(name: .long, help: "MQTT over secure WebSocket (wss) listener port (repeatable), path /mqtt; needs --cert and --key.")
+    var wssPort: [Int] = []
+
     @Option(name: .long, help: "PEM certificate chain for --tls-port listeners.")
     var cert: String?
 
@@ -94,11 +100,11 @@ struct Martletd: AsyncParsableCommand, Sendable {
         if let logFormat, logFormat != "text" && logFormat != "json" {
             throw ValidationError("--log-format must be text or json")
         }
-        for p in port + tlsPort where !(0...65_535).contains(p) {
+        for p in port + tlsPort + wsPort + wssPort where !(0...65_535).contains(p) {
             throw ValidationError("\(p) is not a TCP port")
         }
-        if !tlsPort.isEmpty && (cert == nil || key == nil) {
-            throw ValidationError("--tls-port needs --cert and --key")
+        if !(tlsPort + wssPort).isEmpty && (cert == nil || key == nil) {
+            throw ValidationError("--tls-port and --wss-port need --cert and --key")
         }
         if requireCertificate && cafile == nil {
             throw ValidationError("--require-certificate needs --cafile")
@@ -125,14 +131,20 @@ struct Martletd: AsyncParsableCommand, Sendable {
         } catch {
             throw ConfigurationFailure(error: error)
         }
-        if !port.isEmpty || !tlsPort.isEmpty {
+        if !port.isEmpty || !tlsPort.isEmpty || !wsPort.isEmpty || !wssPort.isEmpty {
             // --port/--tls-port add to the file's listeners, or replace the built-in default one.
             var tls = TLSConfiguration(peerVerification: requireCertificate ? .required : (cafile == nil ? .none : .optional))
             tls.certificateChainFile = cert
             tls.privateKeyFile = key
             tls.caFile = cafile
+            func webSocket(_ port: Int, _ tls: TLSConfiguration?) -> BrokerConfiguration.Listener {
+                var listener = BrokerConfiguration.Listener(host: bind, port: port, tls: tls)
+                listener.webSocket = true
+                return listener
+            }
             let extra = port.map { BrokerConfiguration.Listener(host: bind, port: $0) }
                 + tlsPort.map { BrokerConfiguration.Listener(host: bind, port: $0, tls: tls) }
+                + wsPort.map { webSocket($0, nil) } + wssPort.map { webSocket($0, tls) }
             resolved.broker.listeners = resolved.listenersConfigured ? resolved.broker.listeners + extra : extra
         }
         if let logLevel { resolved.logLevel = logLevel }

@@ -44,6 +44,11 @@ public struct BrokerConfiguration: Sendable, Hashable {
         /// from a load balancer in `trusted_proxies`; the client address it gives is the one
         /// logged. A connection without a valid header is closed.
         public var proxyProtocol: Bool = false
+        /// `websocket`: MQTT over WebSocket (ws, or wss with `tls`) on `path`, for browsers;
+        /// `allowed_origins`: the Origin headers accepted (empty: any).
+        public var webSocket: Bool = false
+        public var webSocketPath: String = "/mqtt"
+        public var allowedOrigins: [String] = []
         public init(
             host: String = "127.0.0.1", port: Int = 1883, tls: TLSConfiguration? = nil,
             maximumConnections: Int = 0, slowConsumerPolicy: SlowConsumerPolicy = .dropNew,
@@ -65,6 +70,9 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// header on a `proxy_protocol` listener; a connection from anywhere else there is closed.
     /// Empty: any peer may.
     public var trustedProxies: [AddressRange] = []
+    /// `max_http_header_bytes`: the bytes of a WebSocket listener's HTTP upgrade request;
+    /// more and the connection gets 431 and is closed.
+    public var maximumHTTPHeaderBytes: Int = 8192
     /// Event loops (threads) that serve connections; 0 means one per core.
     public var eventLoops: Int = 0
 

@@ -144,6 +144,7 @@ public enum ConfigurationLoader {
             c.broker.sharedSubscriptionStrategy = strategy
             return true
         },
+        integer("max_http_header_bytes", 256...1_048_576) { v, c in c.broker.maximumHTTPHeaderBytes = v },
         integer("max_retained_messages", 0...1_000_000_000) { v, c in c.broker.maximumRetainedMessages = v },
         integer("max_client_id_length", 1...65_535) { v, c in c.broker.maximumClientIdentifierLength = v },
         integer("max_connections", 0...100_000_000) { v, c in c.broker.maximumConnections = v },
@@ -252,6 +253,22 @@ public enum ConfigurationLoader {
                     listener.port = port
                 case "tls":
                     listener.tls = try tlsSettings(v, key: "\(key).tls", source: source)
+                case "websocket":
+                    guard let flag = v.scalar.flatMap({ Bool($0.string) }) else {
+                        throw ConfigurationError(source: source, key: "\(key).websocket", line: line, message: "expected true or false, got \(describe(v))")
+                    }
+                    listener.webSocket = flag
+                case "path":
+                    guard let path = v.scalar?.string, path.hasPrefix("/"), !path.contains(" ") else {
+                        throw ConfigurationError(source: source, key: "\(key).path", line: line, message: "expected a URL path such as /mqtt, got \(describe(v))")
+                    }
+                    listener.webSocketPath = path
+                case "allowed_origins":
+                    guard let list = v.sequence, let origins = Optional(list.compactMap({ $0.scalar?.string })), origins.count == list.count else {
+                        throw ConfigurationError(source: source, key: "\(key).allowed_origins", line: line,
+                                                 message: "expected a list of origins such as https://app.example.com, got \(describe(v))")
+                    }
+                    listener.allowedOrigins = origins
                 case "allow_anonymous", "use_identity_as_username", "proxy_protocol":
                     guard let flag = v.scalar.flatMap({ Bool($0.string) }) else {
                         throw ConfigurationError(source: source, key: "\(key).\(name)", line: line, message: "expected true or false, got \(describe(v))")

@@ -32,7 +32,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     /// The client's address as a PROXY header gave it (`proxy_protocol` listeners).
     private var proxiedSource: SocketAddress?
 
-    init(router: Router, settings: ConnectionSettings, refusal: Refusal? = nil, logger: Logger) {
+    init(router: Router, settings: ConnectionSettings, refusal: Refusal? = nil, logger: Logger, clientAddress: SocketAddress? = nil) {
+        self.proxiedSource = clientAddress
         self.router = router
         self.baseLogger = logger
         self.machine = ConnectionStateMachine(settings: settings, refusal: refusal, now: router.eventLoop.now)
@@ -53,6 +54,18 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // Added after the channel became active (a WebSocket upgrade): it starts now.
+        if context.channel.isActive { activate(context) }
+    }
+
+    private var activated = false
+
+    private func activate(_ context: ChannelHandlerContext) {
+        guard !activated else { return }
+        activated = true
+        machine.channelActive(now: now)
+        let handler = bound(context)
+        connectionID = router.assumeIsolated { $0.register(handler) }
     }
 
     /// The context holds this handler and this handler held the context: without letting go
@@ -62,9 +75,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        machine.channelActive(now: now)
-        let handler = bound(context)
-        connectionID = router.assumeIsolated { $0.register(handler) }
+        activate(context)
         context.fireChannelActive()
     }
 
@@ -291,6 +302,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     }
 
     func sessionAttached(sessionPresent: Bool) {
+        log(.debug, "client connected", metadata: ["session_present": "\(sessionPresent)"])
         run(machine.sessionAttached(sessionPresent: sessionPresent))
     }
 

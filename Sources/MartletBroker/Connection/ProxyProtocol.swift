@@ -150,9 +150,13 @@ final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannelHandler
     private var buffered: ByteBuffer?
     private var done = false
     private let refused: @Sendable (String) -> Void
+    /// Also told the header (a WebSocket listener creates its connection handler only after
+    /// the upgrade, so the announcement would find no one).
+    private let announced: ((ProxyHeader) -> Void)?
 
-    init(refused: @escaping @Sendable (String) -> Void) {
+    init(refused: @escaping @Sendable (String) -> Void, announced: ((ProxyHeader) -> Void)? = nil) {
         self.refused = refused
+        self.announced = announced
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -176,6 +180,7 @@ final class ProxyProtocolHandler: ChannelInboundHandler, RemovableChannelHandler
             var rest = buffered!
             buffered = nil
             rest.moveReaderIndex(forwardBy: length)
+            announced?(header)
             context.fireUserInboundEventTriggered(ProxiedConnection(header: header))
             if rest.readableBytes > 0 {
                 context.fireChannelRead(wrapInboundOut(rest))

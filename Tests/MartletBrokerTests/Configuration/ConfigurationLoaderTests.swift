@@ -170,6 +170,11 @@ import Testing
         ("max_qos: 3\n", "max_qos", 1, "expected an integer in 0...2, got \"3\""),
         ("retain_available: sometimes\n", "retain_available", 1, "expected true or false, got \"sometimes\""),
         ("response_information: \"replies/#\"\n", "response_information", 1, "expected a topic prefix, got \"replies/#\""),
+        ("listeners:\n  - port: 8080\n    websocket: maybe\n", "listeners[0].websocket", 3, "expected true or false, got \"maybe\""),
+        ("listeners:\n  - port: 8080\n    path: mqtt\n", "listeners[0].path", 3, "expected a URL path such as /mqtt, got \"mqtt\""),
+        ("listeners:\n  - port: 8080\n    allowed_origins: https://a.example\n", "listeners[0].allowed_origins", 3,
+         "expected a list of origins such as https://app.example.com, got \"https://a.example\""),
+        ("max_http_header_bytes: 10\n", "max_http_header_bytes", 1, "expected an integer in 256...1048576, got \"10\""),
         ("trusted_proxies: 10.0.0.1\n", "trusted_proxies", 1, "expected a list of addresses or networks (CIDR)"),
         ("trusted_proxies: [10.0.0.1, lb.local]\n", "trusted_proxies[1]", 1, "expected an IP address or a network such as 10.0.0.0/8, got \"lb.local\""),
         ("listeners:\n  - port: 1883\n    proxy_protocol: yes please\n", "listeners[0].proxy_protocol", 3, "expected true or false, got \"yes please\""),
@@ -185,6 +190,15 @@ import Testing
         #expect(throws: ConfigurationError(source: "test.yaml", key: key, line: line, message: message)) {
             try load(yaml)
         }
+    }
+
+    @Test("WebSocket listeners: websocket, path (default /mqtt), allowed_origins, and max_http_header_bytes are read")
+    func webSocketKeys() throws {
+        let c = try load("listeners:\n  - port: 8080\n    websocket: true\n    path: /ws\n    allowed_origins: [\"https://app.example\"]\n  - port: 8081\n    websocket: true\nmax_http_header_bytes: 4096\n").broker
+        #expect(c.listeners.map(\.webSocket) == [true, true])
+        #expect(c.listeners.map(\.webSocketPath) == ["/ws", "/mqtt"])
+        #expect(c.listeners[0].allowedOrigins == ["https://app.example"] && c.listeners[1].allowedOrigins.isEmpty)
+        #expect(c.maximumHTTPHeaderBytes == 4096 && BrokerConfiguration().maximumHTTPHeaderBytes == 8192)
     }
 
     @Test("proxy_protocol per listener and trusted_proxies (addresses and networks) are read")
