@@ -1,14 +1,14 @@
 #!/usr/bin/python3
-"""Idle memory per connection, plain TCP against WebSocket: opens N MQTT connections (each
-CONNECT answered), holds them, and prints the broker's RSS growth per connection.
+"""Idle memory per connection, plain TCP or WebSocket: opens N MQTT connections (each
+CONNECT answered), holds them, and prints the broker's RSS growth per connection. Use a fresh
+broker for each kind (freed memory is not given back to the system), `ulimit -n` above N:
 
-usage: python3 Benchmarks/ws-idle.py BROKER_PID TCP_PORT WS_PORT [N]
-  e.g. martletd --port 18900 --ws-port 18901 & python3 Benchmarks/ws-idle.py $! 18900 18901 3000
-Run against a fresh broker (freed memory is not given back), and `ulimit -n` above 2 N.
+  martletd --port 18900 & python3 Benchmarks/ws-idle.py $! 18900 tcp 3000; kill $!
+  martletd --ws-port 18901 & python3 Benchmarks/ws-idle.py $! 18901 ws 3000; kill $!
 """
 import base64, os, socket, sys, time
 
-pid, tcp_port, ws_port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+pid, port, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 n = int(sys.argv[4]) if len(sys.argv) > 4 else 3000
 
 
@@ -48,12 +48,8 @@ def open_all(port, ws, prefix):
     return socks
 
 
-for name, port, ws in [("tcp", tcp_port, False), ("websocket", ws_port, True)]:
-    before = rss_kib()
-    socks = open_all(port, ws, name)
-    time.sleep(2)
-    after = rss_kib()
-    print("%s: %d bytes per idle connection (%d connections, RSS %d -> %d KiB)" % (name, (after - before) * 1024 // n, n, before, after))
-    for s in socks:
-        s.close()
-    time.sleep(2)
+before = rss_kib()
+socks = open_all(port, kind == "ws", kind)
+time.sleep(2)
+after = rss_kib()
+print("%s: %d bytes per idle connection (%d connections, RSS %d -> %d KiB)" % (kind, (after - before) * 1024 // n, n, before, after))
