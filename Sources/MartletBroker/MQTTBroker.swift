@@ -143,7 +143,7 @@ public final class MQTTBroker: Sendable {
         let listener = settings.listener
         let configuration = settings.configuration
         let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: configuration.maximumPacketSize, automaticErrorHandling: true,
+            maxFrameSize: configuration.maximumPacketSize, automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 guard case .upgrade(let subprotocol) = WebSocketTransport.check(
                     head, path: listener.webSocketPath, allowedOrigins: listener.allowedOrigins) else {
@@ -158,8 +158,6 @@ public final class MQTTBroker: Sendable {
                     let ops = channel.pipeline.syncOperations
                     if let guardHandler = try? ops.handler(type: WebSocketRequestGuard.self) { ops.removeHandler(guardHandler, promise: nil) }
                     if let refusalHandler = try? ops.handler(type: WebSocketRefusalHandler.self) { ops.removeHandler(refusalHandler, promise: nil) }
-                    try ops.addHandler(NIOWebSocketFrameAggregator(
-                        minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 4096, maxAccumulatedFrameSize: configuration.maximumPacketSize))
                     try ops.addHandler(WebSocketMQTTBridge())
                     let client = WebSocketTransport.forwardedClient(head, peer: channel.remoteAddress, trusted: configuration.trustedProxies)
                         ?? proxiedSource.value

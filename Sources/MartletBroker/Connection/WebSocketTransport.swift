@@ -136,9 +136,12 @@ final class WebSocketRefusalHandler: ChannelInboundHandler, RemovableChannelHand
 
 /// After the upgrade: WebSocket frames in, MQTT bytes out to the connection handler, and its
 /// bytes back as binary frames. MQTT packets may span frames and a frame may hold several
-/// (the handler frames the byte stream itself); fragmented messages are reassembled before
-/// this by `NIOWebSocketFrameAggregator`, within the maximum packet size. Pings are answered;
-/// a text frame is refused with close code 1003; a close is answered with a close.
+/// (the connection handler frames the byte stream itself), so the fragments of a binary
+/// message are passed on as they come: the MQTT framer bounds packets by `max_packet_size`,
+/// and the frame decoder bounds each frame by it. Pings are answered; a text message is
+/// refused with close code 1003; a frame the decoder rejects closes with 1009 (too large) or
+/// 1002; a close is answered with a close. One handler for all of it keeps an idle
+/// WebSocket connection small.
 final class WebSocketMQTTBridge: ChannelDuplexHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = ByteBuffer
@@ -146,13 +149,19 @@ final class WebSocketMQTTBridge: ChannelDuplexHandler {
     typealias OutboundOut = WebSocketFrame
 
     private var closeSent = false
+    /// Inside a fragmented text message (its continuations are refused with it).
+    private var inText = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
-        case .binary, .continuation:
+        case .binary:
+            inText = false
             context.fireChannelRead(wrapInboundOut(frame.unmaskedData))
-        case .text:
+        case .continuation where !inText:
+            context.fireChannelRead(wrapInboundOut(frame.unmaskedData))
+        case .text, .continuation:
+            inText = true
             sendClose(context, code: .unacceptableData, then: true)
         case .ping:
             var data = frame.unmaskedData
@@ -166,6 +175,15 @@ final class WebSocketMQTTBridge: ChannelDuplexHandler {
         default:
             break
         }
+    }
+
+    /// The frame decoder's errors: a frame over the maximum size (1009) or a broken frame (1002).
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let error = error as? NIOWebSocketError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        sendClose(context, code: error == .invalidFrameLength ? .messageTooLarge : .protocolError, then: true)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
