@@ -2,7 +2,9 @@ import MartletMQTT
 import MartletTLS
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
+import NIOWebSocket
 
 /// An MQTT 3.1.1 / 5.0 client for async code.
 ///
@@ -98,6 +100,9 @@ public final class MQTTClient: Sendable {
         // The handler as the initializer made it: looking it up in the pipeline later fails
         // once a failed TLS handshake has closed the channel and emptied the pipeline.
         let installed = NIOLockedValueBox<NIOLoopBound<ClientConnectionHandler>?>(nil)
+        let webSocketPath = configuration.webSocketPath
+        // With WebSocket, the connection handler is added once the upgrade is done.
+        let upgraded = NIOLockedValueBox<EventLoopPromise<Void>?>(nil)
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -107,13 +112,50 @@ public final class MQTTClient: Sendable {
                         try channel.pipeline.syncOperations.addHandler(
                             TLSHandler(context: tlsContext, serverName: serverName, handshakeTimeout: configuration.connectTimeout))
                     }
-                    let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, deliver: deliver)
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                    installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
+                    guard webSocketPath != nil else {
+                        let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, deliver: deliver)
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                        installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
+                        return
+                    }
+                    let promise = channel.eventLoop.makePromise(of: Void.self)
+                    upgraded.withLockedValue { $0 = promise }
+                    let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 28, automaticErrorHandling: true) { channel, _ in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(ClientWebSocketBridge())
+                            let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, deliver: deliver)
+                            try channel.pipeline.syncOperations.addHandler(handler)
+                            installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
+                            promise.succeed()
+                        }
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+                    try channel.pipeline.syncOperations.addHandler(CloseOnErrorHandler())
+                    channel.closeFuture.whenComplete { _ in
+                        if installed.withLockedValue({ $0 }) == nil { promise.fail(MQTTClientError.connectionClosed) }
+                    }
                 }
             }
             .connect(host: configuration.host, port: configuration.port)
             .get()
+        if let path = webSocketPath, let promise = upgraded.withLockedValue({ $0 }) {
+            var headers = HTTPHeaders()
+            headers.add(name: "Host", value: "\(configuration.host):\(configuration.port)")
+            headers.add(name: "Sec-WebSocket-Protocol", value: "mqtt")
+            headers.add(name: "Content-Length", value: "0")
+            let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            let timer = channel.eventLoop.scheduleTask(in: configuration.connectTimeout) { channel.close(promise: nil) }
+            do {
+                try await promise.futureResult.get()
+                timer.cancel()
+            } catch {
+                timer.cancel()
+                try? await channel.close()
+                throw error
+            }
+        }
 
         var properties = Properties()
         if version == .v5, let expiry = configuration.sessionExpiryInterval { properties.sessionExpiryInterval = expiry }

@@ -19,6 +19,8 @@ public struct MQTTClientConfiguration: Sendable {
     public var sessionExpiryInterval: UInt32?
     /// TLS settings; nil for plain TCP. Verification and host-name checks are on by default.
     public var tls: TLSConfiguration?
+    /// MQTT over WebSocket to this path (e.g. "/mqtt"), over `tls` when set (wss); nil: TCP.
+    public var webSocketPath: String?
     /// Time allowed for TCP, TLS and CONNACK together.
     public var connectTimeout: TimeAmount = .seconds(10)
     /// Incoming messages held for a consumer that reads slowly; past it the oldest are dropped

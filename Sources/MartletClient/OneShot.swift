@@ -14,12 +14,15 @@ public struct MQTTURL: Sendable, Hashable {
     public var host: String
     public var port: Int
     public var topic: String
+    /// ws:// and wss:// URLs: the WebSocket path, the URL's first path segment
+    /// (`ws://host:8080/mqtt/sensors/1` is path /mqtt, topic sensors/1); nil for mqtt(s)://.
+    public var webSocketPath: String?
 
     public enum ParseError: Error, Hashable, CustomStringConvertible {
         case scheme, noTopic, badPort, empty
         public var description: String {
             switch self {
-            case .scheme: return "must start with mqtt:// or mqtts://"
+            case .scheme: return "must start with mqtt://, mqtts://, ws:// or wss://"
             case .noTopic: return "needs a topic: mqtt://host/topic"
             case .badPort: return "has a bad port"
             case .empty: return "needs a host and a topic"
@@ -35,12 +38,22 @@ public struct MQTTURL: Sendable, Hashable {
         } else if url.hasPrefix("mqtt://") {
             secure = false
             rest = url.dropFirst(7)
+        } else if url.hasPrefix("wss://") || url.hasPrefix("ws://") {
+            secure = url.hasPrefix("wss://")
+            rest = url.dropFirst(secure ? 6 : 5)
+            webSocketPath = ""
         } else {
             throw .scheme
         }
         guard let slash = rest.firstIndex(of: "/") else { throw .noTopic }
         var authority = rest[..<slash]
-        let rawTopic = String(rest[rest.index(after: slash)...])
+        var afterAuthority = rest[rest.index(after: slash)...]
+        if webSocketPath != nil {
+            guard let next = afterAuthority.firstIndex(of: "/") else { throw .noTopic }
+            webSocketPath = "/" + afterAuthority[..<next]
+            afterAuthority = afterAuthority[afterAuthority.index(after: next)...]
+        }
+        let rawTopic = String(afterAuthority)
         topic = rawTopic.removingPercentEncoding ?? rawTopic
         if let at = authority.lastIndex(of: "@") {
             let credentials = authority[..<at]
@@ -53,7 +66,7 @@ public struct MQTTURL: Sendable, Hashable {
             }
         }
         host = String(authority)
-        port = secure ? 8883 : 1883
+        port = webSocketPath != nil ? (secure ? 443 : 80) : (secure ? 8883 : 1883)
         if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
             host = String(authority[..<colon])
             guard let p = Int(authority[authority.index(after: colon)...]), (1...65_535).contains(p) else { throw .badPort }

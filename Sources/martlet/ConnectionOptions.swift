@@ -17,7 +17,8 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .customShort("P"), help: "Password.") var password: String?
     @Option(name: .customShort("k"), help: "Keepalive in seconds.") var keepalive: UInt16 = 60
     @Option(name: .customShort("V"), help: "Protocol: mqttv311 or mqttv5.") var protocolVersion = "mqttv311"
-    @Option(name: .customShort("L"), help: "URL: mqtt[s]://[user[:pass]@]host[:port]/topic") var url: String?
+    @Option(name: .customShort("L"), help: "URL: mqtt[s]://[user[:pass]@]host[:port]/topic, or ws[s]://host[:port]/path/topic (MQTT over WebSocket)") var url: String?
+    @Flag(name: .long, help: "MQTT over WebSocket, path /mqtt (with TLS: wss).") var ws = false
     @Flag(name: .customShort("d"), help: "Print debug messages.") var debug = false
     @Option(name: .long, help: "CA file to verify the broker (enables TLS).") var cafile: String?
     @Option(name: .long, help: "Client certificate (PEM) for mutual TLS.") var cert: String?
@@ -58,6 +59,7 @@ struct ConnectionOptions: ParsableArguments {
         config.password = password ?? parsed?.password
         config.cleanStart = cleanStart
         config.will = will
+        config.webSocketPath = parsed?.webSocketPath ?? (ws ? "/mqtt" : nil)
         if secure {
             var t = TLSConfiguration.client(caFile: cafile, serverName: h)
             t.certificateChainFile = cert

@@ -1,4 +1,5 @@
 import Foundation
+import MartletBroker
 import Testing
 import MartletTestSupport
 
@@ -65,6 +66,22 @@ import MartletTestSupport
         }
     }
 
+    @Test("martlet sub --ws and martlet pub -L ws://host:port/mqtt/topic: MQTT over WebSocket from the command line")
+    func overWebSocket() async throws {
+        try await withBroker({
+            var ws = BrokerConfiguration.Listener(host: "127.0.0.1", port: 0)
+            ws.webSocket = true
+            $0.listeners = [ws]
+        }) { broker, port in
+            let sub = try ChildProcess(Self.martlet, ["sub", "--ws", "-p", "\(port)", "-t", "cli/ws", "-q", "1", "-C", "1", "-W", "10"])
+            try await waitForSubscriptions(broker, 1)
+            let pub = try await run(Self.martlet, ["pub", "-L", "ws://127.0.0.1:\(port)/mqtt/cli/ws", "-q", "1", "-m", "over websocket"])
+            #expect(pub.status == 0, "\(pub.stderr)")
+            let got = try await sub.finish()
+            #expect(got.stdout == "over websocket\n", "\(got.stderr)")
+        }
+    }
+
     @Test func errorsHaveMeaningfulExitCodes() async throws {
         let refused = try await run(Self.martlet, ["pub", "-p", "1", "-t", "x", "-m", "y"])
         #expect(refused.status == 2)
@@ -76,7 +93,7 @@ import MartletTestSupport
         for (arguments, message) in [
             (["pub", "-t", "a", "-m", "y", "-q", "3"], "-q must be 0, 1 or 2"),
             (["pub", "-t", "a"], "give exactly one of -m, -f, -s, -l, -n"),
-            (["pub", "-L", "http://127.0.0.1/a", "-m", "y"], "-L must start with mqtt:// or mqtts://"),
+            (["pub", "-L", "http://127.0.0.1/a", "-m", "y"], "-L must start with mqtt://, mqtts://, ws:// or wss://"),
             (["pub", "-L", "mqtt://127.0.0.1:port/a", "-m", "y"], "-L has a bad port"),
             (["pub", "-L", "mqtt://127.0.0.1", "-m", "y"], "-L needs a topic"),
             (["sub", "-t", "a/#/b"], "invalid topic filter"),

@@ -157,3 +157,45 @@ func next(_ count: Int, from client: MQTTClient, timeout: Duration = .seconds(5)
         }
     }
 }
+
+/// MartletClient over WebSocket (`webSocketPath`) against martletd's WebSocket listener.
+@Suite struct WebSocketClientTests {
+    @Test("A WebSocket client and a TCP client exchange QoS 0 and QoS 1 messages, a 200 KiB one among them; a refused upgrade fails the connect at once")
+    func roundTripOverWebSocket() async throws {
+        try await withBroker({
+            var ws = BrokerConfiguration.Listener(host: "127.0.0.1", port: 0)
+            ws.webSocket = true
+            $0.listeners.append(ws)
+        }) { broker, tcpPort in
+            let wsPort = try #require(broker.localAddresses.last?.port)
+            var config = MQTTClientConfiguration(port: wsPort, clientID: "ws-client")
+            config.webSocketPath = "/mqtt"
+            let wsClient = try await MQTTClient.connect(config)
+            try await wsClient.subscribe("ws/#", qos: .atLeastOnce)
+            let tcpClient = try await MQTTClient.connect(.init(port: tcpPort, clientID: "tcp-client"))
+            try await tcpClient.publish("ws/a", payload: ByteBuffer(string: "zero"), qos: .atMostOnce)
+            try await tcpClient.publish("ws/b", payload: ByteBuffer(repeating: 0x61, count: 200_000), qos: .atLeastOnce)
+            var received: [(String, Int)] = []
+            for await m in wsClient.messages {
+                received.append((m.topic, m.payload.readableBytes))
+                if received.count == 2 { break }
+            }
+            #expect(received.map(\.0) == ["ws/a", "ws/b"] && received.map(\.1) == [4, 200_000])
+            // And back: the WebSocket client publishes to the TCP one.
+            try await tcpClient.subscribe("back", qos: .atLeastOnce)
+            try await wsClient.publish("back", payload: ByteBuffer(string: "over ws"), qos: .atLeastOnce)
+            for await m in tcpClient.messages {
+                #expect(String(buffer: m.payload) == "over ws")
+                break
+            }
+            try await wsClient.disconnect()
+            try await tcpClient.disconnect()
+
+            var wrong = MQTTClientConfiguration(port: wsPort, clientID: "lost")
+            wrong.webSocketPath = "/nowhere"
+            let started = ContinuousClock.now
+            await #expect(throws: (any Error).self) { _ = try await MQTTClient.connect(wrong) }
+            #expect(ContinuousClock.now - started < .seconds(5), "a 404 fails the connect at once, not at its timeout")
+        }
+    }
+}

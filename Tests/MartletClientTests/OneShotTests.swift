@@ -15,6 +15,13 @@ import MartletTestSupport
         #expect(try MQTTURL(string: "mqtts://h/t").port == 8883)
         #expect(try MQTTURL(string: "mqtt://[::1]:1999/t").host == "::1")
         #expect(throws: MQTTURL.ParseError.scheme) { try MQTTURL(string: "http://h/t") }
+        // WebSocket URLs: the first path segment is the endpoint, the rest the topic.
+        let ws = try MQTTURL(string: "ws://broker.local:8080/mqtt/sensors/1")
+        #expect(ws.webSocketPath == "/mqtt" && ws.topic == "sensors/1" && ws.port == 8080 && !ws.secure)
+        #expect(try MQTTURL(string: "wss://h/ws/t").port == 443)
+        #expect(try MQTTURL(string: "wss://h/ws/t").secure)
+        #expect(try MQTTURL(string: "mqtt://h/t").webSocketPath == nil)
+        #expect(throws: MQTTURL.ParseError.noTopic) { try MQTTURL(string: "ws://h/mqtt") }
         #expect(throws: MQTTURL.ParseError.noTopic) { try MQTTURL(string: "mqtt://h") }
         #expect(throws: MQTTURL.ParseError.badPort) { try MQTTURL(string: "mqtt://h:x/t") }
     }
