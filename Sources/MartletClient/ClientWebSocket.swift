@@ -43,3 +43,45 @@ final class CloseOnErrorHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 }
+
+/// MQTT over WebSocket for any client pipeline (`MQTTClient`, `martlet bench`): the HTTP
+/// upgrade handlers, then the frame bridge and the caller's MQTT handler once it is done.
+public enum MQTTWebSocket {
+    /// Adds the upgrade handlers to a new channel (on its event loop). `addMQTTHandler` runs
+    /// when the upgrade is done, after the bridge is in place; the future completes then, or
+    /// fails if the connection closes first.
+    public static func configure(
+        _ channel: any Channel, addMQTTHandler: @escaping @Sendable (any Channel) throws -> Void
+    ) throws -> EventLoopFuture<Void> {
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        let done = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
+        let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 28, automaticErrorHandling: true) { channel, _ in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(ClientWebSocketBridge())
+                try addMQTTHandler(channel)
+                done.value = true
+                promise.succeed()
+            }
+        }
+        try channel.pipeline.syncOperations.addHTTPClientHandlers(withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+        try channel.pipeline.syncOperations.addHandler(CloseOnErrorHandler())
+        channel.closeFuture.whenComplete { _ in
+            if !done.value {
+                done.value = true
+                promise.fail(ChannelError.ioOnClosedChannel)
+            }
+        }
+        return promise.futureResult
+    }
+
+    /// Sends the upgrade request (`Sec-WebSocket-Protocol: mqtt`) for `path`.
+    public static func requestUpgrade(_ channel: any Channel, host: String, port: Int, path: String) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: "\(host):\(port)")
+        headers.add(name: "Sec-WebSocket-Protocol", value: "mqtt")
+        headers.add(name: "Content-Length", value: "0")
+        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+    }
+}

@@ -102,7 +102,7 @@ public final class MQTTClient: Sendable {
         let installed = NIOLockedValueBox<NIOLoopBound<ClientConnectionHandler>?>(nil)
         let webSocketPath = configuration.webSocketPath
         // With WebSocket, the connection handler is added once the upgrade is done.
-        let upgraded = NIOLockedValueBox<EventLoopPromise<Void>?>(nil)
+        let upgraded = NIOLockedValueBox<EventLoopFuture<Void>?>(nil)
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -118,42 +118,26 @@ public final class MQTTClient: Sendable {
                         installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
                         return
                     }
-                    let promise = channel.eventLoop.makePromise(of: Void.self)
-                    upgraded.withLockedValue { $0 = promise }
-                    let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 28, automaticErrorHandling: true) { channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(ClientWebSocketBridge())
-                            let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, deliver: deliver)
-                            try channel.pipeline.syncOperations.addHandler(handler)
-                            installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
-                            promise.succeed()
-                        }
+                    let future = try MQTTWebSocket.configure(channel) { channel in
+                        let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, deliver: deliver)
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                        installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
                     }
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
-                    try channel.pipeline.syncOperations.addHandler(CloseOnErrorHandler())
-                    channel.closeFuture.whenComplete { _ in
-                        if installed.withLockedValue({ $0 }) == nil { promise.fail(MQTTClientError.connectionClosed) }
-                    }
+                    upgraded.withLockedValue { $0 = future }
                 }
             }
             .connect(host: configuration.host, port: configuration.port)
             .get()
-        if let path = webSocketPath, let promise = upgraded.withLockedValue({ $0 }) {
-            var headers = HTTPHeaders()
-            headers.add(name: "Host", value: "\(configuration.host):\(configuration.port)")
-            headers.add(name: "Sec-WebSocket-Protocol", value: "mqtt")
-            headers.add(name: "Content-Length", value: "0")
-            let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
-            channel.write(HTTPClientRequestPart.head(head), promise: nil)
-            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        if let path = webSocketPath, let upgrade = upgraded.withLockedValue({ $0 }) {
+            MQTTWebSocket.requestUpgrade(channel, host: configuration.host, port: configuration.port, path: path)
             let timer = channel.eventLoop.scheduleTask(in: configuration.connectTimeout) { channel.close(promise: nil) }
             do {
-                try await promise.futureResult.get()
+                try await upgrade.get()
                 timer.cancel()
             } catch {
                 timer.cancel()
                 try? await channel.close()
-                throw error
+                throw error is ChannelError ? MQTTClientError.connectionClosed : error
             }
         }
 

@@ -13,6 +13,20 @@ import MartletTestSupport
         return try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not JSON: \(r.stdout)")
     }
 
+    @Test("martlet bench --ws: fan-out over WebSocket (QoS 0 and QoS 1) against martletd's WebSocket listener, nothing lost")
+    func overWebSocket() async throws {
+        let port = randomTestPort()
+        let d = try ChildProcess(DaemonTests.martletd, ["--ws-port", "\(port)", "--log-level", "error"])
+        defer { d.kill() }
+        try await waitUntilListening(UInt16(port))
+        for qos in ["0", "1"] {
+            let r = try await Self.bench(["fanout", "-n", "3", "--rate", "200", "-q", qos, "--ws", "--duration", "0.5"], port: port)
+            let published = r["published"] as? Int ?? 0
+            #expect(published > 0 && r["delivered"] as? Int == published * 3, "QoS \(qos): \(r)")
+            #expect(r["lost"] as? Int == 0 && r["errors"] as? Int == 0, "QoS \(qos): \(r)")
+        }
+    }
+
     func scenarios(port: Int, brokerPid: Int32?) async throws {
         let pid = brokerPid.map { ["--broker-pid", "\($0)"] } ?? []
         for (args, deliveries) in [

@@ -45,6 +45,7 @@ struct BenchOptions: ParsableArguments {
     var persistentSessions = false
     @Flag(help: "Print the summary as one JSON object.") var json = false
     @Flag(help: "Connect with TLS.") var tls = false
+    @Flag(help: "MQTT over WebSocket (path /mqtt; with --tls: wss).") var ws = false
     @Option(help: "CA file to verify the broker (implies --tls).") var cafile: String?
     @Flag(help: "Do not verify the broker's certificate (implies --tls).") var insecure = false
 
@@ -65,7 +66,9 @@ struct BenchOptions: ParsableArguments {
             if insecure { t.peerVerification = .none }
             context = try TLSContext.client(t)
         }
-        return BenchPeer.Endpoint(host: host, port: port, version: version, tls: context, topicAliasMaximum: UInt16(topicAliasMaximum))
+        var endpoint = BenchPeer.Endpoint(host: host, port: port, version: version, tls: context, topicAliasMaximum: UInt16(topicAliasMaximum))
+        if ws { endpoint.webSocketPath = "/mqtt" }
+        return endpoint
     }
 }
 

@@ -1,4 +1,5 @@
 import Histogram
+import MartletClient
 import MartletMQTT
 import MartletTLS
 import NIOConcurrencyHelpers
@@ -148,10 +149,13 @@ final class BenchPeer: ChannelInboundHandler {
         /// Subscribers keep their session after the connection (3.1.1 clean session 0, v5
         /// Session Expiry 3600 s): a broker with persistence stores what they are sent.
         var persistent = false
+        /// MQTT over WebSocket to this path (nil: TCP).
+        var webSocketPath: String?
     }
 
     /// TCP (+ TLS), CONNECT, CONNACK.
     static func open(_ endpoint: Endpoint, clientID: String, totals: BenchTotals?, group: any EventLoopGroup) async throws -> any Channel {
+        let upgrade = NIOLockedValueBox<EventLoopFuture<Void>?>(nil)
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
@@ -160,10 +164,27 @@ final class BenchPeer: ChannelInboundHandler {
                     if let tls = endpoint.tls {
                         try ch.pipeline.syncOperations.addHandler(TLSHandler(context: tls, serverName: endpoint.serverName ?? endpoint.host, shutdownTimeout: .zero))
                     }
-                    try ch.pipeline.syncOperations.addHandler(BenchPeer(totals: totals, version: endpoint.version))
+                    guard endpoint.webSocketPath != nil else {
+                        try ch.pipeline.syncOperations.addHandler(BenchPeer(totals: totals, version: endpoint.version))
+                        return
+                    }
+                    let upgraded = try MQTTWebSocket.configure(ch) { ch in
+                        try ch.pipeline.syncOperations.addHandler(BenchPeer(totals: totals, version: endpoint.version))
+                    }
+                    upgrade.withLockedValue { $0 = upgraded }
                 }
             }
             .connect(host: endpoint.host, port: endpoint.port).get()
+        if let path = endpoint.webSocketPath, let upgraded = upgrade.withLockedValue({ $0 }) {
+            MQTTWebSocket.requestUpgrade(channel, host: endpoint.host, port: endpoint.port, path: path)
+            let timer = channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
+            defer { timer.cancel() }
+            do {
+                try await upgraded.get()
+            } catch {
+                throw BenchError("WebSocket upgrade to \(path) refused or not answered")
+            }
+        }
         var properties = Properties()
         if endpoint.version == .v5 && endpoint.topicAliasMaximum > 0 { properties.topicAliasMaximum = endpoint.topicAliasMaximum }
         if endpoint.version == .v5 && endpoint.persistent { properties.sessionExpiryInterval = 3600 }
