@@ -1,0 +1,45 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// WebSocket listeners: what a new channel of a `websocket: true` listener gets.
+extension MQTTBroker {
+    /// A WebSocket listener's pipeline: the HTTP upgrade (path, Origin, `mqtt` subprotocol,
+    /// bounded request, connect timeout), then frames bridged to the same connection handler
+    /// TCP uses. The client address is X-Forwarded-For / Forwarded from a trusted proxy, else
+    /// the PROXY header's, else the peer's.
+    static func configureWebSocket(
+        _ channel: any Channel, settings: ConnectionSettings, router: Router, refusal: Refusal?, logger: Logger,
+        proxiedSource: NIOLoopBoundBox<SocketAddress?>
+    ) throws {
+        let listener = settings.listener
+        let configuration = settings.configuration
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: configuration.maximumPacketSize, automaticErrorHandling: false,
+            shouldUpgrade: { channel, head in
+                guard case .upgrade(let subprotocol) = WebSocketTransport.check(
+                    head, path: listener.webSocketPath, allowedOrigins: listener.allowedOrigins) else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                var headers = HTTPHeaders()
+                headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
+                return channel.eventLoop.makeSucceededFuture(headers)
+            },
+            upgradePipelineHandler: { channel, head in
+                channel.eventLoop.makeCompletedFuture {
+                    let ops = channel.pipeline.syncOperations
+                    if let guardHandler = try? ops.handler(type: WebSocketRequestGuard.self) { ops.removeHandler(guardHandler, promise: nil) }
+                    if let refusalHandler = try? ops.handler(type: WebSocketRefusalHandler.self) { ops.removeHandler(refusalHandler, promise: nil) }
+                    try ops.addHandler(WebSocketMQTTBridge())
+                    let client = WebSocketTransport.forwardedClient(head, peer: channel.remoteAddress, trusted: configuration.trustedProxies)
+                        ?? proxiedSource.value
+                    try ops.addHandler(MQTTConnectionHandler(router: router, settings: settings, refusal: refusal, logger: logger, clientAddress: client))
+                }
+            })
+        let ops = channel.pipeline.syncOperations
+        try ops.addHandler(WebSocketRequestGuard(limit: configuration.maximumHTTPHeaderBytes, timeout: configuration.connectTimeout))
+        try ops.configureHTTPServerPipeline(withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+        try ops.addHandler(WebSocketRefusalHandler(path: listener.webSocketPath, allowedOrigins: listener.allowedOrigins))
+    }
+}
