@@ -40,13 +40,8 @@ CA=$ROOT/certs/out/ca.pem
 PLAIN=18831
 TLSP=18832
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench: nothing listens on $1" >&2; return 1
-}
+# shellcheck source=Benchmarks/lib.sh
+source "$ROOT/Benchmarks/lib.sh"
 
 start_martlet() {
   cat > "$WORK/martlet.yaml" <<YAML

@@ -24,13 +24,8 @@ swift build -c release --product martlet >&2
 BIN=$(swift build -c release --show-bin-path)
 PORT=18851
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench: nothing listens on $1" >&2; return 1
-}
+# shellcheck source=Benchmarks/lib.sh
+source "$ROOT/Benchmarks/lib.sh"
 
 start() { # $1 = memory|periodic|durable|mosquitto; prints the pid
   rm -f "$WORK"/store.db* "$WORK"/mosquitto.db
