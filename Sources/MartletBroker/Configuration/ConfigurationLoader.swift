@@ -253,11 +253,6 @@ public enum ConfigurationLoader {
                     listener.port = port
                 case "tls":
                     listener.tls = try tlsSettings(v, key: "\(key).tls", source: source)
-                case "websocket":
-                    guard let flag = v.scalar.flatMap({ Bool($0.string) }) else {
-                        throw ConfigurationError(source: source, key: "\(key).websocket", line: line, message: "expected true or false, got \(describe(v))")
-                    }
-                    listener.webSocket = flag
                 case "path":
                     guard let path = v.scalar?.string, path.hasPrefix("/"), !path.contains(" ") else {
                         throw ConfigurationError(source: source, key: "\(key).path", line: line, message: "expected a URL path such as /mqtt, got \(describe(v))")
@@ -269,13 +264,14 @@ public enum ConfigurationLoader {
                                                  message: "expected a list of origins such as https://app.example.com, got \(describe(v))")
                     }
                     listener.allowedOrigins = origins
-                case "allow_anonymous", "use_identity_as_username", "proxy_protocol":
+                case "allow_anonymous", "use_identity_as_username", "proxy_protocol", "websocket":
                     guard let flag = v.scalar.flatMap({ Bool($0.string) }) else {
                         throw ConfigurationError(source: source, key: "\(key).\(name)", line: line, message: "expected true or false, got \(describe(v))")
                     }
                     switch name {
                     case "allow_anonymous": listener.allowAnonymous = flag
                     case "use_identity_as_username": listener.useIdentityAsUsername = flag
+                    case "websocket": listener.webSocket = flag
                     default: listener.proxyProtocol = flag
                     }
                 case "max_connections":
