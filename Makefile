@@ -14,8 +14,11 @@ FUZZ_SECONDS ?= 60
 # Debian packages: libssl-dev for the OpenSSL shim; libsqlite3-dev for the session store;
 # sqlite3 (the shell) for tests that inspect or damage a store; haproxy (a real PROXY protocol
 # sender in front of martletd); mosquitto-clients, python3-paho-mqtt
-# and mosquitto for the interop tests (third-party clients and broker).
-DEB_PACKAGES := libssl-dev libsqlite3-dev sqlite3 haproxy mosquitto mosquitto-clients python3-paho-mqtt iproute2
+# and mosquitto for the interop tests (third-party clients and broker); node-mqtt (MQTT.js) from
+# Node and, bundled by esbuild with node-buffer, node-process and node-url, in headless chromium
+# for the WebSocket tests.
+DEB_PACKAGES := libssl-dev libsqlite3-dev sqlite3 haproxy mosquitto mosquitto-clients python3-paho-mqtt iproute2 \
+	node-mqtt node-buffer node-process node-url esbuild chromium
 
 .PHONY: all deps build build-release run test unit-tests fuzz benchmarks benchmark-check bench clean
 

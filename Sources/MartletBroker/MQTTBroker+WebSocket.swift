@@ -40,6 +40,12 @@ extension MQTTBroker {
         let ops = channel.pipeline.syncOperations
         try ops.addHandler(WebSocketRequestGuard(limit: configuration.maximumHTTPHeaderBytes, timeout: configuration.connectTimeout))
         try ops.configureHTTPServerPipeline(withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
-        try ops.addHandler(WebSocketRefusalHandler(path: listener.webSocketPath, allowedOrigins: listener.allowedOrigins))
+        try ops.addHandler(WebSocketRefusalHandler(path: listener.webSocketPath, allowedOrigins: listener.allowedOrigins) { status, head in
+            router.assumeIsolated { $0.count(\.webSocketRefused) }
+            logger.debug("WebSocket upgrade refused", metadata: [
+                "remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")", "status": "\(status.code)", "path": "\(head.uri)",
+                "origin": "\(head.headers.first(name: "Origin") ?? "-")",
+            ])
+        })
     }
 }

@@ -7,7 +7,7 @@ import Testing
 @Suite(.serialized) struct WebSocketTests {
     static let scripts = DaemonTests.root.appendingPathComponent("Tests/InteropTests").path
 
-    @Test("paho over ws and wss (--ws-port, --wss-port) reaches a TCP publisher's messages, small and 100 KiB, through the same broker path")
+    @Test("paho over ws and wss (--ws-port, --wss-port): QoS 0/1/2 from a TCP publisher, small and 100 KiB, through the same broker path; retained and a will over WebSocket")
     func pahoOverWebSocket() async throws {
         let certs = try await DevCertificates.make()
         let (tcp, ws, wss) = (randomTestPort(), randomTestPort(), randomTestPort())

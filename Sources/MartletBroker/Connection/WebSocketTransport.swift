@@ -109,10 +109,13 @@ final class WebSocketRefusalHandler: ChannelInboundHandler, RemovableChannelHand
 
     private let path: String
     private let allowedOrigins: [String]
+    /// Told of each refusal: the status and the request (for the log and the counter).
+    private let refused: (HTTPResponseStatus, HTTPRequestHead) -> Void
 
-    init(path: String, allowedOrigins: [String]) {
+    init(path: String, allowedOrigins: [String], refused: @escaping (HTTPResponseStatus, HTTPRequestHead) -> Void) {
         self.path = path
         self.allowedOrigins = allowedOrigins
+        self.refused = refused
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -123,6 +126,7 @@ final class WebSocketRefusalHandler: ChannelInboundHandler, RemovableChannelHand
             status = s
             body = why
         }
+        refused(status, head)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
         headers.add(name: "Content-Length", value: "\(body.utf8.count)")

@@ -44,6 +44,9 @@ public final class BrokerCounters: Sendable {
         /// Connections closed on a `proxy_protocol` listener: from a peer not in
         /// `trusted_proxies`, or without a valid PROXY header.
         public var proxyRefused = 0
+        /// HTTP requests on a WebSocket listener answered with an error instead of an upgrade
+        /// (another path, an Origin outside `allowed_origins`, no `mqtt` subprotocol).
+        public var webSocketRefused = 0
         public var authFailures = 0
         public var publishDenied = 0
         public var subscribeDenied = 0

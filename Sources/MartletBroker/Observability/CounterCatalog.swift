@@ -51,6 +51,7 @@ extension BrokerCounters {
         CounterEntry(\.subscriberStalls, .total, metric: "subscriber_stalls_total", sys: "subscribers/stalled"),
         CounterEntry(\.retainedRefused, .total, metric: "retained_refused_total", sys: "retained messages/refused"),
         CounterEntry(\.proxyRefused, .total, metric: "proxy_refused_total"),
+        CounterEntry(\.webSocketRefused, .total, metric: "websocket_refused_total"),
         CounterEntry(\.storeRefused, .total, metric: "store_refused_total", sys: "store/refused"),
         CounterEntry(\.authFailures, .total, metric: "auth_failures_total", sys: "auth/failures"),
         CounterEntry(\.publishDenied, .total, metric: "acl_denied_total", labels: [("operation", "publish")]),
