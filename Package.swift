@@ -190,7 +190,7 @@ let package = Package(
             dependencies: [
                 "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletClient", "MartletTLS", "MartletMQTT",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
-            exclude: ["paho", "scripts"],
+            exclude: ["paho", "scripts", "browser", "mqttjs"],
             swiftSettings: strict
         ),
     ]

@@ -15,27 +15,24 @@ extension MQTTBroker {
     ) throws {
         let listener = settings.listener
         let configuration = settings.configuration
-        let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: configuration.maximumPacketSize, automaticErrorHandling: false,
-            shouldUpgrade: { channel, head in
+        let upgrader = WebSocketUpgrader(
+            shouldUpgrade: { head in
                 guard case .upgrade(let subprotocol) = WebSocketTransport.check(
                     head, path: listener.webSocketPath, allowedOrigins: listener.allowedOrigins) else {
-                    return channel.eventLoop.makeSucceededFuture(nil)
+                    return nil
                 }
                 var headers = HTTPHeaders()
                 headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
-                return channel.eventLoop.makeSucceededFuture(headers)
+                return headers
             },
-            upgradePipelineHandler: { channel, head in
-                channel.eventLoop.makeCompletedFuture {
-                    let ops = channel.pipeline.syncOperations
-                    if let guardHandler = try? ops.handler(type: WebSocketRequestGuard.self) { ops.removeHandler(guardHandler, promise: nil) }
-                    if let refusalHandler = try? ops.handler(type: WebSocketRefusalHandler.self) { ops.removeHandler(refusalHandler, promise: nil) }
-                    try ops.addHandler(WebSocketMQTTBridge())
-                    let client = WebSocketTransport.forwardedClient(head, peer: channel.remoteAddress, trusted: configuration.trustedProxies)
-                        ?? proxiedSource.value
-                    try ops.addHandler(MQTTConnectionHandler(router: router, settings: settings, refusal: refusal, logger: logger, clientAddress: client))
-                }
+            upgraded: { channel, head in
+                let ops = channel.pipeline.syncOperations
+                if let guardHandler = try? ops.handler(type: WebSocketRequestGuard.self) { ops.removeHandler(guardHandler, promise: nil) }
+                if let refusalHandler = try? ops.handler(type: WebSocketRefusalHandler.self) { ops.removeHandler(refusalHandler, promise: nil) }
+                try ops.addHandler(WebSocketMQTTBridge(maxFrameSize: configuration.maximumPacketSize))
+                let client = WebSocketTransport.forwardedClient(head, peer: channel.remoteAddress, trusted: configuration.trustedProxies)
+                    ?? proxiedSource.value
+                try ops.addHandler(MQTTConnectionHandler(router: router, settings: settings, refusal: refusal, logger: logger, clientAddress: client))
             })
         let ops = channel.pipeline.syncOperations
         try ops.addHandler(WebSocketRequestGuard(limit: configuration.maximumHTTPHeaderBytes, timeout: configuration.connectTimeout))

@@ -1,6 +1,6 @@
 import CMartletOpenSSL
 
-/// The few OpenSSL primitives the broker needs outside TLS: password hashing, random
+/// The few OpenSSL primitives the broker needs outside TLS: password hashing, digests, random
 /// bytes, constant-time comparison and base64.
 public enum Crypto {
     /// PBKDF2-HMAC-SHA512 (PKCS #5 v2), `length` bytes.
@@ -20,10 +20,19 @@ public enum Crypto {
 
     /// SHA-512 of `bytes`.
     public static func sha512(_ bytes: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 64)
+        digest(bytes, EVP_sha512(), size: 64)
+    }
+
+    /// SHA-1 of `bytes` (for the WebSocket handshake's Sec-WebSocket-Accept, not for security).
+    public static func sha1(_ bytes: [UInt8]) -> [UInt8] {
+        digest(bytes, EVP_sha1(), size: 20)
+    }
+
+    private static func digest(_ bytes: [UInt8], _ md: OpaquePointer?, size: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: size)
         var length: UInt32 = 0
-        let ok = bytes.withUnsafeBufferPointer { EVP_Digest($0.baseAddress, $0.count, &out, &length, EVP_sha512(), nil) }
-        precondition(ok == 1, "EVP_Digest failed")
+        let ok = bytes.withUnsafeBufferPointer { EVP_Digest($0.baseAddress, $0.count, &out, &length, md, nil) }
+        precondition(ok == 1 && Int(length) == size, "EVP_Digest failed")
         return out
     }
 

@@ -1,5 +1,6 @@
 import MartletMQTT
 import NIOCore
+import MartletTestSupport
 import Testing
 
 /// Random packets, encoded then decoded, must come back equal.

@@ -139,84 +139,161 @@ final class WebSocketRefusalHandler: ChannelInboundHandler, RemovableChannelHand
 }
 
 /// After the upgrade: WebSocket frames in, MQTT bytes out to the connection handler, and its
-/// bytes back as binary frames. MQTT packets may span frames and a frame may hold several
-/// (the connection handler frames the byte stream itself), so the fragments of a binary
-/// message are passed on as they come: the MQTT framer bounds packets by `max_packet_size`,
-/// and the frame decoder bounds each frame by it. Pings are answered; a text message is
-/// refused with close code 1003; a frame the decoder rejects closes with 1009 (too large) or
-/// 1002; a close is answered with a close. One handler for all of it keeps an idle
-/// WebSocket connection small.
+/// bytes back as binary frames, in one handler that reads and writes the frames itself (no
+/// frame objects, no decoder state between reads: an idle WebSocket connection costs little
+/// more than a TCP one). MQTT packets may span frames and a frame may hold several (the
+/// connection handler frames the byte stream itself), so the payload of binary frames is
+/// passed on as it arrives, unmasked, one buffer per read. The MQTT framer bounds packets by
+/// `max_packet_size`, and no frame may be longer (1009). Pings are answered; a text message
+/// is refused with close code 1003; an unmasked frame, reserved bits, an unknown opcode, a
+/// fragmented or long control frame or a continuation out of place close with 1002; a close
+/// is answered with a close.
 final class WebSocketMQTTBridge: ChannelDuplexHandler {
-    typealias InboundIn = WebSocketFrame
+    typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = WebSocketFrame
+    typealias OutboundOut = ByteBuffer
 
+    private let maxFrameSize: Int
+    /// The start of a frame whose header (or, for a control frame, payload) is not all here
+    /// yet: at most 14 + 125 bytes.
+    private var partial: ByteBuffer?
+    /// Payload bytes of the current binary frame still to come, and its masking key and
+    /// position in the key.
+    private var payloadLeft = 0
+    private var mask: UInt32 = 0
+    private var maskOffset = 0
+    /// A fragmented binary message is open: continuations may follow, a new message may not.
+    private var inMessage = false
     private var closeSent = false
-    /// Inside a fragmented text message (its continuations are refused with it).
-    private var inText = false
+    /// Closing: what arrives is dropped.
+    private var closing = false
+
+    init(maxFrameSize: Int) {
+        self.maxFrameSize = maxFrameSize
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        switch frame.opcode {
-        case .binary:
-            inText = false
-            context.fireChannelRead(wrapInboundOut(frame.unmaskedData))
-        case .continuation where !inText:
-            context.fireChannelRead(wrapInboundOut(frame.unmaskedData))
-        case .text, .continuation:
-            inText = true
-            sendClose(context, code: .unacceptableData, then: true)
-        case .ping:
-            var data = frame.unmaskedData
-            let pong = WebSocketFrame(fin: true, opcode: .pong, data: data.readSlice(length: data.readableBytes) ?? ByteBuffer())
-            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
-        case .connectionClose:
+        guard !closing else { return }
+        var input = unwrapInboundIn(data)
+        if var earlier = partial {
+            partial = nil
+            earlier.writeBuffer(&input)
+            input = earlier
+        }
+        var payload: ByteBuffer?
+        while input.readableBytes > 0 && !closing {
+            if payloadLeft > 0 {
+                let count = min(payloadLeft, input.readableBytes)
+                if payload == nil { payload = context.channel.allocator.buffer(capacity: count) }
+                payload!.writeUnmasked(&input, count: count, key: mask, offset: maskOffset)
+                payloadLeft -= count
+                maskOffset = (maskOffset + count) & 3
+                continue
+            }
+            let header = WebSocketFrameHeader.peek(input)
+            if let header, let code = refusal(header) {
+                deliver(context, &payload)
+                sendClose(context, code: code)
+                return
+            }
+            // (A control frame that is not refused is at most 125 bytes long.)
+            guard let header, !header.isControl || input.readableBytes >= header.size + Int(header.length) else {
+                var rest = context.channel.allocator.buffer(capacity: input.readableBytes)
+                rest.writeBuffer(&input)
+                partial = rest
+                break
+            }
+            input.moveReaderIndex(forwardBy: header.size)
+            if header.isControl {
+                deliver(context, &payload)
+                var body = context.channel.allocator.buffer(capacity: Int(header.length))
+                body.writeUnmasked(&input, count: Int(header.length), key: header.mask!, offset: 0)
+                control(context, opcode: header.opcode, body: body)
+            } else {
+                inMessage = !header.fin
+                payloadLeft = Int(header.length)
+                mask = header.mask!
+                maskOffset = 0
+            }
+        }
+        deliver(context, &payload)
+    }
+
+    /// Why a frame is refused, as a close code; nil if it is fine.
+    private func refusal(_ header: WebSocketFrameHeader) -> WebSocketErrorCode? {
+        if header.reservedBits != 0 || header.mask == nil { return .protocolError }
+        switch header.opcode {
+        case WebSocketFrameHeader.close, WebSocketFrameHeader.ping, WebSocketFrameHeader.pong:
+            return header.fin && header.length <= 125 ? nil : .protocolError
+        case WebSocketFrameHeader.text:
+            return .unacceptableData
+        case WebSocketFrameHeader.binary where !inMessage, WebSocketFrameHeader.continuation where inMessage:
+            return header.length > UInt64(maxFrameSize) ? .messageTooLarge : nil
+        default:
+            return .protocolError
+        }
+    }
+
+    private func deliver(_ context: ChannelHandlerContext, _ payload: inout ByteBuffer?) {
+        if let bytes = payload, bytes.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(bytes)) }
+        payload = nil
+    }
+
+    private func control(_ context: ChannelHandlerContext, opcode: UInt8, body: ByteBuffer) {
+        switch opcode {
+        case WebSocketFrameHeader.ping:
+            context.writeAndFlush(wrapOutboundOut(frame(context, opcode: WebSocketFrameHeader.pong, body: body)), promise: nil)
+        case WebSocketFrameHeader.close:
             // The peer's close: answered with its code (or 1000), then the connection ends.
-            var data = frame.unmaskedData
-            let code = data.readWebSocketErrorCode() ?? .normalClosure
-            sendClose(context, code: code, then: true)
+            var body = body
+            sendClose(context, code: body.readWebSocketErrorCode() ?? .normalClosure)
         default:
             break
         }
     }
 
-    /// The frame decoder's errors: a frame over the maximum size (1009) or a broken frame (1002).
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        guard let error = error as? NIOWebSocketError else {
-            context.fireErrorCaught(error)
-            return
-        }
-        sendClose(context, code: error == .invalidFrameLength ? .messageTooLarge : .protocolError, then: true)
-    }
-
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let bytes = unwrapOutboundIn(data)
-        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: bytes)), promise: promise)
+        var header = context.channel.allocator.buffer(capacity: 10)
+        WebSocketFrameHeader.write(opcode: WebSocketFrameHeader.binary, length: bytes.readableBytes, into: &header)
+        context.write(wrapOutboundOut(header), promise: nil)
+        context.write(data, promise: promise)
     }
 
     /// The broker closes the connection: a close frame (1000) goes first.
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         if mode == .all && !closeSent && context.channel.isActive {
             closeSent = true
-            var data = context.channel.allocator.buffer(capacity: 2)
-            data.write(webSocketErrorCode: .normalClosure)
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(closeFrame(context, code: .normalClosure)), promise: nil)
         }
         context.close(mode: mode, promise: promise)
     }
 
-    private func sendClose(_ context: ChannelHandlerContext, code: WebSocketErrorCode, then close: Bool) {
+    /// Sends a close frame with `code`, then closes the connection.
+    private func sendClose(_ context: ChannelHandlerContext, code: WebSocketErrorCode) {
+        closing = true
         guard !closeSent else {
-            if close { context.close(promise: nil) }
+            context.close(promise: nil)
             return
         }
         closeSent = true
-        var data = context.channel.allocator.buffer(capacity: 2)
-        data.write(webSocketErrorCode: code)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
-            if close { bound.value.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(closeFrame(context, code: code))).whenComplete { _ in
+            bound.value.close(promise: nil)
         }
+    }
+
+    private func closeFrame(_ context: ChannelHandlerContext, code: WebSocketErrorCode) -> ByteBuffer {
+        var body = context.channel.allocator.buffer(capacity: 2)
+        body.write(webSocketErrorCode: code)
+        return frame(context, opcode: WebSocketFrameHeader.close, body: body)
+    }
+
+    private func frame(_ context: ChannelHandlerContext, opcode: UInt8, body: ByteBuffer) -> ByteBuffer {
+        var out = context.channel.allocator.buffer(capacity: 2 + body.readableBytes)
+        WebSocketFrameHeader.write(opcode: opcode, length: body.readableBytes, into: &out)
+        out.writeImmutableBuffer(body)
+        return out
     }
 }
