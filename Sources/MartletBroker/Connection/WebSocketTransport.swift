@@ -253,13 +253,23 @@ final class WebSocketMQTTBridge: ChannelDuplexHandler {
         }
     }
 
+    /// A small message is copied behind its header into one buffer (one write for the socket
+    /// to gather instead of two); a large one goes out as it is, behind a header of its own.
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let bytes = unwrapOutboundIn(data)
-        var header = context.channel.allocator.buffer(capacity: 10)
+        let copied = bytes.readableBytes <= Self.copyLimit
+        var header = context.channel.allocator.buffer(capacity: copied ? bytes.readableBytes + 4 : 10)
         WebSocketFrameHeader.write(opcode: WebSocketFrameHeader.binary, length: bytes.readableBytes, into: &header)
-        context.write(wrapOutboundOut(header), promise: nil)
-        context.write(data, promise: promise)
+        if copied {
+            header.writeImmutableBuffer(bytes)
+            context.write(wrapOutboundOut(header), promise: promise)
+        } else {
+            context.write(wrapOutboundOut(header), promise: nil)
+            context.write(data, promise: promise)
+        }
     }
+
+    static let copyLimit = 1024
 
     /// The broker closes the connection: a close frame (1000) goes first.
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
