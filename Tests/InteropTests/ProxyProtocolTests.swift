@@ -69,11 +69,11 @@ import Testing
         for (port, source) in sources {
             #expect(try await connect(port, from: source) == "20020000", "CONNACK through HAProxy")
         }
-        let sub = try ChildProcess(mosquittoSub, ["-p", "\(s.v2)", "-t", "proxied", "-C", "1", "-W", "10"])
-        try await Task.sleep(for: .milliseconds(300))
-        let pub = try await run(mosquittoPub, ["-p", "\(s.v1)", "-t", "proxied", "-m", "through haproxy"])
+        // Retained, so the subscriber gets it whenever it subscribes.
+        let pub = try await run(mosquittoPub, ["-p", "\(s.v1)", "-t", "proxied", "-m", "through haproxy", "-r", "-q", "1"])
         #expect(pub.status == 0, "\(pub.stderr)")
-        #expect(try await sub.finish().stdout == "through haproxy\n")
+        let sub = try await run(mosquittoSub, ["-p", "\(s.v2)", "-t", "proxied", "-C", "1", "-W", "10"], timeout: .seconds(15))
+        #expect(sub.stdout == "through haproxy\n", "\(sub.stderr)")
         s.broker.kill(signal: SIGTERM)
         let log = try await s.broker.finish().stderr
         let headers = log.split(separator: "\n").filter { $0.contains("PROXY header") }
@@ -103,4 +103,59 @@ import Testing
         #expect(log.contains("PROXY protocol connection from a peer not in trusted_proxies"), "\(log)")
         #expect(!log.contains("PROXY header "), "nothing was read from an untrusted peer: \(log)")
     }
+
+    @Test("Behind HAProxy terminating TLS (verify optional, send-proxy-v2-ssl-cn), use_identity_as_username takes the CN of the client certificate HAProxy verified: the ACL's user for that CN may publish and subscribe; a client without a certificate is refused (bad user name or password)")
+    func identityFromTheProxy() async throws {
+        let certs = try await DevCertificates.make()
+        let dir = scratchPath("haproxy-tls")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let (direct, tls) = (randomTestPort(), randomTestPort())
+        try "user martlet-client\ntopic readwrite cn/#\n".write(toFile: dir + "/acl", atomically: true, encoding: .utf8)
+        try """
+            listeners:
+              - {host: 127.0.0.1, port: \(direct), proxy_protocol: true, use_identity_as_username: true, allow_anonymous: false}
+            trusted_proxies: [127.0.0.1]
+            acl_file: \(dir)/acl
+            log_level: debug
+
+            """.write(toFile: dir + "/martlet.yaml", atomically: true, encoding: .utf8)
+        let broker = try ChildProcess(DaemonTests.martletd, ["--config", dir + "/martlet.yaml"])
+        defer { broker.kill() }
+        try await waitUntilListening(UInt16(direct))
+        // HAProxy wants the certificate and its key in one file.
+        try (String(contentsOfFile: certs.serverCert, encoding: .utf8) + String(contentsOfFile: certs.serverKey, encoding: .utf8))
+            .write(toFile: dir + "/haproxy.pem", atomically: true, encoding: .utf8)
+        try """
+            global
+              maxconn 100
+            defaults
+              mode tcp
+              timeout connect 5s
+              timeout client 30s
+              timeout server 30s
+            listen tls
+              bind 127.0.0.1:\(tls) ssl crt \(dir)/haproxy.pem ca-file \(certs.ca) verify optional
+              server martlet 127.0.0.1:\(direct) send-proxy-v2-ssl-cn
+
+            """.write(toFile: dir + "/haproxy.cfg", atomically: true, encoding: .utf8)
+        let haproxy = try ChildProcess("/usr/sbin/haproxy", ["-db", "-f", dir + "/haproxy.cfg"])
+        defer { haproxy.kill() }
+        try await waitUntilListening(UInt16(tls))
+
+        let withCertificate = ["-h", "127.0.0.1", "-p", "\(tls)", "--cafile", certs.ca, "--cert", certs.clientCert, "--key", certs.clientKey]
+        // Retained, so the subscriber gets it whenever it subscribes.
+        let pub = try await run(mosquittoPub, withCertificate + ["-t", "cn/x", "-m", "as martlet-client", "-r", "-q", "1"])
+        #expect(pub.status == 0, "\(pub.stderr)")
+        let sub = try await run(mosquittoSub, withCertificate + ["-t", "cn/x", "-C", "1", "-W", "10"], timeout: .seconds(15))
+        #expect(sub.stdout == "as martlet-client\n", "\(sub.stderr)")
+
+        let anonymous = try await run(mosquittoPub, ["-h", "127.0.0.1", "-p", "\(tls)", "--cafile", certs.ca, "-t", "cn/x", "-m", "no"])
+        #expect(anonymous.status != 0 && anonymous.stderr.contains("bad user name or password"), "\(anonymous.stderr)")
+
+        broker.kill(signal: SIGTERM)
+        let log = try await broker.finish().stderr
+        #expect(log.contains("client_cert_verified=true client_cn=martlet-client"), "\(log)")
+        #expect(log.contains("no verified client certificate identity"), "\(log)")
+    }
 }
+

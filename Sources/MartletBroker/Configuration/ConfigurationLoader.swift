@@ -290,9 +290,9 @@ public enum ConfigurationLoader {
                     throw ConfigurationError(source: source, key: "\(key).\(name)", line: k.mark.map { $0.line }, message: "unknown key")
                 }
             }
-            if listener.useIdentityAsUsername && listener.tls?.peerVerification != .required {
+            if listener.useIdentityAsUsername && listener.tls?.peerVerification != .required && !(listener.tls == nil && listener.proxyProtocol) {
                 throw ConfigurationError(source: source, key: "\(key).use_identity_as_username", line: item.mark.map { $0.line },
-                                         message: "needs a TLS listener with require_certificate: true")
+                                         message: "needs a TLS listener with require_certificate: true, or proxy_protocol: true behind a proxy that verifies client certificates")
             }
             result.append(listener)
         }

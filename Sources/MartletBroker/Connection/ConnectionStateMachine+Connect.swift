@@ -47,7 +47,12 @@ extension ConnectionStateMachine {
                 return closeAction(.protocolError(.topicNameInvalid, "will topic beyond max_topic_length or max_topic_levels"))
             }
         }
-        // The certificate's identity, or the user name and password of CONNECT.
+        // The certificate's identity, or the user name and password of CONNECT. Without an
+        // identity (no verified certificate, or one with neither CN nor SAN) a listener that
+        // takes it as the user name refuses the client, as mosquitto does.
+        if listener.useIdentityAsUsername && certificateIdentity == nil {
+            return refuse(v, v3: .badUserNameOrPassword, v5: .badUserNameOrPassword, "no verified client certificate identity (use_identity_as_username)")
+        }
         let username = listener.useIdentityAsUsername ? certificateIdentity : connect.username
         state = .authenticating(connect, username: username)
         return .authenticate(

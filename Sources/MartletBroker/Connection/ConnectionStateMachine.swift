@@ -198,8 +198,10 @@ struct ConnectionStateMachine {
         lastPacketAt = now
     }
 
-    mutating func tlsHandshakeCompleted(certificateIdentity: String?) {
-        if listener.useIdentityAsUsername { self.certificateIdentity = certificateIdentity }
+    /// The client certificate's identity: from our TLS handshake, or from the PROXY v2 header
+    /// of a proxy that verified it.
+    mutating func certificateVerified(identity: String?) {
+        if listener.useIdentityAsUsername { self.certificateIdentity = identity }
     }
 
     /// Bytes arrived (the client is not silent).

@@ -162,7 +162,12 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
             log(.debug, "PROXY header", metadata: [
                 "proxy": "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")",
                 "authority": "\(proxied.header.authority ?? "")", "client_cn": "\(proxied.header.clientCommonName ?? "")",
+                "client_cert_verified": "\(proxied.header.clientCertificateVerified)",
             ])
+            // Behind a proxy that terminated TLS, its verified client certificate is the identity.
+            if machine.listener.useIdentityAsUsername && machine.listener.tls == nil {
+                machine.certificateVerified(identity: proxied.header.verifiedClientCommonName)
+            }
             return
         }
         if case .inputClosed = event as? ChannelEvent {
@@ -174,7 +179,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
             router.assumeIsolated { $0.count(\.tlsHandshakes) }
             if machine.listener.useIdentityAsUsername {
                 let certificate = try? context.pipeline.syncOperations.handler(type: TLSHandler.self).peerCertificate
-                machine.tlsHandshakeCompleted(certificateIdentity: certificate.flatMap { $0.subjectCommonName ?? $0.subjectAlternativeNames.first })
+                machine.certificateVerified(identity: certificate.flatMap { $0.subjectCommonName ?? $0.subjectAlternativeNames.first })
             }
         }
         context.fireUserInboundEventTriggered(event)

@@ -11,6 +11,13 @@ struct ProxyHeader: Sendable, Equatable {
     /// certificate's CN (PP2_SUBTYPE_SSL_CN) when the proxy terminated TLS.
     var authority: String?
     var clientCommonName: String?
+    /// PP2_TYPE_SSL said the client presented a certificate (on this connection or its TLS
+    /// session) and the proxy verified it.
+    var clientCertificateVerified = false
+
+    /// The client certificate's CN, if the proxy verified that certificate: the identity a
+    /// `use_identity_as_username` listener behind a TLS-terminating proxy uses.
+    var verifiedClientCommonName: String? { clientCertificateVerified ? clientCommonName : nil }
 
     /// The longest header accepted: v1 is at most 107 bytes; a v2 header with more TLVs than
     /// this is refused rather than buffered.
@@ -117,9 +124,11 @@ struct ProxyHeader: Sendable, Equatable {
             case 0x02:  // PP2_TYPE_AUTHORITY
                 header.authority = value.readString(length: value.readableBytes)
             case 0x20:  // PP2_TYPE_SSL: client flags (1), verify (4), then sub-TLVs.
-                guard value.readInteger(as: UInt8.self) != nil, value.readInteger(as: UInt32.self) != nil else {
+                guard let client = value.readInteger(as: UInt8.self), let verify = value.readInteger(as: UInt32.self) else {
                     return .invalid("v2 SSL TLV truncated")
                 }
+                // PP2_CLIENT_CERT_CONN (0x02) or PP2_CLIENT_CERT_SESS (0x04), and verify 0 (verified).
+                header.clientCertificateVerified = client & 0x06 != 0 && verify == 0
                 while value.readableBytes > 0 {
                     guard let sub = value.readInteger(as: UInt8.self), let n = value.readInteger(as: UInt16.self),
                           var subValue = value.readSlice(length: Int(n)) else { return .invalid("v2 SSL sub-TLV truncated") }

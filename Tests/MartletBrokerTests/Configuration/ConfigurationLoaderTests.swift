@@ -71,6 +71,8 @@ import Testing
             _ = try load("listeners:\n  - allow_anonymous: maybe\n")
         }
         #expect(throws: ConfigurationError.self) { _ = try load("listeners:\n  - port: 1883\n    use_identity_as_username: true\n") }
+        // Behind a proxy that terminates TLS, the identity comes in the PROXY v2 header.
+        #expect(try load("listeners:\n  - port: 1883\n    proxy_protocol: true\n    use_identity_as_username: true\n").broker.listeners[0].useIdentityAsUsername)
         #expect(throws: ConfigurationError(source: "test.yaml", key: "sys_interval_s", line: 1, message: "expected an integer in 0...86400, got \"-1\"")) {
             _ = try load("sys_interval_s: -1\n")
         }

@@ -57,6 +57,17 @@ import Testing
         let withTLVs = v2(family: 0x11, addresses: Array(tcp4[16...]), tlvs: sni + ssl + [0x04, 0x00, 0x01, 0xFF])
         guard case .header(let h, let length) = parse(withTLVs) else { Issue.record("TLVs not read"); return }
         #expect(h.authority == "example.org" && h.clientCommonName == "device-7" && length == withTLVs.count)
+        #expect(h.verifiedClientCommonName == "device-7")
+        // A certificate the proxy did not verify (verify != 0), or no certificate at all
+        // (client flags without CERT_CONN / CERT_SESS): no identity.
+        for (client, verify) in [(UInt8(0x07), UInt8(1)), (UInt8(0x01), UInt8(0))] {
+            let unverified: [UInt8] = [0x20, 0x00, UInt8(5 + 3 + cn.count), client, 0, 0, 0, verify, 0x22, 0x00, UInt8(cn.count)] + cn
+            guard case .header(let u, _) = parse(v2(family: 0x11, addresses: Array(tcp4[16...]), tlvs: unverified)) else {
+                Issue.record("TLVs not read")
+                return
+            }
+            #expect(u.clientCommonName == "device-7" && u.verifiedClientCommonName == nil)
+        }
         #expect(parse(Array(tcp4.prefix(20))) == .needMore)
         #expect(parse(Array(ProxyHeader.v2Signature.prefix(5))) == .needMore)
         guard case .invalid = parse(v2(command: 0x31, family: 0x11, addresses: Array(tcp4[16...]))) else { Issue.record("version 3 accepted"); return }
