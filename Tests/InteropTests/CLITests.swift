@@ -11,10 +11,14 @@ import MartletTestSupport
     /// Runs Debian's mosquitto on `port` for `body`, which gets a function that waits until
     /// mosquitto has logged `count` SUBSCRIBEs (its log goes to a file: a pipe nobody reads
     /// would fill and stall it).
-    func withMosquitto(port: Int, _ body: (_ subscribed: @escaping (Int) async throws -> Void) async throws -> Void) async throws {
+    /// With `webSocketPort`, a websockets listener too (mosquitto 2.0.11 starts one only next
+    /// to a plain listener).
+    func withMosquitto(port: Int, webSocketPort: Int? = nil,
+                       _ body: (_ subscribed: @escaping (Int) async throws -> Void) async throws -> Void) async throws {
         let base = scratchPath("mosquitto-cli")
         let log = base + ".log"
-        try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest file \(log)\nlog_type subscribe\n"
+        let webSocket = webSocketPort.map { "listener \($0) 127.0.0.1\nprotocol websockets\n" } ?? ""
+        try "listener \(port) 127.0.0.1\n\(webSocket)allow_anonymous true\nuser root\nlog_dest file \(log)\nlog_type subscribe\n"
             .write(toFile: base + ".conf", atomically: true, encoding: .utf8)
         defer {
             try? FileManager.default.removeItem(atPath: base + ".conf")
@@ -23,6 +27,7 @@ import MartletTestSupport
         let broker = try ChildProcess("/usr/sbin/mosquitto", ["-c", base + ".conf"])
         defer { broker.kill() }
         try await waitUntilListening(UInt16(port))
+        if let webSocketPort { try await waitUntilListening(UInt16(webSocketPort)) }
         try await body { count in
             try await waitFor(.seconds(10), "mosquitto to log \(count) SUBSCRIBE", every: .milliseconds(20)) { () -> Bool? in
                 let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
@@ -79,6 +84,24 @@ import MartletTestSupport
             #expect(pub.status == 0, "\(pub.stderr)")
             let got = try await sub.finish()
             #expect(got.stdout == "over websocket\n", "\(got.stderr)")
+        }
+    }
+
+    @Test("martlet sub --ws and martlet pub -L ws://…: our WebSocket client against Debian mosquitto's websockets listener (libwebsockets), QoS 1 and a 100 KiB QoS 2 message")
+    func overWebSocketAgainstMosquitto() async throws {
+        let (port, ws) = (randomTestPort(), randomTestPort())
+        let big = scratchPath("ws-big", suffix: ".txt")
+        try String(repeating: "0123456789abcdef", count: 6_400).write(toFile: big, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: big) }
+        try await withMosquitto(port: port, webSocketPort: ws) { subscribed in
+            let sub = try ChildProcess(Self.martlet, ["sub", "--ws", "-p", "\(ws)", "-t", "cli/#", "-q", "2", "-C", "2", "-W", "10", "-F", "%t %l"])
+            try await subscribed(1)
+            let small = try await run(Self.martlet, ["pub", "-L", "ws://127.0.0.1:\(ws)/mqtt/cli/small", "-q", "1", "-m", "over websocket"])
+            #expect(small.status == 0, "\(small.stderr)")
+            let large = try await run(Self.martlet, ["pub", "--ws", "-p", "\(ws)", "-t", "cli/large", "-q", "2", "-f", big])
+            #expect(large.status == 0, "\(large.stderr)")
+            let got = try await sub.finish()
+            #expect(got.stdout == "cli/small 14\ncli/large 102400\n", "\(got.stderr)")
         }
     }
 
