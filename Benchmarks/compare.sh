@@ -8,7 +8,8 @@
 #   ONLY=idle OUT=/tmp/idle.md make bench     # only the rows whose name contains "idle"
 #
 # Equivalent settings for both brokers: anonymous, no persistence, max_queued_messages 1000,
-# the same TLS certificate (certs/out), loopback ports. mosquitto runs twice: with
+# the same TLS certificate (certs/out), loopback ports, a plain WebSocket listener (mosquitto's
+# through libwebsockets). mosquitto runs twice: with
 # `set_tcp_nodelay true` and with its defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,7 @@ CA=$ROOT/certs/out/ca.pem
 
 PLAIN=18831
 TLSP=18832
+WSP=18833
 
 # shellcheck source=Benchmarks/lib.sh
 source "$ROOT/Benchmarks/lib.sh"
@@ -53,6 +55,9 @@ listeners:
     tls:
       cert: $ROOT/certs/out/server.pem
       key: $ROOT/certs/out/server.key
+  - host: 127.0.0.1
+    port: $WSP
+    websocket: true
 max_queued_messages: 1000
 log_level: error
 sys_interval_s: 0
@@ -74,6 +79,8 @@ start_mosquitto() { # $1 = nodelay|default
     echo "listener $TLSP 127.0.0.1"
     echo "certfile $ROOT/certs/out/server.pem"
     echo "keyfile $ROOT/certs/out/server.key"
+    echo "listener $WSP 127.0.0.1"
+    echo "protocol websockets"
   } > "$WORK/mosquitto-$1.conf"
   "$MOSQUITTO" -c "$WORK/mosquitto-$1.conf" >/dev/null 2>&1 &
   echo $!
@@ -94,6 +101,8 @@ ROWS=(
   "churn 16 TLS|churn -c 16 --tls --cafile $CA"
   "idle $IDLE plain|idle -n $IDLE"
   "idle $IDLE TLS|idle -n $IDLE --tls --cafile $CA"
+  "fanout 1→100 WebSocket|fanout -n 100 --ws"
+  "idle $IDLE WebSocket|idle -n $IDLE --ws"
 )
 
 start_broker() {
@@ -106,7 +115,7 @@ start_broker() {
 
 for broker in martlet mosquitto-nodelay mosquitto-default; do
   pid=$(start_broker $broker)
-  wait_port $PLAIN; wait_port $TLSP
+  wait_port $PLAIN; wait_port $TLSP; wait_port $WSP
   for row in "${ROWS[@]}"; do
     name=${row%%|*}; args=${row#*|}
     [ -n "${ONLY:-}" ] && [[ "$name" != *"$ONLY"* ]] && continue
@@ -114,12 +123,12 @@ for broker in martlet mosquitto-nodelay mosquitto-default; do
       case $args in idle*)
         # Memory per connection needs a fresh broker: freed memory is not given back.
         kill "$pid"; wait "$pid" 2>/dev/null || true; sleep 0.3
-        pid=$(start_broker $broker); wait_port $PLAIN; wait_port $TLSP; sleep 0.5 ;;
+        pid=$(start_broker $broker); wait_port $PLAIN; wait_port $TLSP; wait_port $WSP; sleep 0.5 ;;
       esac
       duration=$DURATION
       case $args in idle*) duration=2 ;; esac
       port=$PLAIN
-      case $args in *--tls*) port=$TLSP ;; esac
+      case $args in *--tls*) port=$TLSP ;; *--ws*) port=$WSP ;; esac
       echo "bench: $broker: $name (run $run)" >&2
       # shellcheck disable=SC2086
       if ! "$BIN/martlet" bench $args -p "$port" --duration "$duration" --json --broker-pid "$pid" \
@@ -160,7 +169,7 @@ def fmt(v, unit):
     if unit == "B/conn": return f"{v/1024:.1f} KiB"
     if unit == "µs p99": return f"{v:,.0f} µs"
     return f"{v:,.0f}"
-lines = ["| scenario | metric | martlet | mosquitto (nodelay) | mosquitto (default) | martlet / mosquitto | lost (m / q) | broker CPU % (m / q) | tool CPU % | target (issue 8) |",
+lines = ["| scenario | metric | martlet | mosquitto (nodelay) | mosquitto (default) | martlet / mosquitto | lost (m / q) | broker CPU % (m / q) | tool CPU % | target |",
          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 def target(name, args, vm, ref, m, qn, qd):
     """The issue's target for the row, and whether this run meets it (by how much if not)."""
@@ -169,6 +178,12 @@ def target(name, args, vm, ref, m, qn, qd):
     if vm is None or ref is None: return "—"
     lost = med(m, "lost") or 0
     loss = "" if args.startswith(("churn", "idle")) else ("; 0 lost: met" if lost == 0 else f"; 0 lost: missed ({lost:,.0f})")
+    if args.startswith("idle") and "--ws" in args:
+        # Issue 17: a WebSocket connection within 1 KiB of a plain one (this run's plain row).
+        plain = next((med(load("martlet", n), "broker_rss_per_connection_bytes") for n, a in rows
+                      if a.startswith("idle") and "--ws" not in a and "--tls" not in a), None)
+        if plain is None: return "—"
+        return verdict(vm <= plain + 1024, "≤ plain + 1 KiB", f"{(vm - plain - 1024) / 1024:+.1f} KiB")
     if args.startswith("idle"):
         limit = 12 * 1024 if "--tls" in args else 2 * 1024
         return verdict(vm <= limit, f"≤ {limit // 1024} KiB", f"{(vm - limit) / 1024:+.1f} KiB")
@@ -216,8 +231,9 @@ messages per subscriber ahead of the deliveries (`martlet bench --window`, the b
 limit), and QoS 1 publishers also keep at most 64 messages unacknowledged. So the load stays
 inside the configured queue limits, and "lost" (published, not delivered within 5 s of the
 end) should be 0. "martlet / mosquitto" compares with mosquitto's better
-run (the nodelay run for latency). The last column is issue 8's target for the row: met, or
-missed and by how much.
+run (the nodelay run for latency). The last column is the issue's target for the row (issue 8;
+the WebSocket idle row, issue 17: within 1 KiB of a plain connection): met, or missed and by
+how much.
 
 {table}
 """)
