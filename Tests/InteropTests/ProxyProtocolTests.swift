@@ -86,10 +86,28 @@ import Testing
         }
     }
 
-    @Test("A proxy_protocol listener closes a connection without a header (from a trusted peer), and any connection from a peer outside trusted_proxies")
+    @Test("A proxy_protocol listener closes a connection without a header or with a garbage one (from a trusted peer), and only that connection, and any connection from a peer outside trusted_proxies")
     func refusals() async throws {
         var s = try await start(trusted: ["127.0.0.0/8"])
         #expect(try await connect(s.direct, from: randomTestPort()) == "", "no header: closed without CONNACK")
+        // Garbage headers (v1 and v2) close their own connection; a client that came through
+        // HAProxy stays connected.
+        let garbage = """
+            import socket, sys
+            def conn(port):
+                s = socket.create_connection(("127.0.0.1", port), timeout=5); return s
+            def closed(s):
+                try: return s.recv(4) == b""
+                except Exception: return False
+            by = conn(int(sys.argv[1])); by.sendall(bytes([0x10, 0x0E, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 30, 0, 2]) + b"by")
+            print("bystander connack", by.recv(4).hex())
+            v1 = conn(int(sys.argv[2])); v1.sendall(b"PROXY TCP4 999.1.1.1 nonsense 1 2\\r\\n"); print("v1 garbage closed", closed(v1))
+            v2 = conn(int(sys.argv[2])); v2.sendall(bytes([0x0D, 0x0A, 0x0D, 0x0A, 0, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x21, 0x11, 0, 3, 1, 2, 3]) + b"junk" * 10)
+            print("v2 garbage closed", closed(v2))
+            by.sendall(bytes([0xC0, 0])); print("bystander pingresp", by.recv(2).hex())
+            """
+        let g = try await run(debianPython, ["-c", garbage, "\(s.v2)", "\(s.direct)"])
+        #expect(g.stdout == "bystander connack 20020000\nv1 garbage closed True\nv2 garbage closed True\nbystander pingresp d000\n", "\(g.stderr)")
         s.haproxy.kill()
         s.broker.kill(signal: SIGTERM)
         var log = try await s.broker.finish().stderr

@@ -23,7 +23,7 @@ import Testing
         #expect(secure.stdout == "OK\n", "\(secure.stdout) \(secure.stderr)")
     }
 
-    @Test("The upgrade: wrong path 404, no mqtt subprotocol 400, an Origin outside allowed_origins 403, no upgrade 400, oversized request 431; frames: MQTT split over messages and fragments, several packets in one frame, ping/pong, close, text refused (1003), a frame over max_packet_size refused (1009); X-Forwarded-For from a trusted proxy is the logged address")
+    @Test("The upgrade: wrong path 404, no mqtt subprotocol 400, an Origin outside allowed_origins 403, no upgrade 400, oversized request 431; frames: MQTT split over messages and fragments, several packets in one frame, ping/pong, close, text refused (1003), a frame over max_packet_size refused (1009), an unmasked frame refused (1002), no Sec-WebSocket-Key 400, each closing only its own connection; X-Forwarded-For from a trusted proxy is the logged address")
     func upgradeAndFraming() async throws {
         let dir = scratchPath("ws")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -49,6 +49,7 @@ import Testing
             bad origin: HTTP/1.1 403 Forbidden
             plain GET: HTTP/1.1 400 Bad Request
             huge headers: HTTP/1.1 431 Request Header Fields Too Large
+            no Sec-WebSocket-Key: HTTP/1.1 400 Bad Request
             upgrade: HTTP/1.1 101 Switching Protocols | protocol mqtt
             split CONNECT: 20020000
             two PINGREQ in one frame: d000d000
@@ -58,6 +59,8 @@ import Testing
             forwarded for: 20020000
             text frame: close 1003
             oversized frame: close 1009
+            unmasked frame: close 1002
+            bystander: d000
 
             """, "\(r.stderr)")
         d.kill(signal: SIGTERM)

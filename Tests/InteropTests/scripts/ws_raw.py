@@ -10,15 +10,18 @@ import base64, os, socket, struct, sys
 
 port = int(sys.argv[1])
 CONNECT = bytes([0x10, 0x0F, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 30, 0, 3]) + b"raw"
+BYSTANDER = bytes([0x10, 0x0E, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 30, 0, 2]) + b"by"
 PINGREQ = bytes([0xC0, 0])
 
 
-def request(path="/mqtt", protocol="mqtt", origin=None, upgrade=True, extra=""):
+def request(path="/mqtt", protocol="mqtt", origin=None, upgrade=True, extra="", with_key=True):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     key = base64.b64encode(os.urandom(16)).decode()
     lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1"]
     if upgrade:
-        lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
+        lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13"]
+        if with_key:
+            lines.append("Sec-WebSocket-Key: " + key)
     if protocol:
         lines.append("Sec-WebSocket-Protocol: " + protocol)
     if origin:
@@ -36,8 +39,8 @@ def request(path="/mqtt", protocol="mqtt", origin=None, upgrade=True, extra=""):
     return s, status, head.decode(errors="replace")
 
 
-def frame(opcode, payload, fin=True):
-    mask = os.urandom(4)
+def frame(opcode, payload, fin=True, masked=True):
+    mask = os.urandom(4) if masked else bytes(4)
     header = bytes([(0x80 if fin else 0) | opcode])
     n = len(payload)
     if n < 126:
@@ -46,6 +49,8 @@ def frame(opcode, payload, fin=True):
         header += bytes([0x80 | 126]) + struct.pack(">H", n)
     else:
         header += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    if not masked:
+        return header[:1] + bytes([header[1] & 0x7F]) + header[2:] + payload
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
@@ -81,11 +86,17 @@ def mqtt_bytes(s, count):
     return got
 
 
+# A connection that stays up while the others are refused, closed or broken.
+bystander, _, _ = request()
+bystander.sendall(frame(2, BYSTANDER))
+mqtt_bytes(bystander, 4)
+
 print("wrong path:", request(path="/other")[1])
 print("no subprotocol:", request(protocol=None)[1])
 print("bad origin:", request(origin="https://evil.example")[1])
 print("plain GET:", request(upgrade=False)[1])
 print("huge headers:", request(extra="X-Padding: " + "p" * 4000)[1])
+print("no Sec-WebSocket-Key:", request(with_key=False)[1])
 s, status, head = request(protocol="mqttv3.1, mqtt", origin="https://good.example")
 print("upgrade:", status, "| protocol mqtt" if "sec-websocket-protocol: mqtt\r" in head.lower() else "| protocol missing")
 # CONNECT split over two messages, then PINGREQ twice in one frame.
@@ -119,3 +130,11 @@ mqtt_bytes(s, 4)
 s.sendall(frame(2, bytes(2000)))
 op, data = read_frame(s)
 print("oversized frame:", "close %d" % struct.unpack(">H", data[:2])[0] if op == 8 else "op=%r" % op)
+
+s, status, _ = request()
+s.sendall(frame(2, CONNECT, masked=False))
+op, data = read_frame(s)
+print("unmasked frame:", "close %d" % struct.unpack(">H", data[:2])[0] if op == 8 else "op=%r" % op)
+
+bystander.sendall(frame(2, PINGREQ))
+print("bystander:", mqtt_bytes(bystander, 2).hex())
