@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """A paho-mqtt member of a shared subscription: subscribes to FILTER at QoS 1, prints
 "ready" once subscribed, then prints each payload received, one per line, until SECONDS
-pass with nothing new.
+pass with nothing new (before the first message, up to 15 s: a loaded machine may take a
+while to start publishing).
 
 usage: shared_member.py PORT mqttv311|mqttv5 CLIENT_ID FILTER SECONDS
 """
@@ -15,6 +16,7 @@ port, version_name, client_id, topic_filter, idle = sys.argv[1], sys.argv[2], sy
 version = mqtt.MQTTv5 if version_name == "mqttv5" else mqtt.MQTTv311
 subscribed = threading.Event()
 last = [time.monotonic()]
+received = [0]
 lock = threading.Lock()
 
 
@@ -26,6 +28,7 @@ def on_message(client, userdata, msg):
     with lock:
         print(msg.payload.decode(), flush=True)
         last[0] = time.monotonic()
+        received[0] += 1
 
 
 try:
@@ -45,7 +48,7 @@ last[0] = time.monotonic()
 while True:
     time.sleep(0.1)
     with lock:
-        if time.monotonic() - last[0] > idle:
+        if time.monotonic() - last[0] > (idle if received[0] else max(idle, 15)):
             break
 client.disconnect()
 client.loop_stop()
