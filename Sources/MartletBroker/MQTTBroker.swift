@@ -214,6 +214,9 @@ public final class MQTTBroker: Sendable {
         if configuration.tcpUserTimeout > 0 {
             bootstrap = bootstrap.serverChannelOption(.tcpOption(TCP_USER_TIMEOUT), value: SocketOptionValue(configuration.tcpUserTimeout))
         }
+        if configuration.tcpDeferAccept > 0 {
+            bootstrap = bootstrap.serverChannelOption(.tcpOption(TCP_DEFER_ACCEPT), value: SocketOptionValue(configuration.tcpDeferAccept))
+        }
         #else
         bootstrap = bootstrap.childChannelOption(.socketOption(.so_keepalive), value: 1)
         #endif
@@ -438,6 +441,7 @@ public final class MQTTBroker: Sendable {
         keep("write_buffer_low_water", \.writeBufferLowWater)
         keep("tcp_keepalive_idle_s", \.tcpKeepaliveIdle)
         keep("tcp_user_timeout_ms", \.tcpUserTimeout)
+        keep("tcp_defer_accept_s", \.tcpDeferAccept)
         keep("keepalive_sweep_interval_ms", \.keepaliveSweepInterval)
         if !report.needsRestart.isEmpty {
             core.logger.warning("reload: these settings need a restart and keep their running values", metadata: [

@@ -247,6 +247,12 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// `tcp_user_timeout_ms`: how long sent data may stay unacknowledged before the kernel
     /// drops the connection (TCP_USER_TIMEOUT); 0 leaves the system's setting.
     public var tcpUserTimeout: Int = 60_000
+    /// `tcp_defer_accept_s`: Linux TCP_DEFER_ACCEPT on the listening sockets. A client speaks
+    /// first in MQTT, so the kernel hands a connection over only once its first bytes (CONNECT,
+    /// or the TLS ClientHello) have arrived: one wake-up less per connection, and a silent
+    /// connection stays in the kernel for about this many seconds before it is accepted and
+    /// `connect_timeout_ms` starts. 0 = off.
+    public var tcpDeferAccept: Int = 1
     /// `listen_backlog`: the accept queue of each listener.
     public var listenBacklog: Int32 = 4096
     /// `listen_per_thread`: on Linux, each listener has one listening socket per event loop

@@ -155,6 +155,7 @@ public enum ConfigurationLoader {
         milliseconds("keepalive_sweep_interval_ms", 10...60_000) { v, c in c.broker.keepaliveSweepInterval = v },
         integer("tcp_keepalive_idle_s", 0...86_400) { v, c in c.broker.tcpKeepaliveIdle = v },
         integer("tcp_user_timeout_ms", 0...3_600_000) { v, c in c.broker.tcpUserTimeout = v },
+        integer("tcp_defer_accept_s", 0...60) { v, c in c.broker.tcpDeferAccept = v },
         integer("listen_backlog", 1...65_535) { v, c in c.broker.listenBacklog = Int32(v) },
         boolean("listen_per_thread") { v, c in c.broker.listenPerThread = v },
         integer("sys_interval_s", 0...86_400) { v, c in c.broker.sysInterval = .seconds(Int64(v)) },
