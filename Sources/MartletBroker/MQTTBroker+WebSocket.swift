@@ -11,7 +11,7 @@ extension MQTTBroker {
     /// the PROXY header's, else the peer's.
     static func configureWebSocket(
         _ channel: any Channel, settings: ConnectionSettings, router: Router, refusal: Refusal?, logger: Logger,
-        proxiedSource: NIOLoopBoundBox<SocketAddress?>
+        proxiedSource: NIOLoopBoundBox<SocketAddress?>?
     ) throws {
         let listener = settings.listener
         let configuration = settings.configuration
@@ -31,7 +31,7 @@ extension MQTTBroker {
                 if let refusalHandler = try? ops.handler(type: WebSocketRefusalHandler.self) { ops.removeHandler(refusalHandler, promise: nil) }
                 try ops.addHandler(WebSocketMQTTBridge(maxFrameSize: configuration.maximumPacketSize))
                 let client = WebSocketTransport.forwardedClient(head, peer: channel.remoteAddress, trusted: configuration.trustedProxies)
-                    ?? proxiedSource.value
+                    ?? proxiedSource?.value
                 try ops.addHandler(MQTTConnectionHandler(router: router, settings: settings, refusal: refusal, logger: logger, clientAddress: client))
             })
         let ops = channel.pipeline.syncOperations

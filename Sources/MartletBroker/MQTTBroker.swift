@@ -192,14 +192,6 @@ public final class MQTTBroker: Sendable {
             .serverChannelOption(.backlog, value: configuration.listenBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // NIO sets TCP_NODELAY on every accepted socket already (a ServerBootstrap default).
-            // A publisher that closes while flow control holds its packets is told as
-            // `inputClosed`; the connection closes once those packets have been routed.
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            // Each channel keeps its last receive buffer for the next read: start small so an
-            // idle connection keeps 256 bytes, not NIO's default 2 KiB; it grows with traffic.
-            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536))
-            .childChannelOption(.writeBufferWaterMark, value: .init(
-                low: configuration.writeBufferLowWater, high: configuration.writeBufferHighWater))
         #if os(Linux)
         // A peer that vanished without FIN: probes find it when idle, TCP_USER_TIMEOUT when
         // data stays unacknowledged. Set on the listening socket: Linux copies them to every
@@ -223,6 +215,19 @@ public final class MQTTBroker: Sendable {
         return bootstrap
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Child options set here, synchronously: ServerBootstrap's childChannelOption
+                    // applies each one through a chain of futures (allocations per connection).
+                    // A publisher that closes while flow control holds its packets is told as
+                    // `inputClosed`; the connection closes once those packets have been routed.
+                    // Each channel keeps its last receive buffer for the next read: start small so
+                    // an idle connection keeps 256 bytes, not NIO's default 2 KiB; it grows with
+                    // traffic.
+                    if let options = channel.syncOptions {
+                        try options.setOption(.allowRemoteHalfClosure, value: true)
+                        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536))
+                        try options.setOption(.writeBufferWaterMark, value: .init(
+                            low: configuration.writeBufferLowWater, high: configuration.writeBufferHighWater))
+                    }
                     let router = routerByLoop[ObjectIdentifier(channel.eventLoop)]!
                     // Limits as last reloaded; the listener's address and TLS-ness are fixed.
                     let settings = connectionSettings.withLockedValue { $0[index] }
@@ -246,8 +251,9 @@ public final class MQTTBroker: Sendable {
                             listenerGauge.open.subtract(1, ordering: .relaxed)
                         }
                     }
-                    let proxiedSource = NIOLoopBoundBox<SocketAddress?>(nil, eventLoop: channel.eventLoop)
-                    if listener.proxyProtocol {
+                    // Made only where a PROXY header can fill it (one allocation less per connection).
+                    let proxiedSource = listener.proxyProtocol ? NIOLoopBoundBox<SocketAddress?>(nil, eventLoop: channel.eventLoop) : nil
+                    if let proxiedSource {
                         // The header comes first, before TLS, and only from a trusted proxy.
                         let trusted = configuration.trustedProxies
                         if !trusted.isEmpty, !trusted.contains(where: { range in channel.remoteAddress.map { range.contains($0) } ?? false }) {

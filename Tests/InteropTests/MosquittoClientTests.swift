@@ -108,11 +108,12 @@ import MartletTestSupport
     func thirdPartyMembers() async throws {
         try await withBroker({ $0.sharedSubscriptionStrategy = .roundRobin }) { broker, port in
             let filter = "$share/workers/jobs/#"
-            // -W 10: a member that exits (its time is up) with copies unacknowledged hands them to
-            // the others, which would skew the counts; 10 s leaves a loaded machine room.
+            // -C 30: each mosquitto_sub member leaves once it has its fair share. -W 30 only bounds
+            // a broken run: a member that ran out of time with copies unacknowledged would hand
+            // them to the others and skew the counts (a loaded CI machine took 20 s to get here).
             let subs = try ["mqttv311", "mqttv5"].map { version in
                 try ChildProcess(mosquittoSub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-q", "1", "-i", "mosq-\(version)",
-                                                "-t", filter, "-W", "10"])
+                                                "-t", filter, "-C", "30", "-W", "30"])
             }
             let paho = try ChildProcess(debianPython, [Self.member, "\(port)", "mqttv5", "paho-member", filter, "2"])
             try await waitFor(.seconds(15), "three members") { broker.sharedGroups.first?.members == 3 ? true : nil }
@@ -120,8 +121,8 @@ import MartletTestSupport
             for i in 1...90 { try await publisher.publish("jobs/\(i % 3)", payload: ByteBuffer(string: "job \(i)"), qos: .atLeastOnce) }
             try await publisher.disconnect()
             var outputs: [[String]] = []
-            for sub in subs { outputs.append(try await sub.finish(timeout: .seconds(15)).stdout.split(separator: "\n").map(String.init)) }
-            outputs.append(try await paho.finish(timeout: .seconds(15)).stdout.split(separator: "\n").map(String.init).filter { $0 != "ready" })
+            for sub in subs { outputs.append(try await sub.finish(timeout: .seconds(35)).stdout.split(separator: "\n").map(String.init)) }
+            outputs.append(try await paho.finish(timeout: .seconds(35)).stdout.split(separator: "\n").map(String.init).filter { $0 != "ready" })
             let all = outputs.flatMap { $0 }
             #expect(all.count == 90, "\(outputs)")
             #expect(Set(all) == Set((1...90).map { "job \($0)" }))
