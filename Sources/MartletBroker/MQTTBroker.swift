@@ -60,7 +60,8 @@ public final class MQTTBroker: Sendable {
         }
         self.routers = routers
         self.routerByLoop = byLoop
-        self.listenerConnections = configuration.listeners.map { _ in ConnectionGauge() }
+        let counters = core.counters
+        self.listenerConnections = configuration.listeners.map { _ in ConnectionGauge(broker: counters) }
         self.rateLimiter = NIOLockedValueBox(
             configuration.maximumConnectionRate > 0 ? TokenBucket(ratePerSecond: configuration.maximumConnectionRate, now: .now()) : nil)
     }
@@ -246,10 +247,13 @@ public final class MQTTBroker: Sendable {
                         }
                     } else {
                         router.assumeIsolated { $0.count(\.connectionsAccepted) }
-                        channel.closeFuture.whenComplete { _ in
-                            counters.openConnections.subtract(1, ordering: .relaxed)
-                            listenerGauge.open.subtract(1, ordering: .relaxed)
-                        }
+                    }
+                    // An admitted connection is counted out when it closes: by its MQTT handler as
+                    // it leaves the pipeline (no per-connection closure), or, where no MQTT handler
+                    // is added now (WebSocket: only after the upgrade; or a refusal below), here.
+                    var countedOut = refusal != nil
+                    defer {
+                        if !countedOut { channel.closeFuture.whenComplete { _ in listenerGauge.closed() } }
                     }
                     // Made only where a PROXY header can fill it (one allocation less per connection).
                     let proxiedSource = listener.proxyProtocol ? NIOLoopBoundBox<SocketAddress?>(nil, eventLoop: channel.eventLoop) : nil
@@ -283,8 +287,10 @@ public final class MQTTBroker: Sendable {
                                                     proxiedSource: proxiedSource)
                         return
                     }
-                    let handler = MQTTConnectionHandler(router: router, settings: settings, refusal: refusal, logger: logger)
+                    let handler = MQTTConnectionHandler(
+                        router: router, settings: settings, refusal: refusal, logger: logger, countedOut: countedOut ? nil : listenerGauge)
                     try channel.pipeline.syncOperations.addHandler(handler)
+                    countedOut = true
                 }
             }
     }
@@ -561,8 +567,20 @@ public struct SessionReport: Sendable, Hashable {
 }
 
 /// Open connections of one listener.
+/// A listener's open connections, and the broker's through `broker`.
 final class ConnectionGauge: Sendable {
     let open = Atomic<Int>(0)
+    let broker: BrokerCounters
+
+    init(broker: BrokerCounters) {
+        self.broker = broker
+    }
+
+    /// An admitted connection closed: one less here and broker-wide.
+    func closed() {
+        broker.openConnections.subtract(1, ordering: .relaxed)
+        open.subtract(1, ordering: .relaxed)
+    }
 }
 
 extension ChannelOptions.Types.SocketOption {

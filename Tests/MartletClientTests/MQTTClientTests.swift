@@ -196,6 +196,8 @@ func next(_ count: Int, from client: MQTTClient, timeout: Duration = .seconds(5)
             let started = ContinuousClock.now
             await #expect(throws: (any Error).self) { _ = try await MQTTClient.connect(wrong) }
             #expect(ContinuousClock.now - started < .seconds(5), "a 404 fails the connect at once, not at its timeout")
+            // Every connection (TCP, WebSocket, the refused upgrade) was counted out as it closed.
+            try await waitFor(.seconds(10), "the open connections gauge back to 0") { broker.counters.connections == 0 ? true : nil }
         }
     }
 }

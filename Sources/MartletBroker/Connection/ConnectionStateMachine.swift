@@ -16,7 +16,13 @@ struct ConnectionStateMachine {
     struct Connected: Sendable, Equatable {
         var clientID: String
         var version: ProtocolVersion
-        var will: Message?
+        /// The will, kept in a box of its own: most clients have none, and every connected
+        /// client carries this struct (inline, a `Message?` is over 100 bytes).
+        var will: Message? {
+            get { willBox?.message }
+            set { willBox = newValue.map(WillBox.init) }
+        }
+        private var willBox: WillBox?
         /// The will's v5 Will Delay Interval in seconds (0: published as soon as the connection is lost).
         var willDelay: UInt32 = 0
         /// 1.5 × the keepalive the client asked for or was given (MQTT-3.1.2-24).
@@ -28,6 +34,28 @@ struct ConnectionStateMachine {
         var wantsResponseInformation = false
         /// The client's v5 Maximum Packet Size: what a farewell's Reason String must fit in.
         var maximumPacketSize = UInt32.max
+
+        init(clientID: String, version: ProtocolVersion, will: Message?, willDelay: UInt32 = 0, keepAlive: TimeAmount?,
+             sessionExpiryAtConnect: UInt32, assignedClientID: Bool, serverKeepAlive: UInt16?,
+             wantsResponseInformation: Bool = false, maximumPacketSize: UInt32 = .max) {
+            self.clientID = clientID
+            self.version = version
+            self.willDelay = willDelay
+            self.keepAlive = keepAlive
+            self.sessionExpiryAtConnect = sessionExpiryAtConnect
+            self.assignedClientID = assignedClientID
+            self.serverKeepAlive = serverKeepAlive
+            self.wantsResponseInformation = wantsResponseInformation
+            self.maximumPacketSize = maximumPacketSize
+            self.will = will
+        }
+    }
+
+    /// A will, immutable once made (replaced whole when it changes).
+    final class WillBox: Sendable, Equatable {
+        let message: Message
+        init(_ message: Message) { self.message = message }
+        static func == (a: WillBox, b: WillBox) -> Bool { a.message == b.message }
     }
 
     /// What CONNECT asked that matters only until the session is attached.

@@ -31,9 +31,13 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     private var bytesOut = 0
     /// The client's address as a PROXY header gave it (`proxy_protocol` listeners).
     private var proxiedSource: SocketAddress?
+    /// Counts this connection out when it leaves the pipeline (nil: counted out elsewhere).
+    private var countedOut: ConnectionGauge?
 
-    init(router: Router, settings: ConnectionSettings, refusal: Refusal? = nil, logger: Logger, clientAddress: SocketAddress? = nil) {
+    init(router: Router, settings: ConnectionSettings, refusal: Refusal? = nil, logger: Logger, clientAddress: SocketAddress? = nil,
+         countedOut: ConnectionGauge? = nil) {
         self.proxiedSource = clientAddress
+        self.countedOut = countedOut
         self.router = router
         self.baseLogger = logger
         self.machine = ConnectionStateMachine(settings: settings, refusal: refusal, now: router.eventLoop.now)
@@ -72,6 +76,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     /// here, both (and what they reference) outlived every closed connection.
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        countedOut?.closed()
+        countedOut = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
