@@ -213,6 +213,7 @@ public final class MQTTBroker: Sendable {
         #else
         bootstrap = bootstrap.childChannelOption(.socketOption(.so_keepalive), value: 1)
         #endif
+        let plainFirstRead = !listener.webSocket && !listener.proxyProtocol && listener.tls == nil
         return bootstrap
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -221,11 +222,14 @@ public final class MQTTBroker: Sendable {
                     // A publisher that closes while flow control holds its packets is told as
                     // `inputClosed`; the connection closes once those packets have been routed.
                     // Each channel keeps its last receive buffer for the next read: start small so
-                    // an idle connection keeps 256 bytes, not NIO's default 2 KiB; it grows with
-                    // traffic.
+                    // an idle connection keeps little, not NIO's default 2 KiB; it grows with
+                    // traffic. 128 bytes holds a plain CONNECT; TLS, WebSocket and PROXY listeners
+                    // start at 256 (a larger start made their idle connections bigger: the buffer
+                    // kept is the last one used).
                     if let options = channel.syncOptions {
                         try options.setOption(.allowRemoteHalfClosure, value: true)
-                        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536))
+                        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
+                            minimum: 64, initial: plainFirstRead ? 128 : 256, maximum: 65_536))
                         try options.setOption(.writeBufferWaterMark, value: .init(
                             low: configuration.writeBufferLowWater, high: configuration.writeBufferHighWater))
                     }
