@@ -570,7 +570,6 @@ public struct SessionReport: Sendable, Hashable {
     public var inflight: Int
 }
 
-/// Open connections of one listener.
 /// A listener's open connections, and the broker's through `broker`.
 final class ConnectionGauge: Sendable {
     let open = Atomic<Int>(0)

@@ -160,6 +160,40 @@ func next(_ count: Int, from client: MQTTClient, timeout: Duration = .seconds(5)
 
 /// MartletClient over WebSocket (`webSocketPath`) against martletd's WebSocket listener.
 @Suite struct WebSocketClientTests {
+    @Test("wss with mutual TLS on a use_identity_as_username listener: the client certificate's CN is the user the ACL sees (the MQTT handler comes after the upgrade, long after the handshake)")
+    func identityOverSecureWebSocket() async throws {
+        let certs = try await DevCertificates.make()
+        let acl = scratchPath("wss-acl")
+        try "user martlet-client\ntopic readwrite mtls/#\n".write(toFile: acl, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: acl) }
+        var wss = BrokerConfiguration.Listener(host: "127.0.0.1", port: 0, tls: certs.server(requireClientCertificate: true))
+        wss.webSocket = true
+        wss.useIdentityAsUsername = true
+        wss.allowAnonymous = false
+        try await withBroker({
+            $0.listeners = [wss]
+            $0.aclFile = acl
+        }) { _, port in
+            var config = MQTTClientConfiguration(port: port, clientID: "device")
+            config.webSocketPath = "/mqtt"
+            var tls = TLSConfiguration.client(caFile: certs.ca, serverName: "127.0.0.1")
+            tls.certificateChainFile = certs.clientCert
+            tls.privateKeyFile = certs.clientKey
+            config.tls = tls
+            let client = try await MQTTClient.connect(config)
+            try await client.subscribe("mtls/#", qos: .atLeastOnce)
+            await #expect(throws: (any Error).self, "the ACL gives martlet-client nothing else") {
+                try await client.subscribe("other", qos: .atLeastOnce)
+            }
+            try await client.publish("mtls/x", payload: ByteBuffer(string: "mine"), qos: .atLeastOnce)
+            for await m in client.messages {
+                #expect(m.topic == "mtls/x" && String(buffer: m.payload) == "mine")
+                break
+            }
+            try await client.disconnect()
+        }
+    }
+
     @Test("A WebSocket client and a TCP client exchange QoS 0 and QoS 1 messages, a 200 KiB one among them; a refused upgrade fails the connect at once")
     func roundTripOverWebSocket() async throws {
         try await withBroker({

@@ -68,6 +68,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         guard !activated else { return }
         activated = true
         machine.channelActive(now: now)
+        // Added after the TLS handshake (wss: after the upgrade): its certificate is there now.
+        if context.channel.isActive { takeCertificateIdentity(context) }
         let handler = bound(context)
         connectionID = router.assumeIsolated { $0.register(handler) }
     }
@@ -183,12 +185,18 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         }
         if case .handshakeCompleted = event as? TLSEvent {
             router.assumeIsolated { $0.count(\.tlsHandshakes) }
-            if machine.listener.useIdentityAsUsername {
-                let certificate = try? context.pipeline.syncOperations.handler(type: TLSHandler.self).peerCertificate
-                machine.certificateVerified(identity: certificate.flatMap { $0.subjectCommonName ?? $0.subjectAlternativeNames.first })
-            }
+            takeCertificateIdentity(context)
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// `use_identity_as_username` on a TLS listener: the verified client certificate's CN (or
+    /// first SAN), once the handshake has given one.
+    private func takeCertificateIdentity(_ context: ChannelHandlerContext) {
+        guard machine.listener.useIdentityAsUsername, machine.listener.tls != nil,
+              let tls = try? context.pipeline.syncOperations.handler(type: TLSHandler.self),
+              let certificate = tls.peerCertificate else { return }
+        machine.certificateVerified(identity: certificate.subjectCommonName ?? certificate.subjectAlternativeNames.first)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
