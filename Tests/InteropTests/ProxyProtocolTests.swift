@@ -13,6 +13,20 @@ import Testing
         var direct: Int
     }
 
+    /// An HAProxy configuration: TCP mode, short timeouts, then `listens`.
+    static func haproxyConfig(_ listens: String) -> String {
+        """
+            global
+              maxconn 100
+            defaults
+              mode tcp
+              timeout connect 5s
+              timeout client 30s
+              timeout server 30s
+
+            """ + listens
+    }
+
     /// martletd with a `proxy_protocol` listener (and `trusted_proxies` as given), HAProxy
     /// forwarding one port with v1 headers and another with v2 headers to it.
     func start(trusted: [String]) async throws -> Setup {
@@ -24,14 +38,7 @@ import Testing
         try yaml.write(toFile: dir + "/martlet.yaml", atomically: true, encoding: .utf8)
         let broker = try ChildProcess(DaemonTests.martletd, ["--config", dir + "/martlet.yaml"])
         try await waitUntilListening(UInt16(direct))
-        try """
-            global
-              maxconn 100
-            defaults
-              mode tcp
-              timeout connect 5s
-              timeout client 30s
-              timeout server 30s
+        try Self.haproxyConfig("""
             listen v1
               bind 127.0.0.1:\(v1)
               server martlet 127.0.0.1:\(direct) send-proxy
@@ -39,7 +46,7 @@ import Testing
               bind 127.0.0.1:\(v2)
               server martlet 127.0.0.1:\(direct) send-proxy-v2
 
-            """.write(toFile: dir + "/haproxy.cfg", atomically: true, encoding: .utf8)
+            """).write(toFile: dir + "/haproxy.cfg", atomically: true, encoding: .utf8)
         let haproxy = try ChildProcess("/usr/sbin/haproxy", ["-db", "-f", dir + "/haproxy.cfg"])
         try await waitUntilListening(UInt16(v1))
         try await waitUntilListening(UInt16(v2))
@@ -143,19 +150,12 @@ import Testing
         // HAProxy wants the certificate and its key in one file.
         try (String(contentsOfFile: certs.serverCert, encoding: .utf8) + String(contentsOfFile: certs.serverKey, encoding: .utf8))
             .write(toFile: dir + "/haproxy.pem", atomically: true, encoding: .utf8)
-        try """
-            global
-              maxconn 100
-            defaults
-              mode tcp
-              timeout connect 5s
-              timeout client 30s
-              timeout server 30s
+        try Self.haproxyConfig("""
             listen tls
               bind 127.0.0.1:\(tls) ssl crt \(dir)/haproxy.pem ca-file \(certs.ca) verify optional
               server martlet 127.0.0.1:\(direct) send-proxy-v2-ssl-cn
 
-            """.write(toFile: dir + "/haproxy.cfg", atomically: true, encoding: .utf8)
+            """).write(toFile: dir + "/haproxy.cfg", atomically: true, encoding: .utf8)
         let haproxy = try ChildProcess("/usr/sbin/haproxy", ["-db", "-f", dir + "/haproxy.cfg"])
         defer { haproxy.kill() }
         try await waitUntilListening(UInt16(tls))
