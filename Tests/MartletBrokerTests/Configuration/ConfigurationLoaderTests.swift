@@ -76,6 +76,10 @@ import Testing
         #expect(throws: ConfigurationError(source: "test.yaml", key: "sys_interval_s", line: 1, message: "expected an integer in 0...86400, got \"-1\"")) {
             _ = try load("sys_interval_s: -1\n")
         }
+        #expect(throws: ConfigurationError(source: "test.yaml", key: "tcp_defer_accept_s", line: 1, message: "expected an integer in 0...60, got \"61\"")) {
+            _ = try load("tcp_defer_accept_s: 61\n")
+        }
+        #expect(try load("tcp_defer_accept_s: 0\n").broker.tcpDeferAccept == 0)
         #expect(throws: ConfigurationError(source: "test.yaml", key: "log_format", line: 1, message: "expected text or json, got \"xml\"")) {
             _ = try load("log_format: xml\n")
         }
