@@ -267,9 +267,12 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     /// would stall every connection of this loop), then goes on with CONNECT here.
     private func verifyOffLoop(username: String, password: [UInt8], _ authenticator: Authenticator) {
         guard let context else { return }
+        let pending = router.core.counters
+        pending.authenticating.add(1, ordering: .relaxed)
         NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) {
             authenticator.verify(username: username, password: password)
         }.assumeIsolated().whenComplete { [self] result in
+            pending.authenticating.subtract(1, ordering: .relaxed)
             // Closed meanwhile (connect timeout, peer gone): nothing to continue.
             guard machine.isAuthenticating else { return }
             switch result {

@@ -59,6 +59,8 @@ public final class BrokerCounters: Sendable {
         public var pausedConnections = 0
         public var inflightMessages = 0
         public var laggingSubscribers = 0
+        /// CONNECTs whose password is being verified on the thread pool (or waiting for it).
+        public var authenticating = 0
 
         public init() {}
 
@@ -86,6 +88,9 @@ public final class BrokerCounters: Sendable {
     /// Online sessions whose outbox is past half its limits and still draining: while there
     /// is one, publishers that fed one stay paused.
     let laggingSubscribers = Atomic<Int>(0)
+    /// Password verifications submitted to the thread pool and not yet finished (a client
+    /// that left meanwhile is still counted until its verification ends).
+    let authenticating = Atomic<Int>(0)
 
     public var snapshot: Snapshot {
         var s = totals.withLockedValue { $0 }
@@ -95,6 +100,7 @@ public final class BrokerCounters: Sendable {
         s.pausedConnections = pausedConnections.load(ordering: .relaxed)
         s.inflightMessages = inflightMessages.load(ordering: .relaxed)
         s.laggingSubscribers = laggingSubscribers.load(ordering: .relaxed)
+        s.authenticating = authenticating.load(ordering: .relaxed)
         return s
     }
 

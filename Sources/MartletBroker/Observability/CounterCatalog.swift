@@ -65,6 +65,7 @@ extension BrokerCounters {
         CounterEntry(\.inflightMessages, .gauge, metric: "inflight_messages", sys: "messages/inflight"),
         CounterEntry(\.pausedConnections, .gauge, metric: "paused_connections", sys: "inbound/paused"),
         CounterEntry(\.laggingSubscribers, .gauge, metric: "lagging_subscribers", sys: "subscribers/lagging"),
+        CounterEntry(\.authenticating, .gauge, metric: "auth_pending"),
     ]
 
     /// The totals of the catalog (what routers fold in).
