@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "MartletBroker", targets: ["MartletBroker"]),
         .library(name: "MartletTLS", targets: ["MartletTLS"]),
         .library(name: "MartletAuth", targets: ["MartletAuth"]),
+        .library(name: "MartletBridge", targets: ["MartletBridge"]),
         // Harnesses for the microbenchmarks (Benchmarks/); not linked by martletd or martlet.
         .library(name: "MartletBenchSupport", targets: ["MartletBenchSupport"]),
         .executable(name: "martletd", targets: ["martletd"]),
@@ -107,10 +108,23 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            // Bridges to other brokers: MartletClient on both sides, the broker reached over
+            // its in-process link. martletd wires it in; the broker does not link the client.
+            name: "MartletBridge",
+            dependencies: [
+                "MartletBroker", "MartletClient", "MartletMQTT", "MartletTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "martletd",
             dependencies: [
                 "MartletBroker",
+                "MartletBridge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -188,7 +202,7 @@ let package = Package(
         .testTarget(
             name: "InteropTests",
             dependencies: [
-                "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletClient", "MartletTLS", "MartletMQTT",
+                "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletClient", "MartletTLS", "MartletMQTT", "MartletBridge",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
             exclude: ["paho", "scripts", "browser", "mqttjs"],
             swiftSettings: strict

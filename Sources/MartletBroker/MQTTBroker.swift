@@ -17,7 +17,7 @@ import Glibc
 public final class MQTTBroker: Sendable {
     public let configuration: BrokerConfiguration
     let core: BrokerCore
-    private let group: MultiThreadedEventLoopGroup
+    let group: MultiThreadedEventLoopGroup
     private let ownsGroup: Bool
     let routers: [Router]
     private let routerByLoop: [ObjectIdentifier: Router]
@@ -39,6 +39,8 @@ public final class MQTTBroker: Sendable {
     /// The session store's writer (nil: no persistence).
     private let storeWriter = NIOLockedValueBox<StoreWriter?>(nil)
     private let rateLimiter: NIOLockedValueBox<TokenBucket?>
+    /// Lines other parts of the daemon add to /metrics (the bridges').
+    private let metricsSources = NIOLockedValueBox<[@Sendable () -> [UInt8]]>([])
 
     public init(configuration: BrokerConfiguration, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "martlet")) {
         self.configuration = configuration
@@ -304,6 +306,7 @@ public final class MQTTBroker: Sendable {
         let counters = core.counters
         let shared = core.shared
         let storeWriter = self.storeWriter
+        let sources = self.metricsSources
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -311,7 +314,10 @@ public final class MQTTBroker: Sendable {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(
                         exporter: exporter, snapshot: { counters.snapshot }, groups: { shared.statistics() },
-                        store: { storeWriter.withLockedValue { $0 }?.renderMetrics() ?? [] }))
+                        store: {
+                            (storeWriter.withLockedValue { $0 }?.renderMetrics() ?? [])
+                                + sources.withLockedValue { $0 }.flatMap { $0() }
+                        }))
                 }
             }
             .bind(host: metrics.host, port: metrics.port)
@@ -347,6 +353,11 @@ public final class MQTTBroker: Sendable {
             }
         }
         sysTask.withLockedValue { $0 = task }
+    }
+
+    /// Adds Prometheus text lines to what /metrics serves (rendered at each scrape).
+    public func addMetricsSource(_ render: @escaping @Sendable () -> [UInt8]) {
+        metricsSources.withLockedValue { $0.append(render) }
     }
 
     /// Where /metrics is served, when configured.

@@ -1,5 +1,6 @@
 import MartletMQTT
 import NIOCore
+import Synchronization
 
 /// The client side of one MQTT connection, on its event loop: frames packets, matches
 /// acknowledgements to waiting calls, answers the broker's QoS flows and sends PINGREQ.
@@ -20,6 +21,13 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private var nextPacketID: UInt16 = 1
     /// QoS 2 messages received and not yet released (MQTT-4.3.3).
     private var inboundQoS2: Set<UInt16> = []
+    /// Manual acknowledgement: QoS 2 messages delivered whose PUBREC waits for the application.
+    private var unacknowledgedQoS2: Set<UInt16> = []
+    private let manualAcknowledgement: Bool
+    /// Tells this connection's messages from a later connection's (acknowledgements go only
+    /// to the connection that received the message).
+    let connectionNumber: Int
+    private static let numbers = ManagedAtomicCounter()
     private let deliver: @Sendable (ReceivedMessage) -> Void
     private let keepAlive: TimeAmount?
     private var pingTask: Scheduled<Void>?
@@ -28,8 +36,10 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     /// The first error seen (a failed TLS handshake, say), reported to calls that come later.
     private var failure: (any Error)?
 
-    init(version: ProtocolVersion, keepAlive: UInt16, deliver: @escaping @Sendable (ReceivedMessage) -> Void) {
+    init(version: ProtocolVersion, keepAlive: UInt16, manualAcknowledgement: Bool = false, deliver: @escaping @Sendable (ReceivedMessage) -> Void) {
         self.version = version
+        self.manualAcknowledgement = manualAcknowledgement
+        self.connectionNumber = Self.numbers.next()
         self.framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(version: version))
         self.keepAlive = keepAlive == 0 ? nil : .seconds(Int64(keepAlive))
         self.deliver = deliver
@@ -74,10 +84,18 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             case .atMostOnce:
                 deliver(received(p))
             case .atLeastOnce(let id):
-                deliver(received(p))
-                send(.puback(PubAckPacket(packetIdentifier: id)))
+                deliver(received(p, id: id))
+                if !manualAcknowledgement { send(.puback(PubAckPacket(packetIdentifier: id))) }
             case .exactlyOnce(let id):
-                if inboundQoS2.insert(id).inserted { deliver(received(p)) }
+                if inboundQoS2.insert(id).inserted {
+                    deliver(received(p, id: id))
+                    if manualAcknowledgement {
+                        unacknowledgedQoS2.insert(id)
+                        return
+                    }
+                } else if unacknowledgedQoS2.contains(id) {
+                    return  // sent again before the application was done: PUBREC still waits
+                }
                 send(.pubrec(PubRecPacket(packetIdentifier: id)))
             }
         case .pubrel(let rel):
@@ -103,11 +121,26 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func received(_ p: PublishPacket) -> ReceivedMessage {
-        ReceivedMessage(topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain, properties: p.properties)
+    private func received(_ p: PublishPacket, id: UInt16? = nil) -> ReceivedMessage {
+        ReceivedMessage(
+            topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain, properties: p.properties,
+            acknowledgement: manualAcknowledgement ? id.map { .init(packetIdentifier: $0, qos: p.qos, connection: connectionNumber) } : nil)
+    }
+
+    /// Manual acknowledgement: the application is done with a message this connection received.
+    func acknowledge(_ ack: ReceivedMessage.Acknowledgement) {
+        guard ack.connection == connectionNumber else { return }
+        if ack.qos == .exactlyOnce {
+            guard unacknowledgedQoS2.remove(ack.packetIdentifier) != nil else { return }
+            sendAndFlush(.pubrec(PubRecPacket(packetIdentifier: ack.packetIdentifier)))
+        } else {
+            sendAndFlush(.puback(PubAckPacket(packetIdentifier: ack.packetIdentifier)))
+        }
     }
 
     /// Sends a packet that carries a new packet id and completes when its acknowledgement arrives.
+    var isOpen: Bool { !closed }
+
     func request(_ make: (UInt16) -> MQTTPacket, promise: EventLoopPromise<MQTTPacket>) {
         guard !closed else {
             promise.fail(MQTTClientError.connectionClosed)
@@ -212,4 +245,10 @@ struct PendingRequest: Sendable {
     var promise: EventLoopPromise<MQTTPacket>
     /// QoS 2: PUBREC arrived and PUBREL was sent.
     var released = false
+}
+
+/// Numbers connections process-wide.
+final class ManagedAtomicCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    func next() -> Int { value.add(1, ordering: .relaxed).newValue }
 }

@@ -103,9 +103,10 @@ public final class MQTTClient: Sendable {
         let webSocketPath = configuration.webSocketPath
         // With WebSocket, the connection handler is added once the upgrade is done.
         let upgraded = NIOLockedValueBox<EventLoopFuture<Void>?>(nil)
-        let channel = try await ClientBootstrap(group: group)
-            .connectTimeout(configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        let manual = configuration.manualAcknowledgement
+        var bootstrap = ClientBootstrap(group: group).connectTimeout(configuration.connectTimeout)
+        if configuration.connectedSocket == nil { bootstrap = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1) }
+        bootstrap = bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tlsContext {
@@ -113,21 +114,25 @@ public final class MQTTClient: Sendable {
                             TLSHandler(context: tlsContext, serverName: serverName, handshakeTimeout: configuration.connectTimeout))
                     }
                     guard webSocketPath != nil else {
-                        let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, deliver: deliver)
+                        let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, manualAcknowledgement: manual, deliver: deliver)
                         try channel.pipeline.syncOperations.addHandler(handler)
                         installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
                         return
                     }
                     let future = try MQTTWebSocket.configure(channel) { channel in
-                        let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, deliver: deliver)
+                        let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, manualAcknowledgement: manual, deliver: deliver)
                         try channel.pipeline.syncOperations.addHandler(handler)
                         installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
                     }
                     upgraded.withLockedValue { $0 = future }
                 }
             }
-            .connect(host: configuration.host, port: configuration.port)
-            .get()
+        let channel: any Channel
+        if let socket = configuration.connectedSocket {
+            channel = try await bootstrap.withConnectedSocket(socket).get()
+        } else {
+            channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
+        }
         if let path = webSocketPath, let upgrade = upgraded.withLockedValue({ $0 }) {
             MQTTWebSocket.requestUpgrade(channel, host: configuration.host, port: configuration.port, path: path)
             let timer = channel.eventLoop.scheduleTask(in: configuration.connectTimeout) { channel.close(promise: nil) }
@@ -231,6 +236,7 @@ public final class MQTTClient: Sendable {
             break
         case .start:
             guard let policy = configuration.reconnect else { return finish() }
+            configuration.onConnectionChange?(.lost)
             Task { await self.reconnect(policy: policy) }
         }
     }
@@ -258,6 +264,7 @@ public final class MQTTClient: Sendable {
             }
             await watch(connection)
             let sessionPresent = connection.connack.sessionPresent
+            configuration.onConnectionChange?(.restored(sessionPresent: sessionPresent))
             let handler = connection.handler
             let loop = connection.channel.eventLoop
             try? await loop.submit {
@@ -337,6 +344,60 @@ public final class MQTTClient: Sendable {
         case .pubcomp(let c) where c.reasonCode.isFailure: throw MQTTClientError.refused(c.reasonCode)
         default: return
         }
+    }
+
+    /// Sends a PUBLISH and returns once it is handed to the connection, without waiting for
+    /// its acknowledgement: the returned future completes on PUBACK / PUBCOMP (at once for
+    /// QoS 0) and fails with `refused` when the broker refused it. Sends made one after the
+    /// other from one task go out in that order, so a caller can keep several QoS 1/2
+    /// messages in flight (the broker's Receive Maximum is the caller's to respect) and keep
+    /// their order. With reconnect, an unacknowledged one is resent on the next connection.
+    public func send(_ topic: String, payload: ByteBuffer, qos: QoS = .atMostOnce, retain: Bool = false, properties: Properties = []) async throws -> EventLoopFuture<Void> {
+        while true {
+            let connection = try await current()
+            let handler = connection.handler
+            let loop = connection.channel.eventLoop
+            enum Sent { case closed, unacknowledged, waiting(EventLoopFuture<MQTTPacket>) }
+            let reconnects = configuration.reconnect != nil
+            let sent = try await loop.submit { () -> Sent in
+                // Closed before it was sent: nothing went out, so with reconnect it goes on
+                // the next connection.
+                if reconnects && !handler.value.isOpen { return .closed }
+                if qos == .atMostOnce {
+                    handler.value.sendAndFlush(.publish(PublishPacket(topic: topic, payload: payload, retain: retain, properties: properties)))
+                    return .unacknowledged
+                }
+                let promise = loop.makePromise(of: MQTTPacket.self)
+                handler.value.request({ id in
+                    .publish(PublishPacket(topic: topic, payload: payload, qos: qos, retain: retain, packetIdentifier: id, properties: properties))
+                }, promise: promise)
+                return .waiting(promise.futureResult)
+            }.get()
+            let acknowledged: EventLoopFuture<MQTTPacket>
+            switch sent {
+            case .closed: continue
+            case .unacknowledged: return loop.makeSucceededVoidFuture()
+            case .waiting(let future): acknowledged = future
+            }
+            return acknowledged.flatMapThrowing { ack in
+                switch ack {
+                case .puback(let a) where a.reasonCode.isFailure: throw MQTTClientError.refused(a.reasonCode)
+                case .pubrec(let r) where r.reasonCode.isFailure: throw MQTTClientError.refused(r.reasonCode)
+                case .pubcomp(let c) where c.reasonCode.isFailure: throw MQTTClientError.refused(c.reasonCode)
+                default: return
+                }
+            }
+        }
+    }
+
+    /// With `manualAcknowledgement`: the application is done with `message` — its PUBACK
+    /// (QoS 1) or PUBREC (QoS 2) goes to the broker. Nothing for QoS 0, or when the connection
+    /// that brought it is gone (the broker sends the message again on the next one).
+    public func acknowledge(_ message: ReceivedMessage) {
+        guard let ack = message.acknowledgement else { return }
+        let connection = state.withLockedValue { $0.connection }
+        let handler = connection.handler
+        connection.channel.eventLoop.execute { handler.value.acknowledge(ack) }
     }
 
     /// Subscribes and returns the broker's reason code for each filter; throws if any was refused.

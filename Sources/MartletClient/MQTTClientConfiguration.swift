@@ -29,12 +29,29 @@ public struct MQTTClientConfiguration: Sendable {
     /// Reconnect automatically after a lost connection; nil (the default) ends the client
     /// with the connection instead.
     public var reconnect: ReconnectPolicy?
+    /// Received QoS 1/2 messages are acknowledged (PUBACK / PUBREC) only when the application
+    /// calls `MQTTClient.acknowledge(_:)` — once it has done with them — instead of on receipt.
+    public var manualAcknowledgement = false
+    /// Speak MQTT over this already-connected socket (one end of a socket pair) instead of
+    /// connecting to `host`:`port`; the client owns and closes it. A socket serves one
+    /// connection, so `reconnect` must stay nil.
+    public var connectedSocket: CInt?
+    /// With `reconnect`: told when the connection is lost and when a reconnect succeeds.
+    public var onConnectionChange: (@Sendable (ConnectionChange) -> Void)?
 
     public init(host: String = "127.0.0.1", port: Int = 1883, clientID: String) {
         self.host = host
         self.port = port
         self.clientID = clientID
     }
+}
+
+/// What `MQTTClientConfiguration.onConnectionChange` is told.
+public enum ConnectionChange: Sendable, Hashable {
+    /// The connection closed; reconnecting starts.
+    case lost
+    /// Connected again (the broker kept the session or not).
+    case restored(sessionPresent: Bool)
 }
 
 /// Why a client operation failed.
@@ -68,4 +85,22 @@ public struct ReceivedMessage: Sendable, Hashable {
     public var qos: QoS
     public var retain: Bool
     public var properties: Properties
+    /// With `manualAcknowledgement`: what `MQTTClient.acknowledge(_:)` needs (QoS 1/2 only).
+    public var acknowledgement: Acknowledgement?
+
+    public init(topic: String, payload: ByteBuffer, qos: QoS, retain: Bool, properties: Properties, acknowledgement: Acknowledgement? = nil) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.properties = properties
+        self.acknowledgement = acknowledgement
+    }
+
+    /// A received message's packet id on the connection that brought it.
+    public struct Acknowledgement: Sendable, Hashable {
+        let packetIdentifier: UInt16
+        let qos: QoS
+        let connection: Int
+    }
 }

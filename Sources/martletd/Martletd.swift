@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Logging
 import MartletAuth
+import MartletBridge
 import MartletBroker
 import MartletTLS
 import NIOConcurrencyHelpers
@@ -169,8 +170,21 @@ struct Martletd: AsyncParsableCommand, Sendable {
         return resolved
     }
 
+    /// A bridge's TLS files must load before anything starts (or a reload applies).
+    static func checkBridges(_ bridges: [BridgeConfiguration], source: String) throws {
+        for (i, bridge) in bridges.enumerated() {
+            guard let tls = bridge.tls else { continue }
+            do {
+                _ = try TLSContext(configuration: tls, role: .client)
+            } catch {
+                throw ConfigurationFailure(error: ConfigurationError(source: source, key: "bridges[\(i)].tls", line: nil, message: "\(error)"))
+            }
+        }
+    }
+
     func run() async throws {
         let daemon = try resolveConfiguration()
+        try Self.checkBridges(daemon.broker.bridges, source: config ?? "configuration")
         if checkConfig {
             for listener in daemon.broker.listeners {
                 if let tls = listener.tls {
@@ -203,6 +217,7 @@ struct Martletd: AsyncParsableCommand, Sendable {
         raiseFileLimit(for: config, logger: logger)
 
         let broker = MQTTBroker(configuration: config, logger: logger)
+        let bridges = BridgeManager(broker: broker, logger: logger)
         let command = self
         let reload = ReloadSignal { [broker, logger] in
             // The file and environment are read again (flags still win); a configuration that
@@ -210,7 +225,9 @@ struct Martletd: AsyncParsableCommand, Sendable {
             logger.info("SIGHUP: reloading the configuration, TLS certificates, password file and ACL")
             do {
                 let fresh = try command.resolveConfiguration()
+                try Self.checkBridges(fresh.broker.bridges, source: command.config ?? "configuration")
                 broker.reload(fresh.broker)
+                Task { await bridges.apply(fresh.broker.bridges) }
             } catch {
                 logger.error("reload failed, keeping the running configuration", metadata: ["error": "\(error)"])
             }
@@ -219,7 +236,7 @@ struct Martletd: AsyncParsableCommand, Sendable {
         // swift-service-lifecycle: SIGTERM/SIGINT start a graceful shutdown (v5 clients get
         // DISCONNECT 0x8B); past the bound the group is cancelled.
         var lifecycle = ServiceGroupConfiguration(
-            services: [BrokerService(broker: broker, logger: logger)],
+            services: [BrokerService(broker: broker, bridges: bridges, logger: logger)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         lifecycle.maximumGracefulShutdownDuration = .seconds(10)
         do {
@@ -240,13 +257,16 @@ struct Martletd: AsyncParsableCommand, Sendable {
 /// until the group's graceful shutdown, then closes every connection.
 struct BrokerService: Service {
     let broker: MQTTBroker
+    let bridges: BridgeManager
     let logger: Logger
 
     func run() async throws {
         try await broker.start()
+        await bridges.apply(broker.configuration.bridges)
         // Returns when a shutdown signal arrives (throws if the task is cancelled instead).
         try? await gracefulShutdown()
         logger.info("shutting down")
+        await bridges.shutdown()
         try await broker.shutdown()
     }
 }

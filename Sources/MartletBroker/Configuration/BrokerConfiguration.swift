@@ -49,6 +49,9 @@ public struct BrokerConfiguration: Sendable, Hashable {
         public var webSocket: Bool = false
         public var webSocketPath: String = "/mqtt"
         public var allowedOrigins: [String] = []
+        /// Set only on the in-process link a bridge connects through (never from the config
+        /// file): its session's queue bounds replace `max_queued_messages` / `max_queued_bytes`.
+        public var bridgeQueue: QueueBounds?
         public init(
             host: String = "127.0.0.1", port: Int = 1883, tls: TLSConfiguration? = nil,
             maximumConnections: Int = 0, slowConsumerPolicy: SlowConsumerPolicy = .dropNew,
@@ -61,6 +64,16 @@ public struct BrokerConfiguration: Sendable, Hashable {
             self.slowConsumerPolicy = slowConsumerPolicy
             self.allowAnonymous = allowAnonymous
             self.useIdentityAsUsername = useIdentityAsUsername
+        }
+    }
+
+    /// A session's outbox bounds, in messages and bytes.
+    public struct QueueBounds: Sendable, Hashable {
+        public var messages: Int
+        public var bytes: Int
+        public init(messages: Int, bytes: Int) {
+            self.messages = messages
+            self.bytes = bytes
         }
     }
 
@@ -83,6 +96,9 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// in-flight messages, retained messages and delayed wills outlive the process; nil = in
     /// memory only.
     public var persistence: Persistence?
+
+    /// `bridges:` — links to other brokers (run by `MartletBridge`, started by the daemon).
+    public var bridges: [BridgeConfiguration] = []
 
     public struct Persistence: Sendable, Hashable {
         public enum Sync: String, Sendable, Hashable, CaseIterable {

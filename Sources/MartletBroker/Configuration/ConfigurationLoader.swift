@@ -211,6 +211,10 @@ public enum ConfigurationLoader {
                 }
                 continue
             }
+            if key == "bridges" {
+                config.broker.bridges = try bridges(value, source: source)
+                continue
+            }
             if key == "persistence" {
                 config.broker.persistence = try persistence(value, source: source)
                 continue
@@ -438,7 +442,7 @@ public enum ConfigurationLoader {
         }
     }
 
-    private static func describe(_ node: Node) -> String {
+    static func describe(_ node: Node) -> String {
         if let s = node.scalar?.string { return "\"\(s)\"" }
         if node.sequence != nil { return "a list" }
         if node.mapping != nil { return "a mapping" }

@@ -83,6 +83,9 @@ extension ConnectionStateMachine {
             clientID = "martlet-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
             assigned = true
         }
+        guard Session.isBridge(clientID) == (listener.bridgeQueue != nil) else {
+            return refuse(v, v3: .identifierRejected, v5: .clientIdentifierNotValid, "client ids starting with $bridge/ are the broker's bridges'")
+        }
         guard clientID.utf8.count <= configuration.maximumClientIdentifierLength else {
             return refuse(v, v3: .identifierRejected, v5: .clientIdentifierNotValid, "client id longer than max_client_id_length")
         }
@@ -142,7 +145,7 @@ extension ConnectionStateMachine {
             clientID: c.clientID, version: c.version, cleanStart: admission.cleanStart, expiryInterval: c.sessionExpiryAtConnect,
             receiveMaximum: admission.receiveMaximum, maximumPacketSize: admission.maximumPacketSize,
             policy: listener.slowConsumerPolicy, username: admission.username, topicAliasMaximum: admission.topicAliasMaximum,
-            will: c.will, willDelay: c.willDelay))
+            will: c.will, willDelay: c.willDelay, queueBounds: listener.bridgeQueue))
     }
 
     /// The session is attached: CONNACK, with the v5 properties that say what this server

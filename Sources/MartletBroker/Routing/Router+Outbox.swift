@@ -6,6 +6,7 @@ import NIOCore
 /// gauges of queued bytes. Every message not queued is counted as a drop with its reason.
 extension Router {
     func hasRoom(_ session: Session, for cost: Int) -> Bool {
+        if let bounds = session.queueBounds { return session.outbox.hasRoom(for: cost, messages: bounds.messages, bytes: bounds.bytes) }
         let limits = config
         return session.outbox.hasRoom(for: cost, messages: limits.maximumQueuedMessages, bytes: limits.maximumQueuedBytes)
     }

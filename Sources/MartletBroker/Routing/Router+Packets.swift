@@ -173,7 +173,7 @@ extension Router {
             let share = SharedSubscription(sub.topicFilter)
             // The ACL sees the filter inside `$share/{name}/`.
             let aclFilter = share.map { String($0.filter) } ?? sub.topicFilter
-            if let acl = security.acl, !acl.allows(.subscribe, aclFilter, username: session.username, clientID: session.clientID) {
+            if let acl = security.acl, !session.isBridge, !acl.allows(.subscribe, aclFilter, username: session.username, clientID: session.clientID) {
                 local.subscribeDenied += 1
                 codes.append(v5 ? .notAuthorized : .subscribeFailure)
                 continue

@@ -20,6 +20,8 @@ extension Router {
         /// DISCONNECT, so the restarted broker publishes it.
         var will: Message? = nil
         var willDelay: UInt32 = 0
+        /// A bridge's session: its own queue bounds.
+        var queueBounds: BrokerConfiguration.QueueBounds? = nil
     }
 
     enum AuthenticationStep {
@@ -53,7 +55,8 @@ extension Router {
     /// `$SYS` is the broker's own: a client publishes there only where an ACL rule names it
     /// (a leading wildcard never matches it), as in mosquitto.
     func mayWrite(_ topic: String, username: String?, clientID: String) -> Bool {
-        security.acl?.allows(.write, topic, username: username, clientID: clientID) ?? !Self.isSysTopic(topic)
+        if Session.isBridge(clientID) { return true }
+        return security.acl?.allows(.write, topic, username: username, clientID: clientID) ?? !Self.isSysTopic(topic)
     }
 
     static func isSysTopic(_ topic: String) -> Bool {
@@ -62,7 +65,7 @@ extension Router {
 
     /// Whether the session may receive a message on `topic` (always, without an ACL).
     func mayRead(_ topic: String, _ session: Session) -> Bool {
-        guard let acl = security.acl else { return true }
+        guard let acl = security.acl, !session.isBridge else { return true }
         if session.readAllowedGeneration != security.generation {
             session.readAllowed = [:]
             session.readAllowedGeneration = security.generation

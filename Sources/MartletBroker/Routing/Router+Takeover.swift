@@ -122,6 +122,7 @@ extension Router {
         session.maximumPacketSize = request.maximumPacketSize
         session.policy = request.policy
         session.username = request.username
+        session.queueBounds = request.queueBounds
         var sessionPresent = false
         var arriving = false
         if case .moved(let restored) = outcome {

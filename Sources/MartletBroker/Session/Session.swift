@@ -157,6 +157,12 @@ final class Session {
     var readAllowed: [String: Bool] = [:]
     var readAllowedGeneration = -1
 
+    /// A bridge's session (client id `$bridge/<name>`, which only the in-process bridge link
+    /// may use): the configuration chose what it forwards, so the ACL does not apply to it.
+    let isBridge: Bool
+    /// A bridge's own queue bounds (nil: `max_queued_messages` / `max_queued_bytes`).
+    var queueBounds: BrokerConfiguration.QueueBounds?
+
     /// What happens when the outbox is full (from the listener the client connected to).
     var policy: SlowConsumerPolicy = .dropNew
     /// With the `disconnect` policy: when the outbox first refused a message, until it has room again.
@@ -192,12 +198,15 @@ final class Session {
 
     init(clientID: String, version: ProtocolVersion, expiryInterval: UInt32, inflightWindow: Int) {
         self.clientID = clientID
+        self.isBridge = Self.isBridge(clientID)
         self.version = version
         self.expiryInterval = expiryInterval
         self.inflightWindow = inflightWindow
     }
 
     static let neverExpires = UInt32.max
+
+    static func isBridge(_ clientID: String) -> Bool { clientID.utf8.starts(with: "$bridge/".utf8) }
 
     var isPersistent: Bool { expiryInterval > 0 }
     /// Something waits to be sent before a new message may go straight out: queued messages,
