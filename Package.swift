@@ -189,6 +189,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "MartletBridgeTests",
+            dependencies: ["MartletBridge", "MartletBroker", "MartletMQTT", "MartletTestSupport", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "ConformanceTests",
             dependencies: [
                 "MartletTestSupport",

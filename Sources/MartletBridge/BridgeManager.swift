@@ -22,6 +22,17 @@ public final class BridgeManager: Sendable {
         }
     }
 
+    /// One bridge's figures now (nil: no bridge of that name runs).
+    public func status(_ name: String) -> BridgeStatus? {
+        guard let bridge = bridges.withLockedValue({ $0[name] }) else { return nil }
+        let s = bridge.statistics
+        return BridgeStatus(
+            connected: s.connected.load(ordering: .relaxed) == 1, sent: s.sent.load(ordering: .relaxed),
+            received: s.received.load(ordering: .relaxed), droppedTooLarge: s.droppedTooLarge.load(ordering: .relaxed),
+            droppedRefused: s.droppedRefused.load(ordering: .relaxed), echoesDropped: s.echoesDropped.load(ordering: .relaxed),
+            reconnects: s.reconnects.load(ordering: .relaxed), inflight: bridge.inflight)
+    }
+
     /// The names of the running bridges.
     public var names: [String] { bridges.withLockedValue { $0.keys.sorted() } }
 
@@ -58,6 +69,21 @@ public final class BridgeManager: Sendable {
             for bridge in running { await bridge.stop(discard: false) }
         }
     }
+}
+
+/// A bridge's state and totals since it started.
+public struct BridgeStatus: Sendable, Hashable {
+    public var connected: Bool
+    /// Messages the remote acknowledged (QoS 0: sent).
+    public var sent: Int
+    /// Messages from the remote this broker acknowledged (QoS 0: published here).
+    public var received: Int
+    public var droppedTooLarge: Int
+    public var droppedRefused: Int
+    /// Copies a 3.1.1 remote sent back of what the bridge published there, dropped.
+    public var echoesDropped: Int
+    public var reconnects: Int
+    public var inflight: Int
 }
 
 /// Runs async blocks one after another.

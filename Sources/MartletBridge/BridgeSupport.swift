@@ -17,6 +17,7 @@ final class FlightWindow: Sendable {
     init(size: Int) { state = NIOLockedValueBox(State(size: max(1, size))) }
 
     var inUse: Int { state.withLockedValue { $0.used } }
+    var waiting: Int { state.withLockedValue { $0.waiters.count } }
 
     /// Waits for a free slot; false once the window is closed.
     func acquire() async -> Bool {

@@ -18,7 +18,9 @@ extension Router {
     /// Queues a delivery, applying the limits: QoS 0 makes room for QoS 1/2 first, then the
     /// session's slow-consumer policy decides. Every message not queued is counted.
     func enqueue(_ delivery: Delivery, to session: Session) {
-        if session.isOnline && config.pausePublishersForSlowSubscribers { noteBacklog(session) }
+        // A bridge's queue waits for a remote broker that may be down for hours: publishers
+        // are not held back for it; its own bounds and queue_policy apply.
+        if session.isOnline && config.pausePublishersForSlowSubscribers && !session.isBridge { noteBacklog(session) }
         var delivery = delivery
         delivery.message = compacted(delivery.message)
         let cost = delivery.cost
