@@ -134,7 +134,8 @@ import MartletTestSupport
             #expect(hereAll.map(\.topic) == ["loop/a", "loop/z", "loop/y"], "each message once on this side")
             #expect(there.map(\.topic) == ["loop/z", "loop/y"], "each message once on the remote (loop/a was read above)")
             if version == .v3_1_1 {
-                #expect(manager.status("b")!.echoesDropped == 2, "mosquitto sent loop/a and loop/y back to the 3.1.1 bridge")
+                // mosquitto sends loop/a and loop/y back to the 3.1.1 bridge, which drops them.
+                try await waitFor(.seconds(10), "both echoes dropped") { manager.status("b")!.echoesDropped == 2 ? true : nil }
             }
             await manager.shutdown()
         }
@@ -199,9 +200,13 @@ import MartletTestSupport
                 await manager.apply([b])
                 try await Self.waitConnected(manager)
                 let publisher = try await Self.client(localPort, "pub")
-                // Published without waiting for each PUBACK, so the bridge has many in hand.
+                // Published 10 at a time (this broker's Receive Maximum is 20), so the bridge
+                // has many in hand.
                 var acks: [EventLoopFuture<Void>] = []
-                for i in 0..<300 { acks.append(try await publisher.send("t/x", payload: ByteBuffer(string: "\(i)"), qos: .exactlyOnce)) }
+                for i in 0..<300 {
+                    if acks.count >= 10 { try await acks.removeFirst().get() }
+                    acks.append(try await publisher.send("t/x", payload: ByteBuffer(string: "\(i)"), qos: .exactlyOnce))
+                }
                 for a in acks { try await a.get() }
                 let got = try await Self.collect(from: subscriber) { $0.count >= 300 }
                 #expect(got.map { Int(String(buffer: $0.payload))! } == Array(0..<300))
