@@ -204,7 +204,7 @@ extension ConfigurationLoader {
     }
 
     /// "67108864", "64MiB", "512KiB", "1GiB" (also KB/MB/GB, taken as powers of 1024).
-    static func byteSize(_ text: String) -> Int? {
+    public static func byteSize(_ text: String) -> Int? {
         let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("B", 1)]
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
