@@ -114,6 +114,7 @@ let package = Package(
             name: "MartletBridge",
             dependencies: [
                 "MartletBroker", "MartletClient", "MartletMQTT", "MartletTLS",
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -20,14 +20,14 @@ import NIOPosix
 /// Loops: the local session subscribes with No Local, so what came in over this bridge never
 /// goes back out over it; a v5 remote subscription has No Local and Retain As Published; a
 /// 3.1.1 remote, which has neither, has the copies it echoes dropped (`EchoFilter`).
+///
+/// Both clients run on the event loop that serves the broker's end of the link, and the
+/// `Forwarder` passes messages between them there: no task or thread hop per message.
 final class Bridge: Sendable {
     let configuration: BridgeConfiguration
     let statistics = BridgeStatistics()
     private let broker: MQTTBroker
     private let logger: Logger
-    private let remoteWindow = FlightWindow(size: 65_535)
-    private let localWindow = FlightWindow(size: 65_535)
-    private let echoes = NIOLockedValueBox(EchoFilter())
     private let task = NIOLockedValueBox<Task<Void, Never>?>(nil)
     private let clients = NIOLockedValueBox<(local: MQTTClient?, remote: MQTTClient?)>((nil, nil))
     /// Filters of the configuration this bridge replaces (a reload): unsubscribed locally.
@@ -43,7 +43,7 @@ final class Bridge: Sendable {
         self.previousLocalFilters = (previous?.topics.filter(\.forwardsOut).map(\.localFilter) ?? []).filter { !now.contains($0) }
     }
 
-    var inflight: Int { remoteWindow.inUse + localWindow.inUse }
+    var inflight: Int { statistics.inflight.load(ordering: .relaxed) }
 
     func start() {
         task.withLockedValue { $0 = Task { await self.run() } }
@@ -55,8 +55,6 @@ final class Bridge: Sendable {
     func stop(discard: Bool) async {
         let running = task.withLockedValue { $0 }
         running?.cancel()
-        remoteWindow.close()
-        localWindow.close()
         let (local, remote) = clients.withLockedValue { $0 }
         try? await remote?.disconnect()
         try? await local?.disconnect()
@@ -66,30 +64,51 @@ final class Bridge: Sendable {
     }
 
     private func run() async {
+        let link: (socket: CInt, eventLoop: any EventLoop)
+        do {
+            link = try await broker.openBridgeLink(
+                queue: .init(messages: configuration.maximumQueuedMessages, bytes: configuration.maximumQueuedBytes),
+                policy: configuration.queuePolicy.slowConsumerPolicy)
+        } catch {
+            logger.error("bridge cannot open its link to this broker", metadata: ["error": "\(error)"])
+            return
+        }
+        let loop = link.eventLoop
+        let configuration = self.configuration
+        let statistics = self.statistics
+        let logger = self.logger
+        guard let forwarder = try? await loop.submit({
+            NIOLoopBound(Forwarder(configuration: configuration, statistics: statistics, logger: logger), eventLoop: loop)
+        }).get() else { return }
         let local: MQTTClient
         do {
-            local = try await openLocal()
+            local = try await openLocal(socket: link.socket, loop: loop, forwarder: forwarder)
         } catch {
             logger.error("bridge cannot open its session on this broker", metadata: ["error": "\(error)"])
             return
         }
         clients.withLockedValue { $0.local = local }
-        localWindow.resize(Int(local.connack.properties.receiveMaximum ?? 65_535))
+        try? await loop.submit { forwarder.value.local = local }.get()
         await publishState("disconnected: connecting", via: local)
-        guard let remote = await connectRemote(local: local) else { return }
-        clients.withLockedValue { $0.remote = remote }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.forwardOut(from: local, to: remote) }
-            group.addTask { await self.forwardIn(from: remote, to: local) }
+        let watcher = Task { await self.watchQueue() }
+        defer { watcher.cancel() }
+        guard await connectRemote(local: local, loop: loop, forwarder: forwarder) != nil else { return }
+        await local.waitUntilClosed()
+        try? await loop.submit { forwarder.value.stopped = true }.get()
+    }
+
+    /// Reads the bridge session's queue and drops once a second, for /metrics and `status`.
+    private func watchQueue() async {
+        while !Task.isCancelled {
+            let report = try? await broker.sessionReport(clientID: configuration.localClientID)
+            statistics.queue.withLockedValue { $0 = report }
+            try? await Task.sleep(for: .seconds(1))
         }
     }
 
     // MARK: The two connections
 
-    private func openLocal() async throws -> MQTTClient {
-        let socket = try await broker.openBridgeLink(
-            queue: .init(messages: configuration.maximumQueuedMessages, bytes: configuration.maximumQueuedBytes),
-            policy: configuration.queuePolicy.slowConsumerPolicy)
+    private func openLocal(socket: CInt, loop: any EventLoop, forwarder: NIOLoopBound<Forwarder>) async throws -> MQTTClient {
         var c = MQTTClientConfiguration(clientID: configuration.localClientID)
         c.version = .v5
         c.cleanStart = false
@@ -97,8 +116,8 @@ final class Bridge: Sendable {
         c.keepAlive = 0
         c.manualAcknowledgement = true
         c.connectedSocket = socket
-        c.messageBufferSize = 1 << 20
-        let local = try await MQTTClient.connect(c)
+        c.onMessage = { forwarder.value.fromLocal($0) }
+        let local = try await MQTTClient.connect(c, group: loop)
         if !previousLocalFilters.isEmpty { try? await local.unsubscribe(previousLocalFilters) }
         let out = configuration.topics.filter(\.forwardsOut).map {
             Subscription(topicFilter: $0.localFilter, options: SubscriptionOptions(qos: $0.qos, noLocal: true, retainAsPublished: true))
@@ -109,7 +128,7 @@ final class Bridge: Sendable {
 
     /// Connects to the remote, retrying with backoff until it answers (or the bridge stops);
     /// from then on the client reconnects by itself with the same policy.
-    private func connectRemote(local: MQTTClient) async -> MQTTClient? {
+    private func connectRemote(local: MQTTClient, loop: any EventLoop, forwarder: NIOLoopBound<Forwarder>) async -> MQTTClient? {
         let policy = ReconnectPolicy(initialDelay: configuration.reconnectInitialDelay, maximumDelay: configuration.reconnectMaximumDelay)
         var c = MQTTClientConfiguration(host: configuration.host, port: configuration.port, clientID: configuration.effectiveClientID)
         c.version = configuration.protocolVersion
@@ -120,12 +139,16 @@ final class Bridge: Sendable {
         c.password = configuration.password
         c.tls = configuration.tls
         c.manualAcknowledgement = true
-        c.messageBufferSize = 1 << 20
         c.reconnect = policy
+        c.onMessage = { forwarder.value.fromRemote($0) }
+        let clients = self.clients
         c.onConnectionChange = { [weak self] change in
             guard let self else { return }
             switch change {
             case .lost:
+                // Called on the connection's loop (the forwarder's) as the channel closes, so
+                // nothing more is handed to it; from elsewhere only before it was used.
+                if loop.inEventLoop { forwarder.value.remoteLost() } else { loop.execute { forwarder.value.remoteLost() } }
                 self.statistics.connected.store(0, ordering: .relaxed)
                 self.logger.warning("bridge disconnected", metadata: ["remote": "\(self.configuration.host):\(self.configuration.port)"])
                 Task { await self.publishState("disconnected: connection lost", via: local) }
@@ -135,14 +158,19 @@ final class Bridge: Sendable {
                 self.logger.info("bridge connected", metadata: [
                     "remote": "\(self.configuration.host):\(self.configuration.port)", "session_present": "\(sessionPresent)",
                 ])
+                if let remote = clients.withLockedValue({ $0.remote }) {
+                    loop.execute { forwarder.value.remoteConnected(remote) }
+                }
                 Task { await self.publishState("connected", via: local) }
             }
         }
         var attempt = 0
         while !Task.isCancelled {
             do {
-                let remote = try await MQTTClient.connect(c)
-                remoteWindow.resize(Int(remote.connack.properties.receiveMaximum ?? 65_535))
+                let remote = try await MQTTClient.connect(c, group: loop)
+                clients.withLockedValue { $0.remote = remote }
+                // Before subscribing: what the subscription brings is acknowledged through it.
+                try? await loop.submit { forwarder.value.remoteConnected(remote) }.get()
                 let incoming = configuration.topics.filter(\.forwardsIn).map {
                     Subscription(topicFilter: $0.remoteFilter, options: SubscriptionOptions(
                         qos: $0.qos, noLocal: configuration.protocolVersion == .v5, retainAsPublished: configuration.protocolVersion == .v5))
@@ -173,125 +201,15 @@ final class Bridge: Sendable {
         _ = try? await local.send("$SYS/broker/bridge/\(configuration.name)/state", payload: ByteBuffer(string: state), qos: .atMostOnce, retain: true)
     }
 
-    // MARK: Forwarding
-
-    /// Local → remote, in the order the local session delivers.
-    private func forwardOut(from local: MQTTClient, to remote: MQTTClient) async {
-        let rules = configuration.topics.filter(\.forwardsOut)
-        let isV5 = configuration.protocolVersion == .v5
-        for await message in local.messages {
-            guard let rule = rules.first(where: { Topic.matches(filter: $0.localFilter, topic: message.topic) }),
-                  let topic = rule.remoteTopic(forLocal: message.topic)
-            else {
-                local.acknowledge(message)
-                continue
-            }
-            let qos = min(message.qos, rule.qos)
-            let properties = isV5 ? Self.forwardable(message.properties) : Properties()
-            if let limit = remote.connack.properties.maximumPacketSize,
-               MQTTPacket.publish(PublishPacket(topic: topic, payload: message.payload, qos: qos, retain: message.retain,
-                                                packetIdentifier: qos == .atMostOnce ? nil : 1, properties: properties))
-                   .encodedLength(version: configuration.protocolVersion) > Int(limit) {
-                statistics.droppedTooLarge.add(1, ordering: .relaxed)
-                logger.warning("message larger than the remote's Maximum Packet Size dropped", metadata: ["topic": "\(message.topic)"])
-                local.acknowledge(message)
-                continue
-            }
-            if qos != .atMostOnce { guard await remoteWindow.acquire() else { return } }
-            if !isV5 { echoes.withLockedValue { $0.sent(topic: topic, payload: message.payload, now: .now()) } }
-            let started = NIODeadline.now()
-            do {
-                let acknowledged = try await remote.send(topic, payload: message.payload, qos: qos, retain: message.retain, properties: properties)
-                let statistics = self.statistics
-                let window = remoteWindow
-                let logger = self.logger
-                acknowledged.whenComplete { result in
-                    if qos != .atMostOnce { window.release() }
-                    switch result {
-                    case .success:
-                        statistics.sent.add(1, ordering: .relaxed)
-                        if qos != .atMostOnce {
-                            statistics.acknowledgementNanoseconds.add(Int((NIODeadline.now() - started).nanoseconds), ordering: .relaxed)
-                            statistics.acknowledgements.add(1, ordering: .relaxed)
-                        }
-                        local.acknowledge(message)
-                    case .failure(MQTTClientError.refused(let code)):
-                        statistics.droppedRefused.add(1, ordering: .relaxed)
-                        logger.warning("the remote refused a message", metadata: ["topic": "\(topic)", "reason": "\(code)"])
-                        local.acknowledge(message)
-                    case .failure:
-                        break  // the bridge is stopping: the local session sends it again next time
-                    }
-                }
-            } catch {
-                return  // the remote client finished: the bridge is stopping
-            }
-        }
-    }
-
-    /// Remote → local, acknowledged to the remote once this broker acknowledged it.
-    private func forwardIn(from remote: MQTTClient, to local: MQTTClient) async {
-        let rules = configuration.topics.filter(\.forwardsIn)
-        let isV5 = configuration.protocolVersion == .v5
-        for await message in remote.messages {
-            guard let rule = rules.first(where: { Topic.matches(filter: $0.remoteFilter, topic: message.topic) }),
-                  let topic = rule.localTopic(forRemote: message.topic)
-            else {
-                remote.acknowledge(message)
-                continue
-            }
-            if !isV5, echoes.withLockedValue({ $0.isEcho(topic: message.topic, payload: message.payload, now: .now()) }) {
-                statistics.echoesDropped.add(1, ordering: .relaxed)
-                remote.acknowledge(message)
-                continue
-            }
-            let qos = min(message.qos, rule.qos)
-            if qos != .atMostOnce { guard await localWindow.acquire() else { return } }
-            do {
-                let acknowledged = try await local.send(
-                    topic, payload: message.payload, qos: qos, retain: message.retain, properties: Self.forwardable(message.properties))
-                let statistics = self.statistics
-                let window = localWindow
-                let logger = self.logger
-                acknowledged.whenComplete { result in
-                    if qos != .atMostOnce { window.release() }
-                    switch result {
-                    case .success:
-                        statistics.received.add(1, ordering: .relaxed)
-                    case .failure(MQTTClientError.refused(let code)):
-                        statistics.droppedRefused.add(1, ordering: .relaxed)
-                        logger.warning("this broker refused a message from the remote", metadata: ["topic": "\(topic)", "reason": "\(code)"])
-                    case .failure:
-                        return  // stopping: the remote sends it again on the resumed session
-                    }
-                    remote.acknowledge(message)
-                }
-            } catch {
-                return
-            }
-        }
-    }
-
-    /// The properties a forwarded message keeps: what the publisher set for its receivers
-    /// (expiry, content type, payload format, response topic, correlation data, user
-    /// properties), not what belonged to the connection it came on (topic alias,
-    /// subscription identifiers).
-    static func forwardable(_ properties: Properties) -> Properties {
-        var p = properties
-        p.set(.topicAlias, nil)
-        p.set(.subscriptionIdentifier, nil)
-        return p
-    }
-
     /// A removed bridge's local session ends, with what it queued (counted as dropped).
     private func discardLocalSession() async {
-        guard let socket = try? await broker.openBridgeLink(queue: .init(messages: 1, bytes: 1024), policy: .dropNew) else { return }
+        guard let link = try? await broker.openBridgeLink(queue: .init(messages: 1, bytes: 1024), policy: .dropNew) else { return }
         var c = MQTTClientConfiguration(clientID: configuration.localClientID)
         c.version = .v5
         c.cleanStart = true
         c.sessionExpiryInterval = 0
         c.keepAlive = 0
-        c.connectedSocket = socket
-        if let client = try? await MQTTClient.connect(c) { try? await client.disconnect() }
+        c.connectedSocket = link.socket
+        if let client = try? await MQTTClient.connect(c, group: link.eventLoop) { try? await client.disconnect() }
     }
 }

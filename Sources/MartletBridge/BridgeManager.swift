@@ -30,7 +30,9 @@ public final class BridgeManager: Sendable {
             connected: s.connected.load(ordering: .relaxed) == 1, sent: s.sent.load(ordering: .relaxed),
             received: s.received.load(ordering: .relaxed), droppedTooLarge: s.droppedTooLarge.load(ordering: .relaxed),
             droppedRefused: s.droppedRefused.load(ordering: .relaxed), echoesDropped: s.echoesDropped.load(ordering: .relaxed),
-            reconnects: s.reconnects.load(ordering: .relaxed), inflight: bridge.inflight)
+            reconnects: s.reconnects.load(ordering: .relaxed), inflight: bridge.inflight,
+            queuedMessages: s.queue.withLockedValue { $0?.queuedMessages ?? 0 }, queuedBytes: s.queue.withLockedValue { $0?.queuedBytes ?? 0 },
+            dropped: s.dropped)
     }
 
     /// The names of the running bridges.
@@ -84,6 +86,11 @@ public struct BridgeStatus: Sendable, Hashable {
     public var echoesDropped: Int
     public var reconnects: Int
     public var inflight: Int
+    /// What waits in the bridge's queue (its session here), as last read (once a second).
+    public var queuedMessages: Int
+    public var queuedBytes: Int
+    /// Drops by reason (`queue_full`, `evicted`, … of the queue; `too_large`, `refused`).
+    public var dropped: [String: Int]
 }
 
 /// Runs async blocks one after another.

@@ -1,72 +1,8 @@
+import MartletBroker
 import MartletMQTT
 import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
-
-/// A counting window: at most `size` messages in flight (the remote's, or this broker's,
-/// Receive Maximum). `close()` lets every waiter go (the bridge is stopping).
-final class FlightWindow: Sendable {
-    private struct State {
-        var size: Int
-        var used = 0
-        var closed = false
-        var waiters: [CheckedContinuation<Bool, Never>] = []
-    }
-    private let state: NIOLockedValueBox<State>
-
-    init(size: Int) { state = NIOLockedValueBox(State(size: max(1, size))) }
-
-    var inUse: Int { state.withLockedValue { $0.used } }
-    var waiting: Int { state.withLockedValue { $0.waiters.count } }
-
-    /// Waits for a free slot; false once the window is closed.
-    func acquire() async -> Bool {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            let now = state.withLockedValue { s -> Bool? in
-                if s.closed { return false }
-                if s.used < s.size {
-                    s.used += 1
-                    return true
-                }
-                s.waiters.append(continuation)
-                return nil
-            }
-            if let now { continuation.resume(returning: now) }
-        }
-    }
-
-    func release() {
-        let next = state.withLockedValue { s -> CheckedContinuation<Bool, Never>? in
-            if !s.waiters.isEmpty && s.used <= s.size { return s.waiters.removeFirst() }  // the slot passes on
-            s.used = max(0, s.used - 1)
-            return nil
-        }
-        next?.resume(returning: true)
-    }
-
-    /// A new Receive Maximum (after a reconnect): waiters that now fit go.
-    func resize(_ size: Int) {
-        let woken = state.withLockedValue { s -> [CheckedContinuation<Bool, Never>] in
-            s.size = max(1, size)
-            var woken: [CheckedContinuation<Bool, Never>] = []
-            while s.used < s.size, !s.waiters.isEmpty {
-                s.used += 1
-                woken.append(s.waiters.removeFirst())
-            }
-            return woken
-        }
-        for w in woken { w.resume(returning: true) }
-    }
-
-    func close() {
-        let waiters = state.withLockedValue { s -> [CheckedContinuation<Bool, Never>] in
-            s.closed = true
-            defer { s.waiters = [] }
-            return s.waiters
-        }
-        for w in waiters { w.resume(returning: false) }
-    }
-}
 
 /// MQTT 3.1.1 has no No Local: a remote sends a bridge back what the bridge published there
 /// when the bridge subscribes to the same topics (`direction: both`). The bridge remembers
@@ -127,20 +63,47 @@ final class BridgeStatistics: Sendable {
     let received = Atomic<Int>(0)
     let droppedTooLarge = Atomic<Int>(0)
     let droppedRefused = Atomic<Int>(0)
+    /// QoS 0 messages that could not wait: the remote disconnected, its socket (or this
+    /// broker's link) full.
+    let droppedLinkDown = Atomic<Int>(0)
+    let droppedRemoteBusy = Atomic<Int>(0)
+    let droppedLocalBusy = Atomic<Int>(0)
+    /// QoS 1/2 sent to the remote and not yet acknowledged.
+    let inflight = Atomic<Int>(0)
     let echoesDropped = Atomic<Int>(0)
     let reconnects = Atomic<Int>(0)
     let acknowledgementNanoseconds = Atomic<Int>(0)
     let acknowledgements = Atomic<Int>(0)
+    /// The bridge's session on this broker (its queue and what the queue dropped), read once
+    /// a second.
+    let queue = NIOLockedValueBox<SessionReport?>(nil)
+
+    /// Drops by reason: the queue's (`queue_policy`, expiry, …) and the bridge's own
+    /// (`too_large` for the remote, `refused` by either side, QoS 0 `link_down`,
+    /// `remote_busy`, `local_busy`).
+    var dropped: [String: Int] {
+        let report = queue.withLockedValue { $0 }
+        var result: [String: Int] = [:]
+        for reason in DropReason.allCases { result[reason.rawValue] = report?.dropped[reason] ?? 0 }
+        result[DropReason.tooLarge.rawValue, default: 0] += droppedTooLarge.load(ordering: .relaxed)
+        result["refused"] = droppedRefused.load(ordering: .relaxed)
+        result["link_down"] = droppedLinkDown.load(ordering: .relaxed)
+        result["remote_busy"] = droppedRemoteBusy.load(ordering: .relaxed)
+        result["local_busy"] = droppedLocalBusy.load(ordering: .relaxed)
+        return result
+    }
 
     func render(bridge: String, inflight: Int) -> String {
         let label = "bridge=\"\(bridge)\""
         let seconds = Double(acknowledgementNanoseconds.load(ordering: .relaxed)) / 1e9
-        return """
+        let report = queue.withLockedValue { $0 }
+        let drops = dropped.sorted { $0.key < $1.key }.map { "martlet_bridge_messages_dropped_total{\(label),reason=\"\($0.key)\"} \($0.value)\n" }.joined()
+        return drops + """
             martlet_bridge_connected{\(label)} \(connected.load(ordering: .relaxed))
             martlet_bridge_messages_sent_total{\(label)} \(sent.load(ordering: .relaxed))
             martlet_bridge_messages_received_total{\(label)} \(received.load(ordering: .relaxed))
-            martlet_bridge_messages_dropped_total{\(label),reason="too_large"} \(droppedTooLarge.load(ordering: .relaxed))
-            martlet_bridge_messages_dropped_total{\(label),reason="refused"} \(droppedRefused.load(ordering: .relaxed))
+            martlet_bridge_queued_messages{\(label)} \(report?.queuedMessages ?? 0)
+            martlet_bridge_queued_bytes{\(label)} \(report?.queuedBytes ?? 0)
             martlet_bridge_echoes_dropped_total{\(label)} \(echoesDropped.load(ordering: .relaxed))
             martlet_bridge_reconnects_total{\(label)} \(reconnects.load(ordering: .relaxed))
             martlet_bridge_inflight_messages{\(label)} \(inflight)

@@ -10,10 +10,11 @@ import Glibc
 extension MQTTBroker {
     /// Opens a socket pair, serves one end as an MQTT connection on one of the broker's event
     /// loops and returns the other end (non-blocking), for the bridge's client to speak
-    /// MQTT over. The client id the bridge connects with must start with `$bridge/` (which no
-    /// other connection may use); its session's outbox is bounded by `queue` and follows
-    /// `policy` when full.
-    public func openBridgeLink(queue: BrokerConfiguration.QueueBounds, policy: SlowConsumerPolicy) async throws -> CInt {
+    /// MQTT over, with the event loop serving the broker's end (a bridge that runs its clients
+    /// there stays on one thread). The client id the bridge connects with must start with
+    /// `$bridge/` (which no other connection may use); its session's outbox is bounded by
+    /// `queue` and follows `policy` when full.
+    public func openBridgeLink(queue: BrokerConfiguration.QueueBounds, policy: SlowConsumerPolicy) async throws -> (socket: CInt, eventLoop: any EventLoop) {
         var fds: [CInt] = [-1, -1]
         #if os(Linux)
         let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
@@ -45,6 +46,6 @@ extension MQTTBroker {
             close(fds[1])
             throw error
         }
-        return fds[1]
+        return (fds[1], loop)
     }
 }

@@ -128,20 +128,21 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     /// Manual acknowledgement: the application is done with a message this connection received.
-    func acknowledge(_ ack: ReceivedMessage.Acknowledgement) {
+    func acknowledge(_ ack: ReceivedMessage.Acknowledgement, flush: Bool = true) {
         guard ack.connection == connectionNumber else { return }
         if ack.qos == .exactlyOnce {
             guard unacknowledgedQoS2.remove(ack.packetIdentifier) != nil else { return }
-            sendAndFlush(.pubrec(PubRecPacket(packetIdentifier: ack.packetIdentifier)))
+            send(.pubrec(PubRecPacket(packetIdentifier: ack.packetIdentifier)))
         } else {
-            sendAndFlush(.puback(PubAckPacket(packetIdentifier: ack.packetIdentifier)))
+            send(.puback(PubAckPacket(packetIdentifier: ack.packetIdentifier)))
         }
+        if flush { context?.flush() }
     }
 
     /// Sends a packet that carries a new packet id and completes when its acknowledgement arrives.
     var isOpen: Bool { !closed }
 
-    func request(_ make: (UInt16) -> MQTTPacket, promise: EventLoopPromise<MQTTPacket>) {
+    func request(_ make: (UInt16) -> MQTTPacket, promise: EventLoopPromise<MQTTPacket>, flush: Bool = true) {
         guard !closed else {
             promise.fail(MQTTClientError.connectionClosed)
             return
@@ -152,7 +153,19 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         let packet = make(id)
         waiting[id] = PendingRequest(packetIdentifier: id, packet: packet, promise: promise)
         send(packet)
-        context?.flush()
+        if flush { context?.flush() }
+    }
+
+    private var flushScheduled = false
+
+    /// One flush after whatever else this loop turn writes.
+    func flushSoon() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            self.context?.flush()
+        }
     }
 
     /// After a reconnect: sends again what the previous connection left unacknowledged, with

@@ -78,7 +78,7 @@ public final class MQTTClient: Sendable {
     public static func connect(_ configuration: MQTTClientConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> MQTTClient {
         let (stream, continuation) = AsyncStream<ReceivedMessage>.makeStream(bufferingPolicy: .bufferingNewest(configuration.messageBufferSize))
         let dropped = NIOLockedValueBox(0)
-        let deliver: @Sendable (ReceivedMessage) -> Void = { message in
+        let deliver: @Sendable (ReceivedMessage) -> Void = configuration.onMessage ?? { message in
             if case .dropped = continuation.yield(message) { dropped.withLockedValue { $0 += 1 } }
         }
         let connection = try await open(configuration, group: group, deliver: deliver)
@@ -264,7 +264,6 @@ public final class MQTTClient: Sendable {
             }
             await watch(connection)
             let sessionPresent = connection.connack.sessionPresent
-            configuration.onConnectionChange?(.restored(sessionPresent: sessionPresent))
             let handler = connection.handler
             let loop = connection.channel.eventLoop
             try? await loop.submit {
@@ -275,6 +274,7 @@ public final class MQTTClient: Sendable {
                 }
                 handler.value.resend(pending, sessionPresent: sessionPresent)
             }.get()
+            configuration.onConnectionChange?(.restored(sessionPresent: sessionPresent))
             for w in waiters { w.resume(returning: connection) }
             return
         }
@@ -390,6 +390,49 @@ public final class MQTTClient: Sendable {
         }
     }
 
+    /// The event loop of the current connection (the one `connect` was given, when it was
+    /// given a single loop).
+    public var eventLoop: any EventLoop { state.withLockedValue { $0.connection.channel.eventLoop } }
+
+    /// Whether the current connection's socket takes more writes now (NIO's high water mark
+    /// not reached): a forwarder drops or holds QoS 0 messages while it does not.
+    public var isWritable: Bool { state.withLockedValue { $0.connection.channel.isWritable } }
+
+    /// Sends a PUBLISH at once, from the connection's event loop, without a task hop: nil
+    /// when there is no open connection to send it on (reconnecting, or closed) — the caller
+    /// keeps it. The future completes on PUBACK / PUBCOMP (at once for QoS 0) and fails with
+    /// `refused` when the broker refused it; an unacknowledged one is resent on the next
+    /// connection with reconnect. Sends of one loop turn share one flush.
+    public func publishNow(_ topic: String, payload: ByteBuffer, qos: QoS = .atMostOnce, retain: Bool = false,
+                           properties: Properties = []) -> EventLoopFuture<Void>? {
+        let connection = state.withLockedValue { s -> Connection? in
+            s.finished || s.reconnecting ? nil : s.connection
+        }
+        guard let connection else { return nil }
+        let loop = connection.channel.eventLoop
+        loop.preconditionInEventLoop()
+        let handler = connection.handler.value
+        guard handler.isOpen else { return nil }
+        if qos == .atMostOnce {
+            handler.send(.publish(PublishPacket(topic: topic, payload: payload, retain: retain, properties: properties)))
+            handler.flushSoon()
+            return loop.makeSucceededVoidFuture()
+        }
+        let promise = loop.makePromise(of: MQTTPacket.self)
+        handler.request({ id in
+            .publish(PublishPacket(topic: topic, payload: payload, qos: qos, retain: retain, packetIdentifier: id, properties: properties))
+        }, promise: promise, flush: false)
+        handler.flushSoon()
+        return promise.futureResult.flatMapThrowing { ack in
+            switch ack {
+            case .puback(let a) where a.reasonCode.isFailure: throw MQTTClientError.refused(a.reasonCode)
+            case .pubrec(let r) where r.reasonCode.isFailure: throw MQTTClientError.refused(r.reasonCode)
+            case .pubcomp(let c) where c.reasonCode.isFailure: throw MQTTClientError.refused(c.reasonCode)
+            default: return
+            }
+        }
+    }
+
     /// With `manualAcknowledgement`: the application is done with `message` — its PUBACK
     /// (QoS 1) or PUBREC (QoS 2) goes to the broker. Nothing for QoS 0, or when the connection
     /// that brought it is gone (the broker sends the message again on the next one).
@@ -397,7 +440,13 @@ public final class MQTTClient: Sendable {
         guard let ack = message.acknowledgement else { return }
         let connection = state.withLockedValue { $0.connection }
         let handler = connection.handler
-        connection.channel.eventLoop.execute { handler.value.acknowledge(ack) }
+        let loop = connection.channel.eventLoop
+        if loop.inEventLoop {
+            handler.value.acknowledge(ack, flush: false)
+            handler.value.flushSoon()
+        } else {
+            loop.execute { handler.value.acknowledge(ack) }
+        }
     }
 
     /// Subscribes and returns the broker's reason code for each filter; throws if any was refused.

@@ -36,7 +36,11 @@ public struct MQTTClientConfiguration: Sendable {
     /// connecting to `host`:`port`; the client owns and closes it. A socket serves one
     /// connection, so `reconnect` must stay nil.
     public var connectedSocket: CInt?
-    /// With `reconnect`: told when the connection is lost and when a reconnect succeeds.
+    /// Called with every received message on the connection's event loop, instead of
+    /// `messages` (which then stays empty): for consumers that forward without a task hop.
+    public var onMessage: (@Sendable (ReceivedMessage) -> Void)?
+    /// With `reconnect`: told when the connection is lost and when a reconnect succeeds (once
+    /// what the lost connection left unacknowledged has been resent).
     public var onConnectionChange: (@Sendable (ConnectionChange) -> Void)?
 
     public init(host: String = "127.0.0.1", port: Int = 1883, clientID: String) {

@@ -287,4 +287,68 @@ import MartletTestSupport
             }
         }
     }
+
+    @Test("A remote slower than the local publisher (a throttling proxy in between): the queue bound holds, every message is delivered or counted as dropped, in order, and the link stays up")
+    func slowRemote() async throws {
+        try await withBroker { _, remotePort in
+            let subscriber = try await Self.client(remotePort, "remote-sub")
+            try await subscriber.subscribe("site1/#", qos: .atLeastOnce)
+            let proxyPort = randomTestPort()
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("scripts/slow_proxy.py").path
+            // 100 kB/s towards the remote: 1,000 messages of 1 KiB would take 10 s.
+            let proxy = try ChildProcess(debianPython, [script, "\(proxyPort)", "\(remotePort)", "100000"])
+            defer { proxy.kill() }
+            try await waitUntilListening(UInt16(proxyPort))
+            try await withBroker { local, localPort in
+                var b = Self.bridge(port: proxyPort, topics: [.init(filter: "s/#", direction: .out, qos: .atLeastOnce, remotePrefix: "site1/")])
+                b.maximumQueuedMessages = 200
+                b.queuePolicy = .dropNew
+                let manager = BridgeManager(broker: local, logger: Self.logger)
+                await manager.apply([b])
+                try await Self.waitConnected(manager)
+                let publisher = try await Self.client(localPort, "pub")
+                let payload = String(repeating: "x", count: 1024)
+                for i in 0..<1000 {
+                    try await publisher.publish("s/t", payload: ByteBuffer(string: "\(i) \(payload)"), qos: .atLeastOnce)
+                }
+                // Every message is delivered or dropped at the queue (the drops happened while
+                // publishing; the counter is folded in within a sweep).
+                let got = try await Self.collect(from: subscriber, timeout: .seconds(60)) { got in
+                    got.count + local.counters.droppedQueueFull >= 1000
+                }
+                let dropped = local.counters.droppedQueueFull
+                #expect(dropped > 0)
+                try await waitFor(.seconds(10), "the bridge's metrics to show the drops") {
+                    manager.status("b")!.dropped["queue_full"] == dropped ? true : nil
+                }
+                let numbers = got.map { Int(String(buffer: $0.payload).split(separator: " ")[0])! }
+                #expect(numbers == numbers.sorted() && Set(numbers).count == numbers.count, "in order, once each")
+                #expect(numbers.count + dropped == 1000, "delivered \(numbers.count) + dropped \(dropped)")
+                let status = manager.status("b")!
+                #expect(status.connected && status.reconnects == 0, "the link stayed up")
+                await manager.shutdown()
+            }
+        }
+    }
+
+    @Test("The remote's Maximum Packet Size: a larger message is dropped and counted (too_large), the link stays up and the next message goes through")
+    func remoteMaximumPacketSize() async throws {
+        try await withBroker({ $0.maximumPacketSize = 512 }) { _, remotePort in
+            let subscriber = try await Self.client(remotePort, "remote-sub")
+            try await subscriber.subscribe("site1/#", qos: .atLeastOnce)
+            try await withBroker { local, localPort in
+                let manager = BridgeManager(broker: local, logger: Self.logger)
+                await manager.apply([Self.bridge(port: remotePort, topics: [.init(filter: "m/#", direction: .out, qos: .atLeastOnce, remotePrefix: "site1/")])])
+                try await Self.waitConnected(manager)
+                let publisher = try await Self.client(localPort, "pub")
+                try await publisher.publish("m/big", payload: ByteBuffer(string: String(repeating: "b", count: 2048)), qos: .atLeastOnce)
+                try await publisher.publish("m/small", payload: ByteBuffer(string: "fits"), qos: .atLeastOnce)
+                let got = try await Self.collect(from: subscriber) { $0.count == 1 }
+                #expect(got.map(\.topic) == ["site1/m/small"])
+                let status = manager.status("b")!
+                #expect(status.dropped["too_large"] == 1 && status.reconnects == 0 && status.connected)
+                await manager.shutdown()
+            }
+        }
+    }
 }

@@ -5,8 +5,7 @@ import MartletTestSupport
 import Testing
 @testable import MartletBridge
 
-/// The bridge's parts without sockets: topic remapping, the 3.1.1 echo filter, the
-/// Receive Maximum window.
+/// The bridge's parts without sockets: topic remapping and the 3.1.1 echo filter.
 @Suite struct BridgePartsTests {
     @Test("prefix remapping as mosquitto's topic line: strip one prefix, add the other; a topic outside the prefix is not mapped")
     func remapping() {
@@ -45,29 +44,5 @@ import Testing
         for i in 0..<4 { filter.sent(topic: "c\(i)", payload: ByteBuffer(), now: t0 + .seconds(40)) }
         #expect(!isEcho("c0", "", at: t0 + .seconds(40)))
         #expect(isEcho("c3", "", at: t0 + .seconds(40)))
-    }
-
-    @Test("the flight window admits its size, then one per release; a resize lets waiters in; close lets everyone go with false")
-    func flightWindow() async throws {
-        let window = FlightWindow(size: 2)
-        #expect(await window.acquire())
-        #expect(await window.acquire())
-        #expect(window.inUse == 2)
-        let third = Task { await window.acquire() }
-        try await waitFor(.seconds(10), "the third to wait") { window.waiting == 1 ? true : nil }
-        #expect(window.inUse == 2)
-        window.release()
-        #expect(await third.value)
-        #expect(window.inUse == 2)
-        let fourth = Task { await window.acquire() }
-        let fifth = Task { await window.acquire() }
-        try await waitFor(.seconds(10), "two to wait") { window.waiting == 2 ? true : nil }
-        window.resize(3)
-        try await waitFor(.seconds(10), "one waiter let in") { window.waiting == 1 ? true : nil }
-        #expect(window.inUse == 3)
-        window.close()
-        let results = [await fourth.value, await fifth.value]
-        #expect(results.filter { $0 }.count == 1 && results.filter { !$0 }.count == 1)
-        #expect(!(await window.acquire()))
     }
 }
