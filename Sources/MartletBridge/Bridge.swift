@@ -117,6 +117,7 @@ final class Bridge: Sendable {
         c.manualAcknowledgement = true
         c.connectedSocket = socket
         c.onMessage = { forwarder.value.fromLocal($0) }
+        c.onWritable = { forwarder.value.localWritable() }
         let local = try await MQTTClient.connect(c, group: loop)
         if !previousLocalFilters.isEmpty { try? await local.unsubscribe(previousLocalFilters) }
         let out = configuration.topics.filter(\.forwardsOut).map {
@@ -141,6 +142,7 @@ final class Bridge: Sendable {
         c.manualAcknowledgement = true
         c.reconnect = policy
         c.onMessage = { forwarder.value.fromRemote($0) }
+        c.onWritable = { forwarder.value.remoteWritable() }
         let clients = self.clients
         c.onConnectionChange = { [weak self] change in
             guard let self else { return }

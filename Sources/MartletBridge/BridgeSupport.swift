@@ -63,8 +63,8 @@ final class BridgeStatistics: Sendable {
     let received = Atomic<Int>(0)
     let droppedTooLarge = Atomic<Int>(0)
     let droppedRefused = Atomic<Int>(0)
-    /// QoS 0 messages that could not wait: the remote disconnected, its socket (or this
-    /// broker's link) full.
+    /// QoS 0 messages that could not wait: the remote disconnected; more than
+    /// `max_queued_messages` waiting for the remote's socket (or this broker's link) to drain.
     let droppedLinkDown = Atomic<Int>(0)
     let droppedRemoteBusy = Atomic<Int>(0)
     let droppedLocalBusy = Atomic<Int>(0)

@@ -12,8 +12,9 @@ import NIOCore
 /// QoS, and is acknowledged to this broker when the remote acknowledges it. `outWaiting` holds
 /// at most the local session's in-flight window of QoS 1/2 messages (the broker sends no more
 /// until they are acknowledged), so the backlog stays in the session's bounded, stored outbox.
-/// A QoS 0 message has no acknowledgement to hold it back: while the remote is disconnected,
-/// or its socket is full, it is dropped and counted (`link_down`, `remote_busy`).
+/// A QoS 0 message has no acknowledgement to hold it back: while the remote is disconnected
+/// it is dropped and counted (`link_down`); while the remote's socket is full it waits, up to
+/// `max_queued_messages` waiting, past which it is dropped and counted (`remote_busy`).
 ///
 /// In (remote → local) is the same with the roles swapped and this broker's Receive Maximum.
 final class Forwarder {
@@ -26,6 +27,8 @@ final class Forwarder {
     private var inWaiting = Deque<ReceivedMessage>()
     private var remoteInflight = 0
     private var remoteMaximum = 65_535
+    /// The remote's Maximum Packet Size (nil: none).
+    private var remotePacketLimit: Int?
     private var localInflight = 0
     private var localMaximum = 65_535
     private var echoes = EchoFilter()
@@ -49,7 +52,9 @@ final class Forwarder {
     func remoteConnected(_ remote: MQTTClient) {
         self.remote = remote
         remoteReady = true
-        remoteMaximum = Int(remote.connack.properties.receiveMaximum ?? 65_535)
+        let connack = remote.connack
+        remoteMaximum = Int(connack.properties.receiveMaximum ?? 65_535)
+        remotePacketLimit = connack.properties.maximumPacketSize.map { Int($0) }
         if let local { localMaximum = Int(local.connack.properties.receiveMaximum ?? 65_535) }
         pumpOut()
     }
@@ -73,7 +78,7 @@ final class Forwarder {
                 statistics.droppedLinkDown.add(1, ordering: .relaxed)
                 return
             }
-            if !(remote?.isWritable ?? false) || outWaiting.count >= waitingLimit {
+            if outWaiting.count >= waitingLimit {
                 statistics.droppedRemoteBusy.add(1, ordering: .relaxed)
                 return
             }
@@ -82,19 +87,27 @@ final class Forwarder {
         pumpOut()
     }
 
+    /// The remote's socket takes writes again.
+    func remoteWritable() { pumpOut() }
+
     private func pumpOut() {
         guard let remote, let local else { return }
         let isV5 = version == .v5
         while remoteReady, !stopped, let message = outWaiting.first {
+            // A full socket holds everything back (NIO would buffer without bound); its
+            // writability coming back resumes.
+            guard remote.isWritable else { break }
             let rule = rulesOut.first { Topic.matches(filter: $0.localFilter, topic: message.topic) }!
             let topic = rule.remoteTopic(forLocal: message.topic)!
             let qos = min(message.qos, rule.qos)
             if qos != .atMostOnce && remoteInflight >= remoteMaximum { break }
             let properties = isV5 ? Self.forwardable(message.properties) : Properties()
-            if let limit = remote.connack.properties.maximumPacketSize,
+            // Exact size only when a rough upper bound (header, topic, payload and properties,
+            // 16 bytes spare) could pass the limit.
+            if let limit = remotePacketLimit, 16 + topic.utf8.count + message.payload.readableBytes + properties.encodedLength > limit,
                MQTTPacket.publish(PublishPacket(topic: topic, payload: message.payload, qos: qos, retain: message.retain,
                                                 packetIdentifier: qos == .atMostOnce ? nil : 1, properties: properties))
-                   .encodedLength(version: version) > Int(limit) {
+                   .encodedLength(version: version) > limit {
                 outWaiting.removeFirst()
                 statistics.droppedTooLarge.add(1, ordering: .relaxed)
                 logger.warning("message larger than the remote's Maximum Packet Size dropped", metadata: ["topic": "\(message.topic)"])
@@ -150,7 +163,7 @@ final class Forwarder {
             remote?.acknowledge(message)
             return
         }
-        if min(message.qos, rule.qos) == .atMostOnce, !(local?.isWritable ?? false) || inWaiting.count >= waitingLimit {
+        if min(message.qos, rule.qos) == .atMostOnce, inWaiting.count >= waitingLimit {
             statistics.droppedLocalBusy.add(1, ordering: .relaxed)
             return
         }
@@ -158,9 +171,13 @@ final class Forwarder {
         pumpIn()
     }
 
+    /// This broker's end of the link takes writes again.
+    func localWritable() { pumpIn() }
+
     private func pumpIn() {
         guard let local else { return }
         while !stopped, let message = inWaiting.first {
+            guard local.isWritable else { break }
             let rule = rulesIn.first { Topic.matches(filter: $0.remoteFilter, topic: message.topic) }!
             let topic = rule.localTopic(forRemote: message.topic)!
             let qos = min(message.qos, rule.qos)

@@ -228,6 +228,14 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// Told when the socket takes writes again.
+    var onWritable: (@Sendable () -> Void)?
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { onWritable?() }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         closed = true
         pingTask?.cancel()

@@ -115,12 +115,14 @@ public final class MQTTClient: Sendable {
                     }
                     guard webSocketPath != nil else {
                         let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, manualAcknowledgement: manual, deliver: deliver)
+                        handler.onWritable = configuration.onWritable
                         try channel.pipeline.syncOperations.addHandler(handler)
                         installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
                         return
                     }
                     let future = try MQTTWebSocket.configure(channel) { channel in
                         let handler = ClientConnectionHandler(version: version, keepAlive: keepAlive, manualAcknowledgement: manual, deliver: deliver)
+                        handler.onWritable = configuration.onWritable
                         try channel.pipeline.syncOperations.addHandler(handler)
                         installed.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
                     }

@@ -39,6 +39,9 @@ public struct MQTTClientConfiguration: Sendable {
     /// Called with every received message on the connection's event loop, instead of
     /// `messages` (which then stays empty): for consumers that forward without a task hop.
     public var onMessage: (@Sendable (ReceivedMessage) -> Void)?
+    /// Called on the connection's event loop when its socket starts taking writes again after
+    /// NIO's high water mark (see `MQTTClient.isWritable`).
+    public var onWritable: (@Sendable () -> Void)?
     /// With `reconnect`: told when the connection is lost and when a reconnect succeeds (once
     /// what the lost connection left unacknowledged has been resent).
     public var onConnectionChange: (@Sendable (ConnectionChange) -> Void)?
