@@ -94,6 +94,7 @@ benchmark-check: certs/out/server.pem
 bench:
 	bash Benchmarks/compare.sh
 	bash Benchmarks/persistence.sh
+	bash Benchmarks/bridge.sh
 
 clean:
 	rm -rf .build Fuzz/.build Benchmarks/.build
