@@ -154,6 +154,9 @@ let package = Package(
             dependencies: [
                 "MartletBroker", "MartletTLS",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             path: "Tests/MartletTestSupport",
             swiftSettings: strict

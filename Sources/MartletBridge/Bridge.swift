@@ -67,7 +67,8 @@ final class Bridge: Sendable {
         let link: (socket: CInt, eventLoop: any EventLoop)
         do {
             link = try await broker.openBridgeLink(
-                queue: .init(messages: configuration.maximumQueuedMessages, bytes: configuration.maximumQueuedBytes),
+                queue: .init(messages: configuration.maximumQueuedMessages, bytes: configuration.maximumQueuedBytes,
+                             inflight: min(1000, configuration.maximumQueuedMessages)),
                 policy: configuration.queuePolicy.slowConsumerPolicy)
         } catch {
             logger.error("bridge cannot open its link to this broker", metadata: ["error": "\(error)"])
@@ -94,7 +95,10 @@ final class Bridge: Sendable {
         defer { watcher.cancel() }
         guard await connectRemote(local: local, loop: loop, forwarder: forwarder) != nil else { return }
         await local.waitUntilClosed()
+        // Stopped, or this broker shut down under the bridge: the remote client goes too
+        // (it would otherwise go on reconnecting).
         try? await loop.submit { forwarder.value.stopped = true }.get()
+        try? await clients.withLockedValue({ $0.remote })?.disconnect()
     }
 
     /// Reads the bridge session's queue and drops once a second, for /metrics and `status`.
@@ -170,6 +174,11 @@ final class Bridge: Sendable {
         while !Task.isCancelled {
             do {
                 let remote = try await MQTTClient.connect(c, group: loop)
+                if Task.isCancelled {
+                    // Stopped while connecting.
+                    try? await remote.disconnect()
+                    return nil
+                }
                 clients.withLockedValue { $0.remote = remote }
                 // Before subscribing: what the subscription brings is acknowledged through it.
                 try? await loop.submit { forwarder.value.remoteConnected(remote) }.get()

@@ -254,28 +254,39 @@ public final class MQTTClient: Sendable {
                 if let limit = policy.maximumAttempts, attempt >= limit { break }
                 continue
             }
-            let (subscriptions, waiters, pending) = state.withLockedValue { s -> ([Subscription], [CheckedContinuation<Connection, any Error>], [PendingRequest]) in
-                s.connection = connection
-                s.reconnecting = false
-                s.reconnects += 1
-                defer {
-                    s.waiters = []
-                    s.carried = []
-                }
-                return (Array(s.subscriptions.values), s.waiters, s.carried)
-            }
+            // Its loss is watched for before it is used. Then, on its loop (so nothing sent from
+            // that loop can come between): it becomes the connection, and what the last one left
+            // unacknowledged is resent before any new request can take a packet id.
             await watch(connection)
             let sessionPresent = connection.connack.sessionPresent
             let handler = connection.handler
             let loop = connection.channel.eventLoop
-            try? await loop.submit {
+            let state = self.state
+            let taken = try? await loop.submit { () -> [CheckedContinuation<Connection, any Error>]? in
+                guard handler.value.isOpen else { return nil }
+                let (subscriptions, waiters, pending) = state.withLockedValue { s -> ([Subscription], [CheckedContinuation<Connection, any Error>], [PendingRequest]) in
+                    s.connection = connection
+                    s.reconnecting = false
+                    s.reconnects += 1
+                    defer {
+                        s.waiters = []
+                        s.carried = []
+                    }
+                    return (Array(s.subscriptions.values), s.waiters, s.carried)
+                }
                 if !sessionPresent && !subscriptions.isEmpty {
                     // The broker forgot them: subscribe again (the SUBACK is not awaited).
                     handler.value.request({ .subscribe(SubscribePacket(packetIdentifier: $0, subscriptions: subscriptions)) },
                                           promise: loop.makePromise(of: MQTTPacket.self))
                 }
                 handler.value.resend(pending, sessionPresent: sessionPresent)
+                return waiters
             }.get()
+            // Lost before it could be used (still reconnecting): the next attempt.
+            guard let waiters = taken ?? nil else {
+                try? await connection.channel.close()
+                continue
+            }
             configuration.onConnectionChange?(.restored(sessionPresent: sessionPresent))
             for w in waiters { w.resume(returning: connection) }
             return
@@ -343,7 +354,7 @@ public final class MQTTClient: Sendable {
         switch ack {
         case .puback(let a) where a.reasonCode.isFailure: throw MQTTClientError.refused(a.reasonCode)
         case .pubrec(let r) where r.reasonCode.isFailure: throw MQTTClientError.refused(r.reasonCode)
-        case .pubcomp(let c) where c.reasonCode.isFailure: throw MQTTClientError.refused(c.reasonCode)
+        case .pubcomp(let c) where Self.refuses(c): throw MQTTClientError.refused(c.reasonCode)
         default: return
         }
     }
@@ -385,11 +396,18 @@ public final class MQTTClient: Sendable {
                 switch ack {
                 case .puback(let a) where a.reasonCode.isFailure: throw MQTTClientError.refused(a.reasonCode)
                 case .pubrec(let r) where r.reasonCode.isFailure: throw MQTTClientError.refused(r.reasonCode)
-                case .pubcomp(let c) where c.reasonCode.isFailure: throw MQTTClientError.refused(c.reasonCode)
+                case .pubcomp(let c) where Self.refuses(c): throw MQTTClientError.refused(c.reasonCode)
                 default: return
                 }
             }
         }
+    }
+
+    /// PUBCOMP 0x92 (Packet Identifier not found) answers a PUBREL resent after a reconnect
+    /// for a flow the broker had already completed (its PUBCOMP was lost with the connection):
+    /// the message was delivered. Any other failure code is a refusal.
+    static func refuses(_ pubcomp: PubCompPacket) -> Bool {
+        pubcomp.reasonCode.isFailure && pubcomp.reasonCode != .packetIdentifierNotFound
     }
 
     /// The event loop of the current connection (the one `connect` was given, when it was
@@ -429,7 +447,7 @@ public final class MQTTClient: Sendable {
             switch ack {
             case .puback(let a) where a.reasonCode.isFailure: throw MQTTClientError.refused(a.reasonCode)
             case .pubrec(let r) where r.reasonCode.isFailure: throw MQTTClientError.refused(r.reasonCode)
-            case .pubcomp(let c) where c.reasonCode.isFailure: throw MQTTClientError.refused(c.reasonCode)
+            case .pubcomp(let c) where Self.refuses(c): throw MQTTClientError.refused(c.reasonCode)
             default: return
             }
         }

@@ -263,7 +263,7 @@ import MartletTestSupport
             sub.password = "s"
             let subscriber = try await MQTTClient.connect(sub)
             try await subscriber.subscribe("site1/#", qos: .atLeastOnce)
-            try await withBroker({ $0.maximumInflight = 20 }) { broker, localPort in
+            try await withBroker { broker, localPort in
                 var b = Self.bridge(port: remotePort, topics: [.init(filter: "q/#", direction: .out, qos: .atLeastOnce, remotePrefix: "site1/")])
                 b.username = "bridge"
                 b.password = "pw"
@@ -273,16 +273,24 @@ import MartletTestSupport
                 await manager.apply([b])
                 try await waitForSubscriptions(broker, 1)
                 let publisher = try await Self.client(localPort, "pub")
-                for i in 0..<100 { try await publisher.publish("q/1", payload: ByteBuffer(string: "\(i)"), qos: .atLeastOnce) }
-                // 20 in the bridge's hands (the in-flight window), 50 queued, 30 evicted.
-                try await waitFor(.seconds(10), "30 evictions counted") { broker.counters.droppedEvicted == 30 ? true : nil }
+                for i in 0..<150 { try await publisher.publish("q/1", payload: ByteBuffer(string: "\(i)"), qos: .atLeastOnce) }
+                // 50 in the bridge's hands (its in-flight window: max_queued_messages, at most
+                // 1000), 50 queued, 50 evicted.
+                try await waitFor(.seconds(10), "50 evictions counted") { broker.counters.droppedEvicted == 50 ? true : nil }
+                try await waitFor(.seconds(10), "the bridge to report its full queue") { manager.status("b")!.queuedMessages == 50 ? true : nil }
                 let refusalsBefore = remote.counters.authFailures
                 try await waitFor(.seconds(20), "the bridge to keep trying") { remote.counters.authFailures >= refusalsBefore + 2 ? true : nil }
                 passwords.set(user: "bridge", password: "pw", iterations: 1000)
                 try passwords.rendered.write(toFile: dir + "/passwords", atomically: true, encoding: .utf8)
                 remote.reload(remote.configuration)
-                let got = try await Self.collect(from: subscriber) { $0.count >= 70 }
-                #expect(got.map { Int(String(buffer: $0.payload))! } == Array(0..<20) + Array(50..<100))
+                let got = try await Self.collect(from: subscriber) { $0.count >= 100 }
+                #expect(got.map { Int(String(buffer: $0.payload))! } == Array(0..<50) + Array(100..<150))
+                // The queue shrinks as the remote acknowledges: empty once all is through.
+                try await waitFor(.seconds(10), "the queue to empty") {
+                    let s = manager.status("b")!
+                    return s.queuedMessages == 0 && s.queuedBytes == 0 && s.sent == 100 ? true : nil
+                }
+                #expect(manager.status("b")!.dropped["evicted"] == 50)
                 await manager.shutdown()
             }
         }
@@ -347,6 +355,46 @@ import MartletTestSupport
                 #expect(got.map(\.topic) == ["site1/m/small"])
                 let status = manager.status("b")!
                 #expect(status.dropped["too_large"] == 1 && status.reconnects == 0 && status.connected)
+                await manager.shutdown()
+            }
+        }
+    }
+
+    @Test("QoS 2 across link failures: the connection to the remote is cut three times while 200 QoS 2 messages flow; in-flight ones are resent with DUP or PUBREL on the resumed session and each arrives exactly once, in order")
+    func qos2AcrossCuts() async throws {
+        try await withBroker { remote, remotePort in
+            let subscriber = try await Self.client(remotePort, "remote-sub")
+            try await subscriber.subscribe("site1/#", qos: .exactlyOnce)
+            let proxy = try await CuttableProxy(to: remotePort)
+            defer { proxy.close() }
+            try await withBroker { local, localPort in
+                let manager = BridgeManager(broker: local, logger: Self.logger)
+                await manager.apply([Self.bridge(port: proxy.port, topics: [.init(filter: "e/#", direction: .out, qos: .exactlyOnce, remotePrefix: "site1/")])])
+                try await Self.waitConnected(manager)
+                let publisher = try await Self.client(localPort, "pub")
+                let publishing = Task {
+                    var acks: [EventLoopFuture<Void>] = []
+                    for i in 0..<200 {
+                        if acks.count >= 10 { try await acks.removeFirst().get() }
+                        acks.append(try await publisher.send("e/x", payload: ByteBuffer(string: "\(i)"), qos: .exactlyOnce))
+                    }
+                    for a in acks { try await a.get() }
+                }
+                for cut in 1...3 {
+                    // Cut once some flows are under way (the remote has seen more messages).
+                    let before = remote.counters.messagesReceived
+                    try await waitFor(.seconds(20), "traffic before cut \(cut)") { remote.counters.messagesReceived > before ? true : nil }
+                    proxy.cut()
+                    try await waitFor(.seconds(20), "reconnect \(cut)") { manager.status("b")!.reconnects >= cut ? true : nil }
+                }
+                try await publishing.value
+                let got = try await Self.collect(from: subscriber, timeout: .seconds(30)) { $0.count >= 200 }
+                #expect(got.map { Int(String(buffer: $0.payload))! } == Array(0..<200), "each once, in order")
+                try await waitFor(.seconds(20), "every flow completed") { manager.status("b")!.sent == 200 ? true : nil }
+                // Nothing trails in: the next message is the next one the subscriber sees.
+                try await publisher.publish("e/x", payload: ByteBuffer(string: "end"), qos: .exactlyOnce)
+                let rest = try await Self.collect(from: subscriber) { $0.contains { String(buffer: $0.payload) == "end" } }
+                #expect(rest.map { String(buffer: $0.payload) } == ["end"])
                 await manager.shutdown()
             }
         }

@@ -71,9 +71,14 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public struct QueueBounds: Sendable, Hashable {
         public var messages: Int
         public var bytes: Int
-        public init(messages: Int, bytes: Int) {
+        /// QoS 1/2 messages handed to the bridge and not yet acknowledged (by the remote):
+        /// more than a client's `max_inflight`, so the remote's window stays full while
+        /// acknowledgements travel back.
+        public var inflight: Int
+        public init(messages: Int, bytes: Int, inflight: Int = 1000) {
             self.messages = messages
             self.bytes = bytes
+            self.inflight = inflight
         }
     }
 

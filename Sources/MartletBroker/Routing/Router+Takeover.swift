@@ -118,7 +118,7 @@ extension Router {
         }
         let session = Session(
             clientID: clientID, version: request.version, expiryInterval: request.expiryInterval,
-            inflightWindow: max(1, min(config.maximumInflight, request.receiveMaximum)))
+            inflightWindow: max(1, min(request.queueBounds?.inflight ?? config.maximumInflight, request.receiveMaximum)))
         session.maximumPacketSize = request.maximumPacketSize
         session.policy = request.policy
         session.username = request.username
