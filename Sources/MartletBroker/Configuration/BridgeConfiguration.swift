@@ -58,6 +58,7 @@ public struct BridgeConfiguration: Sendable, Hashable {
     }
 
     /// Unique; in logs, metrics (`bridge="…"`) and `$SYS/broker/bridge/<name>/state`.
+    /// Default: the host and port (`127.0.0.1_1883`).
     public var name: String
     public var host: String
     public var port: Int = 1883

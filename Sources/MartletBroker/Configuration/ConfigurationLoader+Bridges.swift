@@ -15,7 +15,7 @@ extension ConfigurationLoader {
             let bridge = try self.bridge(item, key: "bridges[\(i)]", source: source)
             if result.contains(where: { $0.name == bridge.name }) {
                 throw ConfigurationError(source: source, key: "bridges[\(i)].name", line: item.mark.map { $0.line },
-                                         message: "\"\(bridge.name)\" is already the name of another bridge")
+                                         message: "\"\(bridge.name)\" is already the name of another bridge (a bridge without a name is named after its host and port)")
             }
             result.append(bridge)
         }
@@ -56,9 +56,9 @@ extension ConfigurationLoader {
             case "port": bridge.port = try integer(1...65_535)
             case "protocol":
                 switch try text() {
-                case "mqttv5": bridge.protocolVersion = .v5
+                case "mqttv5", "mqttv50": bridge.protocolVersion = .v5
                 case "mqttv311": bridge.protocolVersion = .v3_1_1
-                default: throw fail("mqttv5 or mqttv311")
+                default: throw fail("mqttv5 (or mosquitto's mqttv50) or mqttv311")
                 }
             case "client_id":
                 let id = try text()
@@ -92,8 +92,11 @@ extension ConfigurationLoader {
             }
         }
         let line = node.mark.map { $0.line }
-        if bridge.name.isEmpty { throw ConfigurationError(source: source, key: "\(key).name", line: line, message: "missing: a unique name") }
         if bridge.host.isEmpty { throw ConfigurationError(source: source, key: "\(key).host", line: line, message: "missing: the remote broker's address") }
+        // Without a name, the remote's address names it: 127.0.0.1_1883.
+        if bridge.name.isEmpty {
+            bridge.name = String("\(bridge.host)_\(bridge.port)".map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" })
+        }
         if bridge.topics.isEmpty {
             throw ConfigurationError(source: source, key: "\(key).topics", line: line, message: "missing: at least one {filter, direction}")
         }

@@ -75,7 +75,7 @@ import Testing
 
     @Test("a bad bridge entry names its key", arguments: [
         ("bridges: {name: x}", "bridges"),
-        ("bridges: [{host: h, topics: [{filter: a, direction: out}]}]", "bridges[0].name"),
+        ("bridges: [{host: h, topics: [{filter: a, direction: out}]}, {host: h, topics: [{filter: b, direction: in}]}]", "bridges[1].name"),
         ("bridges: [{name: x, topics: [{filter: a, direction: out}]}]", "bridges[0].host"),
         ("bridges: [{name: x, host: h}]", "bridges[0].topics"),
         ("bridges: [{name: x, host: h, port: 0, topics: [{filter: a, direction: out}]}]", "bridges[0].port"),
@@ -99,6 +99,13 @@ import Testing
     func namesTheKey(yaml: String, key: String) {
         let e = error(yaml)
         #expect(e?.key == key, "\(yaml): \(e.map { "\($0)" } ?? "loaded")")
+    }
+
+    @Test("without a name, a bridge is named after its host and port; protocol takes mosquitto's mqttv50 too")
+    func defaults() throws {
+        let bridges = try load("bridges: [{host: 127.0.0.1, port: 1884, protocol: mqttv50, topics: [{filter: 'a/#', direction: out}]}]")
+        #expect(bridges[0].name == "127.0.0.1_1884" && bridges[0].protocolVersion == .v5)
+        #expect(bridges[0].localClientID == "$bridge/127.0.0.1_1884" && bridges[0].effectiveClientID == "martlet-bridge-127.0.0.1_1884")
     }
 
     @Test("sizes: bytes, KiB, MiB, GiB")
