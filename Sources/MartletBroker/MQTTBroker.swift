@@ -307,6 +307,11 @@ public final class MQTTBroker: Sendable {
         let shared = core.shared
         let storeWriter = self.storeWriter
         let sources = self.metricsSources
+        let serverChannels = self.serverChannels
+        let admin = AdminAPI(routers: routers, core: core) {
+            serverChannels.withLockedValue { $0.map { $0.first?.localAddress } }
+        }
+        let security = core.security
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -317,7 +322,8 @@ public final class MQTTBroker: Sendable {
                         store: {
                             (storeWriter.withLockedValue { $0 }?.renderMetrics() ?? [])
                                 + sources.withLockedValue { $0 }.flatMap { $0() }
-                        }))
+                        },
+                        admin: admin, tokens: { security.withLockedValue { $0.adminTokens } }))
                 }
             }
             .bind(host: metrics.host, port: metrics.port)
@@ -424,6 +430,9 @@ public final class MQTTBroker: Sendable {
         }
         if let path = configuration.aclFile {
             state.acl = try AccessControlList(parsing: ConfigurationError.readTextFile(path, key: "acl_file"), source: path)
+        }
+        if let path = configuration.adminTokenFile {
+            state.adminTokens = try AdminAPI.tokens(ConfigurationError.readTextFile(path, key: "admin_token_file"), source: path)
         }
         return state
     }

@@ -102,6 +102,10 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// memory only.
     public var persistence: Persistence?
 
+    /// `admin_token_file`: bearer tokens (one per line) of the admin API served under
+    /// `/api/v1/` on the `metrics` endpoint; nil: the API is off.
+    public var adminTokenFile: String?
+
     /// `bridges:` — links to other brokers (run by `MartletBridge`, started by the daemon).
     public var bridges: [BridgeConfiguration] = []
 

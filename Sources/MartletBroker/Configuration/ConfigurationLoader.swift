@@ -169,6 +169,11 @@ public enum ConfigurationLoader {
             c.broker.aclFile = text
             return true
         },
+        Setting(key: "admin_token_file", expected: "a file path") { text, c in
+            guard !text.isEmpty else { return false }
+            c.broker.adminTokenFile = text
+            return true
+        },
     ]
 
     /// Parses a YAML document. Unknown keys, wrong types and out-of-range values are errors.

@@ -17,6 +17,8 @@ enum CloseReason: Sendable, Equatable {
     case clientDisconnected
     /// Refused at CONNECT (with a CONNACK saying why): no session, no will.
     case refused(String)
+    /// An operator disconnected it through the admin API (`DELETE /api/v1/clients/{id}`).
+    case administrative
 
     /// The v5 DISCONNECT reason code the client is told (MQTT 5 4.13), if it is told one.
     var reasonCode: ReasonCode? {
@@ -27,6 +29,7 @@ enum CloseReason: Sendable, Equatable {
         case .sessionTakenOver: return .sessionTakenOver
         case .serverShuttingDown: return .serverShuttingDown
         case .slowConsumer: return .quotaExceeded
+        case .administrative: return .administrativeAction
         }
     }
 
@@ -42,6 +45,7 @@ enum CloseReason: Sendable, Equatable {
         case .slowConsumer: return "slow consumer: the outbox stayed full past slow_consumer_grace_ms"
         case .clientDisconnected: return "client disconnected"
         case .refused(let why): return why
+        case .administrative: return "disconnected by an administrator"
         }
     }
 
@@ -52,7 +56,7 @@ enum CloseReason: Sendable, Equatable {
         case .keepAliveTimeout: \.keepaliveExpiries
         case .connectTimeout: \.connectTimeouts
         case .writeTimeout: \.writeTimeouts
-        case .sessionTakenOver, .serverShuttingDown, .slowConsumer, .clientDisconnected, .refused: nil
+        case .sessionTakenOver, .serverShuttingDown, .slowConsumer, .clientDisconnected, .refused, .administrative: nil
         }
     }
 }

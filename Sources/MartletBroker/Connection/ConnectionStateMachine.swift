@@ -150,6 +150,12 @@ struct ConnectionStateMachine {
     private let settings: ConnectionSettings
     var configuration: BrokerConfiguration { settings.configuration }
     var listener: BrokerConfiguration.Listener { settings.listener }
+
+    /// The keepalive in force once connected, in seconds (nil: none, or not connected).
+    var keepAliveSeconds: Int? {
+        guard case .connected(let c) = state, let k = c.keepAlive else { return nil }
+        return Int(k.nanoseconds * 2 / 3 / 1_000_000_000)
+    }
     let refusal: Refusal?
 
     private var openedAt: NIODeadline

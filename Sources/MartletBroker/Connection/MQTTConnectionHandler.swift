@@ -4,6 +4,9 @@ import MartletMQTT
 import MartletTLS
 import NIOCore
 import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One client connection's I/O: framing, reading on demand, writing and flushing, and
 /// running what its `ConnectionStateMachine` decides. It keeps no protocol state of its own.
@@ -31,6 +34,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     private var bytesOut = 0
     /// The client's address as a PROXY header gave it (`proxy_protocol` listeners).
     private var proxiedSource: SocketAddress?
+    /// Wall-clock seconds when it was accepted (the admin API's "connected since").
+    private let acceptedAt = Int(time(nil))
     /// Counts this connection out when it leaves the pipeline (nil: counted out elsewhere).
     private var countedOut: ConnectionGauge?
 
@@ -318,6 +323,16 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     var isAwaitingSession: Bool { machine.isAwaitingSession }
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    var details: ConnectionDetails {
+        let listener = machine.listener
+        let secure = listener.tls != nil
+        return ConnectionDetails(
+            remoteAddress: (proxiedSource ?? context?.channel.remoteAddress).map { "\($0)" },
+            listener: "\(listener.host):\(listener.port)",
+            transport: listener.webSocket ? (secure ? "wss" : "ws") : (secure ? "tls" : "tcp"),
+            connectedAt: acceptedAt, keepAlive: machine.keepAliveSeconds)
+    }
 
     func sessionRefused() {
         run(machine.sessionRefused())

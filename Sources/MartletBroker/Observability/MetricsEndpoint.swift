@@ -1,3 +1,4 @@
+import Foundation
 import CoreMetrics
 import NIOConcurrencyHelpers
 import NIOCore
@@ -71,7 +72,8 @@ public final class MetricsExporter: Sendable {
     }
 }
 
-/// `GET /metrics` (Prometheus text format) and `GET /healthz` over HTTP/1.1.
+/// `GET /metrics` (Prometheus text format), `GET /healthz` and the admin API (`/api/v1/…`,
+/// with a bearer token from `admin_token_file`) over HTTP/1.1.
 final class MetricsHTTPHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -80,27 +82,49 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
     private let snapshot: @Sendable () -> BrokerCounters.Snapshot
     private let groups: @Sendable () -> [SharedSubscriptions.GroupStatistics]
     private let store: @Sendable () -> [UInt8]
+    private let admin: AdminAPI?
+    /// The admin API's bearer tokens as last loaded (nil: the API is off).
+    private let tokens: @Sendable () -> Set<String>?
     private var request: HTTPRequestHead?
+    private var body: ByteBuffer?
+    private var bodyTooLarge = false
+    /// The largest request body taken (POST /api/v1/publish).
+    static let maximumBody = 1 << 20
 
     init(exporter: MetricsExporter, snapshot: @escaping @Sendable () -> BrokerCounters.Snapshot,
          groups: @escaping @Sendable () -> [SharedSubscriptions.GroupStatistics] = { [] },
-         store: @escaping @Sendable () -> [UInt8] = { [] }) {
+         store: @escaping @Sendable () -> [UInt8] = { [] },
+         admin: AdminAPI? = nil, tokens: @escaping @Sendable () -> Set<String>? = { nil }) {
         self.exporter = exporter
         self.snapshot = snapshot
         self.groups = groups
         self.store = store
+        self.admin = admin
+        self.tokens = tokens
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             request = head
-        case .body:
-            break
+            body = nil
+            bodyTooLarge = false
+        case .body(var part):
+            if (body?.readableBytes ?? 0) + part.readableBytes > Self.maximumBody {
+                bodyTooLarge = true
+            } else if body == nil {
+                body = part
+            } else {
+                body!.writeBuffer(&part)
+            }
         case .end:
             guard let head = request else { return }
             request = nil
             let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+            if path.hasPrefix("/api/") {
+                api(context, head, path: path)
+                return
+            }
             switch (head.method, path) {
             case (.GET, "/metrics"):
                 respond(context, head, .ok, "text/plain; version=0.0.4; charset=utf-8", exporter.render(snapshot()) + MetricsExporter.render(groups()) + store())
@@ -112,6 +136,50 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
                 respond(context, head, .methodNotAllowed, "text/plain; charset=utf-8", Array("GET only\n".utf8))
             }
         }
+    }
+
+    /// `/api/v1/…`: off without `admin_token_file` (404), then the bearer token (401 without
+    /// one, 403 with a wrong one); `/api/v1/openapi.json` needs none.
+    private func api(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, path: String) {
+        let json = "application/json"
+        func reply(_ response: AdminResponse) { respond(context, head, response.status, json, response.body) }
+        guard let admin, let tokens = tokens() else {
+            return reply(.error(.notFound, "the admin API is off: set admin_token_file"))
+        }
+        if head.method == .GET && path == "/api/v1/openapi.json" {
+            return respond(context, head, .ok, json, Array(AdminAPI.openAPIDocument.utf8))
+        }
+        guard let authorization = head.headers.first(name: "Authorization") else {
+            return reply(.error(.unauthorized, "send Authorization: Bearer <token> (a token of admin_token_file)"))
+        }
+        guard authorization.hasPrefix("Bearer "), tokens.contains(String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)) else {
+            return reply(.error(.forbidden, "the token is not one of admin_token_file"))
+        }
+        guard path.hasPrefix("/api/v1/") else { return reply(.error(.notFound, "the API is under /api/v1/")) }
+        if bodyTooLarge { return reply(.error(.payloadTooLarge, "request body over \(Self.maximumBody) bytes")) }
+        let segments = path.dropFirst("/api/v1/".count).split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
+        let request = AdminRequest(method: head.method, segments: segments, query: Self.query(head.uri), body: body)
+        body = nil
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        admin.handle(request, on: context.eventLoop).whenComplete { result in
+            let (handler, context) = bound.value
+            switch result {
+            case .success(let response): handler.respond(context, head, response.status, json, response.body)
+            case .failure(let error): handler.respond(context, head, .internalServerError, json, AdminResponse.error(.internalServerError, "\(error)").body)
+            }
+        }
+    }
+
+    /// The query string's parameters, percent-decoded (`+` is a space).
+    static func query(_ uri: String) -> [String: String] {
+        guard let q = uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return [:] }
+        var result: [String: String] = [:]
+        for pair in q.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ") }
+            let key = parts[0].removingPercentEncoding ?? parts[0]
+            result[key] = parts.count > 1 ? (parts[1].removingPercentEncoding ?? parts[1]) : ""
+        }
+        return result
     }
 
     private func respond(_ context: ChannelHandlerContext, _ request: HTTPRequestHead, _ status: HTTPResponseStatus, _ type: String, _ body: [UInt8]) {

@@ -33,6 +33,21 @@ protocol RoutedConnection: AnyObject {
     func checkTimers(now: NIODeadline)
     /// Bytes in and out since the last call.
     func takeTraffic() -> (received: Int, sent: Int)
+    /// Where it comes from and how, for the admin API.
+    var details: ConnectionDetails { get }
+}
+
+/// What the admin API shows of a live connection.
+struct ConnectionDetails: Sendable {
+    var remoteAddress: String?
+    /// The listener's address, `host:port`.
+    var listener: String
+    /// tcp, tls, ws or wss.
+    var transport: String
+    /// Wall-clock seconds since the epoch when the socket was accepted.
+    var connectedAt: Int
+    /// The keepalive in force, in seconds (nil: none).
+    var keepAlive: Int?
 }
 
 /// A connection as the router holds it: usable only on the connection's event loop.

@@ -1,0 +1,184 @@
+import Foundation
+import MartletBroker
+import MartletClient
+import MartletMQTT
+import NIOCore
+import Testing
+import MartletTestSupport
+
+/// The admin API over real HTTP (Python's urllib as the client), against real MQTT clients.
+@Suite struct AdminAPITests {
+    static let token = "test-token-0123456789abcdef"
+
+    struct HTTPResult {
+        var status: Int
+        var body: String
+        var json: Any? { try? JSONSerialization.jsonObject(with: Data(body.utf8)) }
+        var object: [String: Any] { json as? [String: Any] ?? [:] }
+        var items: [[String: Any]] { object["items"] as? [[String: Any]] ?? [] }
+    }
+
+    static let client = """
+        import sys, urllib.request, urllib.error
+        method, url, token, body = sys.argv[1:5]
+        request = urllib.request.Request(url, method=method, data=body.encode() if body else None)
+        if token:
+            request.add_header("Authorization", token)
+        try:
+            response = urllib.request.urlopen(request, timeout=10)
+            print(response.status)
+            print(response.read().decode())
+        except urllib.error.HTTPError as e:
+            print(e.code)
+            print(e.read().decode())
+        """
+
+    static func http(_ method: String, _ port: Int, _ path: String, token: String? = "Bearer \(token)", body: String = "") async throws -> HTTPResult {
+        let r = try await run(debianPython, ["-c", client, method, "http://127.0.0.1:\(port)\(path)", token ?? "", body])
+        let lines = r.stdout.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
+        return HTTPResult(status: Int(lines.first ?? "") ?? -1, body: lines.count > 1 ? String(lines[1]) : "")
+    }
+
+    /// A broker with the metrics endpoint, and the admin API on when `tokens`.
+    func withAdmin(tokens: Bool = true, _ body: (MQTTBroker, _ mqtt: Int, _ http: Int) async throws -> Void) async throws {
+        let file = scratchPath("admin-tokens")
+        try "# operators\n\(Self.token)\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try await withBroker({
+            $0.metrics = .init(host: "127.0.0.1", port: 0)
+            if tokens { $0.adminTokenFile = file }
+        }) { broker, port in
+            try await body(broker, port, broker.metricsAddress!.port!)
+        }
+    }
+
+    @Test("Without admin_token_file the API is off (404, JSON error); with it, no token is 401, a wrong one 403, all JSON")
+    func authorization() async throws {
+        try await withAdmin(tokens: false) { _, _, http in
+            let off = try await Self.http("GET", http, "/api/v1/clients")
+            #expect(off.status == 404 && (off.object["error"] as? String)?.contains("admin_token_file") == true)
+        }
+        try await withAdmin { _, _, http in
+            let none = try await Self.http("GET", http, "/api/v1/clients", token: nil)
+            #expect(none.status == 401 && none.object["error"] != nil)
+            let wrong = try await Self.http("GET", http, "/api/v1/clients", token: "Bearer not-the-token-at-all")
+            #expect(wrong.status == 403 && wrong.object["error"] != nil)
+            #expect(try await Self.http("GET", http, "/api/v1/stats").status == 200)
+            let unknown = try await Self.http("GET", http, "/api/v1/nothing-here")
+            #expect(unknown.status == 404 && unknown.object["error"] != nil)
+            #expect(try await Self.http("PUT", http, "/api/v1/clients").status == 405)
+        }
+    }
+
+    @Test("GET /clients lists a connected mosquitto_sub with its details; GET /clients/{id} has its subscriptions; DELETE disconnects it with v5 DISCONNECT 0x98; unknown ids are 404")
+    func clientsAndKick() async throws {
+        try await withAdmin { broker, port, http in
+            let sub = try ChildProcess(mosquittoSub, ["-d", "-p", "\(port)", "-V", "5", "-i", "kicked", "-t", "a/#", "-q", "1", "-W", "20"])
+            try await waitForSubscriptions(broker, 1)
+            let list = try await Self.http("GET", http, "/api/v1/clients?prefix=kick")
+            #expect(list.status == 200 && list.object["total"] as? Int == 1)
+            let client = list.items.first ?? [:]
+            #expect(client["id"] as? String == "kicked" && client["connected"] as? Bool == true)
+            #expect(client["protocol"] as? String == "5.0" && client["transport"] as? String == "tcp")
+            #expect(client["subscriptions"] as? Int == 1 && client["keepalive_s"] as? Int == 60)
+            #expect((client["remote_address"] as? String)?.contains("127.0.0.1") == true)
+            #expect(try await Self.http("GET", http, "/api/v1/clients?prefix=nobody").object["total"] as? Int == 0)
+            #expect(try await Self.http("GET", http, "/api/v1/clients?sort=size").status == 400)
+
+            let one = try await Self.http("GET", http, "/api/v1/clients/kicked")
+            let subscriptions = one.object["subscription_list"] as? [[String: Any]] ?? []
+            #expect(subscriptions.first?["filter"] as? String == "a/#" && subscriptions.first?["qos"] as? Int == 1)
+            #expect(try await Self.http("GET", http, "/api/v1/clients/nobody").status == 404)
+
+            #expect(try await Self.http("DELETE", http, "/api/v1/clients/kicked").status == 204)
+            let out = try await sub.finish(timeout: .seconds(10))
+            #expect(out.stdout.contains("Received DISCONNECT (152)") || out.stderr.contains("Received DISCONNECT (152)"),
+                    "mosquitto_sub saw: \(out.stdout) \(out.stderr)")
+            #expect(try await Self.http("DELETE", http, "/api/v1/clients/kicked").status == 404)
+            try await waitFor(.seconds(10), "the clean session to end") {
+                try await Self.http("GET", http, "/api/v1/clients/kicked").status == 404 ? true : nil
+            }
+        }
+    }
+
+    @Test("Offline sessions: GET /sessions lists a persistent one with its queue; DELETE /sessions/{id} ends it; DELETE /clients/{id}?discard_session=true ends a connected one's too")
+    func sessions() async throws {
+        try await withAdmin { _, port, http in
+            var config = MQTTClientConfiguration(port: port, clientID: "away")
+            config.version = .v5
+            config.cleanStart = false
+            config.sessionExpiryInterval = 3600
+            let away = try await MQTTClient.connect(config)
+            try await away.subscribe("q/#", qos: .atLeastOnce)
+            try await away.disconnect()
+            let publisher = try await MQTTClient.connect(.init(port: port, clientID: "pub"))
+            try await publisher.publish("q/1", payload: ByteBuffer(string: "kept"), qos: .atLeastOnce)
+            let listed = try await waitFor(.seconds(10), "the offline session with its message") { () -> [String: Any]? in
+                let s = try await Self.http("GET", http, "/api/v1/sessions").items.first { $0["id"] as? String == "away" }
+                return s?["queued_messages"] as? Int == 1 ? s : nil
+            }
+            #expect(listed["connected"] as? Bool == false && listed["session_expiry_s"] as? Int == 3600)
+            #expect(try await Self.http("DELETE", http, "/api/v1/sessions/away").status == 204)
+            #expect(try await Self.http("GET", http, "/api/v1/sessions").items.isEmpty)
+            #expect(try await Self.http("DELETE", http, "/api/v1/sessions/away").status == 404)
+
+            let here = try await MQTTClient.connect(config)
+            #expect(try await Self.http("DELETE", http, "/api/v1/sessions/away").status == 404, "online: not an offline session")
+            #expect(try await Self.http("DELETE", http, "/api/v1/clients/away?discard_session=true").status == 204)
+            await here.waitUntilClosed()
+            #expect(try await Self.http("GET", http, "/api/v1/clients/away").status == 404, "the session ended with the connection")
+        }
+    }
+
+    @Test("POST /publish reaches subscribers and can retain; GET /topics/retained finds it; DELETE /topics/retained removes it; bad JSON, topics and filters are 400")
+    func publishAndRetained() async throws {
+        try await withAdmin { broker, port, http in
+            let subscriber = try await MQTTClient.connect(.init(port: port, clientID: "listener"))
+            try await subscriber.subscribe("news/#", qos: .atLeastOnce)
+            let posted = try await Self.http("POST", http, "/api/v1/publish", body: #"{"topic": "news/today", "payload": "sunny", "qos": 1, "retain": true}"#)
+            #expect(posted.status == 204)
+            var iterator = subscriber.messages.makeAsyncIterator()
+            let got = await iterator.next()
+            #expect(got?.topic == "news/today" && got.map { String(buffer: $0.payload) } == "sunny")
+            let retained = try await Self.http("GET", http, "/api/v1/topics/retained?match=news/%23")
+            #expect(retained.object["total"] as? Int == 1 && retained.items.first?["payload"] as? String == "sunny")
+            #expect(try await Self.http("DELETE", http, "/api/v1/topics/retained?topic=news/today").status == 204)
+            try await waitFor(.seconds(10), "the retained message to go") { broker.retainedCount == 0 ? true : nil }
+            #expect(try await Self.http("DELETE", http, "/api/v1/topics/retained?topic=news/today").status == 404)
+            #expect(try await Self.http("POST", http, "/api/v1/publish", body: "{not json").status == 400)
+            #expect(try await Self.http("POST", http, "/api/v1/publish", body: #"{"topic": "a/+/b"}"#).status == 400)
+            #expect(try await Self.http("POST", http, "/api/v1/publish", body: #"{"topic": "$SYS/x"}"#).status == 400)
+            #expect(try await Self.http("POST", http, "/api/v1/publish", body: #"{"topic": "a", "qos": 3}"#).status == 400)
+            #expect(try await Self.http("GET", http, "/api/v1/topics/retained?match=a/%23/b").status == 400)
+            #expect(try await Self.http("GET", http, "/api/v1/subscriptions?filter=news/%23").items.map { $0["client_id"] as? String } == ["listener"])
+            #expect(try await Self.http("GET", http, "/api/v1/subscriptions?filter=a/%23/b").status == 400)
+        }
+    }
+
+    @Test("GET /stats has the figures of /metrics; GET /listeners the listeners and their bound addresses; openapi.json lists every route the API serves")
+    func statsListenersAndOpenAPI() async throws {
+        try await withAdmin { _, port, http in
+            let stats = try await Self.http("GET", http, "/api/v1/stats").object
+            #expect(stats["connections_accepted_total"] is Int && stats["auth_pending"] is Int)
+            #expect((stats["messages_dropped_total"] as? [String: Int])?["reason=queue_full"] == 0)
+            let listeners = try await Self.http("GET", http, "/api/v1/listeners").json as? [[String: Any]] ?? []
+            #expect(listeners.count == 1 && (listeners.first?["bound"] as? String)?.hasSuffix(":\(port)") == true)
+            let document = try await Self.http("GET", http, "/api/v1/openapi.json", token: nil)
+            #expect(document.status == 200)
+            let paths = document.object["paths"] as? [String: [String: Any]] ?? [:]
+            for (method, path) in MQTTBroker.adminRoutes {
+                #expect(paths[path]?[method.lowercased()] != nil, "\(method) \(path) is not in openapi.json")
+            }
+            #expect(paths.values.map(\.count).reduce(0, +) == MQTTBroker.adminRoutes.count, "openapi.json lists a route the API does not serve")
+        }
+    }
+
+    @Test("A token file that does not load stops martletd naming admin_token_file (exit 2)", arguments: ["short\n", "# only a comment\n", nil])
+    func badTokenFile(content: String?) async throws {
+        let tokens = scratchPath("admin-tokens")
+        if let content { try content.write(toFile: tokens, atomically: true, encoding: .utf8) }
+        let config = scratchPath("admin", suffix: ".yaml")
+        try "metrics: {host: 127.0.0.1, port: 0}\nadmin_token_file: \(tokens)\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let r = try await run(DaemonTests.martletd, ["--config", config, "--check-config"])
+        #expect(r.status == 2 && r.stderr.contains("admin_token_file"), "\(r.status) \(r.stderr)")
+    }
+}
