@@ -308,9 +308,9 @@ public final class MQTTBroker: Sendable {
         let storeWriter = self.storeWriter
         let sources = self.metricsSources
         let serverChannels = self.serverChannels
-        let admin = AdminAPI(routers: routers, core: core) {
-            serverChannels.withLockedValue { $0.map { $0.first?.localAddress } }
-        }
+        let admin = AdminAPI(
+            routers: routers, core: core, boundAddresses: { serverChannels.withLockedValue { $0.map { $0.first?.localAddress } } },
+            reloadSecurity: { [self] in try self.reloadSecurity() })
         let security = core.security
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

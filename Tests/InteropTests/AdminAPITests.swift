@@ -1,4 +1,5 @@
 import Foundation
+import MartletAuth
 import MartletBroker
 import MartletClient
 import MartletMQTT
@@ -180,5 +181,51 @@ import MartletTestSupport
         try "metrics: {host: 127.0.0.1, port: 0}\nadmin_token_file: \(tokens)\n".write(toFile: config, atomically: true, encoding: .utf8)
         let r = try await run(DaemonTests.martletd, ["--config", config, "--check-config"])
         #expect(r.status == 2 && r.stderr.contains("admin_token_file"), "\(r.status) \(r.stderr)")
+    }
+
+    @Test("Users and ACL at run time: a user added through the API connects (mosquitto_pub), a removed one is refused, a password change applies; the ACL is replaced (a bad one refused with 400); the files hold the changes")
+    func usersAndACL() async throws {
+        let dir = scratchPath("admin-security")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var passwords = PasswordFile()
+        passwords.set(user: "first", password: "one", iterations: 1000)
+        try passwords.rendered.write(toFile: dir + "/passwords", atomically: true, encoding: .utf8)
+        try "user first\ntopic readwrite #\n".write(toFile: dir + "/acl", atomically: true, encoding: .utf8)
+        let file = scratchPath("admin-tokens")
+        try "\(Self.token)\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try await withBroker({
+            $0.metrics = .init(host: "127.0.0.1", port: 0)
+            $0.adminTokenFile = file
+            $0.passwordFile = dir + "/passwords"
+            $0.aclFile = dir + "/acl"
+            $0.listeners[0].allowAnonymous = false
+        }) { broker, port in
+            let http = broker.metricsAddress!.port!
+            func publish(_ user: String, _ password: String) async throws -> Int32 {
+                try await run(mosquittoPub, ["-p", "\(port)", "-u", user, "-P", password, "-t", "t/1", "-m", "x", "-q", "1"]).status
+            }
+            #expect(try await publish("second", "two") != 0)
+            #expect(try await Self.http("POST", http, "/api/v1/users", body: #"{"username": "second", "password": "two"}"#).status == 201)
+            #expect(try await publish("second", "two") == 0)
+            #expect(try await Self.http("GET", http, "/api/v1/users").json as? [String] == ["first", "second"])
+            #expect(try await Self.http("POST", http, "/api/v1/users", body: #"{"username": "second", "password": "deux"}"#).status == 200)
+            #expect(try await publish("second", "two") != 0)
+            #expect(try await publish("second", "deux") == 0)
+            #expect(try await Self.http("DELETE", http, "/api/v1/users/second").status == 204)
+            #expect(try await publish("second", "deux") != 0)
+            #expect(try await Self.http("DELETE", http, "/api/v1/users/second").status == 404)
+            #expect(try await Self.http("POST", http, "/api/v1/users", body: #"{"username": "a:b", "password": "x"}"#).status == 400)
+            let onDisk = try PasswordFile(parsing: String(contentsOfFile: dir + "/passwords", encoding: .utf8), source: "test")
+            #expect(onDisk.order == ["first"])
+
+            #expect(try await Self.http("PUT", http, "/api/v1/acl", body: "user first\ntopic sideways #\n").status == 400)
+            #expect(try await Self.http("GET", http, "/api/v1/acl").object["acl"] as? String == "user first\ntopic readwrite #\n")
+            // first may now only read: its publication is denied (counted).
+            #expect(try await Self.http("PUT", http, "/api/v1/acl", body: "user first\ntopic read #\n").status == 204)
+            #expect(try String(contentsOfFile: dir + "/acl", encoding: .utf8) == "user first\ntopic read #\n")
+            let denied = broker.counters.publishDenied
+            _ = try await run(mosquittoPub, ["-p", "\(port)", "-V", "5", "-u", "first", "-P", "one", "-t", "t/1", "-m", "x", "-q", "1"])
+            try await waitFor(.seconds(10), "the publication to be denied by the new ACL") { broker.counters.publishDenied > denied ? true : nil }
+        }
     }
 }

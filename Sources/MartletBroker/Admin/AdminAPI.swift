@@ -1,8 +1,10 @@
 import Foundation
 import MartletAuth
 import MartletMQTT
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 
 extension MQTTBroker {
     /// Method and path (below `/api/v1`) of every admin API route.
@@ -42,11 +44,17 @@ final class AdminAPI: Sendable {
     private let routers: [Router]
     private let core: BrokerCore
     private let boundAddresses: @Sendable () -> [SocketAddress?]
+    /// Applies the password file and ACL as a SIGHUP would.
+    private let reloadSecurity: @Sendable () throws -> Void
+    /// One change to the password file or ACL at a time.
+    private let fileLock = NIOLock()
 
-    init(routers: [Router], core: BrokerCore, boundAddresses: @escaping @Sendable () -> [SocketAddress?]) {
+    init(routers: [Router], core: BrokerCore, boundAddresses: @escaping @Sendable () -> [SocketAddress?],
+         reloadSecurity: @escaping @Sendable () throws -> Void = {}) {
         self.routers = routers
         self.core = core
         self.boundAddresses = boundAddresses
+        self.reloadSecurity = reloadSecurity
     }
 
     /// Method and path template of every route (`{id}`: one path segment).
@@ -57,10 +65,12 @@ final class AdminAPI: Sendable {
         ("GET", "/topics/retained"), ("DELETE", "/topics/retained"),
         ("POST", "/publish"),
         ("GET", "/stats"), ("GET", "/listeners"),
+        ("GET", "/users"), ("POST", "/users"), ("DELETE", "/users/{id}"),
+        ("GET", "/acl"), ("PUT", "/acl"),
     ]
 
     func handle(_ request: AdminRequest, on loop: any EventLoop) -> EventLoopFuture<AdminResponse> {
-        let route = request.segments.count == 2 && ["clients", "sessions"].contains(request.segments[0])
+        let route = request.segments.count == 2 && ["clients", "sessions", "users"].contains(request.segments[0])
             ? [request.segments[0], "{id}"] : request.segments
         let id = route.last == "{id}" ? request.segments[1] : ""
         switch (request.method, route) {
@@ -107,6 +117,11 @@ final class AdminAPI: Sendable {
             return loop.makeSucceededFuture(stats())
         case (.GET, ["listeners"]):
             return loop.makeSucceededFuture(listeners())
+        case (.GET, ["users"]), (.POST, ["users"]), (.DELETE, ["users", "{id}"]), (.GET, ["acl"]), (.PUT, ["acl"]):
+            // File work (and deriving a password's key) off the event loop.
+            return NIOThreadPool.singleton.runIfActive(eventLoop: loop) { [self] in
+                fileLock.withLock { securityFiles(request.method, route.first!, id: id, body: request.body) }
+            }
         default:
             let known = Self.routes.contains { route in Self.matches(route.path, request.segments) }
             return loop.makeSucceededFuture(known
@@ -225,6 +240,57 @@ final class AdminAPI: Sendable {
                           allowAnonymous: l.allowAnonymous, maxConnections: l.maximumConnections)
         }
         return .json(items)
+    }
+
+    /// Users of `password_file` and the ACL of `acl_file`, changed at run time: the file is
+    /// rewritten atomically (a temporary file renamed over it), then loaded as SIGHUP would, so
+    /// the files stay the source of truth.
+    private func securityFiles(_ method: HTTPMethod, _ resource: String, id: String, body: ByteBuffer?) -> AdminResponse {
+        let configuration = core.live.withLockedValue { $0 }
+        let text = body.map { String(decoding: $0.readableBytesView, as: UTF8.self) } ?? ""
+        do {
+            switch (method, resource) {
+            case (.GET, "acl"):
+                guard let path = configuration.aclFile else { return .error(.conflict, "no acl_file is configured") }
+                return .json(["acl": try ConfigurationError.readTextFile(path, key: "acl_file")])
+            case (.PUT, "acl"):
+                guard let path = configuration.aclFile else { return .error(.conflict, "no acl_file is configured") }
+                do {
+                    _ = try AccessControlList(parsing: text, source: "request")
+                } catch {
+                    return .error(.badRequest, "\(error)")
+                }
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                try reloadSecurity()
+                return .noContent
+            default:
+                break
+            }
+            guard let path = configuration.passwordFile else { return .error(.conflict, "no password_file is configured") }
+            var file = try PasswordFile(parsing: ConfigurationError.readTextFile(path, key: "password_file"), source: path)
+            switch method {
+            case .GET:
+                return .json(file.order)
+            case .POST:
+                guard let user = try? JSONDecoder().decode(AdminUser.self, from: Data(text.utf8)),
+                      !user.username.isEmpty, !user.username.contains(":"), !user.password.isEmpty else {
+                    return .error(.badRequest, "expected JSON {\"username\": …, \"password\": …} (no ':' in the user name)")
+                }
+                let existed = file.entries[user.username] != nil
+                file.set(user: user.username, password: user.password)
+                try file.rendered.write(toFile: path, atomically: true, encoding: .utf8)
+                try reloadSecurity()
+                return .json(["username": user.username], existed ? .ok : .created)
+            default:
+                guard file.entries[id] != nil else { return .error(.notFound, "no user \(id) in the password file") }
+                file.remove(user: id)
+                try file.rendered.write(toFile: path, atomically: true, encoding: .utf8)
+                try reloadSecurity()
+                return .noContent
+            }
+        } catch {
+            return .error(.internalServerError, "\(error)")
+        }
     }
 
     // MARK: Helpers

@@ -91,3 +91,8 @@ struct AdminPage<Item: Codable & Sendable>: Codable, Sendable {
 struct AdminError: Codable, Sendable {
     var error: String
 }
+
+struct AdminUser: Codable, Sendable {
+    var username: String
+    var password: String
+}

@@ -93,6 +93,24 @@ extension AdminAPI {
         },
         "/listeners": {
           "get": {"summary": "Listeners, their settings and bound addresses", "responses": {"200": {"description": "a list of Listener"}}}
+        },
+        "/users": {
+          "get": {"summary": "The user names of password_file", "responses": {"200": {"description": "a list of names"}, "409": {"description": "no password_file"}}},
+          "post": {"summary": "Add a user or change a password (written to password_file, applied as SIGHUP would)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["username", "password"],
+              "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}}}},
+            "responses": {"201": {"description": "added"}, "200": {"description": "password changed"}, "400": {"description": "bad JSON"},
+              "409": {"description": "no password_file"}}}
+        },
+        "/users/{id}": {
+          "delete": {"summary": "Remove a user from password_file", "parameters": [{"$ref": "#/components/parameters/id"}],
+            "responses": {"204": {"description": "removed"}, "404": {"description": "no such user"}, "409": {"description": "no password_file"}}}
+        },
+        "/acl": {
+          "get": {"summary": "The text of acl_file", "responses": {"200": {"description": "{\"acl\": text}"}, "409": {"description": "no acl_file"}}},
+          "put": {"summary": "Replace acl_file (mosquitto's format; checked, written, applied as SIGHUP would)",
+            "requestBody": {"required": true, "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "responses": {"204": {"description": "replaced"}, "400": {"description": "the ACL does not parse"}, "409": {"description": "no acl_file"}}}
         }
       }
     }
