@@ -228,4 +228,43 @@ import MartletTestSupport
             try await waitFor(.seconds(10), "the publication to be denied by the new ACL") { broker.counters.publishDenied > denied ? true : nil }
         }
     }
+
+    @Test("martlet admin against a running broker: clients as a table and as JSON, stats, kick, users, retained; a wrong token exits 1 with the API's error, an unreachable endpoint 2")
+    func adminCommand() async throws {
+        let dir = scratchPath("admin-cli")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try PasswordFile().rendered.write(toFile: dir + "/passwords", atomically: true, encoding: .utf8)
+        let tokens = dir + "/tokens"
+        try "\(Self.token)\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+        try await withBroker({
+            $0.metrics = .init(host: "127.0.0.1", port: 0)
+            $0.adminTokenFile = tokens
+            $0.passwordFile = dir + "/passwords"
+        }) { broker, port in
+            let url = "http://127.0.0.1:\(broker.metricsAddress!.port!)"
+            func admin(_ args: [String], token: [String]? = nil) async throws -> ProcessResult {
+                try await run(CLITests.martlet, ["admin"] + args + ["--url", url] + (token ?? ["--token-file", tokens]))
+            }
+            let watcher = try await MQTTClient.connect(.init(port: port, clientID: "watcher"))
+            try await watcher.subscribe("w/#")
+            let table = try await admin(["clients"])
+            #expect(table.status == 0 && table.stdout.contains("watcher") && table.stdout.contains("connected") && table.stdout.contains("127.0.0.1:"), "\(table.stdout)\(table.stderr)")
+            let json = try await admin(["clients", "--json"])
+            let page = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+            #expect(page?["total"] as? Int == 1)
+            #expect(try await admin(["stats"]).stdout.contains("connections_accepted_total"))
+            #expect(try await admin(["user", "add", "carol", "pw"]).status == 0)
+            #expect(try await admin(["user", "list"]).stdout == "carol\n")
+            #expect(try await admin(["retained"]).status == 0)
+            let kicked = try await admin(["kick", "watcher"])
+            #expect(kicked.status == 0 && kicked.stdout.contains("disconnected watcher"))
+            await watcher.waitUntilClosed()
+            let again = try await admin(["kick", "watcher"])
+            #expect(again.status == 1 && again.stderr.contains("404"))
+            let wrong = try await admin(["clients"], token: [])
+            #expect(wrong.status != 0 && wrong.stderr.contains("MARTLET_ADMIN_TOKEN"))
+            let unreachable = try await run(CLITests.martlet, ["admin", "clients", "--url", "http://127.0.0.1:1", "--token-file", tokens])
+            #expect(unreachable.status == 2 && unreachable.stderr.contains("cannot reach"))
+        }
+    }
 }

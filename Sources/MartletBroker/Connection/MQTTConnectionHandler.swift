@@ -328,7 +328,10 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         let listener = machine.listener
         let secure = listener.tls != nil
         return ConnectionDetails(
-            remoteAddress: (proxiedSource ?? context?.channel.remoteAddress).map { "\($0)" },
+            remoteAddress: (proxiedSource ?? context?.channel.remoteAddress).map { a in
+                guard let ip = a.ipAddress, let port = a.port else { return "\(a)" }
+                return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+            },
             listener: "\(listener.host):\(listener.port)",
             transport: listener.webSocket ? (secure ? "wss" : "ws") : (secure ? "tls" : "tcp"),
             connectedAt: acceptedAt, keepAlive: machine.keepAliveSeconds)
