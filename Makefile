@@ -18,7 +18,7 @@ FUZZ_SECONDS ?= 60
 # Node and, bundled by esbuild with node-buffer, node-process and node-url, in headless chromium
 # for the WebSocket tests.
 DEB_PACKAGES := libssl-dev libsqlite3-dev sqlite3 haproxy mosquitto mosquitto-clients python3-paho-mqtt iproute2 \
-	node-mqtt node-buffer node-process node-url esbuild chromium
+	node-mqtt node-buffer node-process node-url node-ws esbuild chromium
 
 .PHONY: all deps build build-release run test unit-tests fuzz benchmarks benchmark-check bench clean
 

@@ -267,4 +267,39 @@ import MartletTestSupport
             #expect(unreachable.status == 2 && unreachable.stderr.contains("cannot reach"))
         }
     }
+
+    @Test("The dashboard in headless Chromium: the page opens with the token, lists the test's mosquitto_sub client, draws its charts, and its Disconnect button drops the client (DISCONNECT 0x98) with no script error; a screenshot is taken")
+    func dashboardInChromium() async throws {
+        try await withAdmin { broker, port, http in
+            let sub = try ChildProcess(mosquittoSub, ["-d", "-p", "\(port)", "-V", "5", "-i", "dash-client", "-t", "d/#", "-W", "60"])
+            defer { sub.kill() }
+            try await waitForSubscriptions(broker, 1)
+            let page = try await Self.http("GET", http, "/", token: nil)
+            #expect(page.status == 200 && page.body.contains("<title>Martlet</title>"))
+            let devtools = randomTestPort()
+            let profile = scratchPath("chromium-profile")
+            let browser = try ChildProcess(BrowserTests.chromium, [
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+                "--user-data-dir=\(profile)", "--remote-debugging-port=\(devtools)", "about:blank",
+            ])
+            defer { browser.kill() }
+            let screenshot = scratchPath("dashboard", suffix: ".png")
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("browser/dashboard.js").path
+            let node = try ChildProcess("/usr/bin/env", [
+                "NODE_PATH=/usr/share/nodejs", "node", script, "\(devtools)", "http://127.0.0.1:\(http)/#token=\(Self.token)", "dash-client", screenshot,
+            ])
+            let result = try await node.finish(timeout: .seconds(60))
+            #expect(result.status == 0, "\(result.stdout) \(result.stderr)")
+            let seen = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] ?? [:]
+            #expect((seen["points"] as? [Int])?.count == 4, "four charts with points")
+            #expect(seen["errors"] as? String == "" && (seen["consoleErrors"] as? [Any])?.isEmpty == true, "\(seen)")
+            #expect((seen["status"] as? String)?.hasPrefix("live") == true)
+            let out = try await sub.finish(timeout: .seconds(10))
+            #expect(out.stdout.contains("Received DISCONNECT (152)") || out.stderr.contains("Received DISCONNECT (152)"))
+            let png = try Data(contentsOf: URL(fileURLWithPath: screenshot))
+            #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 10_000, "a screenshot of the page (\(png.count) bytes)")
+            browser.kill(signal: SIGTERM)
+            _ = try await browser.finish(timeout: .seconds(20))
+        }
+    }
 }

@@ -235,7 +235,7 @@ final class AdminAPI: Sendable {
         let configured = core.live.withLockedValue { $0.listeners }
         let bound = boundAddresses()
         let items = configured.enumerated().map { i, l in
-            AdminListener(host: l.host, port: l.port, bound: i < bound.count ? bound[i].map { "\($0)" } : nil,
+            AdminListener(host: l.host, port: l.port, bound: i < bound.count ? bound[i]?.adminDescription : nil,
                           tls: l.tls != nil, websocket: l.webSocket, proxyProtocol: l.proxyProtocol,
                           allowAnonymous: l.allowAnonymous, maxConnections: l.maximumConnections)
         }

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// What the admin API (`/api/v1/…`) answers with, as JSON.
 
 /// A client id's session: connected or not, what it holds and what it lost.
@@ -95,4 +97,12 @@ struct AdminError: Codable, Sendable {
 struct AdminUser: Codable, Sendable {
     var username: String
     var password: String
+}
+
+extension SocketAddress {
+    /// `127.0.0.1:1883`, `[::1]:1883`.
+    var adminDescription: String {
+        guard let ip = ipAddress, let port else { return "\(self)" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
 }

@@ -328,10 +328,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         let listener = machine.listener
         let secure = listener.tls != nil
         return ConnectionDetails(
-            remoteAddress: (proxiedSource ?? context?.channel.remoteAddress).map { a in
-                guard let ip = a.ipAddress, let port = a.port else { return "\(a)" }
-                return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
-            },
+            remoteAddress: (proxiedSource ?? context?.channel.remoteAddress)?.adminDescription,
             listener: "\(listener.host):\(listener.port)",
             transport: listener.webSocket ? (secure ? "wss" : "ws") : (secure ? "tls" : "tcp"),
             connectedAt: acceptedAt, keepAlive: machine.keepAliveSeconds)

@@ -128,6 +128,12 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
             switch (head.method, path) {
             case (.GET, "/metrics"):
                 respond(context, head, .ok, "text/plain; version=0.0.4; charset=utf-8", exporter.render(snapshot()) + MetricsExporter.render(groups()) + store())
+            case (.GET, "/"):
+                if admin != nil, tokens() != nil {
+                    respond(context, head, .ok, "text/html; charset=utf-8", Array(AdminAPI.dashboardPage.utf8))
+                } else {
+                    respond(context, head, .notFound, "text/plain; charset=utf-8", Array("the dashboard needs admin_token_file\n".utf8))
+                }
             case (.GET, "/healthz"):
                 respond(context, head, .ok, "text/plain; charset=utf-8", Array("ok\n".utf8))
             case (.GET, _):
