@@ -1,6 +1,8 @@
 import Foundation
 import MartletAuth
+import MartletBridge
 import MartletBroker
+import Logging
 import MartletClient
 import MartletMQTT
 import NIOCore
@@ -300,6 +302,30 @@ import MartletTestSupport
             #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 10_000, "a screenshot of the page (\(png.count) bytes)")
             browser.kill(signal: SIGTERM)
             _ = try await browser.finish(timeout: .seconds(20))
+        }
+    }
+
+    @Test("config/grafana-dashboard.json and config/prometheus-alerts.yaml use only metric names /metrics exports (with a bridge running)")
+    func grafanaAndAlertsUseRealMetrics() async throws {
+        let root = DaemonTests.root.appendingPathComponent("config")
+        let dashboard = try String(contentsOf: root.appendingPathComponent("grafana-dashboard.json"), encoding: .utf8)
+        #expect(try JSONSerialization.jsonObject(with: Data(dashboard.utf8)) is [String: Any])
+        let alerts = try String(contentsOf: root.appendingPathComponent("prometheus-alerts.yaml"), encoding: .utf8)
+        let used = Set((dashboard + alerts).matches(of: /martlet_[a-z_]+/).map { String($0.output) })
+        #expect(used.count >= 20)
+        try await withAdmin { broker, _, http in
+            let manager = BridgeManager(broker: broker, logger: Logger(label: "test"))
+            var bridge = BridgeConfiguration(name: "b", host: "127.0.0.1", port: randomTestPort())
+            bridge.topics = [.init(filter: "#", direction: .out)]
+            await manager.apply([bridge])
+            let exported = try await waitFor(.seconds(10), "the bridge's metrics") { () -> Set<String>? in
+                let text = try await run(debianPython, ["-c", "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())",
+                                                        "http://127.0.0.1:\(http)/metrics"]).stdout
+                let names = Set(text.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { $0.split(whereSeparator: { $0 == "{" || $0 == " " }).first.map(String.init) })
+                return names.contains("martlet_bridge_connected") ? names : nil
+            }
+            for name in used.sorted() { #expect(exported.contains(name), "\(name) is not exported") }
+            await manager.shutdown()
         }
     }
 }
