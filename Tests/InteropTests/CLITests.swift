@@ -78,11 +78,11 @@ import MartletTestSupport
             ws.webSocket = true
             $0.listeners = [ws]
         }) { broker, port in
-            let sub = try ChildProcess(Self.martlet, ["sub", "--ws", "-p", "\(port)", "-t", "cli/ws", "-q", "1", "-C", "1", "-W", "10"])
+            let sub = try ChildProcess(Self.martlet, ["sub", "--ws", "-p", "\(port)", "-t", "cli/ws", "-q", "1", "-C", "1", "-W", "30"])
             try await waitForSubscriptions(broker, 1)
             let pub = try await run(Self.martlet, ["pub", "-L", "ws://127.0.0.1:\(port)/mqtt/cli/ws", "-q", "1", "-m", "over websocket"])
             #expect(pub.status == 0, "\(pub.stderr)")
-            let got = try await sub.finish()
+            let got = try await sub.finish(timeout: .seconds(40))
             #expect(got.stdout == "over websocket\n", "\(got.stderr)")
         }
     }
@@ -94,14 +94,14 @@ import MartletTestSupport
         try String(repeating: "0123456789abcdef", count: 6_400).write(toFile: big, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: big) }
         try await withMosquitto(port: port, webSocketPort: ws) { subscribed in
-            let sub = try ChildProcess(Self.martlet, ["sub", "--ws", "-p", "\(ws)", "-t", "cli/#", "-q", "2", "-C", "2", "-W", "10", "-F", "%t %l"])
+            let sub = try ChildProcess(Self.martlet, ["sub", "--ws", "-p", "\(ws)", "-t", "cli/#", "-q", "2", "-C", "2", "-W", "30", "-F", "%t %l"])
             try await subscribed(1)
             let small = try await run(Self.martlet, ["pub", "-L", "ws://127.0.0.1:\(ws)/mqtt/cli/small", "-q", "1", "-m", "over websocket"])
             #expect(small.status == 0, "\(small.stderr)")
             let large = try await run(Self.martlet, ["pub", "--ws", "-p", "\(ws)", "-t", "cli/large", "-q", "2", "-f", big])
             #expect(large.status == 0, "\(large.stderr)")
-            let got = try await sub.finish()
-            #expect(got.stdout == "cli/small 14\ncli/large 102400\n", "\(got.stderr)")
+            let got = try await sub.finish(timeout: .seconds(40))
+            #expect(got.stdout == "cli/small 14\ncli/large 102400\n", "\(got.stdout) \(got.stderr)")
         }
     }
 
