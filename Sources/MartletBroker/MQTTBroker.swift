@@ -126,7 +126,10 @@ public final class MQTTBroker: Sendable {
             if let metrics = configuration.metrics {
                 let channel = try await bindMetrics(metrics)
                 metricsChannel.withLockedValue { $0 = channel }
-                core.logger.info("metrics endpoint", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "paths": "/metrics /healthz"])
+                core.logger.info("metrics endpoint", metadata: [
+                    "address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "tls": "\(metrics.tls != nil)",
+                    "paths": configuration.adminTokenFile == nil ? "/metrics /healthz" : "/metrics /healthz /api/v1/ / (dashboard)",
+                ])
             }
         } catch {
             try? await shutdown()
@@ -312,10 +315,16 @@ public final class MQTTBroker: Sendable {
             routers: routers, core: core, boundAddresses: { serverChannels.withLockedValue { $0.map { $0.first?.localAddress } } },
             reloadSecurity: { [self] in try self.reloadSecurity() })
         let security = core.security
+        let tls = try metrics.tls.map { configuration -> TLSContext in
+            var http = configuration
+            http.applicationProtocols = ["http/1.1"]
+            return try TLSContext(configuration: http, role: .server)
+        }
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, handshakeTimeout: .seconds(10))) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(
                         exporter: exporter, snapshot: { counters.snapshot }, groups: { shared.statistics() },

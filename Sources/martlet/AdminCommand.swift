@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import MartletTLS
 
 /// `martlet admin …`: the broker's admin API (`/api/v1/`) from the shell — a table for people,
 /// `--json` for scripts.
@@ -20,7 +21,9 @@ struct AdminCommand: AsyncParsableCommand {
     )
 
     struct Options: ParsableArguments {
-        @Option(help: "The metrics endpoint of martletd.") var url = "http://127.0.0.1:9883"
+        @Option(help: "The metrics endpoint of martletd (https:// when it has tls).") var url = "http://127.0.0.1:9883"
+        @Option(help: "CA file to verify an https endpoint (default: the system's).") var cafile: String?
+        @Flag(help: "Do not verify an https endpoint's certificate.") var insecure = false
         @Option(help: "A file whose first line is an admin token (default: $MARTLET_ADMIN_TOKEN).") var tokenFile: String?
         @Flag(help: "Print the API's JSON as it is.") var json = false
 
@@ -41,7 +44,8 @@ struct AdminCommand: AsyncParsableCommand {
         func call(_ method: HTTPMethod, _ path: String, body: String? = nil) async throws -> Data {
             let response: AdminHTTP.Response
             do {
-                response = try await AdminHTTP.request(method, url: url, path: "/api/v1" + path, token: try token(), body: body)
+                response = try await AdminHTTP.request(method, url: url, path: "/api/v1" + path, token: try token(), body: body,
+                                                       cafile: cafile, insecure: insecure)
             } catch let error as ValidationError {
                 throw error
             } catch {
@@ -231,11 +235,20 @@ enum AdminHTTP {
         text.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? text
     }
 
-    static func request(_ method: HTTPMethod, url: String, path: String, token: String, body: String?) async throws -> Response {
-        guard let parsed = URLComponents(string: url), parsed.scheme == "http", let host = parsed.host else {
-            throw ValidationError("--url must be http://host:port (got \(url))")
+    static func request(_ method: HTTPMethod, url: String, path: String, token: String, body: String?,
+                        cafile: String? = nil, insecure: Bool = false) async throws -> Response {
+        guard let parsed = URLComponents(string: url), parsed.scheme == "http" || parsed.scheme == "https", let host = parsed.host else {
+            throw ValidationError("--url must be http://host:port or https://host:port (got \(url))")
         }
-        let port = parsed.port ?? 80
+        let secure = parsed.scheme == "https"
+        let port = parsed.port ?? (secure ? 443 : 80)
+        var tls: TLSContext?
+        if secure {
+            var configuration = TLSConfiguration.client(caFile: cafile, serverName: host)
+            configuration.applicationProtocols = []
+            if insecure { configuration.peerVerification = .none }
+            tls = try TLSContext.client(configuration)
+        }
         let collector = ResponseCollector()
         let channel: any Channel
         do {
@@ -243,6 +256,7 @@ enum AdminHTTP {
                 .connectTimeout(.seconds(5))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls { try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, serverName: host)) }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(collector)
                     }

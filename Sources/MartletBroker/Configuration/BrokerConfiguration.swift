@@ -143,9 +143,13 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public struct MetricsListener: Sendable, Hashable {
         public var host: String
         public var port: Int
-        public init(host: String = "127.0.0.1", port: Int = 9883) {
+        /// `tls`: serve /metrics, the admin API and the dashboard over HTTPS (the keys of a
+        /// listener's `tls`); nil: plain HTTP.
+        public var tls: TLSConfiguration?
+        public init(host: String = "127.0.0.1", port: Int = 9883, tls: TLSConfiguration? = nil) {
             self.host = host
             self.port = port
+            self.tls = tls
         }
     }
     /// `sys_interval_s`: how often `$SYS/broker/...` topics are published (retained); 0 = never.

@@ -328,6 +328,8 @@ public enum ConfigurationLoader {
                     throw ConfigurationError(source: source, key: "metrics.port", line: v.mark.map { $0.line }, message: "expected a port in 0...65535, got \(describe(v))")
                 }
                 listener.port = port
+            case "tls":
+                listener.tls = try tlsSettings(v, key: "metrics.tls", source: source)
             default:
                 throw ConfigurationError(source: source, key: "metrics.\(name)", line: k.mark.map { $0.line }, message: "unknown key")
             }
