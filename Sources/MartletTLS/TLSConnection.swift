@@ -177,6 +177,12 @@ package final class TLSConnection {
 
     var sessionReused: Bool { SSL_session_reused(ssl) == 1 }
 
+    /// The negotiated cipher suite (OpenSSL's name), once the handshake is done.
+    var cipherName: String? {
+        guard let cipher = SSL_get_current_cipher(ssl), let name = SSL_CIPHER_get_name(cipher) else { return nil }
+        return String(cString: name)
+    }
+
     /// Details of the verified peer certificate, if the peer sent one.
     var peerCertificate: PeerCertificate? {
         guard let cert = CMartletOpenSSL_SSL_get_peer_certificate(ssl) else { return nil }

@@ -44,6 +44,11 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public private(set) var applicationProtocol: String?
     public private(set) var protocolVersion: String?
     public private(set) var sessionReused = false
+    /// The negotiated cipher suite, read when asked (nothing stored per connection).
+    public var cipherName: String? {
+        guard case .active = state else { return nil }
+        return connection?.cipherName
+    }
     /// Bytes of ciphertext buffer the connection holds between reads and writes (what an
     /// idle connection keeps of earlier traffic: nothing).
     public var bufferedCapacity: Int { connection?.bufferedCapacity ?? 0 }

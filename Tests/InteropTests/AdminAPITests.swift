@@ -222,9 +222,13 @@ import MartletTestSupport
 
             #expect(try await Self.http("PUT", http, "/api/v1/acl", body: "user first\ntopic sideways #\n").status == 400)
             #expect(try await Self.http("GET", http, "/api/v1/acl").object["acl"] as? String == "user first\ntopic readwrite #\n")
-            // first may now only read: its publication is denied (counted).
-            #expect(try await Self.http("PUT", http, "/api/v1/acl", body: "user first\ntopic read #\n").status == 204)
-            #expect(try String(contentsOfFile: dir + "/acl", encoding: .utf8) == "user first\ntopic read #\n")
+            // POST /publish as admin_user ("admin"), whom the ACL names nowhere yet.
+            #expect(try await Self.http("POST", http, "/api/v1/publish", body: #"{"topic": "news/x"}"#).status == 403)
+            // The new ACL: first may only read (its publication is denied, counted); admin may write news/#.
+            #expect(try await Self.http("PUT", http, "/api/v1/acl", body: "user first\ntopic read #\nuser admin\ntopic write news/#\n").status == 204)
+            #expect(try String(contentsOfFile: dir + "/acl", encoding: .utf8) == "user first\ntopic read #\nuser admin\ntopic write news/#\n")
+            #expect(try await Self.http("POST", http, "/api/v1/publish", body: #"{"topic": "news/x"}"#).status == 204)
+            #expect(try await Self.http("POST", http, "/api/v1/publish", body: #"{"topic": "other/x"}"#).status == 403)
             let denied = broker.counters.publishDenied
             _ = try await run(mosquittoPub, ["-p", "\(port)", "-V", "5", "-u", "first", "-P", "one", "-t", "t/1", "-m", "x", "-q", "1"])
             try await waitFor(.seconds(10), "the publication to be denied by the new ACL") { broker.counters.publishDenied > denied ? true : nil }
@@ -337,8 +341,12 @@ import MartletTestSupport
         try await withBroker({
             $0.metrics = .init(host: "127.0.0.1", port: 0, tls: certs.server())
             $0.adminTokenFile = tokens
-        }) { broker, _ in
+            $0.listeners = [.init(host: "127.0.0.1", port: 0, tls: certs.server())]
+        }) { broker, mqtt in
             let port = broker.metricsAddress!.port!
+            var tlsClient = MQTTClientConfiguration(port: mqtt, clientID: "secure")
+            tlsClient.tls = .client(caFile: certs.ca, serverName: "localhost")
+            let secure = try await MQTTClient.connect(tlsClient)
             let fetch = """
                 import ssl, sys, urllib.request
                 context = ssl.create_default_context(cafile=sys.argv[2])
@@ -346,7 +354,10 @@ import MartletTestSupport
                 print(urllib.request.urlopen(request, context=context, timeout=10).read().decode())
                 """
             let clients = try await run(debianPython, ["-c", fetch, "https://localhost:\(port)/api/v1/clients", certs.ca, Self.token])
-            #expect(clients.status == 0 && clients.stdout.contains("\"total\":0"), "\(clients.stdout) \(clients.stderr)")
+            let listed = (try? JSONSerialization.jsonObject(with: Data(clients.stdout.utf8)) as? [String: Any])?["items"] as? [[String: Any]] ?? []
+            #expect(listed.first?["transport"] as? String == "tls" && listed.first?["tls_version"] as? String == "TLSv1.3", "\(clients.stdout) \(clients.stderr)")
+            #expect((listed.first?["tls_cipher"] as? String)?.hasPrefix("TLS_") == true)
+            try await secure.disconnect()
             let page = try await run(debianPython, ["-c", fetch, "https://localhost:\(port)/", certs.ca, Self.token])
             #expect(page.stdout.contains("<title>Martlet</title>"))
             let cli = try await run(CLITests.martlet, ["admin", "stats", "--url", "https://localhost:\(port)", "--cafile", certs.ca, "--token-file", tokens])

@@ -203,6 +203,11 @@ final class AdminAPI: Sendable {
         guard let qos = QoS(rawValue: UInt8(clamping: request.qos ?? 0)), (0...2).contains(request.qos ?? 0) else {
             return loop.makeSucceededFuture(.error(.badRequest, "qos is 0, 1 or 2"))
         }
+        // The ACL decides for the admin identity (`admin_user`), as for a client of that name.
+        let user = core.live.withLockedValue { $0.adminUser }
+        if let acl = core.security.withLockedValue({ $0.acl }), !acl.allows(.write, request.topic, username: user, clientID: "$admin") {
+            return loop.makeSucceededFuture(.error(.forbidden, "the ACL does not let \(user) (admin_user) publish to \(request.topic)"))
+        }
         return publish(Message(topic: request.topic, payload: ByteBuffer(string: request.payload ?? ""), qos: qos,
                                retain: request.retain ?? false), on: loop)
     }

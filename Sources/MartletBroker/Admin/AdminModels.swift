@@ -12,6 +12,9 @@ public struct AdminClient: Codable, Sendable, Hashable {
     public var listener: String?
     /// tcp, tls, ws or wss.
     public var transport: String?
+    /// TLS protocol version and cipher suite (TLS and wss connections).
+    public var tlsVersion: String?
+    public var tlsCipher: String?
     /// Seconds since the epoch.
     public var connectedAt: Int?
     public var keepAlive: Int?
@@ -35,6 +38,7 @@ public struct AdminClient: Codable, Sendable, Hashable {
         case id, username, connected, listener, transport, subscriptions, inflight, dropped, lagging, stalled
         case protocolVersion = "protocol", remoteAddress = "remote_address", connectedAt = "connected_at"
         case keepAlive = "keepalive_s", sessionExpiry = "session_expiry_s", queuedMessages = "queued_messages"
+        case tlsVersion = "tls_version", tlsCipher = "tls_cipher"
         case queuedBytes = "queued_bytes", droppedTotal = "dropped_total", subscriptionList = "subscription_list"
     }
 }

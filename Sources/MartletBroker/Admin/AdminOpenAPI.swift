@@ -14,6 +14,7 @@ extension AdminAPI {
             "id": {"type": "string"}, "username": {"type": "string"}, "protocol": {"type": "string"},
             "connected": {"type": "boolean"}, "remote_address": {"type": "string"}, "listener": {"type": "string"},
             "transport": {"type": "string", "enum": ["tcp", "tls", "ws", "wss"]}, "connected_at": {"type": "integer"},
+            "tls_version": {"type": "string"}, "tls_cipher": {"type": "string"},
             "keepalive_s": {"type": "integer"}, "session_expiry_s": {"type": "integer"}, "subscriptions": {"type": "integer"},
             "queued_messages": {"type": "integer"}, "queued_bytes": {"type": "integer"}, "inflight": {"type": "integer"},
             "dropped": {"type": "object", "additionalProperties": {"type": "integer"}}, "dropped_total": {"type": "integer"},
@@ -82,11 +83,12 @@ extension AdminAPI {
             "responses": {"204": {"description": "deleted"}, "400": {"description": "bad topic"}, "404": {"description": "nothing retained there"}}}
         },
         "/publish": {
-          "post": {"summary": "Publish as the broker",
+          "post": {"summary": "Publish as the broker, as far as the ACL lets admin_user",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["topic"],
               "properties": {"topic": {"type": "string"}, "payload": {"type": "string"}, "qos": {"type": "integer", "enum": [0, 1, 2]},
                 "retain": {"type": "boolean"}}}}}},
-            "responses": {"204": {"description": "published"}, "400": {"description": "bad JSON, topic or QoS"}}}
+            "responses": {"204": {"description": "published"}, "400": {"description": "bad JSON, topic or QoS"},
+              "403": {"description": "the ACL does not let admin_user publish there"}}}
         },
         "/stats": {
           "get": {"summary": "Every figure of /metrics as JSON (labelled ones as objects)", "responses": {"200": {"description": "figures"}}}

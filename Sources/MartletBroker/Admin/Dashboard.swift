@@ -146,7 +146,8 @@ extension AdminAPI {
         row.dataset.client = c.id;
         cell(row, c.id); cell(row, c.username);
         cell(row, c.connected ? (c.stalled ? "stalled" : c.lagging ? "lagging" : "connected") : "offline");
-        cell(row, c.remote_address); cell(row, c.protocol); cell(row, c.subscriptions, "num");
+        cell(row, c.remote_address); cell(row, c.protocol + " over " + (c.tls_version ? c.transport + " " + c.tls_version : (c.transport || "?")));
+        cell(row, c.subscriptions, "num");
         cell(row, c.queued_bytes, "num"); cell(row, c.inflight, "num"); cell(row, c.dropped_total, "num");
         const td = row.insertCell();
         if (c.connected) {

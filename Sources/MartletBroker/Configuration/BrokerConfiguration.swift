@@ -105,6 +105,9 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// `admin_token_file`: bearer tokens (one per line) of the admin API served under
     /// `/api/v1/` on the `metrics` endpoint; nil: the API is off.
     public var adminTokenFile: String?
+    /// `admin_user`: the identity the ACL checks for `POST /api/v1/publish` (with an
+    /// `acl_file`; without one the API publishes anywhere but `$SYS`).
+    public var adminUser: String = "admin"
 
     /// `bridges:` — links to other brokers (run by `MartletBridge`, started by the daemon).
     public var bridges: [BridgeConfiguration] = []

@@ -169,6 +169,11 @@ public enum ConfigurationLoader {
             c.broker.aclFile = text
             return true
         },
+        Setting(key: "admin_user", expected: "a user name") { text, c in
+            guard !text.isEmpty else { return false }
+            c.broker.adminUser = text
+            return true
+        },
         Setting(key: "admin_token_file", expected: "a file path") { text, c in
             guard !text.isEmpty else { return false }
             c.broker.adminTokenFile = text

@@ -331,7 +331,14 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
             remoteAddress: (proxiedSource ?? context?.channel.remoteAddress)?.adminDescription,
             listener: "\(listener.host):\(listener.port)",
             transport: listener.webSocket ? (secure ? "wss" : "ws") : (secure ? "tls" : "tcp"),
-            connectedAt: acceptedAt, keepAlive: machine.keepAliveSeconds)
+            connectedAt: acceptedAt, keepAlive: machine.keepAliveSeconds,
+            tlsVersion: secure ? tls?.protocolVersion : nil, tlsCipher: secure ? tls?.cipherName : nil)
+    }
+
+    /// This connection's TLS handler, looked up when the admin API asks.
+    private var tls: TLSHandler? {
+        guard let context else { return nil }
+        return try? context.pipeline.syncOperations.handler(type: TLSHandler.self)
     }
 
     func sessionRefused() {

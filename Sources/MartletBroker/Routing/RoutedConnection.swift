@@ -48,6 +48,9 @@ struct ConnectionDetails: Sendable {
     var connectedAt: Int
     /// The keepalive in force, in seconds (nil: none).
     var keepAlive: Int?
+    /// TLS: the protocol version and cipher suite negotiated.
+    var tlsVersion: String?
+    var tlsCipher: String?
 }
 
 /// A connection as the router holds it: usable only on the connection's event loop.

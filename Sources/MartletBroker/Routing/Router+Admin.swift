@@ -19,7 +19,8 @@ extension Router {
         return AdminClient(
             id: session.clientID, username: session.username, protocolVersion: "\(session.version)",
             connected: session.isOnline, remoteAddress: details?.remoteAddress, listener: details?.listener,
-            transport: details?.transport, connectedAt: details?.connectedAt, keepAlive: details?.keepAlive,
+            transport: details?.transport, tlsVersion: details?.tlsVersion, tlsCipher: details?.tlsCipher,
+            connectedAt: details?.connectedAt, keepAlive: details?.keepAlive,
             sessionExpiry: session.expiryInterval == Session.neverExpires ? nil : Int(session.expiryInterval),
             subscriptions: session.subscriptions.count, queuedMessages: session.outbox.count, queuedBytes: session.outbox.bytes,
             inflight: session.inflight.count, dropped: drops, droppedTotal: drops.values.reduce(0, +),
