@@ -23,9 +23,9 @@ public final class MQTTBroker: Sendable {
     private let routerByLoop: [ObjectIdentifier: Router]
     /// The listening sockets of each listener, in configuration order: one, or one per event
     /// loop with `listen_per_thread`.
-    private let serverChannels = NIOLockedValueBox<[[any Channel]]>([])
+    let serverChannels = NIOLockedValueBox<[[any Channel]]>([])
     private let metricsChannel = NIOLockedValueBox<(any Channel)?>(nil)
-    private let exporter = MetricsExporter()
+    let exporter = MetricsExporter()
     private let sysTask = NIOLockedValueBox<RepeatedTask?>(nil)
     private let startedAt = NIODeadline.now()
 
@@ -37,10 +37,10 @@ public final class MQTTBroker: Sendable {
     /// Open connections per listener, and the broker-wide connection-rate bucket.
     private let listenerConnections: [ConnectionGauge]
     /// The session store's writer (nil: no persistence).
-    private let storeWriter = NIOLockedValueBox<StoreWriter?>(nil)
+    let storeWriter = NIOLockedValueBox<StoreWriter?>(nil)
     private let rateLimiter: NIOLockedValueBox<TokenBucket?>
     /// Lines other parts of the daemon add to /metrics (the bridges').
-    private let metricsSources = NIOLockedValueBox<[@Sendable () -> [UInt8]]>([])
+    let metricsSources = NIOLockedValueBox<[@Sendable () -> [UInt8]]>([])
 
     public init(configuration: BrokerConfiguration, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "martlet")) {
         self.configuration = configuration
@@ -302,41 +302,6 @@ public final class MQTTBroker: Sendable {
                     countedOut = true
                 }
             }
-    }
-
-    private func bindMetrics(_ metrics: BrokerConfiguration.MetricsListener) async throws -> any Channel {
-        let exporter = self.exporter
-        let counters = core.counters
-        let shared = core.shared
-        let storeWriter = self.storeWriter
-        let sources = self.metricsSources
-        let serverChannels = self.serverChannels
-        let admin = AdminAPI(
-            routers: routers, core: core, boundAddresses: { serverChannels.withLockedValue { $0.map { $0.first?.localAddress } } },
-            reloadSecurity: { [self] in try self.reloadSecurity() })
-        let security = core.security
-        let tls = try metrics.tls.map { configuration -> TLSContext in
-            var http = configuration
-            http.applicationProtocols = ["http/1.1"]
-            return try TLSContext(configuration: http, role: .server)
-        }
-        return try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let tls { try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, handshakeTimeout: .seconds(10))) }
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(
-                        exporter: exporter, snapshot: { counters.snapshot }, groups: { shared.statistics() },
-                        store: {
-                            (storeWriter.withLockedValue { $0 }?.renderMetrics() ?? [])
-                                + sources.withLockedValue { $0 }.flatMap { $0() }
-                        },
-                        admin: admin, tokens: { security.withLockedValue { $0.adminTokens } }))
-                }
-            }
-            .bind(host: metrics.host, port: metrics.port)
-            .get()
     }
 
     /// Publishes the broker's figures as retained `$SYS/broker/...` messages every
