@@ -35,9 +35,6 @@ public final class BridgeManager: Sendable {
             dropped: s.dropped)
     }
 
-    /// The names of the running bridges.
-    public var names: [String] { bridges.withLockedValue { $0.keys.sorted() } }
-
     public func apply(_ configurations: [BridgeConfiguration]) async {
         await serial.run {
             let running = self.bridges.withLockedValue { $0 }

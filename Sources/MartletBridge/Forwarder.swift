@@ -23,8 +23,9 @@ final class Forwarder {
     private var remoteReady = false
     /// Set when the bridge stops: nothing more is forwarded.
     var stopped = false
-    private var outWaiting = Deque<ReceivedMessage>()
-    private var inWaiting = Deque<ReceivedMessage>()
+    /// Messages with the topic rule that matched them (looked up once, on arrival).
+    private var outWaiting = Deque<(message: ReceivedMessage, rule: BridgeConfiguration.Topic)>()
+    private var inWaiting = Deque<(message: ReceivedMessage, rule: BridgeConfiguration.Topic)>()
     private var remoteInflight = 0
     private var remoteMaximum = 65_535
     /// The remote's Maximum Packet Size (nil: none).
@@ -83,7 +84,7 @@ final class Forwarder {
                 return
             }
         }
-        outWaiting.append(message)
+        outWaiting.append((message, rule))
         pumpOut()
     }
 
@@ -93,11 +94,10 @@ final class Forwarder {
     private func pumpOut() {
         guard let remote, let local else { return }
         let isV5 = version == .v5
-        while remoteReady, !stopped, let message = outWaiting.first {
+        while remoteReady, !stopped, let (message, rule) = outWaiting.first {
             // A full socket holds everything back (NIO would buffer without bound); its
             // writability coming back resumes.
             guard remote.isWritable else { break }
-            let rule = rulesOut.first { Topic.matches(filter: $0.localFilter, topic: message.topic) }!
             let topic = rule.remoteTopic(forLocal: message.topic)!
             let qos = min(message.qos, rule.qos)
             if qos != .atMostOnce && remoteInflight >= remoteMaximum { break }
@@ -167,7 +167,7 @@ final class Forwarder {
             statistics.droppedLocalBusy.add(1, ordering: .relaxed)
             return
         }
-        inWaiting.append(message)
+        inWaiting.append((message, rule))
         pumpIn()
     }
 
@@ -176,9 +176,8 @@ final class Forwarder {
 
     private func pumpIn() {
         guard let local else { return }
-        while !stopped, let message = inWaiting.first {
+        while !stopped, let (message, rule) = inWaiting.first {
             guard local.isWritable else { break }
-            let rule = rulesIn.first { Topic.matches(filter: $0.remoteFilter, topic: message.topic) }!
             let topic = rule.localTopic(forRemote: message.topic)!
             let qos = min(message.qos, rule.qos)
             if qos != .atMostOnce && localInflight >= localMaximum { break }

@@ -27,7 +27,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     /// Tells this connection's messages from a later connection's (acknowledgements go only
     /// to the connection that received the message).
     let connectionNumber: Int
-    private static let numbers = ManagedAtomicCounter()
+    private static let numbers = Atomic<Int>(0)
     private let deliver: @Sendable (ReceivedMessage) -> Void
     private let keepAlive: TimeAmount?
     private var pingTask: Scheduled<Void>?
@@ -39,7 +39,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     init(version: ProtocolVersion, keepAlive: UInt16, manualAcknowledgement: Bool = false, deliver: @escaping @Sendable (ReceivedMessage) -> Void) {
         self.version = version
         self.manualAcknowledgement = manualAcknowledgement
-        self.connectionNumber = Self.numbers.next()
+        self.connectionNumber = Self.numbers.add(1, ordering: .relaxed).newValue
         self.framer = MQTTPacketFramer(decoder: MQTTPacketDecoder(version: version))
         self.keepAlive = keepAlive == 0 ? nil : .seconds(Int64(keepAlive))
         self.deliver = deliver
@@ -266,10 +266,4 @@ struct PendingRequest: Sendable {
     var promise: EventLoopPromise<MQTTPacket>
     /// QoS 2: PUBREC arrived and PUBREL was sent.
     var released = false
-}
-
-/// Numbers connections process-wide.
-final class ManagedAtomicCounter: Sendable {
-    private let value = Atomic<Int>(0)
-    func next() -> Int { value.add(1, ordering: .relaxed).newValue }
 }

@@ -410,10 +410,6 @@ public final class MQTTClient: Sendable {
         pubcomp.reasonCode.isFailure && pubcomp.reasonCode != .packetIdentifierNotFound
     }
 
-    /// The event loop of the current connection (the one `connect` was given, when it was
-    /// given a single loop).
-    public var eventLoop: any EventLoop { state.withLockedValue { $0.connection.channel.eventLoop } }
-
     /// Whether the current connection's socket takes more writes now (NIO's high water mark
     /// not reached): a forwarder drops or holds QoS 0 messages while it does not.
     public var isWritable: Bool { state.withLockedValue { $0.connection.channel.isWritable } }

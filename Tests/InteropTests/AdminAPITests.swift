@@ -148,6 +148,17 @@ import MartletTestSupport
             try await waitFor(.seconds(10), "the retained message to go") { broker.retainedCount == 0 ? true : nil }
             #expect(try await Self.http("DELETE", http, "/api/v1/topics/retained?topic=news/today").status == 404)
             #expect(try await Self.http("POST", http, "/api/v1/publish", body: "{not json").status == 400)
+            // A body over 1 MiB is refused before it is read as JSON.
+            let big = """
+                import sys, urllib.request, urllib.error
+                request = urllib.request.Request(sys.argv[1], method="POST", data=b"x" * (1 << 20 + 1), headers={"Authorization": sys.argv[2]})
+                try:
+                    print(urllib.request.urlopen(request, timeout=10).status)
+                except urllib.error.HTTPError as e:
+                    print(e.code)
+                """
+            let tooLarge = try await run(debianPython, ["-c", big, "http://127.0.0.1:\(http)/api/v1/publish", "Bearer \(Self.token)"])
+            #expect(tooLarge.stdout == "413\n", "\(tooLarge.stdout) \(tooLarge.stderr)")
             #expect(try await Self.http("POST", http, "/api/v1/publish", body: #"{"topic": "a/+/b"}"#).status == 400)
             #expect(try await Self.http("POST", http, "/api/v1/publish", body: #"{"topic": "$SYS/x"}"#).status == 400)
             #expect(try await Self.http("POST", http, "/api/v1/publish", body: #"{"topic": "a", "qos": 3}"#).status == 400)

@@ -191,6 +191,9 @@ import Testing
         ("persistence:\n  path: a.db\n  commit_interval_ms: -5\n", "persistence.commit_interval_ms", 3, "expected an integer in 0...60000, got \"-5\""),
         ("persistence:\n  path: a.db\n  sync: periodic\n  commit_interval_ms: 0\n", "persistence.commit_interval_ms", 2, "must be at least 1 with sync: periodic"),
         ("persistence:\n  path: a.db\n  colour: red\n", "persistence.colour", 3, "unknown key"),
+        ("admin_token_file: \"\"\n", "admin_token_file", 1, "expected a file path, got \"\""),
+        ("admin_user: \"\"\n", "admin_user", 1, "expected a user name, got \"\""),
+        ("metrics:\n  port: 9883\n  tls: {cert: a.pem}\n", "metrics.tls", 3, "a TLS listener needs cert and key"),
     ])
     func badInputNamesTheKeyAndLine(_ yaml: String, _ key: String, _ line: Int, _ message: String) {
         #expect(throws: ConfigurationError(source: "test.yaml", key: key, line: line, message: message)) {
