@@ -42,9 +42,11 @@ public final class MQTTBroker: Sendable {
     /// Lines other parts of the daemon add to /metrics (the bridges').
     let metricsSources = NIOLockedValueBox<[@Sendable () -> [UInt8]]>([])
 
-    public init(configuration: BrokerConfiguration, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "martlet")) {
+    /// `cluster`: this node's link to the other nodes of a cluster (MartletCluster).
+    public init(configuration: BrokerConfiguration, group: MultiThreadedEventLoopGroup? = nil, logger: Logger = Logger(label: "martlet"),
+                cluster: (any ClusterLink)? = nil) {
         self.configuration = configuration
-        self.core = BrokerCore(configuration: configuration, logger: logger)
+        self.core = BrokerCore(configuration: configuration, logger: logger, cluster: cluster)
         if let group {
             self.group = group
             self.ownsGroup = false
@@ -444,6 +446,7 @@ public final class MQTTBroker: Sendable {
         keep("threads", \.eventLoops)
         keep("metrics", \.metrics)
         keep("persistence", \.persistence)
+        keep("cluster", \.cluster)
         keep("sys_interval_s", \.sysInterval)
         keep("listen_backlog", \.listenBacklog)
         keep("listen_per_thread", \.listenPerThread)

@@ -112,6 +112,10 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// `bridges:` — links to other brokers (run by `MartletBridge`, started by the daemon).
     public var bridges: [BridgeConfiguration] = []
 
+    /// `cluster:` — this broker as one node of a cluster over NATS JetStream (run by
+    /// `MartletCluster`, started by the daemon); nil: a single broker.
+    public var cluster: ClusterConfiguration?
+
     public struct Persistence: Sendable, Hashable {
         public enum Sync: String, Sendable, Hashable, CaseIterable {
             /// A QoS 1/2 message that must be stored is acknowledged only once its commit is

@@ -225,6 +225,10 @@ public enum ConfigurationLoader {
                 config.broker.bridges = try bridges(value, source: source)
                 continue
             }
+            if key == "cluster" {
+                config.broker.cluster = try cluster(value, source: source)
+                continue
+            }
             if key == "persistence" {
                 config.broker.persistence = try persistence(value, source: source)
                 continue

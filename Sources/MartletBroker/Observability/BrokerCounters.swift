@@ -41,6 +41,10 @@ public final class BrokerCounters: Sendable {
         /// QoS 1/2 messages whose acknowledgement said they were not stored (the session store
         /// could not commit them: a full disk): v5 0x97, 3.1.1 no acknowledgement.
         public var storeRefused = 0
+        /// QoS 1/2 messages whose acknowledgement said refused: the cluster did not store them.
+        public var clusterRefused = 0
+        /// Messages from the other nodes of the cluster routed here.
+        public var clusterReceived = 0
         /// Connections closed on a `proxy_protocol` listener: from a peer not in
         /// `trusted_proxies`, or without a valid PROXY header.
         public var proxyRefused = 0

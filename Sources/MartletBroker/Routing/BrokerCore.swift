@@ -7,7 +7,9 @@ package final class BrokerCore: Sendable {
     let configuration: BrokerConfiguration
     let registry = SessionRegistry()
     let retained = RetainedStore()
-    let shared = SharedSubscriptions()
+    let shared: SharedSubscriptions
+    /// The cluster this node is part of (nil: a single broker).
+    let cluster: (any ClusterLink)?
     let counters = BrokerCounters()
     package let logger: Logger
     /// Password file and ACL as last (re)loaded; routers take a copy once per sweep.
@@ -19,8 +21,10 @@ package final class BrokerCore: Sendable {
     /// Per listener, what its connections read of `live`; replaced with it.
     package let connectionSettings: NIOLockedValueBox<[ConnectionSettings]>
 
-    package init(configuration: BrokerConfiguration, logger: Logger) {
+    package init(configuration: BrokerConfiguration, logger: Logger, cluster: (any ClusterLink)? = nil) {
         self.configuration = configuration
+        self.cluster = cluster
+        self.shared = SharedSubscriptions(observer: cluster)
         self.live = NIOLockedValueBox(configuration)
         self.connectionSettings = NIOLockedValueBox(ConnectionSettings.perListener(configuration))
         self.logger = logger

@@ -121,8 +121,9 @@ extension Router {
             self.publish(message)
             return nil
         case .atLeastOnce(let id):
-            self.publish(message)
-            return .puback(PubAckPacket(packetIdentifier: id, reasonCode: routedCode(session)))
+            self.publish(message, forward: false)
+            return forwardToCluster(message, acknowledging: .puback(PubAckPacket(packetIdentifier: id, reasonCode: routedCode(session))),
+                                    for: session)
         case .exactlyOnce(let id):
             switch session.inboundQoS2.arrived(id, receiveMaximum: session.version == .v5 ? config.receiveMaximum : nil) {
             case .deliver:
@@ -131,8 +132,9 @@ extension Router {
                     record(.inboundQoS2(clientID: session.clientID, packetIdentifier: id, added: true))
                     store!.touched = true
                 }
-                self.publish(message)
-                return .pubrec(PubRecPacket(packetIdentifier: id, reasonCode: routedCode(session)))
+                self.publish(message, forward: false)
+                return forwardToCluster(message, acknowledging: .pubrec(PubRecPacket(packetIdentifier: id, reasonCode: routedCode(session))),
+                                        for: session)
             case .duplicate:
                 return .pubrec(PubRecPacket(packetIdentifier: id))
             case .overReceiveMaximum:
@@ -143,9 +145,10 @@ extension Router {
     }
 
     /// PUBACK / PUBREC's code for the message just routed: v5 0x10 when the broker knows no
-    /// subscription matched it (MQTT 5 3.4.2.1: a MAY), 0x00 otherwise.
+    /// subscription matched it (MQTT 5 3.4.2.1: a MAY), 0x00 otherwise. A cluster node does
+    /// not know what the other nodes' subscribers match: always 0x00 there.
     func routedCode(_ session: Session) -> ReasonCode {
-        session.version == .v5 && !routeReached ? .noMatchingSubscribers : .success
+        session.version == .v5 && !routeReached && core.cluster == nil ? .noMatchingSubscribers : .success
     }
 
     func receivedSubscribe(_ subscribe: SubscribePacket, from session: Session) -> Answer {

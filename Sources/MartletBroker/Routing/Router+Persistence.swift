@@ -281,20 +281,26 @@ extension Router {
     /// Sends a held acknowledgement, unless its connection is gone (the client resends the
     /// PUBLISH). When the commit failed, v5 is told 0x97 Quota exceeded and 3.1.1 gets none.
     private func release(_ ack: RouterStore.HeldAck, failed: Bool) {
-        let session = ack.session
-        session.deferredAcks -= 1
-        guard let connection = session.connection, session.connectionID == ack.connectionID else { return }
-        var packet = ack.packet
-        if failed {
-            local.storeRefused += 1
+        ack.session.deferredAcks -= 1
+        if failed { local.storeRefused += 1 }
+        sendHeldAcknowledgement(ack.packet, to: ack.session, connectionID: ack.connectionID, refusedWith: failed ? .quotaExceeded : nil)
+    }
+
+    /// Writes an acknowledgement that waited (for the store or the cluster) to its connection,
+    /// unless the connection is gone (the client resends the PUBLISH). `refusedWith`: the
+    /// message was not kept; v5 is told this code, 3.1.1 gets no acknowledgement, and a
+    /// refused QoS 2 flow ends (its packet id is free again).
+    func sendHeldAcknowledgement(_ packet: MQTTPacket, to session: Session, connectionID: Int, refusedWith code: ReasonCode?) {
+        guard let connection = session.connection, session.connectionID == connectionID else { return }
+        var packet = packet
+        if let code {
             if case .pubrec(let rec) = packet, session.inboundQoS2.released(rec.packetIdentifier), session.stored {
-                // A failed PUBREC ends the flow: the id is free again.
                 record(.inboundQoS2(clientID: session.clientID, packetIdentifier: rec.packetIdentifier, added: false))
             }
             guard session.version == .v5 else { return }
             switch packet {
-            case .puback(let a): packet = .puback(PubAckPacket(packetIdentifier: a.packetIdentifier, reasonCode: .quotaExceeded))
-            case .pubrec(let r): packet = .pubrec(PubRecPacket(packetIdentifier: r.packetIdentifier, reasonCode: .quotaExceeded))
+            case .puback(let a): packet = .puback(PubAckPacket(packetIdentifier: a.packetIdentifier, reasonCode: code))
+            case .pubrec(let r): packet = .pubrec(PubRecPacket(packetIdentifier: r.packetIdentifier, reasonCode: code))
             default: break
             }
         }

@@ -69,6 +69,10 @@ package actor Router {
     var forwardBatches: [[(clientID: String, delivery: Delivery)]] = []
     var hasForwards = false
     var matches: [Match] = []
+    /// Messages from the other nodes of a cluster, routed here.
+    nonisolated let clusterInbox = ClusterInbox()
+    /// Acknowledgements waiting for the cluster to store their messages, in arrival order.
+    var clusterHeld = ClusterHeldAcks()
     let allocator = ByteBufferAllocator()
     var logger: Logger
 
@@ -97,6 +101,7 @@ package actor Router {
     /// per interval too, with how many there were.
     var pauseLog = RateLimitedLog(every: dropLogInterval)
     var retainedRefusedLog = RateLimitedLog(every: dropLogInterval)
+    var clusterRefusedLog = RateLimitedLog(every: dropLogInterval)
     var authFailureLog = RateLimitedLog(every: dropLogInterval)
     /// Wills waiting for their delay, and offline sessions waiting to expire.
     var wills = WillScheduler()
@@ -123,6 +128,7 @@ package actor Router {
         self.eventLoop = eventLoop
         self.core = core
         self.config = core.configuration
+        self.trie.observer = core.cluster
         var logger = core.logger
         logger[metadataKey: "loop"] = "\(index)"
         self.logger = logger
@@ -209,7 +215,11 @@ package actor Router {
     // MARK: Routing
 
     /// Routes a message published on this loop: local subscribers now, other loops at flush.
-    func publish(_ message: Message) {
+    /// Routes a message published on this node (and, in a cluster, sends it to the other
+    /// nodes unless `forward` is false: a client's QoS 1/2 message goes there with its
+    /// acknowledgement, `forwardToCluster(_:acknowledging:for:)`).
+    func publish(_ message: Message, forward: Bool = true) {
+        if forward { forwardToCluster(message) }
         // An interval of 0 is taken as no expiry, as mosquitto does (the property is forwarded
         // as it came); otherwise the message would expire before reaching anyone.
         if message.expiresAt == nil, !message.properties.isEmpty, let seconds = message.properties.messageExpiryInterval, seconds > 0 {
@@ -221,12 +231,12 @@ package actor Router {
         }
     }
 
-    func route(_ message: Message) {
+    func route(_ message: Message, retainHere: Bool = true) {
         var message = message
         routeSequence &+= 1
         message.origin = index
         message.sequence = routeSequence
-        if message.retain { retain(message) }
+        if message.retain && retainHere { retain(message) }
         deliverLocally(message)
         routeReached = !matches.isEmpty
         if !core.shared.isEmpty && routeShared(message) { routeReached = true }

@@ -68,7 +68,14 @@ final class SharedSubscriptions: Sendable {
         var random = SystemRandomNumberGenerator()
     }
 
-    private let table = Mutex(Table())
+    private let table: Mutex<Table>
+
+    /// `observer` hears the filters of the groups (a cluster's interest in them).
+    init(observer: (any FilterInterestObserver)? = nil) {
+        var table = Table()
+        table.trie.observer = observer
+        self.table = Mutex(table)
+    }
     /// Groups that exist: routing skips the lock while there are none.
     private let groupCount = Atomic<Int>(0)
 

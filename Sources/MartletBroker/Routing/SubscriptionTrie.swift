@@ -23,6 +23,8 @@ public struct SubscriptionTrie<Subscriber: AnyObject> {
 
     private let root = Node()
     public private(set) var count = 0
+    /// Told when a filter gets its first entry and loses its last (a cluster's interest).
+    public var observer: (any FilterInterestObserver)?
 
     public init() {}
 
@@ -56,6 +58,7 @@ public struct SubscriptionTrie<Subscriber: AnyObject> {
         }
         node.entries.append(entry)
         count += 1
+        if node.entries.count == 1, let observer { observer.filterAdded(filter) }
         return false
     }
 
@@ -79,6 +82,7 @@ public struct SubscriptionTrie<Subscriber: AnyObject> {
         guard let i = node.entries.firstIndex(where: { $0.subscriber === subscriber }) else { return false }
         node.entries.remove(at: i)
         count -= 1
+        if node.entries.isEmpty, let observer { observer.filterRemoved(filter) }
         // Prune empty nodes bottom-up so churned filters do not leak memory.
         var child = node
         for (parent, level) in path.reversed() {

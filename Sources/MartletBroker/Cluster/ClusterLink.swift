@@ -1,0 +1,47 @@
+import MartletMQTT
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Told when a topic filter gains its first subscriber in a trie, and when it loses its last.
+public protocol FilterInterestObserver: AnyObject, Sendable {
+    func filterAdded(_ filter: String)
+    func filterRemoved(_ filter: String)
+}
+
+/// The broker's side of a cluster (`cluster:`, built by MartletCluster): where the messages
+/// published on this node go for the other nodes, and who hears which filters this node's
+/// subscribers need. Called on event-loop threads; it must not block them.
+public protocol ClusterLink: FilterInterestObserver {
+    /// A message published on this node (by a client, a will or the admin API), routed here
+    /// already. `acknowledged`, when given, is called once, on any thread: true when the
+    /// cluster has stored it with its replicas, false when it could not.
+    func forward(_ message: Message, acknowledged: (@Sendable (Bool) -> Void)?)
+}
+
+extension Message {
+    /// Whether this node's own topics (`$SYS/…`): they stay on the node that made them.
+    var isNodeLocal: Bool { topic.hasPrefix("$SYS/") }
+}
+
+/// Messages from the other nodes for one router, handed over in one task per burst.
+final class ClusterInbox: Sendable {
+    private let state = NIOLockedValueBox<(messages: [Message], scheduled: Bool)>(([], false))
+
+    /// Adds `message`; true when the caller must schedule a `take` on the router's loop.
+    func add(_ message: Message) -> Bool {
+        state.withLockedValue { s in
+            s.messages.append(message)
+            if s.scheduled { return false }
+            s.scheduled = true
+            return true
+        }
+    }
+
+    func take() -> [Message] {
+        state.withLockedValue { s in
+            s.scheduled = false
+            defer { s.messages = [] }
+            return s.messages
+        }
+    }
+}

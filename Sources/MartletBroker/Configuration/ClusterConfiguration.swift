@@ -1,0 +1,41 @@
+/// `cluster:` — this broker is one node of several that share NATS with JetStream
+/// (MartletCluster): publishes cross to the nodes whose subscribers need them, QoS 1/2 messages
+/// are acknowledged once JetStream has stored them with `replicas` copies, and retained
+/// messages live in a JetStream key-value bucket every node follows. Without it the broker is
+/// a single node and needs no NATS.
+public struct ClusterConfiguration: Sendable, Hashable {
+    /// `node_id`: this node's name, unique in the cluster (letters, digits, `-`, `_`).
+    public var nodeID: String
+    /// `nats`: the NATS servers' URLs (`nats://host:port`, `tls://host:port`); any one that
+    /// answers will do, and the client moves to another when it goes away.
+    public var servers: [String]
+    /// `replicas`: the copies JetStream keeps of each stored message and retained message
+    /// (its stream and bucket are created with it; an existing one with another count stops
+    /// the daemon).
+    public var replicas = 3
+    /// `credentials_file`: a NATS `.creds` file (user JWT and NKey seed).
+    public var credentialsFile: String?
+    /// `tls: {cafile, cert, key}`: the NATS servers are verified against `cafile`; `cert` and
+    /// `key` for mutual TLS.
+    public var caFile: String?
+    public var certificateFile: String?
+    public var keyFile: String?
+    /// `ack_timeout_ms`: how long a QoS 1/2 acknowledgement waits for JetStream to store the
+    /// message before the message is refused (v5 0x80, 3.1.1 no acknowledgement).
+    public var ackTimeout = 5_000
+    /// `max_pending_acks`: messages sent to JetStream not yet acknowledged by it, at most;
+    /// past that new QoS 1/2 messages are refused.
+    public var maximumPendingAcks = 65_536
+    /// `startup_timeout_ms`: how long the daemon waits at start for NATS and JetStream before
+    /// it gives up (exit 2).
+    public var startupTimeout = 15_000
+    /// `stream_max_age_s` / `stream_max_bytes`: how long and how much of the stored QoS 1/2
+    /// messages JetStream keeps (the oldest go first).
+    public var streamMaximumAge = 3_600
+    public var streamMaximumBytes = 1 << 30
+
+    public init(nodeID: String, servers: [String]) {
+        self.nodeID = nodeID
+        self.servers = servers
+    }
+}

@@ -1,0 +1,23 @@
+import MartletMQTT
+import NIOCore
+
+/// What a cluster link (MartletCluster) hands to this node: the other nodes' messages and the
+/// cluster's retained messages.
+extension MQTTBroker {
+    /// A message another node published: routed to this node's subscribers on the loop its
+    /// topic hashes to (one loop per topic keeps each topic's order), in one task per burst.
+    public func deliverFromCluster(_ message: Message) {
+        var hasher = Hasher()
+        hasher.combine(message.topic)
+        let router = routers[Int(UInt(bitPattern: hasher.finalize()) % UInt(routers.count))]
+        if router.clusterInbox.add(message) {
+            router.eventLoop.execute { router.assumeIsolated { $0.routeFromCluster() } }
+        }
+    }
+
+    /// The cluster's retained message for `topic` changed (nil: deleted). New subscriptions
+    /// on this node get it from the node's own store.
+    public func retainedFromCluster(topic: String, _ message: RetainedMessage?) {
+        core.retained.store(message ?? RetainedMessage(topic: topic, payload: ByteBuffer(), qos: .atMostOnce, properties: []))
+    }
+}
