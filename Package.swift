@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "MartletTLS", targets: ["MartletTLS"]),
         .library(name: "MartletAuth", targets: ["MartletAuth"]),
         .library(name: "MartletBridge", targets: ["MartletBridge"]),
+        .library(name: "MartletCluster", targets: ["MartletCluster"]),
         // Harnesses for the microbenchmarks (Benchmarks/); not linked by martletd or martlet.
         .library(name: "MartletBenchSupport", targets: ["MartletBenchSupport"]),
         .executable(name: "martletd", targets: ["martletd"]),
@@ -41,6 +42,11 @@ let package = Package(
             // Debian's libsqlite3: the session store (`persistence:`).
             name: "CMartletSQLite",
             linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
+        .target(
+            // Debian's libnats (libnats-dev): NATS and JetStream for `cluster:`.
+            name: "CMartletNATS",
+            linkerSettings: [.linkedLibrary("nats")]
         ),
         .target(
             name: "MartletTLS",
@@ -121,11 +127,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            // Cluster nodes over NATS JetStream: the broker's ClusterLink, built on libnats.
+            // martletd wires it in; the broker does not link libnats.
+            name: "MartletCluster",
+            dependencies: [
+                "MartletBroker", "MartletMQTT", "CMartletNATS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "martletd",
             dependencies: [
                 "MartletBroker",
                 "MartletBridge",
+                "MartletCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -194,6 +213,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "MartletClusterTests",
+            dependencies: ["MartletCluster", "MartletBroker", "MartletMQTT", "MartletTestSupport", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "MartletBridgeTests",
             dependencies: ["MartletBridge", "MartletBroker", "MartletMQTT", "MartletTestSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
@@ -212,7 +236,7 @@ let package = Package(
         .testTarget(
             name: "InteropTests",
             dependencies: [
-                "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletClient", "MartletTLS", "MartletMQTT", "MartletBridge",
+                "MartletTestSupport", "MartletBroker", "MartletAuth", "MartletClient", "MartletTLS", "MartletMQTT", "MartletBridge", "MartletCluster",
                 .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
             exclude: ["paho", "scripts", "browser", "mqttjs"],
             swiftSettings: strict

@@ -3,6 +3,7 @@ import Dispatch
 import Logging
 import MartletAuth
 import MartletBridge
+import MartletCluster
 import MartletBroker
 import MartletTLS
 import NIOConcurrencyHelpers
@@ -216,7 +217,22 @@ struct Martletd: AsyncParsableCommand, Sendable {
         let config = daemon.broker
         raiseFileLimit(for: config, logger: logger)
 
-        let broker = MQTTBroker(configuration: config, logger: logger)
+        // A cluster node joins NATS JetStream before it listens: without its stream and bucket
+        // it does not start.
+        var cluster: ClusterNode?
+        if let clusterConfiguration = config.cluster {
+            do {
+                cluster = try ClusterNode.join(clusterConfiguration, logger: logger)
+            } catch {
+                throw StartupError(description: "cluster: \(error)")
+            }
+        }
+        let broker = MQTTBroker(configuration: config, logger: logger, cluster: cluster)
+        do {
+            try cluster?.attach(broker)
+        } catch {
+            throw StartupError(description: "cluster: \(error)")
+        }
         let bridges = BridgeManager(broker: broker, logger: logger)
         let command = self
         let reload = ReloadSignal { [broker, logger] in
@@ -236,7 +252,7 @@ struct Martletd: AsyncParsableCommand, Sendable {
         // swift-service-lifecycle: SIGTERM/SIGINT start a graceful shutdown (v5 clients get
         // DISCONNECT 0x8B); past the bound the group is cancelled.
         var lifecycle = ServiceGroupConfiguration(
-            services: [BrokerService(broker: broker, bridges: bridges, logger: logger)],
+            services: [BrokerService(broker: broker, bridges: bridges, cluster: cluster, logger: logger)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         lifecycle.maximumGracefulShutdownDuration = .seconds(10)
         do {
@@ -258,6 +274,7 @@ struct Martletd: AsyncParsableCommand, Sendable {
 struct BrokerService: Service {
     let broker: MQTTBroker
     let bridges: BridgeManager
+    let cluster: ClusterNode?
     let logger: Logger
 
     func run() async throws {
@@ -268,6 +285,8 @@ struct BrokerService: Service {
         logger.info("shutting down")
         await bridges.shutdown()
         try await broker.shutdown()
+        // After the broker: the wills of the connections it closed go to the other nodes.
+        cluster?.close()
     }
 }
 

@@ -1,0 +1,67 @@
+#ifndef C_MARTLET_NATS_H
+#define C_MARTLET_NATS_H
+
+// Debian's libnats (libnats-dev), the NATS and JetStream client behind `cluster:`.
+// The shim keeps the option and configuration structures on the C side: Swift hands it
+// strings and gets back a node handle, messages and acknowledgements through callbacks.
+#include <stdint.h>
+#include <stddef.h>
+#include <nats/nats.h>
+
+typedef struct mn_node mn_node;
+
+/// A message arrived on one of the node's subscriptions. The callee owns `msg`.
+typedef void (*mn_message_cb)(void *context, natsMsg *msg);
+/// A JetStream publish finished: `ok` 1 when stored, 0 with `error` otherwise.
+typedef void (*mn_ack_cb)(void *context, uint64_t token, int ok, const char *error);
+/// The connection's state changed: 0 disconnected, 1 reconnected.
+typedef void (*mn_state_cb)(void *context, int state);
+/// A key-value entry (retained messages): op 0 put, 1 delete or purge; a NULL key ends the
+/// initial values.
+typedef void (*mn_entry_cb)(void *context, const char *key, const void *value, int length, int op);
+
+typedef struct mn_settings {
+    const char **urls;
+    int url_count;
+    const char *name;
+    const char *credentials_file;  // NULL: none
+    const char *ca_file;           // NULL: no TLS unless the URL says tls://
+    const char *cert_file;
+    const char *key_file;
+    int64_t ack_wait_ms;
+    int max_pending_acks;
+    void *context;
+    mn_message_cb on_message;
+    mn_ack_cb on_ack;
+    mn_state_cb on_state;
+} mn_settings;
+
+/// Connects (all URLs are tried; reconnects forever after). NULL with `error` filled on failure.
+mn_node *mn_connect(const mn_settings *settings, char *error, size_t error_length);
+/// Whether JetStream answers (the account's information): 0 yes, -1 with `error`.
+int mn_jetstream_check(mn_node *node, char *error, size_t error_length);
+/// Creates the stream, or checks the existing one: its subjects and replicas.
+int mn_ensure_stream(mn_node *node, const char *name, const char *subject, int replicas, int64_t max_age_seconds,
+                     int64_t max_bytes, char *error, size_t error_length);
+/// Creates the key-value bucket (history 1), or checks its replicas.
+int mn_ensure_bucket(mn_node *node, const char *bucket, int replicas, char *error, size_t error_length);
+/// Subscribes `subject` (queue group `queue` unless NULL); NULL on failure.
+natsSubscription *mn_subscribe(mn_node *node, const char *subject, const char *queue);
+void mn_unsubscribe(natsSubscription *subscription);
+/// Core publish; takes `msg`. 0 on success.
+int mn_publish(mn_node *node, natsMsg *msg);
+/// JetStream publish; takes `msg`. The acknowledgement comes through `on_ack` with the
+/// message's `Martlet-Ack` header as its token. 0 when sent.
+int mn_publish_stored(mn_node *node, natsMsg *msg);
+/// Watches every key of `bucket` on a thread of its own: the current values, then a NULL
+/// key, then every change. 0 when started.
+int mn_watch_bucket(mn_node *node, const char *bucket, void *context, mn_entry_cb on_entry, char *error, size_t error_length);
+/// Flushes what is buffered to the server (bounded by `timeout_ms`). 0 when done.
+int mn_flush(mn_node *node, int64_t timeout_ms);
+/// 1 while connected.
+int mn_connected(mn_node *node);
+/// Closes the connection and stops the watcher. The node stays allocated (libnats may still
+/// run a callback that reads it); the process is ending.
+void mn_close(mn_node *node);
+
+#endif

@@ -1,0 +1,309 @@
+#include "CMartletNATS.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mn_node {
+    natsConnection *connection;
+    jsCtx *js;
+    mn_settings settings;
+    int64_t ack_wait_ms;
+    // The retained-message watcher.
+    kvStore *bucket;
+    kvWatcher *watcher;
+    pthread_t watch_thread;
+    int watching;
+    void *watch_context;
+    mn_entry_cb on_entry;
+    // Set by mn_close: callbacks that libnats still runs afterwards do nothing.
+    volatile int closed;
+};
+
+static void open_library(void) { nats_Open(-1); }
+
+static void describe(char *error, size_t length, const char *what, natsStatus status) {
+    if (error == NULL || length == 0) return;
+    const char *last = nats_GetLastError(NULL);
+    snprintf(error, length, "%s: %s%s%s", what, natsStatus_GetText(status),
+             last != NULL && last[0] != 0 ? " - " : "", last != NULL ? last : "");
+}
+
+static void on_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+    (void)nc; (void)sub;
+    mn_node *node = closure;
+    if (node->closed) { natsMsg_Destroy(msg); return; }
+    node->settings.on_message(node->settings.context, msg);
+}
+
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
+    (void)js;
+    mn_node *node = closure;
+    const char *token = NULL;
+    uint64_t value = 0;
+    if (natsMsgHeader_Get(msg, "Martlet-Ack", &token) == NATS_OK && token != NULL) value = strtoull(token, NULL, 10);
+    if (node->closed) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    if (pa != NULL && pae == NULL) {
+        node->settings.on_ack(node->settings.context, value, 1, NULL);
+    } else {
+        char text[256];
+        snprintf(text, sizeof text, "%s%s%s", pae != NULL ? natsStatus_GetText(pae->Err) : "no acknowledgement",
+                 pae != NULL && pae->ErrText != NULL ? " - " : "", pae != NULL && pae->ErrText != NULL ? pae->ErrText : "");
+        node->settings.on_ack(node->settings.context, value, 0, text);
+    }
+    natsMsg_Destroy(msg);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure) {
+    (void)nc;
+    mn_node *node = closure;
+    if (!node->closed && node->settings.on_state) node->settings.on_state(node->settings.context, 0);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure) {
+    (void)nc;
+    mn_node *node = closure;
+    if (!node->closed && node->settings.on_state) node->settings.on_state(node->settings.context, 1);
+}
+
+mn_node *mn_connect(const mn_settings *settings, char *error, size_t error_length) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    mn_node *node = calloc(1, sizeof *node);
+    if (node == NULL) return NULL;
+    node->settings = *settings;
+    node->ack_wait_ms = settings->ack_wait_ms > 0 ? settings->ack_wait_ms : 5000;
+    natsOptions *options = NULL;
+    natsStatus s = natsOptions_Create(&options);
+    if (s == NATS_OK) s = natsOptions_SetServers(options, settings->urls, settings->url_count);
+    if (s == NATS_OK && settings->name) s = natsOptions_SetName(options, settings->name);
+    // A node never receives what it published itself: the other nodes are the audience.
+    if (s == NATS_OK) s = natsOptions_SetNoEcho(options, true);
+    if (s == NATS_OK) s = natsOptions_SetAllowReconnect(options, true);
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(options, -1);
+    if (s == NATS_OK) s = natsOptions_SetReconnectWait(options, 250);
+    if (s == NATS_OK) s = natsOptions_SetTimeout(options, 2000);
+    if (s == NATS_OK) s = natsOptions_SetPingInterval(options, 2000);
+    if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(options, 2);
+    // Messages buffered while reconnecting, in bytes.
+    if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(options, 8 * 1024 * 1024);
+    if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(options, 1000000);
+    // Every subscription's messages come through one thread, in the order the server sent
+    // them: copies of one message for overlapping subscriptions arrive back to back.
+    if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(options, true);
+    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(options, on_disconnected, node);
+    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(options, on_reconnected, node);
+    if (s == NATS_OK && settings->credentials_file) s = natsOptions_SetUserCredentialsFromFiles(options, settings->credentials_file, NULL);
+    if (s == NATS_OK && settings->ca_file) {
+        s = natsOptions_SetSecure(options, true);
+        if (s == NATS_OK) s = natsOptions_LoadCATrustedCertificates(options, settings->ca_file);
+    }
+    if (s == NATS_OK && settings->cert_file && settings->key_file)
+        s = natsOptions_LoadCertificatesChain(options, settings->cert_file, settings->key_file);
+    if (s != NATS_OK) {
+        describe(error, error_length, "NATS options", s);
+        natsOptions_Destroy(options);
+        free(node);
+        return NULL;
+    }
+    pthread_once(&once, open_library);
+    nats_SetMessageDeliveryPoolSize(1);
+    s = natsConnection_Connect(&node->connection, options);
+    natsOptions_Destroy(options);
+    if (s != NATS_OK) {
+        describe(error, error_length, "cannot connect to NATS", s);
+        free(node);
+        return NULL;
+    }
+    jsOptions js;
+    jsOptions_Init(&js);
+    js.Wait = node->ack_wait_ms;
+    js.PublishAsync.MaxPending = settings->max_pending_acks > 0 ? settings->max_pending_acks : 65536;
+    js.PublishAsync.AckHandler = on_ack;
+    js.PublishAsync.AckHandlerClosure = node;
+    js.PublishAsync.StallWait = 1;
+    s = natsConnection_JetStream(&node->js, node->connection, &js);
+    if (s != NATS_OK) {
+        describe(error, error_length, "JetStream context", s);
+        natsConnection_Destroy(node->connection);
+        free(node);
+        return NULL;
+    }
+    return node;
+}
+
+int mn_jetstream_check(mn_node *node, char *error, size_t error_length) {
+    jsAccountInfo *info = NULL;
+    jsErrCode code = 0;
+    natsStatus s = js_GetAccountInfo(&info, node->js, NULL, &code);
+    if (s != NATS_OK) {
+        describe(error, error_length, "JetStream is not available", s);
+        return -1;
+    }
+    jsAccountInfo_Destroy(info);
+    return 0;
+}
+
+int mn_ensure_stream(mn_node *node, const char *name, const char *subject, int replicas, int64_t max_age_seconds,
+                     int64_t max_bytes, char *error, size_t error_length) {
+    jsStreamInfo *info = NULL;
+    jsErrCode code = 0;
+    natsStatus s = js_GetStreamInfo(&info, node->js, name, NULL, &code);
+    if (s == NATS_OK) {
+        int have = (int)info->Config->Replicas;
+        jsStreamInfo_Destroy(info);
+        if (have != replicas) {
+            if (error) snprintf(error, error_length, "stream %s has %d replicas; cluster.replicas is %d", name, have, replicas);
+            return -1;
+        }
+        return 0;
+    }
+    if (s != NATS_NOT_FOUND) {
+        describe(error, error_length, "stream information", s);
+        return -1;
+    }
+    jsStreamConfig config;
+    jsStreamConfig_Init(&config);
+    config.Name = name;
+    const char *subjects[1] = {subject};
+    config.Subjects = subjects;
+    config.SubjectsLen = 1;
+    config.Storage = js_FileStorage;
+    config.Replicas = replicas;
+    config.MaxAge = max_age_seconds * 1000000000LL;
+    config.MaxBytes = max_bytes > 0 ? max_bytes : -1;
+    s = js_AddStream(&info, node->js, &config, NULL, &code);
+    if (s != NATS_OK) {
+        describe(error, error_length, "cannot create the stream", s);
+        return -1;
+    }
+    jsStreamInfo_Destroy(info);
+    return 0;
+}
+
+int mn_ensure_bucket(mn_node *node, const char *bucket, int replicas, char *error, size_t error_length) {
+    kvStore *kv = NULL;
+    natsStatus s = js_KeyValue(&kv, node->js, bucket);
+    if (s == NATS_OK) {
+        // The bucket is the stream KV_<bucket>: its replicas are the stream's.
+        char stream[256];
+        snprintf(stream, sizeof stream, "KV_%s", bucket);
+        jsStreamInfo *info = NULL;
+        jsErrCode code = 0;
+        int have = replicas;
+        if (js_GetStreamInfo(&info, node->js, stream, NULL, &code) == NATS_OK) {
+            have = (int)info->Config->Replicas;
+            jsStreamInfo_Destroy(info);
+        }
+        kvStore_Destroy(kv);
+        if (have != replicas) {
+            if (error) snprintf(error, error_length, "bucket %s has %d replicas; cluster.replicas is %d", bucket, have, replicas);
+            return -1;
+        }
+        return 0;
+    }
+    kvConfig config;
+    kvConfig_Init(&config);
+    config.Bucket = bucket;
+    config.History = 1;
+    config.Replicas = replicas;
+    config.StorageType = js_FileStorage;
+    s = js_CreateKeyValue(&kv, node->js, &config);
+    if (s != NATS_OK) {
+        describe(error, error_length, "cannot create the bucket", s);
+        return -1;
+    }
+    kvStore_Destroy(kv);
+    return 0;
+}
+
+natsSubscription *mn_subscribe(mn_node *node, const char *subject, const char *queue) {
+    natsSubscription *sub = NULL;
+    natsStatus s = queue ? natsConnection_QueueSubscribe(&sub, node->connection, subject, queue, on_message, node)
+                         : natsConnection_Subscribe(&sub, node->connection, subject, on_message, node);
+    if (s != NATS_OK) return NULL;
+    // A slow node buffers rather than drops (bounded by the connection's pending limit).
+    natsSubscription_SetPendingLimits(sub, 1000000, 1024 * 1024 * 1024);
+    return sub;
+}
+
+void mn_unsubscribe(natsSubscription *subscription) {
+    natsSubscription_Unsubscribe(subscription);
+    natsSubscription_Destroy(subscription);
+}
+
+int mn_publish(mn_node *node, natsMsg *msg) {
+    natsStatus s = natsConnection_PublishMsg(node->connection, msg);
+    natsMsg_Destroy(msg);
+    return s == NATS_OK ? 0 : -1;
+}
+
+int mn_publish_stored(mn_node *node, natsMsg *msg) {
+    jsPubOptions options;
+    jsPubOptions_Init(&options);
+    options.MaxWait = node->ack_wait_ms;
+    natsStatus s = js_PublishMsgAsync(node->js, &msg, &options);
+    natsMsg_Destroy(msg);  // no effect when the library took it
+    return s == NATS_OK ? 0 : -1;
+}
+
+static void *watch_loop(void *argument) {
+    mn_node *node = argument;
+    while (node->watching) {
+        kvEntry *entry = NULL;
+        natsStatus s = kvWatcher_Next(&entry, node->watcher, 1000);
+        if (s == NATS_TIMEOUT) continue;
+        if (s != NATS_OK) break;
+        if (entry == NULL) {
+            node->on_entry(node->watch_context, NULL, NULL, 0, 0);
+            continue;
+        }
+        kvOperation op = kvEntry_Operation(entry);
+        node->on_entry(node->watch_context, kvEntry_Key(entry), kvEntry_Value(entry), kvEntry_ValueLen(entry),
+                       op == kvOp_Put ? 0 : 1);
+        kvEntry_Destroy(entry);
+    }
+    return NULL;
+}
+
+int mn_watch_bucket(mn_node *node, const char *bucket, void *context, mn_entry_cb on_entry, char *error, size_t error_length) {
+    natsStatus s = js_KeyValue(&node->bucket, node->js, bucket);
+    if (s == NATS_OK) s = kvStore_WatchAll(&node->watcher, node->bucket, NULL);
+    if (s != NATS_OK) {
+        describe(error, error_length, "cannot watch the bucket", s);
+        return -1;
+    }
+    node->watch_context = context;
+    node->on_entry = on_entry;
+    node->watching = 1;
+    if (pthread_create(&node->watch_thread, NULL, watch_loop, node) != 0) {
+        node->watching = 0;
+        if (error) snprintf(error, error_length, "cannot start the watcher thread");
+        return -1;
+    }
+    return 0;
+}
+
+int mn_flush(mn_node *node, int64_t timeout_ms) {
+    return natsConnection_FlushTimeout(node->connection, timeout_ms) == NATS_OK ? 0 : -1;
+}
+
+int mn_connected(mn_node *node) {
+    return natsConnection_Status(node->connection) == NATS_CONN_STATUS_CONNECTED;
+}
+
+void mn_close(mn_node *node) {
+    node->closed = 1;
+    if (node->watching) {
+        node->watching = 0;
+        kvWatcher_Stop(node->watcher);
+        pthread_join(node->watch_thread, NULL);
+    }
+    if (node->watcher) kvWatcher_Destroy(node->watcher);
+    if (node->bucket) kvStore_Destroy(node->bucket);
+    natsConnection_Close(node->connection);
+    // The node itself stays allocated: libnats may still run a callback that reads it.
+}

@@ -1,0 +1,432 @@
+import CMartletNATS
+import Foundation
+import Logging
+import MartletBroker
+import MartletMQTT
+import NIOConcurrencyHelpers
+import NIOCore
+import Synchronization
+
+/// Why a node could not join its cluster at start.
+public struct ClusterError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// libnats' connection handle. libnats locks inside every call on a connection, so the
+/// handle is used from any thread; it is never freed while the node exists.
+struct NATSHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+/// One NATS subscription's handle: used only under the node's interest lock.
+struct NATSSubscription: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+/// The text a C call wrote into `buffer` (up to its terminating zero).
+func cText(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// This broker as one node of a cluster over NATS JetStream (`cluster:`).
+///
+/// - Messages published here go to `mqtt.0.<topic>` (QoS 0, core NATS) or `mqtt.1.<topic>`
+///   (QoS 1/2, captured by the stream `MARTLET_MESSAGES` with `replicas` copies); a client's
+///   QoS 1/2 PUBLISH is acknowledged once JetStream has stored it.
+/// - The node subscribes only the subjects its subscribers' filters need (`filterAdded`), and
+///   never receives its own messages (the connection has no echo).
+/// - Retained messages are also kept in the bucket `martlet_retained`; every node follows the
+///   bucket into its own retained store, so SUBSCRIBE is answered locally.
+public final class ClusterNode: ClusterLink {
+    public static let stream = "MARTLET_MESSAGES"
+    public static let retainedBucket = "martlet_retained"
+
+    public let configuration: ClusterConfiguration
+    /// This run of this node: node id and a random suffix (a restarted node is a new writer).
+    public let runID: String
+    let logger: Logger
+    private let handle: NATSHandle
+    private let broker = NIOLockedValueBox<MQTTBroker?>(nil)
+
+    /// Per NATS subject, how many filters need it, and the subscription.
+    private let interest = NIOLockedValueBox<[String: (count: Int, subscription: NATSSubscription?)]>([:])
+    /// Sequence numbers of the messages this node sends, given out with the publish under one lock.
+    private let sequence = NIOLockedValueBox<UInt64>(0)
+    /// The last sequence number received from each writer: an older or equal one is a copy for
+    /// another of this node's overlapping subscriptions (they arrive back to back, on one thread).
+    private let lastReceived = NIOLockedValueBox<[String: UInt64]>([:])
+    /// What waits for JetStream's acknowledgements, by token.
+    private let pendingAcks = NIOLockedValueBox<(next: UInt64, waiting: [UInt64: PendingAck])>((1, [:]))
+    private let retainedLoaded = NIOLockedValueBox<Bool>(false)
+
+    let statistics = ClusterStatistics()
+
+    final class PendingAck: Sendable {
+        let done: @Sendable (Bool) -> Void
+        private let state: NIOLockedValueBox<(remaining: Int, ok: Bool)>
+        init(parts: Int, done: @escaping @Sendable (Bool) -> Void) {
+            self.done = done
+            self.state = NIOLockedValueBox((parts, true))
+        }
+        /// One part settled; true when that was the last.
+        func settle(_ ok: Bool) -> (finished: Bool, ok: Bool) {
+            state.withLockedValue { s in
+                s.remaining -= 1
+                if !ok { s.ok = false }
+                return (s.remaining == 0, s.ok)
+            }
+        }
+    }
+
+    private init(configuration: ClusterConfiguration, handle: NATSHandle, runID: String, logger: Logger) {
+        self.configuration = configuration
+        self.handle = handle
+        self.runID = runID
+        self.logger = logger
+    }
+
+    // MARK: Joining
+
+    /// Connects to NATS, checks JetStream and creates (or checks) the stream and the bucket,
+    /// retrying for up to `startup_timeout_ms`; throws the last error after that.
+    public static func join(_ configuration: ClusterConfiguration, logger: Logger) throws -> ClusterNode {
+        var random = SystemRandomNumberGenerator()
+        let runID = "\(configuration.nodeID)-\(String(random.next() & 0xFFFF_FFFF, radix: 16))"
+        let deadline = Date().addingTimeInterval(Double(configuration.startupTimeout) / 1000)
+        // The context is set before the connection exists: libnats may call back at once.
+        let box = ContextBox()
+        let context = Unmanaged.passRetained(box).toOpaque()
+        let handle = try retrying(until: deadline) { () throws(ClusterError) -> NATSHandle in
+            try connect(configuration, runID: runID, context: context)
+        }
+        let node = ClusterNode(configuration: configuration, handle: handle, runID: runID, logger: logger)
+        box.node.withLockedValue { $0 = node }
+        let replicas = configuration.replicas
+        try retrying(until: deadline) { () throws(ClusterError) in
+            try node.check { mn_jetstream_check(node.handle.pointer, $0, $1) }
+            try node.check {
+                mn_ensure_stream(node.handle.pointer, stream, "mqtt.1.>", Int32(replicas), Int64(configuration.streamMaximumAge),
+                                 Int64(configuration.streamMaximumBytes), $0, $1)
+            }
+            try node.check { mn_ensure_bucket(node.handle.pointer, retainedBucket, Int32(replicas), $0, $1) }
+        }
+        logger.info("joined the cluster", metadata: [
+            "node": "\(configuration.nodeID)", "run": "\(runID)", "nats": "\(configuration.servers.joined(separator: ","))",
+            "replicas": "\(replicas)",
+        ])
+        return node
+    }
+
+    private static func retrying<T>(until deadline: Date, _ body: () throws(ClusterError) -> T) throws(ClusterError) -> T {
+        while true {
+            do {
+                return try body()
+            } catch {
+                // Replica counts do not fix themselves by waiting.
+                if Date() >= deadline || error.description.contains("replicas;") { throw error }
+                Thread.sleep(forTimeInterval: 0.25)
+            }
+        }
+    }
+
+    private func check(_ call: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws(ClusterError) {
+        var error = [CChar](repeating: 0, count: 512)
+        let status = error.withUnsafeMutableBufferPointer { call($0.baseAddress!, $0.count) }
+        if status != 0 { throw ClusterError(description: cText(error)) }
+    }
+
+    private static func connect(_ configuration: ClusterConfiguration, runID: String, context: UnsafeMutableRawPointer) throws(ClusterError) -> NATSHandle {
+        var error = [CChar](repeating: 0, count: 512)
+        let urls = configuration.servers.map { strdup($0) }
+        defer { urls.forEach { free($0) } }
+        let strings: [String?] = [runID, configuration.credentialsFile, configuration.caFile, configuration.certificateFile, configuration.keyFile]
+        let c = strings.map { $0.map { strdup($0)! } }
+        defer { c.forEach { free($0) } }
+        var pointers = urls.map { UnsafePointer<CChar>($0) }
+        let node: OpaquePointer? = pointers.withUnsafeMutableBufferPointer { list in
+            var settings = mn_settings()
+            settings.urls = list.baseAddress
+            settings.url_count = Int32(list.count)
+            settings.name = UnsafePointer(c[0])
+            settings.credentials_file = UnsafePointer(c[1])
+            settings.ca_file = UnsafePointer(c[2])
+            settings.cert_file = UnsafePointer(c[3])
+            settings.key_file = UnsafePointer(c[4])
+            settings.ack_wait_ms = Int64(configuration.ackTimeout)
+            settings.max_pending_acks = Int32(configuration.maximumPendingAcks)
+            settings.context = context
+            settings.on_message = { context, message in
+                guard let message else { return }
+                if let node = ContextBox.node(context) { node.received(message) } else { natsMsg_Destroy(message) }
+            }
+            settings.on_ack = { context, token, ok, error in
+                ContextBox.node(context)?.acknowledged(token, ok: ok != 0, error: error.map { String(cString: $0) })
+            }
+            settings.on_state = { context, state in ContextBox.node(context)?.stateChanged(connected: state == 1) }
+            return error.withUnsafeMutableBufferPointer { mn_connect(&settings, $0.baseAddress, $0.count) }
+        }
+        guard let node else { throw ClusterError(description: cText(error)) }
+        return NATSHandle(pointer: node)
+    }
+
+    /// Starts handing the cluster's traffic to `broker`: follows the retained bucket (the
+    /// current values are in the broker's store when this returns) and makes the metrics.
+    public func attach(_ broker: MQTTBroker) throws {
+        self.broker.withLockedValue { $0 = broker }
+        let context = Unmanaged.passRetained(WatchBox(node: self)).toOpaque()
+        try check { mn_watch_bucket(handle.pointer, Self.retainedBucket, context, { context, key, value, length, op in
+            Unmanaged<WatchBox>.fromOpaque(context!).takeUnretainedValue().node.retainedChanged(
+                key: key.map { String(cString: $0) }, value: value, length: Int(length), deleted: op != 0)
+        }, $0, $1) }
+        let deadline = Date().addingTimeInterval(Double(configuration.startupTimeout) / 1000)
+        while !retainedLoaded.withLockedValue({ $0 }) {
+            if Date() >= deadline { throw ClusterError(description: "the retained messages of the cluster did not load within startup_timeout_ms") }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        broker.addMetricsSource { [self] in Array(statistics.render(connected: mn_connected(handle.pointer) != 0,
+                                                                   pendingAcks: pendingAcks.withLockedValue { $0.waiting.count },
+                                                                   subjects: interest.withLockedValue { $0.count }).utf8) }
+    }
+
+    /// Sends what is buffered and closes the connection.
+    public func close() {
+        _ = mn_flush(handle.pointer, 2000)
+        mn_close(handle.pointer)
+    }
+
+    public var isConnected: Bool { mn_connected(handle.pointer) != 0 }
+
+    // MARK: Interest
+
+    public func filterAdded(_ filter: String) {
+        for subject in ClusterSubjects.subjects(filter: filter) {
+            interest.withLockedValue { table in
+                if let entry = table[subject] {
+                    table[subject] = (entry.count + 1, entry.subscription)
+                    return
+                }
+                let subscription = mn_subscribe(handle.pointer, subject, nil).map(NATSSubscription.init)
+                if subscription == nil { logger.error("cannot subscribe in NATS", metadata: ["subject": "\(subject)"]) }
+                table[subject] = (1, subscription)
+            }
+        }
+    }
+
+    public func filterRemoved(_ filter: String) {
+        for subject in ClusterSubjects.subjects(filter: filter) {
+            interest.withLockedValue { table in
+                guard let entry = table[subject] else { return }
+                if entry.count > 1 {
+                    table[subject] = (entry.count - 1, entry.subscription)
+                } else {
+                    table[subject] = nil
+                    if let subscription = entry.subscription { mn_unsubscribe(subscription.pointer) }
+                }
+            }
+        }
+    }
+
+    /// The NATS subjects this node subscribes now (tests, metrics).
+    public var subscribedSubjects: Set<String> { interest.withLockedValue { Set($0.keys) } }
+
+    // MARK: Sending
+
+    public func forward(_ message: Message, acknowledged: (@Sendable (Bool) -> Void)?) {
+        let stored = message.qos != .atMostOnce
+        let retained = message.retain
+        var pending: PendingAck?
+        if let acknowledged { pending = PendingAck(parts: retained ? 2 : 1, done: acknowledged) }
+        let subject = ClusterSubjects.subject(topic: message.topic, stored: stored)
+        var properties = ByteBuffer()
+        if !message.properties.isEmpty { try? message.properties.write(to: &properties) }
+        let sent: Bool = sequence.withLockedValue { sequence in
+            sequence += 1
+            var headers: [(String, String)] = [("Martlet-Node", runID), ("Martlet-Seq", String(sequence)), ("Mqtt-Qos", String(message.qos.rawValue))]
+            if retained { headers.append(("Mqtt-Retain", "1")) }
+            if let publisher = message.publisherID { headers.append(("Mqtt-Publisher", publisher)) }
+            if properties.readableBytes > 0 { headers.append(("Mqtt-Properties", Data(properties.readableBytesView).base64EncodedString())) }
+            if stored {
+                headers.append(("Martlet-Ack", String(register(pending))))
+                return publish(subject: subject, headers: headers, payload: message.payload, stored: true)
+            }
+            return publish(subject: subject, headers: headers, payload: message.payload, stored: false)
+        }
+        statistics.forwarded.add(1, ordering: .relaxed)
+        if !sent { settle(pending, ok: false, stored: stored) }
+        if retained { forwardRetained(message, pending: pending) }
+    }
+
+    /// The retained copy goes to the bucket: a put, or a delete for an empty payload.
+    private func forwardRetained(_ message: Message, pending: PendingAck?) {
+        let subject = "$KV.\(Self.retainedBucket).\(ClusterSubjects.key(topic: message.topic))"
+        let token = register(pending)
+        let sent: Bool
+        if message.payload.readableBytes == 0 {
+            sent = publish(subject: subject, headers: [("KV-Operation", "DEL"), ("Martlet-Ack", String(token))], payload: ByteBuffer(), stored: true)
+        } else {
+            let expiry = message.properties.isEmpty ? nil : message.properties.messageExpiryInterval.flatMap { $0 > 0 ? $0 : nil }
+            let record = RetainedRecord(qos: message.qos, expiresAtWall: expiry.map { Self.wallClock() + Int64($0) * 1000 }, writer: runID,
+                                        properties: message.properties, payload: message.payload)
+            sent = publish(subject: subject, headers: [("Martlet-Ack", String(token))], payload: ByteBuffer(bytes: record.encoded()), stored: true)
+        }
+        if !sent { acknowledged(token, ok: false, error: "not sent") }
+    }
+
+    private func register(_ pending: PendingAck?) -> UInt64 {
+        pendingAcks.withLockedValue { p in
+            let token = p.next
+            p.next += 1
+            if let pending { p.waiting[token] = pending }
+            return token
+        }
+    }
+
+    private func settle(_ pending: PendingAck?, ok: Bool, stored: Bool) {
+        guard let pending else { return }
+        // The token was registered: drop it so a late acknowledgement finds nothing.
+        let (finished, allOK) = pending.settle(ok)
+        if finished { pending.done(allOK) }
+    }
+
+    private func publish(subject: String, headers: [(String, String)], payload: ByteBuffer, stored: Bool) -> Bool {
+        var msg: OpaquePointer?
+        let status = payload.withUnsafeReadableBytes { bytes in
+            natsMsg_Create(&msg, subject, nil, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
+        }
+        guard status == NATS_OK, let msg else { return false }
+        for (name, value) in headers { natsMsgHeader_Set(msg, name, value) }
+        return (stored ? mn_publish_stored(handle.pointer, msg) : mn_publish(handle.pointer, msg)) == 0
+    }
+
+    func acknowledged(_ token: UInt64, ok: Bool, error: String?) {
+        if !ok {
+            statistics.storeFailures.add(1, ordering: .relaxed)
+            logger.debug("JetStream did not store a message", metadata: ["error": "\(error ?? "")"])
+        }
+        guard let pending = pendingAcks.withLockedValue({ $0.waiting.removeValue(forKey: token) }) else { return }
+        let (finished, allOK) = pending.settle(ok)
+        if finished { pending.done(allOK) }
+    }
+
+    // MARK: Receiving
+
+    func received(_ msg: OpaquePointer) {
+        defer { natsMsg_Destroy(msg) }
+        guard let broker = broker.withLockedValue({ $0 }),
+              let topic = ClusterSubjects.topic(subject: String(cString: natsMsg_GetSubject(msg))) else { return }
+        func header(_ name: String) -> String? {
+            var value: UnsafePointer<CChar>?
+            guard natsMsgHeader_Get(msg, name, &value) == NATS_OK, let value else { return nil }
+            return String(cString: value)
+        }
+        if let writer = header("Martlet-Node"), let seq = header("Martlet-Seq").flatMap(UInt64.init) {
+            let fresh = lastReceived.withLockedValue { last in
+                if let previous = last[writer], seq <= previous { return false }
+                last[writer] = seq
+                return true
+            }
+            guard fresh else {
+                statistics.copiesDropped.add(1, ordering: .relaxed)
+                return
+            }
+        }
+        let qos = header("Mqtt-Qos").flatMap(UInt8.init).flatMap(QoS.init(rawValue:)) ?? .atMostOnce
+        var properties: Properties = []
+        if let text = header("Mqtt-Properties"), let data = Data(base64Encoded: text) {
+            var buffer = ByteBuffer(bytes: data)
+            properties = (try? Properties.read(from: &buffer, context: .publish)) ?? []
+        }
+        let length = Int(natsMsg_GetDataLength(msg))
+        var payload = ByteBuffer()
+        if length > 0, let data = natsMsg_GetData(msg) {
+            payload = ByteBuffer(bytes: UnsafeRawBufferPointer(start: data, count: length))
+        }
+        statistics.received.add(1, ordering: .relaxed)
+        broker.deliverFromCluster(Message(topic: topic, payload: payload, qos: qos, retain: header("Mqtt-Retain") == "1",
+                                          properties: properties, publisherID: header("Mqtt-Publisher")))
+    }
+
+    func retainedChanged(key: String?, value: UnsafeRawPointer?, length: Int, deleted: Bool) {
+        guard let key else {
+            retainedLoaded.withLockedValue { $0 = true }
+            return
+        }
+        guard let broker = broker.withLockedValue({ $0 }), let topic = ClusterSubjects.topic(key: key) else { return }
+        if deleted {
+            broker.retainedFromCluster(topic: topic, nil)
+            return
+        }
+        guard let value, let record = RetainedRecord(UnsafeRawBufferPointer(start: value, count: length)) else {
+            logger.warning("unreadable retained message in the cluster's bucket", metadata: ["key": "\(key)"])
+            return
+        }
+        // This run's own writes are in its store already (in the order they were made).
+        guard record.writer != runID else { return }
+        let expiresAt = record.expiresAtWall.map { NIODeadline.now() + .milliseconds($0 - Self.wallClock()) }
+        if let expiresAt, expiresAt <= .now() { return }
+        broker.retainedFromCluster(topic: topic, RetainedMessage(topic: topic, payload: record.payload, qos: record.qos,
+                                                                properties: record.properties, expiresAt: expiresAt))
+    }
+
+    func stateChanged(connected: Bool) {
+        if connected {
+            logger.info("NATS connection restored", metadata: ["node": "\(configuration.nodeID)"])
+        } else {
+            statistics.disconnects.add(1, ordering: .relaxed)
+            logger.warning("NATS connection lost: reconnecting", metadata: ["node": "\(configuration.nodeID)"])
+        }
+    }
+
+    static func wallClock() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}
+
+/// What libnats' callbacks get as their context: the node, once it exists.
+final class ContextBox: Sendable {
+    let node = NIOLockedValueBox<ClusterNode?>(nil)
+
+    static func node(_ context: UnsafeMutableRawPointer?) -> ClusterNode? {
+        guard let context else { return nil }
+        return Unmanaged<ContextBox>.fromOpaque(context).takeUnretainedValue().node.withLockedValue { $0 }
+    }
+}
+
+final class WatchBox: Sendable {
+    let node: ClusterNode
+    init(node: ClusterNode) { self.node = node }
+}
+
+/// The node's figures for /metrics.
+final class ClusterStatistics: Sendable {
+    let forwarded = Atomic<Int>(0)
+    let received = Atomic<Int>(0)
+    let copiesDropped = Atomic<Int>(0)
+    let storeFailures = Atomic<Int>(0)
+    let disconnects = Atomic<Int>(0)
+
+    func render(connected: Bool, pendingAcks: Int, subjects: Int) -> String {
+        """
+        # HELP martlet_cluster_connected Whether the node's NATS connection is up.
+        # TYPE martlet_cluster_connected gauge
+        martlet_cluster_connected \(connected ? 1 : 0)
+        # HELP martlet_cluster_pending_acks Messages sent to JetStream not acknowledged yet.
+        # TYPE martlet_cluster_pending_acks gauge
+        martlet_cluster_pending_acks \(pendingAcks)
+        # HELP martlet_cluster_subjects NATS subjects this node subscribes for its subscribers.
+        # TYPE martlet_cluster_subjects gauge
+        martlet_cluster_subjects \(subjects)
+        # HELP martlet_cluster_messages_forwarded_total Messages published here sent to the other nodes.
+        # TYPE martlet_cluster_messages_forwarded_total counter
+        martlet_cluster_messages_forwarded_total \(forwarded.load(ordering: .relaxed))
+        # HELP martlet_cluster_copies_dropped_total Copies of one message for overlapping subscriptions, dropped.
+        # TYPE martlet_cluster_copies_dropped_total counter
+        martlet_cluster_copies_dropped_total \(copiesDropped.load(ordering: .relaxed))
+        # HELP martlet_cluster_store_failures_total Messages JetStream did not store (no quorum, timeout).
+        # TYPE martlet_cluster_store_failures_total counter
+        martlet_cluster_store_failures_total \(storeFailures.load(ordering: .relaxed))
+        # HELP martlet_cluster_disconnects_total Times the NATS connection was lost.
+        # TYPE martlet_cluster_disconnects_total counter
+        martlet_cluster_disconnects_total \(disconnects.load(ordering: .relaxed))
+
+        """
+    }
+}
