@@ -1,0 +1,176 @@
+import Foundation
+import MartletClient
+import MartletMQTT
+import NIOCore
+import Testing
+import MartletTestSupport
+
+/// Three NATS servers clustered with JetStream (Debian's nats-server) and martletd nodes with
+/// `cluster:` in their config files, all on 127.0.0.1 ports of this test's own; stopped by
+/// `stop()` (and killed with the test process if it dies first).
+final class ClusterFixture: @unchecked Sendable {
+    // @unchecked: the process lists are changed only by the one test that owns the fixture,
+    // from its own task, one step at a time.
+    struct NATSServer {
+        var client: Int
+        var http: Int
+        var route: Int
+        var config: String
+        var process: ChildProcess?
+    }
+
+    struct Node {
+        var id: String
+        var port: Int
+        var metrics: Int
+        var config: String
+        var process: ChildProcess?
+    }
+
+    let directory: String
+    var servers: [NATSServer] = []
+    var nodes: [Node] = []
+    /// Debian installs it in /usr/sbin.
+    static let natsServer = "/usr/sbin/nats-server"
+
+    init(servers count: Int = 3, clustered: Bool = true, jetStream: Bool = true) throws {
+        directory = scratchPath("martlet-cluster")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for i in 0..<count {
+            servers.append(NATSServer(client: randomTestPort(), http: randomTestPort(), route: randomTestPort(), config: "\(directory)/nats\(i).conf"))
+        }
+        for (i, s) in servers.enumerated() {
+            var text = """
+                server_name: n\(i)
+                listen: 127.0.0.1:\(s.client)
+                http: 127.0.0.1:\(s.http)
+
+                """
+            if jetStream { text += "jetstream { store_dir: \"\(directory)/js\(i)\", max_memory_store: 64MB, max_file_store: 8GB }\n" }
+            if clustered {
+                let routes = servers.map { "nats-route://127.0.0.1:\($0.route)" }.joined(separator: ", ")
+                text += "cluster { name: martlet, listen: 127.0.0.1:\(s.route), routes: [\(routes)] }\n"
+            }
+            try text.write(toFile: s.config, atomically: true, encoding: .utf8)
+        }
+    }
+
+    /// Starts every NATS server and waits until each says it is healthy.
+    func startNATS() async throws {
+        try await startNATS(Array(servers.indices))
+    }
+
+    /// Starts the servers `indices` together (a JetStream cluster is healthy only once a
+    /// quorum of its servers runs), then waits until each says it is healthy.
+    func startNATS(_ indices: [Int]) async throws {
+        for i in indices { servers[i].process = try ChildProcess(Self.natsServer, ["-c", servers[i].config]) }
+        for i in indices {
+            try await waitUntilListening(UInt16(servers[i].client), timeout: .seconds(20))
+            let port = servers[i].http
+            try await waitFor(.seconds(60), "nats-server \(i) healthy", every: .milliseconds(200)) { () async throws -> Bool? in
+                try await Self.get(port, "/healthz").contains("\"ok\"") ? true : nil
+            }
+        }
+    }
+
+    func killNATS(_ i: Int) {
+        servers[i].process?.kill()
+        servers[i].process = nil
+    }
+
+    /// The `cluster:` entry of node `id`: its own NATS server first, then the others.
+    func clusterEntry(_ id: String, server: Int, replicas: Int = 3, extra: String = "") -> String {
+        let urls = ([servers[server]] + servers.enumerated().filter { $0.offset != server }.map(\.element))
+            .map { "\"nats://127.0.0.1:\($0.client)\"" }.joined(separator: ", ")
+        return """
+            cluster:
+              node_id: \(id)
+              nats: [\(urls)]
+              replicas: \(replicas)
+              startup_timeout_ms: 30000
+              ack_timeout_ms: 2000
+            \(extra)
+            """
+    }
+
+    /// Adds node `id` served by NATS server `server` (index), and starts it.
+    @discardableResult
+    func addNode(_ id: String, server: Int, replicas: Int = 3, extra: String = "") async throws -> Node {
+        let node = Node(id: id, port: randomTestPort(), metrics: randomTestPort(), config: "\(directory)/\(id).yaml")
+        let text = """
+            listeners: [{host: 127.0.0.1, port: \(node.port)}]
+            metrics: {host: 127.0.0.1, port: \(node.metrics)}
+            log_level: info
+            sys_interval_s: 0
+
+            """ + clusterEntry(id, server: server, replicas: replicas, extra: extra)
+        try text.write(toFile: node.config, atomically: true, encoding: .utf8)
+        nodes.append(node)
+        try await startNode(nodes.count - 1)
+        return nodes[nodes.count - 1]
+    }
+
+    func startNode(_ i: Int) async throws {
+        nodes[i].process = try ChildProcess(DaemonTests.martletd, ["--config", nodes[i].config])
+        try await waitUntilListening(UInt16(nodes[i].port), timeout: .seconds(40))
+    }
+
+    func killNode(_ i: Int) {
+        nodes[i].process?.kill()
+        nodes[i].process = nil
+    }
+
+    func stop() {
+        for i in nodes.indices { killNode(i) }
+        for i in servers.indices { killNATS(i) }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// A client of node `i`.
+    func client(_ i: Int, _ id: String, version: ProtocolVersion = .v5, clean: Bool = true,
+                configure: (inout MQTTClientConfiguration) -> Void = { _ in }) async throws -> MQTTClient {
+        var c = MQTTClientConfiguration(port: nodes[i].port, clientID: id)
+        c.version = version
+        c.cleanStart = clean
+        configure(&c)
+        return try await MQTTClient.connect(c)
+    }
+
+    /// A Prometheus figure of node `i` (the sum of the lines that start with `name`).
+    func metric(_ i: Int, _ name: String) async throws -> Int {
+        let text = try await Self.get(nodes[i].metrics, "/metrics")
+        return text.split(separator: "\n").filter { $0.hasPrefix(name + " ") || $0.hasPrefix(name + "{") }
+            .compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }.reduce(0, +)
+    }
+
+    static func get(_ port: Int, _ path: String) async throws -> String {
+        let fetch = """
+            import sys, urllib.request
+            try:
+                print(urllib.request.urlopen('http://127.0.0.1:%s%s' % (sys.argv[1], sys.argv[2]), timeout=5).read().decode())
+            except Exception as e:
+                print('error', e)
+            """
+        return try await run(debianPython, ["-c", fetch, "\(port)", path]).stdout
+    }
+
+    /// Publishes QoS 0 probes on `probeTopic` from `publisher` until every client in
+    /// `subscribers` has one: the NATS interest of their nodes has reached the publisher's.
+    static func waitForInterest(publisher: MQTTClient, probeTopic: String, subscribers: [MQTTClient]) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for s in subscribers {
+                group.addTask {
+                    _ = try await BridgeTests.collect(from: s, timeout: .seconds(30)) { got in got.contains { $0.topic == probeTopic } }
+                }
+            }
+            group.addTask {
+                for _ in 0..<300 {
+                    try await publisher.publish(probeTopic, payload: ByteBuffer(string: "probe"))
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            for _ in subscribers { try await group.next() }
+            group.cancelAll()
+        }
+    }
+}

@@ -1,0 +1,244 @@
+import Foundation
+import MartletClient
+import MartletMQTT
+import NIOCore
+import Synchronization
+import Testing
+import MartletTestSupport
+
+/// Three martletd nodes with `cluster:` over three clustered nats-servers with JetStream (R3),
+/// all real processes on loopback: messages and retained messages cross nodes, a NATS server
+/// is killed under load, JetStream loses its quorum, and a node is killed and restarted.
+@Suite(.serialized) struct ClusterTests {
+    static func payloads(_ messages: [ReceivedMessage], topicPrefix: String) -> [String] {
+        messages.filter { $0.topic.hasPrefix(topicPrefix) }.map { String(buffer: $0.payload) }
+    }
+
+    static func withCluster(nodes: Int = 3, _ body: (ClusterFixture) async throws -> Void) async throws {
+        let cluster = try ClusterFixture()
+        defer { cluster.stop() }
+        try await cluster.startNATS()
+        for i in 0..<nodes { try await cluster.addNode("node\(i)", server: i % cluster.servers.count) }
+        try await body(cluster)
+    }
+
+    @Test("A publisher on node 0, subscribers on nodes 1 (v5) and 2 (3.1.1) with overlapping filters: every QoS 0/1/2 message arrives once, in order, with its v5 properties; publishers are acknowledged")
+    func crossNode() async throws {
+        try await Self.withCluster { cluster in
+            let publisher = try await cluster.client(0, "pub")
+            let sub1 = try await cluster.client(1, "sub1")
+            let sub2 = try await cluster.client(2, "sub2", version: .v3_1_1)
+            // Two filters of one session that both match: one copy per session (MQTT), and
+            // the node receives the NATS message once for its two subscriptions.
+            _ = try await sub1.subscribe([Subscription("t/#", qos: .exactlyOnce), Subscription("t/+/x", qos: .exactlyOnce)])
+            _ = try await sub2.subscribe("t/#", qos: .exactlyOnce)
+            try await ClusterFixture.waitForInterest(publisher: publisher, probeTopic: "t/probe", subscribers: [sub1, sub2])
+
+            var properties = Properties()
+            properties.appendUserProperty("origin", "node0")
+            properties.contentType = "text/plain"
+            var expected: [String] = []
+            for qos in QoS.allCases {
+                for i in 0..<40 {
+                    let text = "q\(qos.rawValue)-\(i)"
+                    expected.append(text)
+                    try await publisher.publish("t/\(qos.rawValue)/x", payload: ByteBuffer(string: text), qos: qos, properties: properties)
+                }
+            }
+            let all = expected
+            for (name, sub) in [("v5", sub1), ("3.1.1", sub2)] {
+                let got = try await BridgeTests.collect(from: sub, timeout: .seconds(30)) { m in
+                    Self.payloads(m, topicPrefix: "t/").filter { $0 != "probe" }.count >= all.count
+                }
+                let payloads = Self.payloads(got, topicPrefix: "t/").filter { $0 != "probe" }
+                #expect(payloads == expected, "\(name) subscriber")
+                if name == "v5", let first = got.first(where: { $0.topic == "t/1/x" }) {
+                    #expect(first.properties.userProperties.contains { $0.name == "origin" && $0.value == "node0" })
+                    #expect(first.properties.contentType == "text/plain")
+                    #expect(first.qos == .atLeastOnce)
+                }
+            }
+            #expect(try await cluster.metric(1, "martlet_cluster_copies_dropped_total") > 0)
+            #expect(try await cluster.metric(0, "martlet_cluster_refused_total") == 0)
+            try await publisher.disconnect()
+            try await sub1.disconnect()
+            try await sub2.disconnect()
+        }
+    }
+
+    @Test("Retained messages are cluster-wide: kept on node 0, sent to a new subscription on node 2 and to a node started later; an empty retained message clears it on every node")
+    func retainedAcrossNodes() async throws {
+        try await Self.withCluster(nodes: 2) { cluster in
+            let publisher = try await cluster.client(0, "pub")
+            try await publisher.publish("status/a", payload: ByteBuffer(string: "up"), qos: .atLeastOnce, retain: true)
+            try await publisher.publish("status/b/deep", payload: ByteBuffer(string: "deep"), qos: .atLeastOnce, retain: true)
+            // Acknowledged means stored in the bucket: a node started now has both.
+            try await cluster.addNode("late", server: 2)
+            for node in [1, 2] {
+                let sub = try await cluster.client(node, "sub\(node)")
+                _ = try await sub.subscribe("status/#", qos: .atLeastOnce)
+                let got = try await BridgeTests.collect(from: sub, timeout: .seconds(20)) { $0.count >= 2 }
+                #expect(Set(got.map { "\($0.topic)=\(String(buffer: $0.payload))" }) == ["status/a=up", "status/b/deep=deep"], "node \(node)")
+                #expect(got.allSatisfy { $0.retain })
+                try await sub.disconnect()
+            }
+            try await publisher.publish("status/a", payload: ByteBuffer(), qos: .atLeastOnce, retain: true)
+            for node in [1, 2] {
+                try await waitFor(.seconds(20), "status/a cleared on node \(node)", every: .milliseconds(200)) { () async throws -> Bool? in
+                    let sub = try await cluster.client(node, "check\(node)")
+                    _ = try await sub.subscribe("status/#", qos: .atLeastOnce)
+                    let got = try await BridgeTests.collect(from: sub, timeout: .seconds(10)) { $0.count >= 1 }
+                    try await sub.disconnect()
+                    return got.map(\.topic) == ["status/b/deep"] ? true : nil
+                }
+            }
+        }
+    }
+
+    @Test("One NATS server killed (SIGKILL) while QoS 1 flows from node 0 (whose server it is) to node 1: the node reconnects to another server; every acknowledged message arrives")
+    func natsServerKilled() async throws {
+        try await Self.withCluster(nodes: 2) { cluster in
+            let publisher = try await cluster.client(0, "pub") { $0.reconnect = ReconnectPolicy(initialDelay: .milliseconds(50), maximumDelay: .milliseconds(200)) }
+            let sub = try await cluster.client(1, "sub")
+            _ = try await sub.subscribe("load/#", qos: .atLeastOnce)
+            try await ClusterFixture.waitForInterest(publisher: publisher, probeTopic: "load/probe", subscribers: [sub])
+            var acknowledged: [String] = []
+            var refused = 0
+            for i in 0..<300 {
+                if i == 100 { cluster.killNATS(0) }
+                do {
+                    try await publisher.publish("load/x", payload: ByteBuffer(string: "\(i)"), qos: .atLeastOnce)
+                    acknowledged.append("\(i)")
+                } catch MQTTClientError.refused {
+                    refused += 1
+                }
+            }
+            #expect(acknowledged.count >= 200, "refused \(refused)")
+            let wanted = Set(acknowledged)
+            let got = try await BridgeTests.collect(from: sub, timeout: .seconds(30)) { m in
+                wanted.isSubset(of: Set(Self.payloads(m, topicPrefix: "load/x")))
+            }
+            #expect(wanted.isSubset(of: Set(Self.payloads(got, topicPrefix: "load/x"))))
+            #expect(try await cluster.metric(0, "martlet_cluster_connected") == 1)
+        }
+    }
+
+    @Test("Two of three NATS servers killed: JetStream has no quorum, so QoS 1 publishes are refused (v5 0x80; 3.1.1 gets no PUBACK), counted; QoS 0 still crosses; with the servers back, QoS 1 is acknowledged again")
+    func noQuorum() async throws {
+        try await Self.withCluster(nodes: 2) { cluster in
+            // Both nodes are served by server 2 once 0 and 1 are gone.
+            let publisher = try await cluster.client(0, "pub")
+            let publisher3 = try await cluster.client(0, "pub3", version: .v3_1_1)
+            let sub = try await cluster.client(1, "sub")
+            _ = try await sub.subscribe("q/#", qos: .atLeastOnce)
+            try await ClusterFixture.waitForInterest(publisher: publisher, probeTopic: "q/probe", subscribers: [sub])
+            cluster.killNATS(0)
+            cluster.killNATS(1)
+            // Refused once the node's connection has moved to server 2 and JetStream answers
+            // (or times out) without a quorum.
+            try await waitFor(.seconds(30), "a refused QoS 1 publish", every: .milliseconds(100)) { () async throws -> Bool? in
+                do {
+                    try await publisher.publish("q/x", payload: ByteBuffer(string: "lost?"), qos: .atLeastOnce)
+                    return nil
+                } catch MQTTClientError.refused(let code) {
+                    #expect(code == .unspecifiedError)
+                    return true
+                }
+            }
+            for _ in 0..<5 {
+                await #expect(throws: MQTTClientError.refused(.unspecifiedError)) {
+                    try await publisher.publish("q/x", payload: ByteBuffer(string: "refused"), qos: .atLeastOnce)
+                }
+            }
+            // 3.1.1 cannot say no: no PUBACK.
+            let unanswered = try await publisher3.send("q/x", payload: ByteBuffer(string: "unanswered"), qos: .atLeastOnce)
+            // QoS 0 crosses on core NATS.
+            try await ClusterFixture.waitForInterest(publisher: publisher, probeTopic: "q/zero", subscribers: [sub])
+            let refusals = try await waitFor(.seconds(5), "refusals counted") { () async throws -> Int? in
+                let n = try await cluster.metric(0, "martlet_cluster_refused_total")
+                return n >= 7 ? n : nil
+            }
+            #expect(refusals >= 7)
+            try await cluster.startNATS([0, 1])
+            try await waitFor(.seconds(60), "QoS 1 acknowledged again", every: .milliseconds(200)) { () async throws -> Bool? in
+                do {
+                    try await publisher.publish("q/x", payload: ByteBuffer(string: "back"), qos: .atLeastOnce)
+                    return true
+                } catch MQTTClientError.refused {
+                    return nil
+                }
+            }
+            // The 3.1.1 publisher's next message is acknowledged; acknowledgements go in
+            // order, so the refused one before it was never acknowledged.
+            let later = try await publisher3.send("q/x", payload: ByteBuffer(string: "later"), qos: .atLeastOnce)
+            try await later.get()
+            let settled = Settled()
+            unanswered.whenComplete { _ in settled.value.store(true, ordering: .relaxed) }
+            let answered = settled.value.load(ordering: .relaxed)
+            #expect(!answered)
+            let got = try await BridgeTests.collect(from: sub, timeout: .seconds(20)) { Self.payloads($0, topicPrefix: "q/x").contains("later") }
+            #expect(Self.payloads(got, topicPrefix: "q/x").contains("back"))
+            try await publisher3.disconnect()
+        }
+    }
+
+    @Test("A node killed (SIGKILL) and restarted: the other nodes go on exchanging messages, and the restarted node serves the cluster's retained messages and subscribers again")
+    func nodeKilled() async throws {
+        try await Self.withCluster { cluster in
+            let publisher = try await cluster.client(0, "pub")
+            try await publisher.publish("keep/1", payload: ByteBuffer(string: "kept"), qos: .atLeastOnce, retain: true)
+            cluster.killNode(2)
+            let sub = try await cluster.client(1, "sub")
+            _ = try await sub.subscribe("live/#", qos: .atLeastOnce)
+            try await ClusterFixture.waitForInterest(publisher: publisher, probeTopic: "live/probe", subscribers: [sub])
+            try await publisher.publish("live/x", payload: ByteBuffer(string: "while 2 is down"), qos: .atLeastOnce)
+            _ = try await BridgeTests.collect(from: sub, timeout: .seconds(20)) { Self.payloads($0, topicPrefix: "live/x") == ["while 2 is down"] }
+            try await cluster.startNode(2)
+            let sub2 = try await cluster.client(2, "sub2")
+            _ = try await sub2.subscribe("keep/#", qos: .atLeastOnce)
+            let retained = try await BridgeTests.collect(from: sub2, timeout: .seconds(20)) { $0.count >= 1 }
+            #expect(retained.map { String(buffer: $0.payload) } == ["kept"])
+            _ = try await sub2.subscribe("live/#", qos: .atLeastOnce)
+            try await ClusterFixture.waitForInterest(publisher: publisher, probeTopic: "live/probe", subscribers: [sub2])
+        }
+    }
+
+    @Test("martletd does not start without its cluster: no NATS server answering, JetStream off, or fewer JetStream servers than replicas; each names the problem")
+    func refusesToStart() async throws {
+        // Nothing listens.
+        let nowhere = try ClusterFixture(servers: 1, clustered: false)
+        defer { nowhere.stop() }
+        let config = "\(nowhere.directory)/bad.yaml"
+        func attempt(_ cluster: String) async throws -> ProcessResult {
+            try """
+                listeners: [{host: 127.0.0.1, port: \(randomTestPort())}]
+                \(cluster.replacingOccurrences(of: "startup_timeout_ms: 30000", with: "startup_timeout_ms: 1500"))
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+            return try await run(DaemonTests.martletd, ["--config", config], timeout: .seconds(30))
+        }
+        var result = try await attempt(nowhere.clusterEntry("solo", server: 0, replicas: 1))
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("cluster: cannot connect to NATS"), "\(result.stderr)")
+
+        // A server without JetStream.
+        let plain = try ClusterFixture(servers: 1, clustered: false, jetStream: false)
+        defer { plain.stop() }
+        try await plain.startNATS()
+        result = try await attempt(plain.clusterEntry("solo", server: 0, replicas: 1))
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("JetStream is not available"), "\(result.stderr)")
+
+        // One JetStream server, three replicas asked for.
+        let single = try ClusterFixture(servers: 1, clustered: false)
+        defer { single.stop() }
+        try await single.startNATS()
+        result = try await attempt(single.clusterEntry("solo", server: 0, replicas: 3))
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("cannot create the stream"), "\(result.stderr)")
+    }
+}
+
+/// Whether a future has completed, read from the test's task.
+final class Settled: Sendable {
+    let value = Atomic<Bool>(false)
+}
