@@ -16,9 +16,9 @@ FUZZ_SECONDS ?= 60
 # sender in front of martletd); mosquitto-clients, python3-paho-mqtt
 # and mosquitto for the interop tests (third-party clients and broker); node-mqtt (MQTT.js) from
 # Node and, bundled by esbuild with node-buffer, node-process and node-url, in headless chromium
-# for the WebSocket tests.
+# for the WebSocket tests. nats-server (JetStream) and libnats-dev for `cluster:` and its tests.
 DEB_PACKAGES := libssl-dev libsqlite3-dev sqlite3 haproxy mosquitto mosquitto-clients python3-paho-mqtt iproute2 \
-	node-mqtt node-buffer node-process node-url node-ws esbuild chromium
+	node-mqtt node-buffer node-process node-url node-ws esbuild chromium nats-server libnats-dev
 
 .PHONY: all deps build build-release run test unit-tests fuzz benchmarks benchmark-check bench clean
 
@@ -38,7 +38,7 @@ deps:
 	  fi; \
 	fi
 	@# The Debian mosquitto package starts a system broker on port 1883; the tests start their own.
-	@if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto haproxy >/dev/null 2>&1 || true; fi
+	@if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto haproxy nats-server >/dev/null 2>&1 || true; fi
 
 build: deps
 	$(SWIFT) build
