@@ -15,6 +15,22 @@ extension MQTTBroker {
         }
     }
 
+    /// A connection on another node took `clientID`'s session at `claimedAt` (wall-clock
+    /// nanoseconds): an older connection here is closed as taken over (0x8E) and its session
+    /// ends here. Ordered with this node's own CONNECTs of that client id.
+    public func releaseToCluster(clientID: String, claimedAt: Int64) {
+        let any = routers[0]
+        let turn: @Sendable (Int?) -> Void = { [routers] owner in
+            guard let owner else {
+                any.core.registry.settle(clientID, owner: nil)
+                return
+            }
+            let router = routers[owner]
+            router.eventLoop.execute { router.assumeIsolated { $0.releaseToCluster(clientID, claimedAt: claimedAt) } }
+        }
+        if case .granted(let owner) = core.registry.claim(clientID, router: 0, turn: turn) { turn(owner) }
+    }
+
     /// The cluster's retained message for `topic` changed (nil: deleted). New subscriptions
     /// on this node get it from the node's own store.
     public func retainedFromCluster(topic: String, _ message: RetainedMessage?) {

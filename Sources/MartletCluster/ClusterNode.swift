@@ -40,6 +40,8 @@ func cText(_ buffer: [CChar]) -> String {
 public final class ClusterNode: ClusterLink {
     public static let stream = "MARTLET_MESSAGES"
     public static let retainedBucket = "martlet_retained"
+    /// Where nodes announce the client ids their connections take (payload: the client id).
+    public static let claimsSubject = "martlet.claims"
 
     public let configuration: ClusterConfiguration
     /// This run of this node: node id and a random suffix (a restarted node is a new writer).
@@ -178,6 +180,10 @@ public final class ClusterNode: ClusterLink {
             Unmanaged<WatchBox>.fromOpaque(context!).takeUnretainedValue().node.retainedChanged(
                 key: key.map { String(cString: $0) }, value: value, length: Int(length), deleted: op != 0)
         }, $0, $1) }
+        guard let claims = mn_subscribe(handle.pointer, Self.claimsSubject, nil) else {
+            throw ClusterError(description: "cannot subscribe \(Self.claimsSubject)")
+        }
+        _ = claims
         let deadline = Date().addingTimeInterval(Double(configuration.startupTimeout) / 1000)
         while !retainedLoaded.withLockedValue({ $0 }) {
             if Date() >= deadline { throw ClusterError(description: "the retained messages of the cluster did not load within startup_timeout_ms") }
@@ -308,17 +314,30 @@ public final class ClusterNode: ClusterLink {
         if finished { pending.done(allOK) }
     }
 
+    public func claimed(_ clientID: String, at time: Int64) {
+        _ = publish(subject: Self.claimsSubject, headers: [("Martlet-Node", runID), ("Martlet-Claimed", String(time))],
+                    payload: ByteBuffer(string: clientID), stored: false)
+    }
+
     // MARK: Receiving
 
     func received(_ msg: OpaquePointer) {
         defer { natsMsg_Destroy(msg) }
-        guard let broker = broker.withLockedValue({ $0 }),
-              let topic = ClusterSubjects.topic(subject: String(cString: natsMsg_GetSubject(msg))) else { return }
+        guard let broker = broker.withLockedValue({ $0 }) else { return }
         func header(_ name: String) -> String? {
             var value: UnsafePointer<CChar>?
             guard natsMsgHeader_Get(msg, name, &value) == NATS_OK, let value else { return nil }
             return String(cString: value)
         }
+        let subject = String(cString: natsMsg_GetSubject(msg))
+        if subject == Self.claimsSubject {
+            let length = Int(natsMsg_GetDataLength(msg))
+            guard let time = header("Martlet-Claimed").flatMap(Int64.init), let data = natsMsg_GetData(msg) else { return }
+            let clientID = String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
+            broker.releaseToCluster(clientID: clientID, claimedAt: time)
+            return
+        }
+        guard let topic = ClusterSubjects.topic(subject: subject) else { return }
         if let writer = header("Martlet-Node"), let seq = header("Martlet-Seq").flatMap(UInt64.init) {
             let fresh = lastReceived.withLockedValue { last in
                 if let previous = last[writer], seq <= previous { return false }

@@ -203,6 +203,23 @@ import MartletTestSupport
         }
     }
 
+    @Test("Two CONNECTs with one client id race on two nodes (mosquitto_sub, MQTT 5), five times: each time exactly one connection stays and the other is closed with DISCONNECT 0x8E Session taken over")
+    func racingConnects() async throws {
+        try await Self.withCluster(nodes: 2) { cluster in
+            for round in 0..<5 {
+                let id = "racer-\(round)"
+                let args = { (node: Int) in ["-p", "\(cluster.nodes[node].port)", "-i", id, "-t", "race/x", "-V", "mqttv5", "-d", "-W", "4"] }
+                let a = try ChildProcess(mosquittoSub, args(0))
+                let b = try ChildProcess(mosquittoSub, args(1))
+                let results = [try await a.finish(timeout: .seconds(20)), try await b.finish(timeout: .seconds(20))]
+                let takenOver = results.filter { $0.stdout.contains("Received DISCONNECT (142)") }
+                let stayed = results.filter { $0.stdout.contains("received CONNACK (0)") && !$0.stdout.contains("Received DISCONNECT") }
+                #expect(takenOver.count == 1 && stayed.count == 1, "round \(round): \(results.map(\.stdout))")
+            }
+            #expect(try await cluster.metric(0, "martlet_cluster_takeovers_total") + cluster.metric(1, "martlet_cluster_takeovers_total") == 5)
+        }
+    }
+
     @Test("martletd does not start without its cluster: no NATS server answering, JetStream off, or fewer JetStream servers than replicas; each names the problem")
     func refusesToStart() async throws {
         // Nothing listens.

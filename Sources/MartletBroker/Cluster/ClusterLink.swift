@@ -16,7 +16,11 @@ public protocol ClusterLink: FilterInterestObserver {
     /// already. `acknowledged`, when given, is called once, on any thread: true when the
     /// cluster has stored it with its replicas, false when it could not.
     func forward(_ message: Message, acknowledged: (@Sendable (Bool) -> Void)?)
+    /// A connection on this node took `clientID`'s session at wall-clock time `at`
+    /// (nanoseconds): every other node releases an older connection of that client id.
+    func claimed(_ clientID: String, at: Int64)
 }
+
 
 extension Message {
     /// Whether this node's own topics (`$SYS/…`): they stay on the node that made them.

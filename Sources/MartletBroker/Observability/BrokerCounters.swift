@@ -45,6 +45,8 @@ public final class BrokerCounters: Sendable {
         public var clusterRefused = 0
         /// Messages from the other nodes of the cluster routed here.
         public var clusterReceived = 0
+        /// Sessions released here because a connection on another node took their client id.
+        public var clusterTakeovers = 0
         /// Connections closed on a `proxy_protocol` listener: from a peer not in
         /// `trusted_proxies`, or without a valid PROXY header.
         public var proxyRefused = 0

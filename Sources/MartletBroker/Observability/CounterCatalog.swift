@@ -55,6 +55,7 @@ extension BrokerCounters {
         CounterEntry(\.storeRefused, .total, metric: "store_refused_total", sys: "store/refused"),
         CounterEntry(\.clusterRefused, .total, metric: "cluster_refused_total", sys: "cluster/refused"),
         CounterEntry(\.clusterReceived, .total, metric: "cluster_messages_received_total", sys: "cluster/messages/received"),
+        CounterEntry(\.clusterTakeovers, .total, metric: "cluster_takeovers_total", sys: "cluster/takeovers"),
         CounterEntry(\.authFailures, .total, metric: "auth_failures_total", sys: "auth/failures"),
         CounterEntry(\.publishDenied, .total, metric: "acl_denied_total", labels: [("operation", "publish")]),
         CounterEntry(\.subscribeDenied, .total, metric: "acl_denied_total", labels: [("operation", "subscribe")]),

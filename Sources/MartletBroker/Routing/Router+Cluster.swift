@@ -1,6 +1,9 @@
 import DequeModule
 import MartletMQTT
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Acknowledgements of QoS 1/2 PUBLISHes waiting for the cluster to store their messages,
 /// in the order the PUBLISHes came; each is sent once it and every one before it is settled.
@@ -34,6 +37,17 @@ struct ClusterHeldAcks {
             firstToken += 1
         }
         return due
+    }
+}
+
+/// Helpers of the cluster's side of routing.
+enum ClusterLinkSupport {
+    static func isNodeLocal(_ clientID: String) -> Bool { clientID.hasPrefix("$bridge/") }
+
+    static func wallNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 }
 
@@ -77,6 +91,31 @@ extension Router {
                                     refusedWith: ack.stored! ? nil : .unspecifiedError)
         }
         flush()
+    }
+
+    /// A connection took `session` here: the other nodes release theirs.
+    func claimInCluster(_ session: Session) {
+        guard let cluster = core.cluster, !ClusterLinkSupport.isNodeLocal(session.clientID) else { return }
+        session.claimedAt = ClusterLinkSupport.wallNanoseconds()
+        cluster.claimed(session.clientID, at: session.claimedAt)
+    }
+
+    /// Another node's connection took `clientID`'s session at `claimedAt`: a connection here
+    /// that took it earlier is closed as taken over (v5 DISCONNECT 0x8E; its will follows the
+    /// will rules) and the session ends here, as a takeover by a clean start would end it.
+    /// A claim older than the one here changes nothing (that node releases instead), so of
+    /// two CONNECTs racing on two nodes exactly one connection stays.
+    func releaseToCluster(_ clientID: String, claimedAt: Int64) {
+        guard let session = sessions[clientID], session.claimedAt < claimedAt else {
+            core.registry.settle(clientID, owner: sessions[clientID] == nil ? nil : index)
+            return
+        }
+        let request = ConnectRequest(
+            clientID: clientID, version: session.version, cleanStart: true, expiryInterval: 0, receiveMaximum: 1,
+            maximumPacketSize: 0, policy: session.policy, username: session.username)
+        _ = release(for: request, movingTo: nil)
+        local.clusterTakeovers += 1
+        core.registry.settle(clientID, owner: nil)
     }
 
     /// Routes the messages another node published, which the cluster delivered here. They

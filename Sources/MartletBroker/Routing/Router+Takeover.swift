@@ -142,6 +142,7 @@ extension Router {
             }
         }
         sessions[clientID] = session
+        claimInCluster(session)
         if case .moved(let restored) = outcome, restored.stored, !session.isPersistent, store != nil {
             // Resumed without being kept any more (v5 expiry 0 now): its stored rows go.
             record(.sessionEnded(clientID: clientID))

@@ -153,6 +153,9 @@ final class Session {
 
     /// The authenticated user name (nil: anonymous), for ACL checks.
     var username: String?
+    /// When (wall clock, nanoseconds) its connection took it: in a cluster, a claim of the
+    /// same client id on another node made later wins.
+    var claimedAt: Int64 = 0
     /// ACL answers for topics this session received on, valid for one ACL generation.
     var readAllowed: [String: Bool] = [:]
     var readAllowedGeneration = -1
