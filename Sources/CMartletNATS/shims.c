@@ -5,18 +5,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct mn_watch {
+    kvStore *bucket;
+    kvWatcher *watcher;
+    pthread_t thread;
+    volatile int watching;
+    void *context;
+    mn_entry_cb on_entry;
+};
+
 struct mn_node {
     natsConnection *connection;
     jsCtx *js;
     mn_settings settings;
     int64_t ack_wait_ms;
-    // The retained-message watcher.
-    kvStore *bucket;
-    kvWatcher *watcher;
-    pthread_t watch_thread;
-    int watching;
-    void *watch_context;
-    mn_entry_cb on_entry;
+    // Bucket watchers, each on a thread of its own.
+    mn_watch *watches[4];
+    int watch_count;
     // Set by mn_close: callbacks that libnats still runs afterwards do nothing.
     volatile int closed;
 };
@@ -251,40 +256,138 @@ int mn_publish_stored(mn_node *node, natsMsg *msg) {
 }
 
 static void *watch_loop(void *argument) {
-    mn_node *node = argument;
-    while (node->watching) {
+    mn_watch *w = argument;
+    while (w->watching) {
         kvEntry *entry = NULL;
-        natsStatus s = kvWatcher_Next(&entry, node->watcher, 1000);
+        natsStatus s = kvWatcher_Next(&entry, w->watcher, 1000);
         if (s == NATS_TIMEOUT) continue;
         if (s != NATS_OK) break;
         if (entry == NULL) {
-            node->on_entry(node->watch_context, NULL, NULL, 0, 0);
+            w->on_entry(w->context, NULL, NULL, 0, 0);
             continue;
         }
         kvOperation op = kvEntry_Operation(entry);
-        node->on_entry(node->watch_context, kvEntry_Key(entry), kvEntry_Value(entry), kvEntry_ValueLen(entry),
-                       op == kvOp_Put ? 0 : 1);
+        w->on_entry(w->context, kvEntry_Key(entry), kvEntry_Value(entry), kvEntry_ValueLen(entry), op == kvOp_Put ? 0 : 1);
         kvEntry_Destroy(entry);
     }
     return NULL;
 }
 
-int mn_watch_bucket(mn_node *node, const char *bucket, void *context, mn_entry_cb on_entry, char *error, size_t error_length) {
-    natsStatus s = js_KeyValue(&node->bucket, node->js, bucket);
-    if (s == NATS_OK) s = kvStore_WatchAll(&node->watcher, node->bucket, NULL);
-    if (s != NATS_OK) {
-        describe(error, error_length, "cannot watch the bucket", s);
+int mn_watch_bucket(mn_node *node, const char *bucket, int meta_only, void *context, mn_entry_cb on_entry, char *error,
+                    size_t error_length) {
+    if (node->watch_count >= 4) {
+        if (error) snprintf(error, error_length, "too many watchers");
         return -1;
     }
-    node->watch_context = context;
-    node->on_entry = on_entry;
-    node->watching = 1;
-    if (pthread_create(&node->watch_thread, NULL, watch_loop, node) != 0) {
-        node->watching = 0;
+    mn_watch *w = calloc(1, sizeof *w);
+    kvWatchOptions options;
+    kvWatchOptions_Init(&options);
+    options.MetaOnly = meta_only != 0;
+    natsStatus s = js_KeyValue(&w->bucket, node->js, bucket);
+    if (s == NATS_OK) s = kvStore_WatchAll(&w->watcher, w->bucket, &options);
+    if (s != NATS_OK) {
+        describe(error, error_length, "cannot watch the bucket", s);
+        free(w);
+        return -1;
+    }
+    w->context = context;
+    w->on_entry = on_entry;
+    w->watching = 1;
+    if (pthread_create(&w->thread, NULL, watch_loop, w) != 0) {
         if (error) snprintf(error, error_length, "cannot start the watcher thread");
         return -1;
     }
+    node->watches[node->watch_count++] = w;
     return 0;
+}
+
+kvStore *mn_open_bucket(mn_node *node, const char *bucket) {
+    kvStore *kv = NULL;
+    return js_KeyValue(&kv, node->js, bucket) == NATS_OK ? kv : NULL;
+}
+
+int mn_bucket_get(kvStore *bucket, const char *key, void **value, int *length) {
+    kvEntry *entry = NULL;
+    natsStatus s = kvStore_Get(&entry, bucket, key);
+    if (s == NATS_NOT_FOUND) return 1;
+    if (s != NATS_OK) return -1;
+    int n = kvEntry_ValueLen(entry);
+    void *copy = malloc(n > 0 ? (size_t)n : 1);
+    if (n > 0) memcpy(copy, kvEntry_Value(entry), (size_t)n);
+    kvEntry_Destroy(entry);
+    *value = copy;
+    *length = n;
+    return 0;
+}
+
+int mn_bucket_create(kvStore *bucket, const char *key, const void *value, int length) {
+    uint64_t revision = 0;
+    natsStatus s = kvStore_Create(&revision, bucket, key, value, length);
+    if (s == NATS_OK) return 0;
+    // JetStream refuses a create of an existing key as a wrong last sequence.
+    const char *why = nats_GetLastError(NULL);
+    return why != NULL && strstr(why, "wrong last sequence") != NULL ? 1 : -1;
+}
+
+int mn_bucket_delete(kvStore *bucket, const char *key) {
+    return kvStore_Delete(bucket, key) == NATS_OK ? 0 : -1;
+}
+
+int mn_bucket_entries(kvStore *bucket, const char *keys, void *context, mn_entry_cb on_entry) {
+    kvWatcher *watcher = NULL;
+    kvWatchOptions options;
+    kvWatchOptions_Init(&options);
+    options.IgnoreDeletes = true;
+    if (kvStore_Watch(&watcher, bucket, keys, &options) != NATS_OK) return -1;
+    int result = 0;
+    while (1) {
+        kvEntry *entry = NULL;
+        natsStatus s = kvWatcher_Next(&entry, watcher, 5000);
+        if (s != NATS_OK) { result = -1; break; }
+        if (entry == NULL) break;
+        on_entry(context, kvEntry_Key(entry), kvEntry_Value(entry), kvEntry_ValueLen(entry), 0);
+        kvEntry_Destroy(entry);
+    }
+    kvWatcher_Destroy(watcher);
+    return result;
+}
+
+int mn_replay(mn_node *node, const char *stream, const char *subject, int64_t start_ms, int64_t timeout_ms,
+              void *context, mn_message_cb on_message) {
+    jsStreamInfo *info = NULL;
+    jsErrCode code = 0;
+    if (js_GetStreamInfo(&info, node->js, stream, NULL, &code) != NATS_OK) return -1;
+    uint64_t last = info->State.LastSeq;
+    int64_t last_time = info->State.LastTime;
+    jsStreamInfo_Destroy(info);
+    if (last == 0 || last_time < start_ms * 1000000LL) return 0;
+    jsSubOptions options;
+    jsSubOptions_Init(&options);
+    options.Stream = stream;
+    options.Ordered = true;
+    options.Config.DeliverPolicy = js_DeliverByStartTime;
+    options.Config.OptStartTime = start_ms * 1000000LL;
+    natsSubscription *sub = NULL;
+    if (js_SubscribeSync(&sub, node->js, subject, NULL, &options, &code) != NATS_OK) return -1;
+    int result = 0;
+    int64_t deadline = nats_Now() + timeout_ms;
+    while (1) {
+        natsMsg *msg = NULL;
+        int64_t left = deadline - nats_Now();
+        if (left <= 0) { result = -1; break; }
+        if (natsSubscription_NextMsg(&msg, sub, left) != NATS_OK) { result = -1; break; }
+        jsMsgMetaData *meta = NULL;
+        uint64_t seq = 0;
+        if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+            seq = meta->Sequence.Stream;
+            jsMsgMetaData_Destroy(meta);
+        }
+        on_message(context, msg);
+        if (seq >= last) break;
+    }
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+    return result;
 }
 
 int mn_flush(mn_node *node, int64_t timeout_ms) {
@@ -297,13 +400,14 @@ int mn_connected(mn_node *node) {
 
 void mn_close(mn_node *node) {
     node->closed = 1;
-    if (node->watching) {
-        node->watching = 0;
-        kvWatcher_Stop(node->watcher);
-        pthread_join(node->watch_thread, NULL);
+    for (int i = 0; i < node->watch_count; i++) {
+        mn_watch *w = node->watches[i];
+        w->watching = 0;
+        kvWatcher_Stop(w->watcher);
+        pthread_join(w->thread, NULL);
+        kvWatcher_Destroy(w->watcher);
+        kvStore_Destroy(w->bucket);
     }
-    if (node->watcher) kvWatcher_Destroy(node->watcher);
-    if (node->bucket) kvStore_Destroy(node->bucket);
     natsConnection_Close(node->connection);
     // The node itself stays allocated: libnats may still run a callback that reads it.
 }

@@ -31,6 +31,18 @@ extension MQTTBroker {
         if case .granted(let owner) = core.registry.claim(clientID, router: 0, turn: turn) { turn(owner) }
     }
 
+    /// A message this node publishes for the cluster (the will of a dead node's client):
+    /// routed here and sent to the other nodes.
+    public func publishFromCluster(_ message: Message) {
+        let router = routers[0]
+        router.eventLoop.execute {
+            router.assumeIsolated {
+                $0.publish(message)
+                $0.flush()
+            }
+        }
+    }
+
     /// The cluster's retained message for `topic` changed (nil: deleted). New subscriptions
     /// on this node get it from the node's own store.
     public func retainedFromCluster(topic: String, _ message: RetainedMessage?) {

@@ -42,13 +42,27 @@ public final class ClusterNode: ClusterLink {
     public static let retainedBucket = "martlet_retained"
     /// Where nodes announce the client ids their connections take (payload: the client id).
     public static let claimsSubject = "martlet.claims"
+    /// Persistent sessions' records, by client id.
+    public static let sessionsBucket = "martlet_sessions"
+    /// Wills of the connections on each node, `<run>.<client id>`.
+    public static let willsBucket = "martlet_wills"
+    /// Each running node's heartbeat, by run; `gone-<run>` marks a dead run taken care of.
+    public static let nodesBucket = "martlet_nodes"
 
     public let configuration: ClusterConfiguration
     /// This run of this node: node id and a random suffix (a restarted node is a new writer).
     public let runID: String
     let logger: Logger
-    private let handle: NATSHandle
-    private let broker = NIOLockedValueBox<MQTTBroker?>(nil)
+    let handle: NATSHandle
+    /// The buckets read and written synchronously (off the event loops).
+    var buckets: Buckets { bucketHandles.withLockedValue { $0! } }
+    let bucketHandles = NIOLockedValueBox<Buckets?>(nil)
+    /// Keys of the sessions bucket (followed by a watch): a session ending here removes its
+    /// record only if there is one.
+    let sessionKeys = NIOLockedValueBox<Set<String>>([])
+    /// Blocking work (bucket reads, stream replays, heartbeats) runs here, never on an event loop.
+    let background = DispatchQueue(label: "martlet.cluster", attributes: .concurrent)
+    let broker = NIOLockedValueBox<MQTTBroker?>(nil)
 
     /// Per NATS subject, how many filters need it, and the subscription.
     private let interest = NIOLockedValueBox<[String: (count: Int, subscription: NATSSubscription?)]>([:])
@@ -110,8 +124,11 @@ public final class ClusterNode: ClusterLink {
                 mn_ensure_stream(node.handle.pointer, stream, "mqtt.1.>", Int32(replicas), Int64(configuration.streamMaximumAge),
                                  Int64(configuration.streamMaximumBytes), $0, $1)
             }
-            try node.check { mn_ensure_bucket(node.handle.pointer, retainedBucket, Int32(replicas), $0, $1) }
+            for bucket in [retainedBucket, sessionsBucket, willsBucket, nodesBucket] {
+                try node.check { mn_ensure_bucket(node.handle.pointer, bucket, Int32(replicas), $0, $1) }
+            }
         }
+        try node.openBuckets()
         logger.info("joined the cluster", metadata: [
             "node": "\(configuration.nodeID)", "run": "\(runID)", "nats": "\(configuration.servers.joined(separator: ","))",
             "replicas": "\(replicas)",
@@ -131,7 +148,7 @@ public final class ClusterNode: ClusterLink {
         }
     }
 
-    private func check(_ call: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws(ClusterError) {
+    func check(_ call: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws(ClusterError) {
         var error = [CChar](repeating: 0, count: 512)
         let status = error.withUnsafeMutableBufferPointer { call($0.baseAddress!, $0.count) }
         if status != 0 { throw ClusterError(description: cText(error)) }
@@ -176,7 +193,7 @@ public final class ClusterNode: ClusterLink {
     public func attach(_ broker: MQTTBroker) throws {
         self.broker.withLockedValue { $0 = broker }
         let context = Unmanaged.passRetained(WatchBox(node: self)).toOpaque()
-        try check { mn_watch_bucket(handle.pointer, Self.retainedBucket, context, { context, key, value, length, op in
+        try check { mn_watch_bucket(handle.pointer, Self.retainedBucket, 0, context, { context, key, value, length, op in
             Unmanaged<WatchBox>.fromOpaque(context!).takeUnretainedValue().node.retainedChanged(
                 key: key.map { String(cString: $0) }, value: value, length: Int(length), deleted: op != 0)
         }, $0, $1) }
@@ -189,6 +206,8 @@ public final class ClusterNode: ClusterLink {
             if Date() >= deadline { throw ClusterError(description: "the retained messages of the cluster did not load within startup_timeout_ms") }
             Thread.sleep(forTimeInterval: 0.01)
         }
+        try followSessionKeys()
+        startHeartbeats()
         broker.addMetricsSource { [self] in Array(statistics.render(connected: mn_connected(handle.pointer) != 0,
                                                                    pendingAcks: pendingAcks.withLockedValue { $0.waiting.count },
                                                                    subjects: interest.withLockedValue { $0.count }).utf8) }
@@ -294,7 +313,7 @@ public final class ClusterNode: ClusterLink {
         if finished { pending.done(allOK) }
     }
 
-    private func publish(subject: String, headers: [(String, String)], payload: ByteBuffer, stored: Bool) -> Bool {
+    func publish(subject: String, headers: [(String, String)], payload: ByteBuffer, stored: Bool) -> Bool {
         var msg: OpaquePointer?
         let status = payload.withUnsafeReadableBytes { bytes in
             natsMsg_Create(&msg, subject, nil, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
@@ -337,7 +356,7 @@ public final class ClusterNode: ClusterLink {
             broker.releaseToCluster(clientID: clientID, claimedAt: time)
             return
         }
-        guard let topic = ClusterSubjects.topic(subject: subject) else { return }
+        guard ClusterSubjects.topic(subject: subject) != nil else { return }
         if let writer = header("Martlet-Node"), let seq = header("Martlet-Seq").flatMap(UInt64.init) {
             let fresh = lastReceived.withLockedValue { last in
                 if let previous = last[writer], seq <= previous { return false }
@@ -348,6 +367,19 @@ public final class ClusterNode: ClusterLink {
                 statistics.copiesDropped.add(1, ordering: .relaxed)
                 return
             }
+        }
+        guard let message = Self.message(msg) else { return }
+        statistics.received.add(1, ordering: .relaxed)
+        broker.deliverFromCluster(message)
+    }
+
+    /// The MQTT message a NATS message of `subject(topic:stored:)` carries.
+    static func message(_ msg: OpaquePointer) -> Message? {
+        guard let topic = ClusterSubjects.topic(subject: String(cString: natsMsg_GetSubject(msg))) else { return nil }
+        func header(_ name: String) -> String? {
+            var value: UnsafePointer<CChar>?
+            guard natsMsgHeader_Get(msg, name, &value) == NATS_OK, let value else { return nil }
+            return String(cString: value)
         }
         let qos = header("Mqtt-Qos").flatMap(UInt8.init).flatMap(QoS.init(rawValue:)) ?? .atMostOnce
         var properties: Properties = []
@@ -360,9 +392,8 @@ public final class ClusterNode: ClusterLink {
         if length > 0, let data = natsMsg_GetData(msg) {
             payload = ByteBuffer(bytes: UnsafeRawBufferPointer(start: data, count: length))
         }
-        statistics.received.add(1, ordering: .relaxed)
-        broker.deliverFromCluster(Message(topic: topic, payload: payload, qos: qos, retain: header("Mqtt-Retain") == "1",
-                                          properties: properties, publisherID: header("Mqtt-Publisher")))
+        return Message(topic: topic, payload: payload, qos: qos, retain: header("Mqtt-Retain") == "1",
+                       properties: properties, publisherID: header("Mqtt-Publisher"))
     }
 
     func retainedChanged(key: String?, value: UnsafeRawPointer?, length: Int, deleted: Bool) {
@@ -421,6 +452,8 @@ final class ClusterStatistics: Sendable {
     let copiesDropped = Atomic<Int>(0)
     let storeFailures = Atomic<Int>(0)
     let disconnects = Atomic<Int>(0)
+    let deadNodes = Atomic<Int>(0)
+    let willsPublished = Atomic<Int>(0)
 
     func render(connected: Bool, pendingAcks: Int, subjects: Int) -> String {
         """
@@ -445,6 +478,12 @@ final class ClusterStatistics: Sendable {
         # HELP martlet_cluster_disconnects_total Times the NATS connection was lost.
         # TYPE martlet_cluster_disconnects_total counter
         martlet_cluster_disconnects_total \(disconnects.load(ordering: .relaxed))
+        # HELP martlet_cluster_dead_nodes_total Nodes found dead by this node (it published their wills).
+        # TYPE martlet_cluster_dead_nodes_total counter
+        martlet_cluster_dead_nodes_total \(deadNodes.load(ordering: .relaxed))
+        # HELP martlet_cluster_wills_published_total Wills of dead nodes' clients published by this node.
+        # TYPE martlet_cluster_wills_published_total counter
+        martlet_cluster_wills_published_total \(willsPublished.load(ordering: .relaxed))
 
         """
     }

@@ -89,6 +89,8 @@ final class ClusterFixture: @unchecked Sendable {
               replicas: \(replicas)
               startup_timeout_ms: 30000
               ack_timeout_ms: 2000
+              heartbeat_interval_ms: 300
+              node_timeout_ms: 1500
             \(extra)
             """
     }

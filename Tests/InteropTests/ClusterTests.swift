@@ -220,6 +220,60 @@ import MartletTestSupport
         }
     }
 
+    @Test("A node with a persistent subscriber (holding 60 unacknowledged QoS 1 messages) killed with SIGKILL: the client resumes its session on another node and receives every acknowledged message, also those published while it was away; its will is published once, by one surviving node")
+    func persistentSessionSurvivesNodeKill() async throws {
+        try await Self.withCluster { cluster in
+            let watcher = try await cluster.client(1, "watcher")
+            _ = try await watcher.subscribe("wills/#", qos: .atLeastOnce)
+            // Acknowledges nothing: its node holds everything it was sent.
+            let subscriber = try await cluster.client(0, "durable", clean: false) { c in
+                c.sessionExpiryInterval = 3600
+                c.manualAcknowledgement = true
+                c.will = Will(topic: "wills/durable", payload: ByteBuffer(string: "gone"), qos: .atLeastOnce)
+            }
+            _ = try await subscriber.subscribe("orders/#", qos: .atLeastOnce)
+            let publisher = try await cluster.client(1, "pub")
+            try await ClusterFixture.waitForInterest(publisher: publisher, probeTopic: "orders/probe", subscribers: [subscriber])
+            var acknowledged: [String] = []
+            for i in 0..<60 {
+                try await publisher.publish("orders/\(i % 3)", payload: ByteBuffer(string: "before-\(i)"), qos: .atLeastOnce)
+                acknowledged.append("before-\(i)")
+            }
+            // The node has sent some of them (its in-flight window), unacknowledged.
+            _ = try await BridgeTests.collect(from: subscriber, timeout: .seconds(20)) { Self.payloads($0, topicPrefix: "orders/").count >= 10 }
+            cluster.killNode(0)
+            for i in 0..<40 {
+                try await publisher.publish("orders/\(i % 3)", payload: ByteBuffer(string: "away-\(i)"), qos: .atLeastOnce)
+                acknowledged.append("away-\(i)")
+            }
+            let resumed = try await cluster.client(2, "durable", clean: false) { $0.sessionExpiryInterval = 3600 }
+            #expect(resumed.connack.sessionPresent)
+            let wanted = Set(acknowledged)
+            let got = try await BridgeTests.collect(from: resumed, timeout: .seconds(30)) { m in
+                wanted.isSubset(of: Set(Self.payloads(m, topicPrefix: "orders/")))
+            }
+            let payloads = Self.payloads(got, topicPrefix: "orders/")
+            #expect(wanted.isSubset(of: Set(payloads)), "missing \(wanted.subtracting(payloads).sorted())")
+            // Per topic, the first arrival of each message keeps the publisher's order.
+            for t in 0..<3 {
+                var seen = Set<String>()
+                let firsts = got.filter { $0.topic == "orders/\(t)" }.map { String(buffer: $0.payload) }.filter { seen.insert($0).inserted }
+                let sent = acknowledged.enumerated().filter { $0.offset % 3 == t || ($0.offset >= 60 && ($0.offset - 60) % 3 == t) }
+                    .map(\.element).filter { firsts.contains($0) }
+                #expect(firsts == sent.filter { firsts.contains($0) }, "orders/\(t)")
+            }
+            // The will: published once, by whichever surviving node found node 0 dead first.
+            let wills = try await BridgeTests.collect(from: watcher, timeout: .seconds(30)) { $0.contains { $0.topic == "wills/durable" } }
+            #expect(wills.filter { $0.topic == "wills/durable" }.map { String(buffer: $0.payload) } == ["gone"])
+            try await waitFor(.seconds(10), "node 0 found dead", every: .milliseconds(100)) { () async throws -> Bool? in
+                try await cluster.metric(1, "martlet_cluster_dead_nodes_total") + cluster.metric(2, "martlet_cluster_dead_nodes_total") == 1 ? true : nil
+            }
+            let published = try await cluster.metric(1, "martlet_cluster_wills_published_total") + cluster.metric(2, "martlet_cluster_wills_published_total")
+            #expect(published == 1)
+            #expect(try await cluster.metric(2, "martlet_cluster_sessions_resumed_total") == 1)
+        }
+    }
+
     @Test("martletd does not start without its cluster: no NATS server answering, JetStream off, or fewer JetStream servers than replicas; each names the problem")
     func refusesToStart() async throws {
         // Nothing listens.

@@ -9,6 +9,7 @@
 #include <nats/nats.h>
 
 typedef struct mn_node mn_node;
+typedef struct mn_watch mn_watch;
 
 /// A message arrived on one of the node's subscriptions. The callee owns `msg`.
 typedef void (*mn_message_cb)(void *context, natsMsg *msg);
@@ -54,8 +55,28 @@ int mn_publish(mn_node *node, natsMsg *msg);
 /// message's `Martlet-Ack` header as its token. 0 when sent.
 int mn_publish_stored(mn_node *node, natsMsg *msg);
 /// Watches every key of `bucket` on a thread of its own: the current values, then a NULL
-/// key, then every change. 0 when started.
-int mn_watch_bucket(mn_node *node, const char *bucket, void *context, mn_entry_cb on_entry, char *error, size_t error_length);
+/// key, then every change (`meta_only`: keys and operations without values). 0 when
+/// started; at most four per node.
+int mn_watch_bucket(mn_node *node, const char *bucket, int meta_only, void *context, mn_entry_cb on_entry, char *error,
+                    size_t error_length);
+/// A key-value bucket opened once: NULL on failure.
+kvStore *mn_open_bucket(mn_node *node, const char *bucket);
+/// The value of `key`: 0 with `*value` (free it with free()) and `*length`; 1 when there is
+/// none; -1 on error.
+int mn_bucket_get(kvStore *bucket, const char *key, void **value, int *length);
+/// Creates `key` only if it does not exist: 0 created, 1 exists already, -1 error.
+int mn_bucket_create(kvStore *bucket, const char *key, const void *value, int length);
+/// Deletes `key` (waits for JetStream's acknowledgement). 0 on success.
+int mn_bucket_delete(kvStore *bucket, const char *key);
+/// Calls `on_entry` for every current value whose key matches `keys` (a NATS subject
+/// pattern, e.g. "node-1.>"), then returns: 0, or -1 on error.
+int mn_bucket_entries(kvStore *bucket, const char *keys, void *context, mn_entry_cb on_entry);
+/// Delivers every message of `stream` stored from `start_ms` (wall clock) up to the stream's
+/// last message at the time of the call, in order, to `on_message` (which owns each).
+/// 0 when all were read, -1 on error or when `timeout_ms` passed.
+int mn_replay(mn_node *node, const char *stream, const char *subject, int64_t start_ms, int64_t timeout_ms,
+              void *context, mn_message_cb on_message);
+
 /// Flushes what is buffered to the server (bounded by `timeout_ms`). 0 when done.
 int mn_flush(mn_node *node, int64_t timeout_ms);
 /// 1 while connected.

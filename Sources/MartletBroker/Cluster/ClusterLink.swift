@@ -19,6 +19,19 @@ public protocol ClusterLink: FilterInterestObserver {
     /// A connection on this node took `clientID`'s session at wall-clock time `at`
     /// (nanoseconds): every other node releases an older connection of that client id.
     func claimed(_ clientID: String, at: Int64)
+
+    /// A persistent session's record changed (stored asynchronously; the latest wins).
+    func sessionSaved(_ clientID: String, _ record: ClusterSessionRecord)
+    /// The session ended: its record goes.
+    func sessionRemoved(_ clientID: String)
+    /// The will of `clientID`'s connection on this node (nil: it has none any more).
+    func willSaved(_ clientID: String, _ will: ClusterWill?)
+    /// Reads `clientID`'s record, off the event loop; `done` is called on any thread.
+    func loadSession(_ clientID: String, _ done: @escaping @Sendable (ClusterSessionRecord?) -> Void)
+    /// Reads the stored QoS 1/2 messages from wall-clock millisecond `since` to the last one
+    /// stored now, off the event loop, keeping those whose topic `wanted` accepts; `done` gets
+    /// them in order (nil when they could not be read).
+    func replay(since: Int64, wanted: @escaping @Sendable (String) -> Bool, _ done: @escaping @Sendable ([Message]?) -> Void)
 }
 
 

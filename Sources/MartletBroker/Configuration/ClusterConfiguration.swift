@@ -33,6 +33,14 @@ public struct ClusterConfiguration: Sendable, Hashable {
     /// messages JetStream keeps (the oldest go first).
     public var streamMaximumAge = 3_600
     public var streamMaximumBytes = 1 << 30
+    /// `checkpoint_interval_ms`: how often a persistent session's record is saved as its
+    /// client acknowledges messages: a node that resumes it after its node died reads the
+    /// stored messages again from then (duplicates, never losses).
+    public var checkpointInterval = 1_000
+    /// `heartbeat_interval_ms` / `node_timeout_ms`: each node says it is alive this often; a
+    /// node silent for `node_timeout_ms` is dead, and one other node publishes its wills.
+    public var heartbeatInterval = 1_000
+    public var nodeTimeout = 5_000
 
     public init(nodeID: String, servers: [String]) {
         self.nodeID = nodeID

@@ -47,6 +47,9 @@ extension ConfigurationLoader {
             case "ack_timeout_ms": cluster.ackTimeout = try integer(100...600_000)
             case "max_pending_acks": cluster.maximumPendingAcks = try integer(1...10_000_000)
             case "startup_timeout_ms": cluster.startupTimeout = try integer(0...3_600_000)
+            case "checkpoint_interval_ms": cluster.checkpointInterval = try integer(100...600_000)
+            case "heartbeat_interval_ms": cluster.heartbeatInterval = try integer(100...60_000)
+            case "node_timeout_ms": cluster.nodeTimeout = try integer(300...600_000)
             case "stream_max_age_s": cluster.streamMaximumAge = try integer(1...31_536_000)
             case "stream_max_bytes":
                 guard let text = v.scalar?.string, let bytes = byteSize(text), bytes >= 1 << 20 else {
@@ -76,6 +79,10 @@ extension ConfigurationLoader {
             }
         }
         let line = node.mark.map { $0.line }
+        if cluster.nodeTimeout < 2 * cluster.heartbeatInterval {
+            throw ConfigurationError(source: source, key: "cluster.node_timeout_ms", line: line,
+                                     message: "must be at least twice heartbeat_interval_ms (\(cluster.heartbeatInterval))")
+        }
         if cluster.nodeID.isEmpty {
             throw ConfigurationError(source: source, key: "cluster.node_id", line: line, message: "required: this node's name in the cluster")
         }

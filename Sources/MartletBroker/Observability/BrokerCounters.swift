@@ -47,6 +47,10 @@ public final class BrokerCounters: Sendable {
         public var clusterReceived = 0
         /// Sessions released here because a connection on another node took their client id.
         public var clusterTakeovers = 0
+        /// Persistent sessions resumed here from another node's record, and the stored
+        /// messages read again for them.
+        public var clusterResumes = 0
+        public var clusterReplayed = 0
         /// Connections closed on a `proxy_protocol` listener: from a peer not in
         /// `trusted_proxies`, or without a valid PROXY header.
         public var proxyRefused = 0

@@ -44,6 +44,8 @@ struct ClusterHeldAcks {
 enum ClusterLinkSupport {
     static func isNodeLocal(_ clientID: String) -> Bool { clientID.hasPrefix("$bridge/") }
 
+    static func wallMilliseconds() -> Int64 { wallNanoseconds() / 1_000_000 }
+
     static func wallNanoseconds() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
@@ -93,16 +95,147 @@ extension Router {
         flush()
     }
 
-    /// A connection took `session` here: the other nodes release theirs.
-    func claimInCluster(_ session: Session) {
+    /// A connection took `session` here: the other nodes release theirs. Its will goes to the
+    /// cluster's will bucket (published by another node if this one dies), and a persistent
+    /// session's record is saved; a session that is not kept removes any record left of it.
+    func claimInCluster(_ session: Session, _ request: ConnectRequest) {
         guard let cluster = core.cluster, !ClusterLinkSupport.isNodeLocal(session.clientID) else { return }
         session.claimedAt = ClusterLinkSupport.wallNanoseconds()
         cluster.claimed(session.clientID, at: session.claimedAt)
+        if let will = request.will {
+            cluster.willSaved(session.clientID, ClusterWill(will, delay: request.willDelay, persistent: session.isPersistent))
+            session.clusterWillSaved = true
+        }
+        if session.isPersistent {
+            saveClusterSession(session)
+        } else {
+            cluster.sessionRemoved(session.clientID)
+        }
+    }
+
+    /// Its connection's will is no longer this node's to publish.
+    func clearClusterWill(_ session: Session) {
+        guard session.clusterWillSaved, let cluster = core.cluster else { return }
+        session.clusterWillSaved = false
+        cluster.willSaved(session.clientID, nil)
+    }
+
+    /// Wall-clock milliseconds before which every QoS 1/2 message for `session` that reached
+    /// this node has been acknowledged: the oldest one in flight or queued, else now.
+    func clusterCursor(_ session: Session, now: Int64) -> Int64 {
+        var cursor = now
+        if let from = session.clusterReplayFrom { cursor = min(cursor, from) }
+        if let first = session.inflight.flights.first, first.delivery.message.clusterWall > 0 {
+            cursor = min(cursor, first.delivery.message.clusterWall)
+        }
+        if let first = session.outbox.first, first.message.clusterWall > 0 { cursor = min(cursor, first.message.clusterWall) }
+        return cursor
+    }
+
+    /// Saves a persistent session's record (subscriptions, cursor, online or not).
+    func saveClusterSession(_ session: Session) {
+        guard let cluster = core.cluster, session.isPersistent, !ClusterLinkSupport.isNodeLocal(session.clientID) else { return }
+        let cursor = clusterCursor(session, now: ClusterLinkSupport.wallMilliseconds())
+        session.clusterCursorSaved = cursor
+        session.clusterDirty = false
+        let subscriptions = session.subscriptions.map {
+            ClusterSessionRecord.Subscription(filter: $0.key, options: $0.value.options.byte, identifier: $0.value.identifier)
+        }
+        cluster.sessionSaved(session.clientID, ClusterSessionRecord(
+            owner: "", version: session.version.rawValue, username: session.username, expiryInterval: session.expiryInterval,
+            online: session.isOnline, cursor: cursor, subscriptions: subscriptions))
+    }
+
+    /// Once per sweep: a persistent session whose cursor moved on by a checkpoint interval
+    /// (its client acknowledged what it had) saves its record again.
+    func checkpointClusterSessions() {
+        let now = ClusterLinkSupport.wallMilliseconds()
+        let interval = Int64(config.cluster?.checkpointInterval ?? 1000)
+        for session in sessions.values where session.isPersistent {
+            if session.clusterDirty || clusterCursor(session, now: now) - session.clusterCursorSaved >= interval {
+                saveClusterSession(session)
+            }
+        }
+    }
+
+    /// Whether a CONNECT must read its session's record from the cluster first: it resumes
+    /// (no clean start) a session this node does not hold.
+    func needsClusterRecord(_ request: ConnectRequest) -> Bool {
+        guard core.cluster != nil, !request.cleanStart, !request.clusterLoaded,
+              !ClusterLinkSupport.isNodeLocal(request.clientID) else { return false }
+        return core.registry.owner(of: request.clientID) == nil
+    }
+
+    func loadClusterRecord(_ request: ConnectRequest, handler: ConnectionRef) {
+        let loop = eventLoop
+        let router = self
+        core.cluster!.loadSession(request.clientID) { record in
+            loop.execute {
+                router.assumeIsolated { router in
+                    var request = request
+                    request.clusterLoaded = true
+                    // A record of another identity is not resumed (as `session_other_identity`).
+                    request.clusterRecord = record.flatMap { $0.username == request.username ? $0 : nil }
+                    router.connect(request, handler: handler)
+                }
+            }
+        }
+    }
+
+    /// A session resumed here from another node's record: its subscriptions come back, and
+    /// the stored messages from a little before its cursor are read again for it.
+    func resumeFromCluster(_ session: Session, _ record: ClusterSessionRecord) {
+        for sub in record.subscriptions where SharedSubscription(sub.filter) == nil {
+            guard let options = try? SubscriptionOptions.read(sub.options, version: .v5) else { continue }
+            session.subscriptions[sub.filter] = StoredSubscription(options: options, identifier: sub.identifier)
+            trie.insert(filter: sub.filter, subscriber: session, options: options, identifier: sub.identifier)
+        }
+        session.clusterReplayFrom = record.cursor - ClusterSessionRecord.replayMargin
+        local.clusterResumes += 1
+    }
+
+    func replayFromCluster(_ session: Session) {
+        guard let cluster = core.cluster, let since = session.clusterReplayFrom else { return }
+        let filters = session.subscriptions.keys.filter { SharedSubscription($0) == nil }
+        let clientID = session.clientID
+        let connectionID = session.connectionID
+        let loop = eventLoop
+        let router = self
+        cluster.replay(since: since, wanted: { topic in filters.contains { Topic.matches(filter: $0, topic: topic) } }) { messages in
+            loop.execute { router.assumeIsolated { $0.deliverReplayed(messages, clientID: clientID, connectionID: connectionID, since: since) } }
+        }
+    }
+
+    /// The stored messages read again for a resumed session: queued for it as its
+    /// subscriptions ask (a message it got already comes again; QoS 1 allows that).
+    func deliverReplayed(_ messages: [Message]?, clientID: String, connectionID: Int, since: Int64) {
+        guard let session = sessions[clientID], session.connectionID == connectionID else { return }
+        guard let messages else {
+            logger.error("the stored messages of a resumed session could not be read", metadata: ["client_id": "\(clientID)"])
+            return
+        }
+        for var message in messages {
+            message.clusterWall = since
+            var best: (options: SubscriptionOptions, identifiers: [UInt32])?
+            for (filter, sub) in session.subscriptions where SharedSubscription(filter) == nil && Topic.matches(filter: filter, topic: message.topic) {
+                if sub.options.noLocal && message.publisherID == clientID { continue }
+                if best == nil || sub.options.qos > best!.options.qos { best = (sub.options, best?.identifiers ?? []) }
+                if let id = sub.identifier { best!.identifiers.append(id) }
+            }
+            guard let best, mayRead(message.topic, session) else { continue }
+            let delivery = Delivery(message: message, qos: min(best.options.qos, message.qos),
+                                    retain: best.options.retainAsPublished && message.retain, subscriptionIdentifiers: best.identifiers)
+            deliver(delivery, to: session)
+        }
+        session.clusterReplayFrom = nil
+        session.clusterDirty = true
+        local.clusterReplayed += messages.count
+        flush()
     }
 
     /// Another node's connection took `clientID`'s session at `claimedAt`: a connection here
     /// that took it earlier is closed as taken over (v5 DISCONNECT 0x8E; its will follows the
-    /// will rules) and the session ends here, as a takeover by a clean start would end it.
+    /// will rules) and the session leaves this node.
     /// A claim older than the one here changes nothing (that node releases instead), so of
     /// two CONNECTs racing on two nodes exactly one connection stays.
     func releaseToCluster(_ clientID: String, claimedAt: Int64) {
@@ -110,8 +243,10 @@ extension Router {
             core.registry.settle(clientID, owner: sessions[clientID] == nil ? nil : index)
             return
         }
+        // Not a clean start: a persistent session goes on on the other node, so a delayed will
+        // stays unsent here (MQTT-3.1.3-9); the other node has read its record already.
         let request = ConnectRequest(
-            clientID: clientID, version: session.version, cleanStart: true, expiryInterval: 0, receiveMaximum: 1,
+            clientID: clientID, version: session.version, cleanStart: false, expiryInterval: 0, receiveMaximum: 1,
             maximumPacketSize: 0, policy: session.policy, username: session.username)
         _ = release(for: request, movingTo: nil)
         local.clusterTakeovers += 1
@@ -122,8 +257,10 @@ extension Router {
     /// reach this node's subscribers; they are not stored as retained here (the cluster's
     /// retained bucket feeds every node's store) and do not go back to the cluster.
     func routeFromCluster() {
-        for message in clusterInbox.take() {
+        let wall = ClusterLinkSupport.wallMilliseconds()
+        for var message in clusterInbox.take() {
             local.clusterReceived += 1
+            message.clusterWall = wall
             if !message.properties.isEmpty, let seconds = message.properties.messageExpiryInterval, seconds > 0 {
                 var stamped = message
                 stamped.expiresAt = eventLoop.now + .seconds(Int64(seconds))

@@ -85,6 +85,7 @@ extension Router {
                 }
                 codes.append(existed ? .success : .noSubscriptionExisted)
             }
+            saveClusterSession(session)
             return Answer(reply: .unsuback(UnsubAckPacket(packetIdentifier: unsubscribe.packetIdentifier, reasonCodes: session.version == .v5 ? codes : [])))
         default:
             break
@@ -211,6 +212,7 @@ extension Router {
                 break
             }
         }
+        saveClusterSession(session)
         // Other loops see the new interest now, not at this loop's next flush: a message they
         // route from here on reaches the subscription, and the SUBACK only follows.
         publishSubscribedCount()

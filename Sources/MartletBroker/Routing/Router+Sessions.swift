@@ -22,6 +22,10 @@ extension Router {
         var willDelay: UInt32 = 0
         /// A bridge's session: its own queue bounds.
         var queueBounds: BrokerConfiguration.QueueBounds? = nil
+        /// In a cluster, for a CONNECT without clean start: the session's record, read before
+        /// the claim (nil: none), and whether it was read.
+        var clusterRecord: ClusterSessionRecord? = nil
+        var clusterLoaded = false
     }
 
     enum AuthenticationStep {
@@ -110,6 +114,8 @@ extension Router {
             }
             scheduleExpiry(session)
             storeSessionOffline(session, will: waitingWill?.0, willIn: waitingWill?.1)
+            if waitingWill == nil { clearClusterWill(session) }
+            saveClusterSession(session)
         } else {
             if let will { publish(will) }
             endSession(session)
@@ -127,6 +133,7 @@ extension Router {
                 guard let s = router.sessions[clientID], !s.isOnline, s.connectionID == generation,
                       let will = router.wills.take(clientID) else { return }
                 if s.stored { router.record(.willGone(clientID: clientID)) }
+                router.clearClusterWill(s)
                 router.publish(will)
                 router.flush()
             }
@@ -163,6 +170,8 @@ extension Router {
         for filter in session.subscriptions.keys { trie.remove(filter: filter, subscriber: session) }
         sessions.removeValue(forKey: session.clientID)
         storeSessionEnded(session)
+        clearClusterWill(session)
+        if session.isPersistent { core.cluster?.sessionRemoved(session.clientID) }
         core.registry.release(session.clientID, router: index)
     }
 }

@@ -19,6 +19,10 @@ extension Router {
     /// Attaches the connection to its client id's session once every earlier claim of that
     /// client id is carried out (MQTT-3.1.4-3).
     func connect(_ request: ConnectRequest, handler: ConnectionRef) {
+        if needsClusterRecord(request) {
+            loadClusterRecord(request, handler: handler)
+            return
+        }
         let claim = core.registry.claim(request.clientID, router: index) { [self] previous in
             eventLoop.execute {
                 self.assumeIsolated { $0.takeOver(request, handler: handler, from: previous) }
@@ -83,6 +87,7 @@ extension Router {
                 if delay == 0 || discard { publish(will) }
             }
         }
+        clearClusterWill(session)
         if let will = wills.take(session.clientID), discard {
             // Offline with a will waiting: a clean start ends the session (the will goes now);
             // resuming it cancels the will (MQTT-3.1.3-9).
@@ -141,8 +146,12 @@ extension Router {
                 core.shared.update(clientID, router: index, busy: false, persistent: session.isPersistent)
             }
         }
+        if case .none = outcome, let record = request.clusterRecord, session.isPersistent {
+            resumeFromCluster(session, record)
+            sessionPresent = true
+        }
         sessions[clientID] = session
-        claimInCluster(session)
+        claimInCluster(session, request)
         if case .moved(let restored) = outcome, restored.stored, !session.isPersistent, store != nil {
             // Resumed without being kept any more (v5 expiry 0 now): its stored rows go.
             record(.sessionEnded(clientID: clientID))
@@ -166,6 +175,7 @@ extension Router {
             }
             drain(session)
             handler.value.replayBufferedPackets()
+            if session.clusterReplayFrom != nil { replayFromCluster(session) }
         } else if session.isPersistent {
             // The client went away while the session was being attached: it stays, offline.
             scheduleExpiry(session)

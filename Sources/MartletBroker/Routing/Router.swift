@@ -200,6 +200,7 @@ package actor Router {
         checkSlowConsumers(now: now)
         checkStalls(now: now)
         checkResume()
+        if core.cluster != nil { checkpointClusterSessions() }
         logDrops(now: now)
         flush()
         if local != BrokerCounters.Snapshot() {
@@ -214,12 +215,21 @@ package actor Router {
 
     // MARK: Routing
 
-    /// Routes a message published on this loop: local subscribers now, other loops at flush.
     /// Routes a message published on this node (and, in a cluster, sends it to the other
     /// nodes unless `forward` is false: a client's QoS 1/2 message goes there with its
     /// acknowledgement, `forwardToCluster(_:acknowledging:for:)`).
     func publish(_ message: Message, forward: Bool = true) {
-        if forward { forwardToCluster(message) }
+        if core.cluster != nil {
+            if forward { forwardToCluster(message) }
+            var stamped = message
+            stamped.clusterWall = ClusterLinkSupport.wallMilliseconds()
+            publishStamped(stamped)
+            return
+        }
+        publishStamped(message)
+    }
+
+    private func publishStamped(_ message: Message) {
         // An interval of 0 is taken as no expiry, as mosquitto does (the property is forwarded
         // as it came); otherwise the message would expire before reaching anyone.
         if message.expiresAt == nil, !message.properties.isEmpty, let seconds = message.properties.messageExpiryInterval, seconds > 0 {

@@ -22,6 +22,9 @@ public struct Message: Sendable, Hashable {
     /// moves between loops tells which messages its old loop forwarded (see `SessionMove`).
     var origin = -1
     var sequence: UInt64 = 0
+    /// In a cluster: when (wall clock, milliseconds) it reached this node, for the cursor of
+    /// the persistent sessions it is queued for (`ClusterSessionRecord.cursor`).
+    var clusterWall: Int64 = 0
 
     public init(topic: String, payload: ByteBuffer, qos: QoS, retain: Bool, properties: Properties = [], publisherID: String? = nil,
                 expiresAt: NIODeadline? = nil) {
@@ -156,6 +159,15 @@ final class Session {
     /// When (wall clock, nanoseconds) its connection took it: in a cluster, a claim of the
     /// same client id on another node made later wins.
     var claimedAt: Int64 = 0
+    /// In a cluster: the cursor last saved in its record, and whether something else in the
+    /// record changed since (subscriptions, online).
+    var clusterCursorSaved: Int64 = 0
+    var clusterDirty = false
+    /// Resumed from another node's record: the stored messages from this wall-clock time are
+    /// being read again for it; the cursor stays there until they are queued.
+    var clusterReplayFrom: Int64?
+    /// Its connection's will is in the cluster's will bucket.
+    var clusterWillSaved = false
     /// ACL answers for topics this session received on, valid for one ACL generation.
     var readAllowed: [String: Bool] = [:]
     var readAllowedGeneration = -1

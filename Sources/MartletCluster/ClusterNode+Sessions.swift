@@ -1,0 +1,189 @@
+import CMartletNATS
+import Foundation
+import MartletBroker
+import MartletMQTT
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The bucket handles a node reads and writes synchronously, off the event loops. libnats
+/// locks inside every call on them; they live as long as the node.
+struct Buckets: @unchecked Sendable {
+    let sessions: OpaquePointer
+    let wills: OpaquePointer
+    let nodes: OpaquePointer
+}
+
+/// Sessions, wills and node liveness across the cluster.
+///
+/// - A persistent session's record (`martlet_sessions`) holds its subscriptions and its
+///   cursor; a node where its client reconnects reads it and the stored messages since.
+/// - Each connection's will is in `martlet_wills` under its node's run until it is published
+///   or discarded there.
+/// - Each node puts a heartbeat in `martlet_nodes`; when one stops, the first node to create
+///   `gone-<run>` publishes that run's wills (after their delays, unless the session was
+///   resumed elsewhere meanwhile): once.
+extension ClusterNode {
+    func openBuckets() throws(ClusterError) {
+        var opened: [OpaquePointer] = []
+        for name in [Self.sessionsBucket, Self.willsBucket, Self.nodesBucket] {
+            guard let bucket = mn_open_bucket(handle.pointer, name) else { throw ClusterError(description: "cannot open the bucket \(name)") }
+            opened.append(bucket)
+        }
+        bucketHandles.withLockedValue { $0 = Buckets(sessions: opened[0], wills: opened[1], nodes: opened[2]) }
+    }
+
+    // MARK: Session records
+
+    public func sessionSaved(_ clientID: String, _ record: ClusterSessionRecord) {
+        var record = record
+        record.owner = runID
+        guard let data = try? JSONEncoder().encode(record) else { return }
+        let key = ClusterSubjects.key(topic: clientID)
+        sessionKeys.withLockedValue { _ = $0.insert(key) }
+        if !publish(subject: "$KV.\(Self.sessionsBucket).\(key)", headers: [], payload: ByteBuffer(bytes: data), stored: true) {
+            logger.warning("a session record was not sent to the cluster", metadata: ["client_id": "\(clientID)"])
+        }
+    }
+
+    public func sessionRemoved(_ clientID: String) {
+        let key = ClusterSubjects.key(topic: clientID)
+        guard sessionKeys.withLockedValue({ $0.remove(key) }) != nil else { return }
+        _ = publish(subject: "$KV.\(Self.sessionsBucket).\(key)", headers: [("KV-Operation", "DEL")], payload: ByteBuffer(), stored: true)
+    }
+
+    public func willSaved(_ clientID: String, _ will: ClusterWill?) {
+        let subject = "$KV.\(Self.willsBucket).\(runID).\(ClusterSubjects.key(topic: clientID))"
+        if let will, let data = try? JSONEncoder().encode(will) {
+            _ = publish(subject: subject, headers: [], payload: ByteBuffer(bytes: data), stored: true)
+        } else {
+            _ = publish(subject: subject, headers: [("KV-Operation", "DEL")], payload: ByteBuffer(), stored: true)
+        }
+    }
+
+    public func loadSession(_ clientID: String, _ done: @escaping @Sendable (ClusterSessionRecord?) -> Void) {
+        let buckets = self.buckets
+        background.async {
+            done(Self.record(of: clientID, in: buckets.sessions))
+        }
+    }
+
+    static func record(of clientID: String, in bucket: OpaquePointer) -> ClusterSessionRecord? {
+        var value: UnsafeMutableRawPointer?
+        var length: Int32 = 0
+        guard mn_bucket_get(bucket, ClusterSubjects.key(topic: clientID), &value, &length) == 0, let value else { return nil }
+        defer { free(value) }
+        return try? JSONDecoder().decode(ClusterSessionRecord.self, from: Data(bytes: value, count: Int(length)))
+    }
+
+    /// Follows the keys of the sessions bucket (without values).
+    func followSessionKeys() throws {
+        let context = Unmanaged.passRetained(WatchBox(node: self)).toOpaque()
+        try check { mn_watch_bucket(handle.pointer, Self.sessionsBucket, 1, context, { context, key, _, _, op in
+            guard let key else { return }
+            let node = Unmanaged<WatchBox>.fromOpaque(context!).takeUnretainedValue().node
+            let name = String(cString: key)
+            node.sessionKeys.withLockedValue { if op == 0 { $0.insert(name) } else { $0.remove(name) } }
+        }, $0, $1) }
+    }
+
+    // MARK: Replay
+
+    public func replay(since: Int64, wanted: @escaping @Sendable (String) -> Bool, _ done: @escaping @Sendable ([Message]?) -> Void) {
+        let handle = self.handle
+        background.async {
+            let collector = ReplayCollector(wanted: wanted)
+            let context = Unmanaged.passRetained(collector).toOpaque()
+            let status = mn_replay(handle.pointer, Self.stream, "mqtt.1.>", since, 30_000, context) { context, msg in
+                guard let msg else { return }
+                Unmanaged<ReplayCollector>.fromOpaque(context!).takeUnretainedValue().add(msg)
+            }
+            Unmanaged<ReplayCollector>.fromOpaque(context).release()
+            done(status == 0 ? collector.messages.withLockedValue { $0 } : nil)
+        }
+    }
+
+    // MARK: Liveness and the wills of dead nodes
+
+    /// Puts this run's heartbeat every `heartbeat_interval_ms` and looks for runs that
+    /// stopped putting theirs.
+    func startHeartbeats() {
+        let interval = configuration.heartbeatInterval
+        let thread = Thread { [self] in
+            while true {
+                beat()
+                Thread.sleep(forTimeInterval: Double(interval) / 1000)
+            }
+        }
+        thread.name = "martlet-heartbeat"
+        thread.start()
+    }
+
+    private func beat() {
+        let now = Self.wallClock()
+        let buckets = self.buckets
+        _ = publish(subject: "$KV.\(Self.nodesBucket).\(runID)", headers: [], payload: ByteBuffer(string: String(now)), stored: true)
+        let collector = EntryCollector()
+        let context = Unmanaged.passRetained(collector).toOpaque()
+        defer { Unmanaged<EntryCollector>.fromOpaque(context).release() }
+        guard mn_bucket_entries(buckets.nodes, ">", context, { context, key, value, length, _ in
+            guard let key else { return }
+            let text = value.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(length)), as: UTF8.self) } ?? ""
+            Unmanaged<EntryCollector>.fromOpaque(context!).takeUnretainedValue().entries.withLockedValue { $0.append((String(cString: key), text)) }
+        }) == 0 else { return }
+        for (run, text) in collector.entries.withLockedValue({ $0 }) where run != runID && !run.hasPrefix("gone-") {
+            guard let last = Int64(text), now - last > Int64(configuration.nodeTimeout) else { continue }
+            // Whoever creates the marker first takes care of the run; the others see it exists.
+            guard mn_bucket_create(buckets.nodes, "gone-\(run)", "1", 1) == 0 else { continue }
+            logger.warning("a cluster node stopped; publishing its wills", metadata: ["run": "\(run)", "silent_ms": "\(now - last)"])
+            statistics.deadNodes.add(1, ordering: .relaxed)
+            takeOverWills(of: run)
+            _ = mn_bucket_delete(buckets.nodes, run)
+        }
+    }
+
+    /// Publishes the wills `run` left, each after its delay; a persistent session resumed on
+    /// another node by then keeps its will unsent (MQTT-3.1.3-9).
+    private func takeOverWills(of run: String) {
+        let buckets = self.buckets
+        let collector = EntryCollector()
+        let context = Unmanaged.passRetained(collector).toOpaque()
+        defer { Unmanaged<EntryCollector>.fromOpaque(context).release() }
+        _ = mn_bucket_entries(buckets.wills, "\(run).>", context) { context, key, value, length, _ in
+            guard let key, let value else { return }
+            let data = Data(bytes: value, count: Int(length)).base64EncodedString()
+            Unmanaged<EntryCollector>.fromOpaque(context!).takeUnretainedValue().entries.withLockedValue { $0.append((String(cString: key), data)) }
+        }
+        for (key, text) in collector.entries.withLockedValue({ $0 }) {
+            guard let data = Data(base64Encoded: text), let will = try? JSONDecoder().decode(ClusterWill.self, from: data),
+                  let clientID = ClusterSubjects.topic(key: String(key.dropFirst(run.count + 1))) else { continue }
+            background.asyncAfter(deadline: .now() + .seconds(Int(will.delay))) { [self] in
+                if will.persistent && will.delay > 0, let record = Self.record(of: clientID, in: buckets.sessions), record.owner != run {
+                    logger.info("will of a dead node's client not sent: its session was resumed", metadata: ["client_id": "\(clientID)"])
+                } else if let broker = broker.withLockedValue({ $0 }) {
+                    broker.publishFromCluster(will.message(clientID: clientID))
+                    statistics.willsPublished.add(1, ordering: .relaxed)
+                }
+                _ = mn_bucket_delete(buckets.wills, key)
+            }
+        }
+    }
+}
+
+/// Messages read back from the stream for one resumed session.
+final class ReplayCollector: Sendable {
+    let wanted: @Sendable (String) -> Bool
+    let messages = NIOLockedValueBox<[Message]>([])
+
+    init(wanted: @escaping @Sendable (String) -> Bool) { self.wanted = wanted }
+
+    func add(_ msg: OpaquePointer) {
+        defer { natsMsg_Destroy(msg) }
+        guard let message = ClusterNode.message(msg), wanted(message.topic) else { return }
+        messages.withLockedValue { $0.append(message) }
+    }
+}
+
+/// Key-value entries read by one synchronous call.
+final class EntryCollector: Sendable {
+    let entries = NIOLockedValueBox<[(String, String)]>([])
+}
