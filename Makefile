@@ -20,7 +20,7 @@ FUZZ_SECONDS ?= 60
 DEB_PACKAGES := libssl-dev libsqlite3-dev sqlite3 haproxy mosquitto mosquitto-clients python3-paho-mqtt iproute2 \
 	node-mqtt node-buffer node-process node-url node-ws esbuild chromium nats-server libnats-dev
 
-.PHONY: all deps build build-release run test unit-tests fuzz benchmarks benchmark-check bench clean
+.PHONY: all deps build build-release run cluster test unit-tests fuzz benchmarks benchmark-check bench clean
 
 all: build
 
@@ -54,6 +54,10 @@ run: build-release certs/out/server.pem
 	@mkdir -p data
 	$(SWIFT) run -c release --skip-build martletd --config $(CONFIG) $(if $(PORT),--port $(PORT)) \
 	  --tls-port $(TLS_PORT) --cert certs/out/server.pem --key certs/out/server.key
+
+# Three nats-servers (JetStream R3) and three martletd nodes on one machine (config/cluster/start.sh).
+cluster: build-release
+	bash config/cluster/start.sh
 
 # *LoadTests (200 MB floods, a 5,000-connection burst, bench runs, takeover storms, 100,000
 # retained messages, 50,000 churned connections) saturate both cores; they run on their own after
@@ -95,6 +99,7 @@ bench:
 	bash Benchmarks/compare.sh
 	bash Benchmarks/persistence.sh
 	bash Benchmarks/bridge.sh
+	bash Benchmarks/cluster.sh
 
 clean:
 	rm -rf .build Fuzz/.build Benchmarks/.build

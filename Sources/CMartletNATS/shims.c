@@ -152,8 +152,8 @@ int mn_jetstream_check(mn_node *node, char *error, size_t error_length) {
     return 0;
 }
 
-int mn_ensure_stream(mn_node *node, const char *name, const char *subject, int replicas, int64_t max_age_seconds,
-                     int64_t max_bytes, char *error, size_t error_length) {
+int mn_ensure_stream(mn_node *node, const char *name, const char *subject, const char *republish_to, int replicas,
+                     int64_t max_age_seconds, int64_t max_bytes, char *error, size_t error_length) {
     jsStreamInfo *info = NULL;
     jsErrCode code = 0;
     natsStatus s = js_GetStreamInfo(&info, node->js, name, NULL, &code);
@@ -180,6 +180,14 @@ int mn_ensure_stream(mn_node *node, const char *name, const char *subject, int r
     config.Replicas = replicas;
     config.MaxAge = max_age_seconds * 1000000000LL;
     config.MaxBytes = max_bytes > 0 ? max_bytes : -1;
+    // Each stored message is published again, once stored, on the subjects the nodes follow.
+    jsRePublish republish;
+    if (republish_to != NULL) {
+        jsRePublish_Init(&republish);
+        republish.Source = subject;
+        republish.Destination = republish_to;
+        config.RePublish = &republish;
+    }
     s = js_AddStream(&info, node->js, &config, NULL, &code);
     if (s != NATS_OK) {
         describe(error, error_length, "cannot create the stream", s);

@@ -93,7 +93,7 @@ extension ClusterNode {
         background.async {
             let collector = ReplayCollector(wanted: wanted)
             let context = Unmanaged.passRetained(collector).toOpaque()
-            let status = mn_replay(handle.pointer, Self.stream, "mqtt.1.>", since, 30_000, context) { context, msg in
+            let status = mn_replay(handle.pointer, Self.stream, "mqtts.>", since, 30_000, context) { context, msg in
                 guard let msg else { return }
                 Unmanaged<ReplayCollector>.fromOpaque(context!).takeUnretainedValue().add(msg)
             }

@@ -30,9 +30,10 @@ func cText(_ buffer: [CChar]) -> String {
 
 /// This broker as one node of a cluster over NATS JetStream (`cluster:`).
 ///
-/// - Messages published here go to `mqtt.0.<topic>` (QoS 0, core NATS) or `mqtt.1.<topic>`
-///   (QoS 1/2, captured by the stream `MARTLET_MESSAGES` with `replicas` copies); a client's
-///   QoS 1/2 PUBLISH is acknowledged once JetStream has stored it.
+/// - Messages published here go to `mqtt.0.<topic>` (QoS 0, core NATS) or, QoS 1/2, to
+///   `mqtts.<topic>`, stored by the stream `MARTLET_MESSAGES` with `replicas` copies and then
+///   published again on `mqtt.1.<topic>`; a client's QoS 1/2 PUBLISH is acknowledged once
+///   JetStream has stored it.
 /// - The node subscribes only the subjects its subscribers' filters need (`filterAdded`), and
 ///   never receives its own messages (the connection has no echo).
 /// - Retained messages are also kept in the bucket `martlet_retained`; every node follows the
@@ -68,8 +69,9 @@ public final class ClusterNode: ClusterLink {
     private let interest = NIOLockedValueBox<[String: (count: Int, subscription: NATSSubscription?)]>([:])
     /// Sequence numbers of the messages this node sends, given out with the publish under one lock.
     private let sequence = NIOLockedValueBox<UInt64>(0)
-    /// The last sequence number received from each writer: an older or equal one is a copy for
-    /// another of this node's overlapping subscriptions (they arrive back to back, on one thread).
+    /// The last sequence number received from each writer (QoS 0), and under "" the last
+    /// stream sequence (QoS 1/2): an older or equal one is a copy for another of this node's
+    /// overlapping subscriptions (they arrive back to back, on one thread).
     private let lastReceived = NIOLockedValueBox<[String: UInt64]>([:])
     /// What waits for JetStream's acknowledgements, by token.
     private let pendingAcks = NIOLockedValueBox<(next: UInt64, waiting: [UInt64: PendingAck])>((1, [:]))
@@ -121,7 +123,7 @@ public final class ClusterNode: ClusterLink {
         try retrying(until: deadline) { () throws(ClusterError) in
             try node.check { mn_jetstream_check(node.handle.pointer, $0, $1) }
             try node.check {
-                mn_ensure_stream(node.handle.pointer, stream, "mqtt.1.>", Int32(replicas), Int64(configuration.streamMaximumAge),
+                mn_ensure_stream(node.handle.pointer, stream, "mqtts.>", "mqtt.1.>", Int32(replicas), Int64(configuration.streamMaximumAge),
                                  Int64(configuration.streamMaximumBytes), $0, $1)
             }
             for bucket in [retainedBucket, sessionsBucket, willsBucket, nodesBucket] {
@@ -261,7 +263,7 @@ public final class ClusterNode: ClusterLink {
         let retained = message.retain
         var pending: PendingAck?
         if let acknowledged { pending = PendingAck(parts: retained ? 2 : 1, done: acknowledged) }
-        let subject = ClusterSubjects.subject(topic: message.topic, stored: stored)
+        let subject = stored ? ClusterSubjects.storedSubject(topic: message.topic) : ClusterSubjects.subject(topic: message.topic, stored: false)
         var properties = ByteBuffer()
         if !message.properties.isEmpty { try? message.properties.write(to: &properties) }
         let sent: Bool = sequence.withLockedValue { sequence in
@@ -357,7 +359,21 @@ public final class ClusterNode: ClusterLink {
             return
         }
         guard ClusterSubjects.topic(subject: subject) != nil else { return }
-        if let writer = header("Martlet-Node"), let seq = header("Martlet-Seq").flatMap(UInt64.init) {
+        let writer = header("Martlet-Node")
+        if let streamSequence = header("Nats-Sequence").flatMap(UInt64.init) {
+            // Stored, then published again by the stream: this node's own messages were routed
+            // here when they came; each other one once (stream order).
+            if writer == runID { return }
+            let fresh = lastReceived.withLockedValue { last in
+                if let previous = last[""], streamSequence <= previous { return false }
+                last[""] = streamSequence
+                return true
+            }
+            guard fresh else {
+                statistics.copiesDropped.add(1, ordering: .relaxed)
+                return
+            }
+        } else if let writer, let seq = header("Martlet-Seq").flatMap(UInt64.init) {
             let fresh = lastReceived.withLockedValue { last in
                 if let previous = last[writer], seq <= previous { return false }
                 last[writer] = seq

@@ -1,9 +1,11 @@
 /// How MQTT topics and filters become NATS subjects (and retained-bucket keys).
 ///
-/// A topic `a/b` published at QoS 0 goes to `mqtt.0.a.b`, at QoS 1 or 2 to `mqtt.1.a.b` (the
-/// stored stream holds `mqtt.1.>`). Each topic level is one NATS token: letters, digits, `-`
-/// and `_` stay as they are; every other byte (`.`, space, `*`, `>`, `$`, `=`, non-ASCII …)
-/// becomes `=` and two hex digits, and an empty level is `=` alone. The same tokens, joined by
+/// A topic `a/b` published at QoS 0 goes to `mqtt.0.a.b`; at QoS 1 or 2 to `mqtts.a.b`, which
+/// the stream stores and, once stored, publishes again on `mqtt.1.a.b` (the nodes follow
+/// `mqtt.0` and `mqtt.1`: a QoS 1/2 message reaches another node only once it is stored).
+/// Each topic level is one NATS token: letters, digits, `-` and `_` stay as they are; every
+/// other byte (`.`, space, `*`, `>`, `$`, `=`, non-ASCII …) becomes `=` and two hex digits,
+/// and an empty level is `=` alone. The same tokens, joined by
 /// `.`, are the keys of the retained bucket (JetStream keys allow `=` too).
 ///
 /// A filter subscribes `mqtt.*.` and its levels, `+` as `*` and `#` as `>`; since MQTT's `a/#`
@@ -13,9 +15,19 @@
 public enum ClusterSubjects {
     public static let prefix = "mqtt"
 
-    /// The subject of `topic`: `stored` for QoS 1/2 (the stream's subjects).
+    /// The subject a node follows for `topic`: `stored` for QoS 1/2 (as the stream publishes
+    /// them again).
     public static func subject(topic: String, stored: Bool) -> String {
         var out = stored ? "mqtt.1." : "mqtt.0."
+        appendTokens(of: topic, to: &out)
+        return out
+    }
+
+    /// The stream's subjects: where a QoS 1/2 message is published to be stored.
+    public static let storedPrefix = "mqtts"
+
+    public static func storedSubject(topic: String) -> String {
+        var out = "mqtts."
         appendTokens(of: topic, to: &out)
         return out
     }
@@ -46,8 +58,10 @@ public enum ClusterSubjects {
         return [out]
     }
 
-    /// The topic of a subject made by `subject(topic:stored:)`; nil for anything else.
+    /// The topic of a subject made by `subject(topic:stored:)` or `storedSubject(topic:)`;
+    /// nil for anything else.
     public static func topic(subject: String) -> String? {
+        if subject.hasPrefix("mqtts.") { return topic(key: String(subject.dropFirst(6))) }
         let utf8 = subject.utf8
         guard utf8.count > 7, subject.hasPrefix("mqtt.") else { return nil }
         let rest = subject.dropFirst(5)

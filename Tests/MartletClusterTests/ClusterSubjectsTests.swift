@@ -49,6 +49,7 @@ import Testing
                 #expect(subject.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { !$0.isEmpty && $0 != "*" && $0 != ">" })
                 #expect(subject.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "*") && $0 != UInt8(ascii: ">") })
             }
+            #expect(ClusterSubjects.topic(subject: ClusterSubjects.storedSubject(topic: topic)) == topic)
             let key = ClusterSubjects.key(topic: topic)
             #expect(ClusterSubjects.topic(key: key) == topic)
             #expect(key.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_=.".contains($0)) }, "\(key)")

@@ -41,9 +41,10 @@ typedef struct mn_settings {
 mn_node *mn_connect(const mn_settings *settings, char *error, size_t error_length);
 /// Whether JetStream answers (the account's information): 0 yes, -1 with `error`.
 int mn_jetstream_check(mn_node *node, char *error, size_t error_length);
-/// Creates the stream, or checks the existing one: its subjects and replicas.
-int mn_ensure_stream(mn_node *node, const char *name, const char *subject, int replicas, int64_t max_age_seconds,
-                     int64_t max_bytes, char *error, size_t error_length);
+/// Creates the stream of `subject` (republishing each stored message to `republish_to`
+/// unless NULL), or checks the existing one's replicas.
+int mn_ensure_stream(mn_node *node, const char *name, const char *subject, const char *republish_to, int replicas,
+                     int64_t max_age_seconds, int64_t max_bytes, char *error, size_t error_length);
 /// Creates the key-value bucket (history 1), or checks its replicas.
 int mn_ensure_bucket(mn_node *node, const char *bucket, int replicas, char *error, size_t error_length);
 /// Subscribes `subject` (queue group `queue` unless NULL); NULL on failure.

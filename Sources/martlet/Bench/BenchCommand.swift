@@ -27,8 +27,8 @@ struct BenchCommand: AsyncParsableCommand {
 struct BenchOptions: ParsableArguments {
     @Option(name: .short, help: "Broker host.") var host = "127.0.0.1"
     @Option(name: .short, help: "Broker port.") var port = 1883
-    @Option(help: "Subscribers connect to this port instead (with --sub-host: that host): the far side of a bridge, to measure the hop.")
-    var subPort: Int?
+    @Option(help: "Subscribers connect to this port instead (with --sub-host: that host): the far side of a bridge, or other nodes of a cluster. Repeat it to spread the subscribers over several ports, in turn.")
+    var subPort: [Int] = []
     @Option(help: "Subscribers' broker host (default: --host).") var subHost: String?
     @Option(name: .customShort("V"), help: "mqttv311 or mqttv5.") var protocolVersion = "mqttv311"
     @Option(name: .short, help: "QoS of publications and subscriptions (0 or 1).") var qos = 0
@@ -240,9 +240,9 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
     defer { for c in channels { c.close(promise: nil) } }
     var subscriberEndpoint = endpoint
     subscriberEndpoint.persistent = o.persistentSessions
-    if let port = o.subPort { subscriberEndpoint.port = port }
     if let host = o.subHost { subscriberEndpoint.host = host }
     for i in 0..<subscribers {
+        if !o.subPort.isEmpty { subscriberEndpoint.port = o.subPort[i % o.subPort.count] }
         let ch = try await BenchPeer.open(subscriberEndpoint, clientID: "bench-\(run)-s\(i)", totals: totals, group: group)
         channels.append(ch)
         try await BenchPeer.subscribe(ch, filter: prefix + "/" + filter(i), qos: o.qosValue, version: o.version)
