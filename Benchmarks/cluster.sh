@@ -24,9 +24,10 @@ SOLO=18871
 # shellcheck source=Benchmarks/lib.sh
 source "$ROOT/Benchmarks/lib.sh"
 
-cpu() { # CPU seconds (user + system) of the processes named $1
+cpu() { # CPU ticks (user + system) of the processes $@ (the same ones before and after a run)
   local total=0
-  for pid in $(pgrep -x "$1" || true); do
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] || { echo "gone"; return; }
     total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
   done
   echo "$total"
@@ -61,12 +62,19 @@ for row in "${ROWS[@]}"; do
         for s in $subs; do args="$args --sub-port $s"; done
         [ "$kind" = latency ] && args="$args --rate $RATE"
         echo "bench: $name, QoS $qos, $kind (run $run)" >&2
-        m0=$(cpu martletd); n0=$(cpu nats-server)
+        mpids=$(pgrep -x martletd | tr '\n' ' '); npids=$(pgrep -x nats-server | tr '\n' ' ')
+        # shellcheck disable=SC2086
+        m0=$(cpu $mpids); n0=$(cpu $npids)
         # shellcheck disable=SC2086
         "$BIN/martlet" bench $args -V mqttv5 --duration "$DURATION" --json \
           > "$WORK/$i.$qos.$kind.$run.json" 2>/dev/null || echo "bench: $name QoS $qos $kind run $run reported errors" >&2
-        m1=$(cpu martletd); n1=$(cpu nats-server)
-        echo "{\"martletd_ticks\": $((m1 - m0)), \"nats_ticks\": $((n1 - n0))}" > "$WORK/$i.$qos.$kind.$run.cpu"
+        # shellcheck disable=SC2086
+        m1=$(cpu $mpids); n1=$(cpu $npids)
+        if [ "$m1" != gone ] && [ "$n1" != gone ]; then
+          echo "{\"martletd_ticks\": $((m1 - m0)), \"nats_ticks\": $((n1 - n0))}" > "$WORK/$i.$qos.$kind.$run.cpu"
+        else
+          echo "bench: a broker process exited during $name QoS $qos $kind run $run" >&2
+        fi
         pkill -P $$ martletd 2>/dev/null || true
         pkill -f "config/cluster/start.sh" 2>/dev/null || true
         pkill -x martletd 2>/dev/null || true

@@ -138,6 +138,7 @@ extension Router {
         let cursor = clusterCursor(session, now: ClusterLinkSupport.wallMilliseconds())
         session.clusterCursorSaved = cursor
         session.clusterDirty = false
+        session.clusterAcknowledged = false
         let subscriptions = session.subscriptions.map {
             ClusterSessionRecord.Subscription(filter: $0.key, options: $0.value.options.byte, identifier: $0.value.identifier)
         }
@@ -146,12 +147,13 @@ extension Router {
             online: session.isOnline, cursor: cursor, subscriptions: subscriptions))
     }
 
-    /// Once per sweep: a persistent session whose cursor moved on by a checkpoint interval
-    /// (its client acknowledged what it had) saves its record again.
+    /// Once per sweep: a persistent session whose client acknowledged messages, moving its
+    /// cursor on by a checkpoint interval, saves its record again. An idle session writes
+    /// nothing.
     func checkpointClusterSessions() {
         let now = ClusterLinkSupport.wallMilliseconds()
         let interval = Int64(config.cluster?.checkpointInterval ?? 1000)
-        for session in sessions.values where session.isPersistent {
+        for session in sessions.values where session.isPersistent && (session.clusterDirty || session.clusterAcknowledged) {
             if session.clusterDirty || clusterCursor(session, now: now) - session.clusterCursorSaved >= interval {
                 saveClusterSession(session)
             }

@@ -75,6 +75,7 @@ extension Router {
     /// A flow of the session closed: the gauge follows and the window has room again.
     func flightClosed(_ session: Session) {
         core.counters.inflightMessages.subtract(1, ordering: .relaxed)
+        session.clusterAcknowledged = true
         drain(session)
         if session.sharedGroups > 0 { updateSharedBusy(session) }
     }

@@ -163,6 +163,8 @@ final class Session {
     /// record changed since (subscriptions, online).
     var clusterCursorSaved: Int64 = 0
     var clusterDirty = false
+    /// Its client acknowledged a message since the record was last saved: the cursor moved.
+    var clusterAcknowledged = false
     /// Resumed from another node's record: the stored messages from this wall-clock time are
     /// being read again for it; the cursor stays there until they are queued.
     var clusterReplayFrom: Int64?
