@@ -63,9 +63,11 @@ cluster: build-release
 # retained messages, 50,000 churned connections) saturate both cores; they run on their own after
 # the rest so timing tests (keepalive, timeouts) are not starved, and one at a time, since some
 # measure what a saturated machine would hide (a slow subscriber that must fall behind).
+# ClusterTests (three nats-servers and three martletd nodes per test) run on their own too.
 unit-tests: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --skip LoadTests
+	$(SWIFT) test --skip-build --skip LoadTests --skip ClusterTests
+	$(SWIFT) test --skip-build --filter ClusterTests
 	$(SWIFT) test --skip-build --no-parallel --filter LoadTests
 
 # One sanitizer only: with --sanitize=fuzzer and --sanitize=address together, the Swift
