@@ -29,6 +29,16 @@ final class ClusterFixture: @unchecked Sendable {
 
     let directory: String
     var servers: [NATSServer] = []
+    /// Ports given out by this fixture: `randomTestPort` checks each is free when picked, but
+    /// not bound yet, it could pick one twice.
+    private var taken: Set<Int> = []
+
+    func port() -> Int {
+        while true {
+            let p = randomTestPort()
+            if taken.insert(p).inserted { return p }
+        }
+    }
     var nodes: [Node] = []
     /// Debian installs it in /usr/sbin.
     static let natsServer = "/usr/sbin/nats-server"
@@ -37,7 +47,7 @@ final class ClusterFixture: @unchecked Sendable {
         directory = scratchPath("martlet-cluster")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for i in 0..<count {
-            servers.append(NATSServer(client: randomTestPort(), http: randomTestPort(), route: randomTestPort(), config: "\(directory)/nats\(i).conf"))
+            servers.append(NATSServer(client: port(), http: port(), route: port(), config: "\(directory)/nats\(i).conf"))
         }
         for (i, s) in servers.enumerated() {
             var text = """
@@ -98,7 +108,7 @@ final class ClusterFixture: @unchecked Sendable {
     /// Adds node `id` served by NATS server `server` (index), and starts it.
     @discardableResult
     func addNode(_ id: String, server: Int, replicas: Int = 3, extra: String = "") async throws -> Node {
-        let node = Node(id: id, port: randomTestPort(), metrics: randomTestPort(), config: "\(directory)/\(id).yaml")
+        let node = Node(id: id, port: port(), metrics: port(), config: "\(directory)/\(id).yaml")
         let text = """
             listeners: [{host: 127.0.0.1, port: \(node.port)}]
             metrics: {host: 127.0.0.1, port: \(node.metrics)}
