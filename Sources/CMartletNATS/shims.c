@@ -15,7 +15,12 @@ struct mn_watch {
 };
 
 struct mn_node {
+    // Publishes, subscribes by interest, carries JetStream, the buckets and the claims; it
+    // gets nothing it published itself (no echo).
     natsConnection *connection;
+    // Carries the share groups' queue subscriptions, which must be able to pick this node
+    // for its own messages.
+    natsConnection *subscriber;
     jsCtx *js;
     mn_settings settings;
     int64_t ack_wait_ms;
@@ -40,6 +45,18 @@ static void on_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     mn_node *node = closure;
     if (node->closed) { natsMsg_Destroy(msg); return; }
     node->settings.on_message(node->settings.context, msg);
+}
+
+typedef struct mn_queue_context {
+    mn_node *node;
+    char *group;
+} mn_queue_context;
+
+static void on_queue_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+    (void)nc; (void)sub;
+    mn_queue_context *q = closure;
+    if (q->node->closed || q->node->settings.on_shared == NULL) { natsMsg_Destroy(msg); return; }
+    q->node->settings.on_shared(q->node->settings.context, q->group, msg);
 }
 
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
@@ -84,9 +101,9 @@ mn_node *mn_connect(const mn_settings *settings, char *error, size_t error_lengt
     natsOptions *options = NULL;
     natsStatus s = natsOptions_Create(&options);
     if (s == NATS_OK) s = natsOptions_SetServers(options, settings->urls, settings->url_count);
+    // The first server of the list that answers, in the list's order: a node is placed.
+    if (s == NATS_OK) s = natsOptions_SetNoRandomize(options, true);
     if (s == NATS_OK && settings->name) s = natsOptions_SetName(options, settings->name);
-    // A node never receives what it published itself: the other nodes are the audience.
-    if (s == NATS_OK) s = natsOptions_SetNoEcho(options, true);
     if (s == NATS_OK) s = natsOptions_SetAllowReconnect(options, true);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(options, -1);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(options, 250);
@@ -116,7 +133,13 @@ mn_node *mn_connect(const mn_settings *settings, char *error, size_t error_lengt
     }
     pthread_once(&once, open_library);
     nats_SetMessageDeliveryPoolSize(1);
-    s = natsConnection_Connect(&node->connection, options);
+    if (s == NATS_OK) s = natsOptions_SetNoEcho(options, true);
+    if (s == NATS_OK) s = natsConnection_Connect(&node->connection, options);
+    if (s == NATS_OK) {
+        natsOptions_SetNoEcho(options, false);
+        s = natsConnection_Connect(&node->subscriber, options);
+        if (s != NATS_OK) natsConnection_Destroy(node->connection);
+    }
     natsOptions_Destroy(options);
     if (s != NATS_OK) {
         describe(error, error_length, "cannot connect to NATS", s);
@@ -233,10 +256,18 @@ int mn_ensure_bucket(mn_node *node, const char *bucket, int replicas, char *erro
     return 0;
 }
 
-natsSubscription *mn_subscribe(mn_node *node, const char *subject, const char *queue) {
+natsSubscription *mn_subscribe(mn_node *node, const char *subject, const char *queue, const char *group) {
     natsSubscription *sub = NULL;
-    natsStatus s = queue ? natsConnection_QueueSubscribe(&sub, node->connection, subject, queue, on_message, node)
-                         : natsConnection_Subscribe(&sub, node->connection, subject, on_message, node);
+    natsStatus s;
+    if (queue != NULL) {
+        // Freed never: a queue subscription's context lives as long as a callback may run.
+        mn_queue_context *q = calloc(1, sizeof *q);
+        q->node = node;
+        q->group = strdup(group != NULL ? group : queue);
+        s = natsConnection_QueueSubscribe(&sub, node->subscriber, subject, queue, on_queue_message, q);
+    } else {
+        s = natsConnection_Subscribe(&sub, node->connection, subject, on_message, node);
+    }
     if (s != NATS_OK) return NULL;
     // A slow node buffers rather than drops (bounded by the connection's pending limit).
     natsSubscription_SetPendingLimits(sub, 1000000, 1024 * 1024 * 1024);
@@ -360,21 +391,27 @@ int mn_bucket_entries(kvStore *bucket, const char *keys, void *context, mn_entry
     return result;
 }
 
-int mn_replay(mn_node *node, const char *stream, const char *subject, int64_t start_ms, int64_t timeout_ms,
-              void *context, mn_message_cb on_message) {
+int mn_replay(mn_node *node, const char *stream, const char *subject, int64_t start_ms, uint64_t start_seq, uint64_t end_seq,
+              int64_t timeout_ms, void *context, mn_message_cb on_message) {
     jsStreamInfo *info = NULL;
     jsErrCode code = 0;
     if (js_GetStreamInfo(&info, node->js, stream, NULL, &code) != NATS_OK) return -1;
     uint64_t last = info->State.LastSeq;
     int64_t last_time = info->State.LastTime;
     jsStreamInfo_Destroy(info);
-    if (last == 0 || last_time < start_ms * 1000000LL) return 0;
+    if (end_seq > 0 && end_seq < last) last = end_seq;
+    if (last == 0 || (start_seq == 0 && last_time < start_ms * 1000000LL) || (start_seq > last)) return 0;
     jsSubOptions options;
     jsSubOptions_Init(&options);
     options.Stream = stream;
     options.Ordered = true;
-    options.Config.DeliverPolicy = js_DeliverByStartTime;
-    options.Config.OptStartTime = start_ms * 1000000LL;
+    if (start_seq > 0) {
+        options.Config.DeliverPolicy = js_DeliverByStartSequence;
+        options.Config.OptStartSeq = start_seq;
+    } else {
+        options.Config.DeliverPolicy = js_DeliverByStartTime;
+        options.Config.OptStartTime = start_ms * 1000000LL;
+    }
     natsSubscription *sub = NULL;
     if (js_SubscribeSync(&sub, node->js, subject, NULL, &options, &code) != NATS_OK) return -1;
     int result = 0;
@@ -390,6 +427,10 @@ int mn_replay(mn_node *node, const char *stream, const char *subject, int64_t st
             seq = meta->Sequence.Stream;
             jsMsgMetaData_Destroy(meta);
         }
+        if (seq > last) {
+            natsMsg_Destroy(msg);
+            break;
+        }
         on_message(context, msg);
         if (seq >= last) break;
     }
@@ -399,11 +440,14 @@ int mn_replay(mn_node *node, const char *stream, const char *subject, int64_t st
 }
 
 int mn_flush(mn_node *node, int64_t timeout_ms) {
-    return natsConnection_FlushTimeout(node->connection, timeout_ms) == NATS_OK ? 0 : -1;
+    natsStatus s = natsConnection_FlushTimeout(node->connection, timeout_ms);
+    if (s == NATS_OK) s = natsConnection_FlushTimeout(node->subscriber, timeout_ms);
+    return s == NATS_OK ? 0 : -1;
 }
 
 int mn_connected(mn_node *node) {
-    return natsConnection_Status(node->connection) == NATS_CONN_STATUS_CONNECTED;
+    return natsConnection_Status(node->connection) == NATS_CONN_STATUS_CONNECTED
+        && natsConnection_Status(node->subscriber) == NATS_CONN_STATUS_CONNECTED;
 }
 
 void mn_close(mn_node *node) {
@@ -416,6 +460,7 @@ void mn_close(mn_node *node) {
         kvWatcher_Destroy(w->watcher);
         kvStore_Destroy(w->bucket);
     }
+    natsConnection_Close(node->subscriber);
     natsConnection_Close(node->connection);
     // The node itself stays allocated: libnats may still run a callback that reads it.
 }

@@ -6,11 +6,13 @@ import NIOCore
 extension MQTTBroker {
     /// A message another node published: routed to this node's subscribers on the loop its
     /// topic hashes to (one loop per topic keeps each topic's order), in one task per burst.
-    public func deliverFromCluster(_ message: Message) {
+    /// With `group` (`$share/{name}/{filter}`): the cluster picked this node to give it to one
+    /// member of that share group.
+    public func deliverFromCluster(_ message: Message, group: String? = nil) {
         var hasher = Hasher()
         hasher.combine(message.topic)
         let router = routers[Int(UInt(bitPattern: hasher.finalize()) % UInt(routers.count))]
-        if router.clusterInbox.add(message) {
+        if router.clusterInbox.add(message, group: group) {
             router.eventLoop.execute { router.assumeIsolated { $0.routeFromCluster() } }
         }
     }

@@ -93,12 +93,52 @@ extension ClusterNode {
         background.async {
             let collector = ReplayCollector(wanted: wanted)
             let context = Unmanaged.passRetained(collector).toOpaque()
-            let status = mn_replay(handle.pointer, Self.stream, "mqtts.>", since, 30_000, context) { context, msg in
+            let status = mn_replay(handle.pointer, Self.stream, "mqtts.>", since, 0, 0, 30_000, context) { context, msg in
                 guard let msg else { return }
                 Unmanaged<ReplayCollector>.fromOpaque(context!).takeUnretainedValue().add(msg)
             }
             Unmanaged<ReplayCollector>.fromOpaque(context).release()
             done(status == 0 ? collector.messages.withLockedValue { $0 } : nil)
+        }
+    }
+
+    // MARK: Gaps
+
+    /// A stored message on `subject` whose predecessor there (`previousOnSubject`) is newer
+    /// than the last one this node received on it: the ones between were lost on the way
+    /// (a NATS server died after the stream stored them). They are read from the stream and
+    /// routed here, after the message that showed the gap.
+    func checkForGap(subject: String, sequence: UInt64, previousOnSubject: UInt64) {
+        let missing: ClosedRange<UInt64>? = lastOnSubject.withLockedValue { last in
+            defer {
+                if last.count >= 100_000 { last.removeAll() }
+                last[subject] = sequence
+            }
+            guard let seen = last[subject], previousOnSubject > seen else { return nil }
+            return (seen + 1)...previousOnSubject
+        }
+        guard let missing, let topic = ClusterSubjects.topic(subject: subject) else { return }
+        statistics.gaps.add(1, ordering: .relaxed)
+        logger.warning("stored messages lost on the way to this node: reading them from the stream", metadata: [
+            "topic": "\(topic)", "from": "\(missing.lowerBound)", "to": "\(missing.upperBound)",
+        ])
+        let handle = self.handle
+        let stored = ClusterSubjects.storedSubject(topic: topic)
+        let runID = self.runID
+        background.async { [self] in
+            // This node's own messages were routed here when they came.
+            let collector = ReplayCollector(wanted: { _ in true }, skipping: runID)
+            let context = Unmanaged.passRetained(collector).toOpaque()
+            _ = mn_replay(handle.pointer, Self.stream, stored, 0, missing.lowerBound, missing.upperBound, 10_000, context) { context, msg in
+                guard let msg else { return }
+                Unmanaged<ReplayCollector>.fromOpaque(context!).takeUnretainedValue().add(msg)
+            }
+            Unmanaged<ReplayCollector>.fromOpaque(context).release()
+            guard let broker = broker.withLockedValue({ $0 }) else { return }
+            for message in collector.messages.withLockedValue({ $0 }) {
+                statistics.gapMessages.add(1, ordering: .relaxed)
+                broker.deliverFromCluster(message)
+            }
         }
     }
 
@@ -172,12 +212,21 @@ extension ClusterNode {
 /// Messages read back from the stream for one resumed session.
 final class ReplayCollector: Sendable {
     let wanted: @Sendable (String) -> Bool
+    /// Messages of this writer (a node's run) are left out.
+    let skipping: String?
     let messages = NIOLockedValueBox<[Message]>([])
 
-    init(wanted: @escaping @Sendable (String) -> Bool) { self.wanted = wanted }
+    init(wanted: @escaping @Sendable (String) -> Bool, skipping: String? = nil) {
+        self.wanted = wanted
+        self.skipping = skipping
+    }
 
     func add(_ msg: OpaquePointer) {
         defer { natsMsg_Destroy(msg) }
+        if let skipping {
+            var value: UnsafePointer<CChar>?
+            if natsMsgHeader_Get(msg, "Martlet-Node", &value) == NATS_OK, let value, String(cString: value) == skipping { return }
+        }
         guard let message = ClusterNode.message(msg), wanted(message.topic) else { return }
         messages.withLockedValue { $0.append(message) }
     }

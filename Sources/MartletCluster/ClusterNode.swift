@@ -35,7 +35,10 @@ func cText(_ buffer: [CChar]) -> String {
 ///   published again on `mqtt.1.<topic>`; a client's QoS 1/2 PUBLISH is acknowledged once
 ///   JetStream has stored it.
 /// - The node subscribes only the subjects its subscribers' filters need (`filterAdded`), and
-///   never receives its own messages (the connection has no echo).
+///   gets none of its own messages back (no echo; the stream's copies of its QoS 1/2 messages
+///   are dropped). A share group with members here is a NATS queue group on its filter's
+///   subjects, on a second connection with echo, so each message goes to one node of the
+///   group, this one included.
 /// - Retained messages are also kept in the bucket `martlet_retained`; every node follows the
 ///   bucket into its own retained store, so SUBSCRIBE is answered locally.
 public final class ClusterNode: ClusterLink {
@@ -65,6 +68,8 @@ public final class ClusterNode: ClusterLink {
     let background = DispatchQueue(label: "martlet.cluster", attributes: .concurrent)
     let broker = NIOLockedValueBox<MQTTBroker?>(nil)
 
+    /// The queue subscriptions of the share groups with members here, by group.
+    private let shares = NIOLockedValueBox<[String: [NATSSubscription]]>([:])
     /// Per NATS subject, how many filters need it, and the subscription.
     private let interest = NIOLockedValueBox<[String: (count: Int, subscription: NATSSubscription?)]>([:])
     /// Sequence numbers of the messages this node sends, given out with the publish under one lock.
@@ -76,6 +81,10 @@ public final class ClusterNode: ClusterLink {
     /// What waits for JetStream's acknowledgements, by token.
     private let pendingAcks = NIOLockedValueBox<(next: UInt64, waiting: [UInt64: PendingAck])>((1, [:]))
     private let retainedLoaded = NIOLockedValueBox<Bool>(false)
+    /// Per subject, the stream sequence of the last stored message this node received on it:
+    /// the stream says with each message which one came before on its subject, so a message
+    /// lost on the way (a server died between storing and passing it on) shows as a gap.
+    let lastOnSubject = NIOLockedValueBox<[String: UInt64]>([:])
 
     let statistics = ClusterStatistics()
 
@@ -180,6 +189,14 @@ public final class ClusterNode: ClusterLink {
                 guard let message else { return }
                 if let node = ContextBox.node(context) { node.received(message) } else { natsMsg_Destroy(message) }
             }
+            settings.on_shared = { context, group, message in
+                guard let message else { return }
+                if let node = ContextBox.node(context), let group {
+                    node.receivedShared(group: String(cString: group), message)
+                } else {
+                    natsMsg_Destroy(message)
+                }
+            }
             settings.on_ack = { context, token, ok, error in
                 ContextBox.node(context)?.acknowledged(token, ok: ok != 0, error: error.map { String(cString: $0) })
             }
@@ -199,7 +216,7 @@ public final class ClusterNode: ClusterLink {
             Unmanaged<WatchBox>.fromOpaque(context!).takeUnretainedValue().node.retainedChanged(
                 key: key.map { String(cString: $0) }, value: value, length: Int(length), deleted: op != 0)
         }, $0, $1) }
-        guard let claims = mn_subscribe(handle.pointer, Self.claimsSubject, nil) else {
+        guard let claims = mn_subscribe(handle.pointer, Self.claimsSubject, nil, nil) else {
             throw ClusterError(description: "cannot subscribe \(Self.claimsSubject)")
         }
         _ = claims
@@ -232,7 +249,7 @@ public final class ClusterNode: ClusterLink {
                     table[subject] = (entry.count + 1, entry.subscription)
                     return
                 }
-                let subscription = mn_subscribe(handle.pointer, subject, nil).map(NATSSubscription.init)
+                let subscription = mn_subscribe(handle.pointer, subject, nil, nil).map(NATSSubscription.init)
                 if subscription == nil { logger.error("cannot subscribe in NATS", metadata: ["subject": "\(subject)"]) }
                 table[subject] = (1, subscription)
             }
@@ -248,8 +265,25 @@ public final class ClusterNode: ClusterLink {
                 } else {
                     table[subject] = nil
                     if let subscription = entry.subscription { mn_unsubscribe(subscription.pointer) }
+                    // Messages on subjects no longer followed are not gaps when interest returns.
+                    lastOnSubject.withLockedValue { $0.removeAll() }
                 }
             }
+        }
+    }
+
+    public func shareAdded(_ key: String, filter: String) {
+        // A queue group name of hex digits: any group name and filter make a valid one.
+        let queue = "share-" + key.utf8.map { String($0, radix: 16) }.joined()
+        let subscriptions = ClusterSubjects.subjects(filter: filter).compactMap {
+            mn_subscribe(handle.pointer, $0, queue, key).map(NATSSubscription.init)
+        }
+        shares.withLockedValue { $0[key] = subscriptions }
+    }
+
+    public func shareRemoved(_ key: String, filter: String) {
+        for subscription in shares.withLockedValue({ $0.removeValue(forKey: key) }) ?? [] {
+            mn_unsubscribe(subscription.pointer)
         }
     }
 
@@ -351,7 +385,9 @@ public final class ClusterNode: ClusterLink {
             return String(cString: value)
         }
         let subject = String(cString: natsMsg_GetSubject(msg))
+        let writer = header("Martlet-Node")
         if subject == Self.claimsSubject {
+            guard writer != runID else { return }
             let length = Int(natsMsg_GetDataLength(msg))
             guard let time = header("Martlet-Claimed").flatMap(Int64.init), let data = natsMsg_GetData(msg) else { return }
             let clientID = String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
@@ -359,11 +395,8 @@ public final class ClusterNode: ClusterLink {
             return
         }
         guard ClusterSubjects.topic(subject: subject) != nil else { return }
-        let writer = header("Martlet-Node")
         if let streamSequence = header("Nats-Sequence").flatMap(UInt64.init) {
-            // Stored, then published again by the stream: this node's own messages were routed
-            // here when they came; each other one once (stream order).
-            if writer == runID { return }
+            // Stored, then published again by the stream: each once (stream order).
             let fresh = lastReceived.withLockedValue { last in
                 if let previous = last[""], streamSequence <= previous { return false }
                 last[""] = streamSequence
@@ -373,6 +406,11 @@ public final class ClusterNode: ClusterLink {
                 statistics.copiesDropped.add(1, ordering: .relaxed)
                 return
             }
+            checkForGap(subject: subject, sequence: streamSequence, previousOnSubject: header("Nats-Last-Sequence").flatMap(UInt64.init) ?? 0)
+            // This node's own messages were routed here when they came.
+            if writer == runID { return }
+        } else if writer == runID {
+            return
         } else if let writer, let seq = header("Martlet-Seq").flatMap(UInt64.init) {
             let fresh = lastReceived.withLockedValue { last in
                 if let previous = last[writer], seq <= previous { return false }
@@ -387,6 +425,14 @@ public final class ClusterNode: ClusterLink {
         guard let message = Self.message(msg) else { return }
         statistics.received.add(1, ordering: .relaxed)
         broker.deliverFromCluster(message)
+    }
+
+    /// A message the cluster gave this node for the share group `group` (its own included).
+    func receivedShared(group: String, _ msg: OpaquePointer) {
+        defer { natsMsg_Destroy(msg) }
+        guard let broker = broker.withLockedValue({ $0 }), let message = Self.message(msg) else { return }
+        statistics.received.add(1, ordering: .relaxed)
+        broker.deliverFromCluster(message, group: group)
     }
 
     /// The MQTT message a NATS message of `subject(topic:stored:)` carries.
@@ -470,6 +516,8 @@ final class ClusterStatistics: Sendable {
     let disconnects = Atomic<Int>(0)
     let deadNodes = Atomic<Int>(0)
     let willsPublished = Atomic<Int>(0)
+    let gaps = Atomic<Int>(0)
+    let gapMessages = Atomic<Int>(0)
 
     func render(connected: Bool, pendingAcks: Int, subjects: Int) -> String {
         """
@@ -494,6 +542,12 @@ final class ClusterStatistics: Sendable {
         # HELP martlet_cluster_disconnects_total Times the NATS connection was lost.
         # TYPE martlet_cluster_disconnects_total counter
         martlet_cluster_disconnects_total \(disconnects.load(ordering: .relaxed))
+        # HELP martlet_cluster_gaps_total Stored messages found missing on the way to this node (then read from the stream).
+        # TYPE martlet_cluster_gaps_total counter
+        martlet_cluster_gaps_total \(gaps.load(ordering: .relaxed))
+        # HELP martlet_cluster_gap_messages_total Stored messages read from the stream to fill those gaps.
+        # TYPE martlet_cluster_gap_messages_total counter
+        martlet_cluster_gap_messages_total \(gapMessages.load(ordering: .relaxed))
         # HELP martlet_cluster_dead_nodes_total Nodes found dead by this node (it published their wills).
         # TYPE martlet_cluster_dead_nodes_total counter
         martlet_cluster_dead_nodes_total \(deadNodes.load(ordering: .relaxed))

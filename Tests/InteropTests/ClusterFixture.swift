@@ -43,7 +43,8 @@ final class ClusterFixture: @unchecked Sendable {
     /// Debian installs it in /usr/sbin.
     static let natsServer = "/usr/sbin/nats-server"
 
-    init(servers count: Int = 3, clustered: Bool = true, jetStream: Bool = true) throws {
+    /// `natsExtra`: more lines for every nats-server's configuration.
+    init(servers count: Int = 3, clustered: Bool = true, jetStream: Bool = true, natsExtra: String = "") throws {
         directory = scratchPath("martlet-cluster")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for i in 0..<count {
@@ -56,6 +57,7 @@ final class ClusterFixture: @unchecked Sendable {
                 http: 127.0.0.1:\(s.http)
 
                 """
+            text += natsExtra + "\n"
             if jetStream { text += "jetstream { store_dir: \"\(directory)/js\(i)\", max_memory_store: 64MB, max_file_store: 8GB }\n" }
             if clustered {
                 let routes = servers.map { "nats-route://127.0.0.1:\($0.route)" }.joined(separator: ", ")
@@ -107,13 +109,15 @@ final class ClusterFixture: @unchecked Sendable {
 
     /// Adds node `id` served by NATS server `server` (index), and starts it.
     @discardableResult
-    func addNode(_ id: String, server: Int, replicas: Int = 3, extra: String = "") async throws -> Node {
+    /// `settings`: more top-level lines of its configuration.
+    func addNode(_ id: String, server: Int, replicas: Int = 3, extra: String = "", settings: String = "") async throws -> Node {
         let node = Node(id: id, port: port(), metrics: port(), config: "\(directory)/\(id).yaml")
         let text = """
             listeners: [{host: 127.0.0.1, port: \(node.port)}]
             metrics: {host: 127.0.0.1, port: \(node.metrics)}
             log_level: info
             sys_interval_s: 0
+            \(settings)
 
             """ + clusterEntry(id, server: server, replicas: replicas, extra: extra)
         try text.write(toFile: node.config, atomically: true, encoding: .utf8)

@@ -13,6 +13,8 @@ typedef struct mn_watch mn_watch;
 
 /// A message arrived on one of the node's subscriptions. The callee owns `msg`.
 typedef void (*mn_message_cb)(void *context, natsMsg *msg);
+/// A message arrived on a queue-group subscription (`group` as given to `mn_subscribe`).
+typedef void (*mn_shared_cb)(void *context, const char *group, natsMsg *msg);
 /// A JetStream publish finished: `ok` 1 when stored, 0 with `error` otherwise.
 typedef void (*mn_ack_cb)(void *context, uint64_t token, int ok, const char *error);
 /// The connection's state changed: 0 disconnected, 1 reconnected.
@@ -33,11 +35,15 @@ typedef struct mn_settings {
     int max_pending_acks;
     void *context;
     mn_message_cb on_message;
+    mn_shared_cb on_shared;
     mn_ack_cb on_ack;
     mn_state_cb on_state;
 } mn_settings;
 
-/// Connects (all URLs are tried; reconnects forever after). NULL with `error` filled on failure.
+/// Connects (all URLs are tried; reconnects forever after): two connections, one for
+/// everything that gets none of its own messages back (no echo), one for the share groups'
+/// queue subscriptions, which may pick this node for its own messages. NULL with `error`
+/// filled on failure.
 mn_node *mn_connect(const mn_settings *settings, char *error, size_t error_length);
 /// Whether JetStream answers (the account's information): 0 yes, -1 with `error`.
 int mn_jetstream_check(mn_node *node, char *error, size_t error_length);
@@ -47,8 +53,9 @@ int mn_ensure_stream(mn_node *node, const char *name, const char *subject, const
                      int64_t max_age_seconds, int64_t max_bytes, char *error, size_t error_length);
 /// Creates the key-value bucket (history 1), or checks its replicas.
 int mn_ensure_bucket(mn_node *node, const char *bucket, int replicas, char *error, size_t error_length);
-/// Subscribes `subject` (queue group `queue` unless NULL); NULL on failure.
-natsSubscription *mn_subscribe(mn_node *node, const char *subject, const char *queue);
+/// Subscribes `subject`; with `queue`, in that queue group, and its messages come through
+/// `on_shared` with `group`. NULL on failure.
+natsSubscription *mn_subscribe(mn_node *node, const char *subject, const char *queue, const char *group);
 void mn_unsubscribe(natsSubscription *subscription);
 /// Core publish; takes `msg`. 0 on success.
 int mn_publish(mn_node *node, natsMsg *msg);
@@ -72,11 +79,12 @@ int mn_bucket_delete(kvStore *bucket, const char *key);
 /// Calls `on_entry` for every current value whose key matches `keys` (a NATS subject
 /// pattern, e.g. "node-1.>"), then returns: 0, or -1 on error.
 int mn_bucket_entries(kvStore *bucket, const char *keys, void *context, mn_entry_cb on_entry);
-/// Delivers every message of `stream` stored from `start_ms` (wall clock) up to the stream's
-/// last message at the time of the call, in order, to `on_message` (which owns each).
+/// Delivers every message of `stream` on `subject` stored from `start_ms` (wall clock), or
+/// from sequence `start_seq` when it is not 0, up to sequence `end_seq` (0: the stream's last
+/// message at the time of the call), in order, to `on_message` (which owns each).
 /// 0 when all were read, -1 on error or when `timeout_ms` passed.
-int mn_replay(mn_node *node, const char *stream, const char *subject, int64_t start_ms, int64_t timeout_ms,
-              void *context, mn_message_cb on_message);
+int mn_replay(mn_node *node, const char *stream, const char *subject, int64_t start_ms, uint64_t start_seq, uint64_t end_seq,
+              int64_t timeout_ms, void *context, mn_message_cb on_message);
 
 /// Flushes what is buffered to the server (bounded by `timeout_ms`). 0 when done.
 int mn_flush(mn_node *node, int64_t timeout_ms);

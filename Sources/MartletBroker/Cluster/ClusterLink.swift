@@ -20,6 +20,11 @@ public protocol ClusterLink: FilterInterestObserver {
     /// (nanoseconds): every other node releases an older connection of that client id.
     func claimed(_ clientID: String, at: Int64)
 
+    /// This node has members of the share group `key` (`$share/{name}/{filter}`) now, or no
+    /// longer: the cluster gives each message of `filter` to one node that has members.
+    func shareAdded(_ key: String, filter: String)
+    func shareRemoved(_ key: String, filter: String)
+
     /// A persistent session's record changed (stored asynchronously; the latest wins).
     func sessionSaved(_ clientID: String, _ record: ClusterSessionRecord)
     /// The session ended: its record goes.
@@ -40,21 +45,22 @@ extension Message {
     var isNodeLocal: Bool { topic.hasPrefix("$SYS/") }
 }
 
-/// Messages from the other nodes for one router, handed over in one task per burst.
+/// Messages from the other nodes for one router, handed over in one task per burst; with
+/// the share group the cluster picked this node for, if it came for one.
 final class ClusterInbox: Sendable {
-    private let state = NIOLockedValueBox<(messages: [Message], scheduled: Bool)>(([], false))
+    private let state = NIOLockedValueBox<(messages: [(Message, String?)], scheduled: Bool)>(([], false))
 
     /// Adds `message`; true when the caller must schedule a `take` on the router's loop.
-    func add(_ message: Message) -> Bool {
+    func add(_ message: Message, group: String? = nil) -> Bool {
         state.withLockedValue { s in
-            s.messages.append(message)
+            s.messages.append((message, group))
             if s.scheduled { return false }
             s.scheduled = true
             return true
         }
     }
 
-    func take() -> [Message] {
+    func take() -> [(Message, String?)] {
         state.withLockedValue { s in
             s.scheduled = false
             defer { s.messages = [] }

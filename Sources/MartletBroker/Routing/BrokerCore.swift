@@ -24,7 +24,7 @@ package final class BrokerCore: Sendable {
     package init(configuration: BrokerConfiguration, logger: Logger, cluster: (any ClusterLink)? = nil) {
         self.configuration = configuration
         self.cluster = cluster
-        self.shared = SharedSubscriptions(observer: cluster)
+        self.shared = SharedSubscriptions(cluster: cluster)
         self.live = NIOLockedValueBox(configuration)
         self.connectionSettings = NIOLockedValueBox(ConnectionSettings.perListener(configuration))
         self.logger = logger

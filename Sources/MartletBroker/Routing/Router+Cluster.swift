@@ -255,20 +255,28 @@ extension Router {
         core.registry.settle(clientID, owner: nil)
     }
 
-    /// Routes the messages another node published, which the cluster delivered here. They
-    /// reach this node's subscribers; they are not stored as retained here (the cluster's
-    /// retained bucket feeds every node's store) and do not go back to the cluster.
+    /// Routes the messages the cluster delivered here: another node's, for this node's
+    /// subscribers, or any node's (this one's too) for a share group the cluster picked this
+    /// node for. They are not stored as retained here (the cluster's retained bucket feeds
+    /// every node's store) and do not go back to the cluster.
     func routeFromCluster() {
         let wall = ClusterLinkSupport.wallMilliseconds()
-        for var message in clusterInbox.take() {
+        for (var message, group) in clusterInbox.take() {
             local.clusterReceived += 1
             message.clusterWall = wall
             if !message.properties.isEmpty, let seconds = message.properties.messageExpiryInterval, seconds > 0 {
-                var stamped = message
-                stamped.expiresAt = eventLoop.now + .seconds(Int64(seconds))
-                route(stamped, retainHere: false)
+                message.expiresAt = eventLoop.now + .seconds(Int64(seconds))
+            }
+            if let group {
+                // The cluster picked this node for the share group: one member of it here.
+                guard !message.isExpired(at: eventLoop.now),
+                      let pick = core.shared.repick(group: group, excluding: "", strategy: config.sharedSubscriptionStrategy) else {
+                    local.countDrop(.sessionEnded)
+                    continue
+                }
+                sendShared(Self.sharedDelivery(message, pick), to: pick, hops: 0)
             } else {
-                route(message, retainHere: false)
+                route(message, retainHere: false, shareGroups: false)
             }
         }
         flush()

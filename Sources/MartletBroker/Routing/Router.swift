@@ -223,25 +223,29 @@ package actor Router {
             if forward { forwardToCluster(message) }
             var stamped = message
             stamped.clusterWall = ClusterLinkSupport.wallMilliseconds()
-            publishStamped(stamped)
+            // Share groups get it through the cluster, which picks one node per group (this
+            // one included); this node's own topics stay here.
+            publishStamped(stamped, shareGroups: message.isNodeLocal)
             return
         }
-        publishStamped(message)
+        publishStamped(message, shareGroups: true)
     }
 
-    private func publishStamped(_ message: Message) {
+    private func publishStamped(_ message: Message, shareGroups: Bool) {
         // An interval of 0 is taken as no expiry, as mosquitto does (the property is forwarded
         // as it came); otherwise the message would expire before reaching anyone.
         if message.expiresAt == nil, !message.properties.isEmpty, let seconds = message.properties.messageExpiryInterval, seconds > 0 {
             var stamped = message
             stamped.expiresAt = eventLoop.now + .seconds(Int64(seconds))
-            route(stamped)
+            route(stamped, shareGroups: shareGroups)
         } else {
-            route(message)
+            route(message, shareGroups: shareGroups)
         }
     }
 
-    func route(_ message: Message, retainHere: Bool = true) {
+    /// Routes `message` to this node's subscribers (and, with `shareGroups`, to one member of
+    /// each matching share group); `retainHere`: stores it as retained if it is.
+    func route(_ message: Message, retainHere: Bool = true, shareGroups: Bool = true) {
         var message = message
         routeSequence &+= 1
         message.origin = index
@@ -249,7 +253,7 @@ package actor Router {
         if message.retain && retainHere { retain(message) }
         deliverLocally(message)
         routeReached = !matches.isEmpty
-        if !core.shared.isEmpty && routeShared(message) { routeReached = true }
+        if shareGroups && !core.shared.isEmpty && routeShared(message) { routeReached = true }
         if peers.count > 1 {
             let cost = message.payload.readableBytes + message.topic.utf8.count + 64
             let pacing = config.pausePublishersForSlowSubscribers

@@ -68,13 +68,12 @@ final class SharedSubscriptions: Sendable {
         var random = SystemRandomNumberGenerator()
     }
 
-    private let table: Mutex<Table>
+    private let table = Mutex(Table())
+    /// The cluster, told which groups have members on this node.
+    private let cluster: (any ClusterLink)?
 
-    /// `observer` hears the filters of the groups (a cluster's interest in them).
-    init(observer: (any FilterInterestObserver)? = nil) {
-        var table = Table()
-        table.trie.observer = observer
-        self.table = Mutex(table)
+    init(cluster: (any ClusterLink)? = nil) {
+        self.cluster = cluster
     }
     /// Groups that exist: routing skips the lock while there are none.
     private let groupCount = Atomic<Int>(0)
@@ -92,6 +91,7 @@ final class SharedSubscriptions: Sendable {
                 t.groups[key] = group
                 t.trie.insert(filter: filter, subscriber: group, options: SubscriptionOptions(qos: .exactlyOnce))
                 groupCount.add(1, ordering: .relaxed)
+                cluster?.shareAdded(key, filter: filter)
             }
             if let i = group.members.firstIndex(where: { $0.clientID == member.clientID }) {
                 group.members[i] = member
@@ -113,6 +113,7 @@ final class SharedSubscriptions: Sendable {
                 t.groups[key] = nil
                 t.trie.remove(filter: filter, subscriber: group)
                 groupCount.subtract(1, ordering: .relaxed)
+                cluster?.shareRemoved(key, filter: filter)
             }
         }
     }
