@@ -216,10 +216,10 @@ public final class ClusterNode: ClusterLink {
             Unmanaged<WatchBox>.fromOpaque(context!).takeUnretainedValue().node.retainedChanged(
                 key: key.map { String(cString: $0) }, value: value, length: Int(length), deleted: op != 0)
         }, $0, $1) }
-        guard let claims = mn_subscribe(handle.pointer, Self.claimsSubject, nil, nil) else {
+        // Kept for the node's lifetime.
+        guard mn_subscribe(handle.pointer, Self.claimsSubject, nil, nil) != nil else {
             throw ClusterError(description: "cannot subscribe \(Self.claimsSubject)")
         }
-        _ = claims
         let deadline = Date().addingTimeInterval(Double(configuration.startupTimeout) / 1000)
         while !retainedLoaded.withLockedValue({ $0 }) {
             if Date() >= deadline { throw ClusterError(description: "the retained messages of the cluster did not load within startup_timeout_ms") }
@@ -300,6 +300,7 @@ public final class ClusterNode: ClusterLink {
         let subject = stored ? ClusterSubjects.storedSubject(topic: message.topic) : ClusterSubjects.subject(topic: message.topic, stored: false)
         var properties = ByteBuffer()
         if !message.properties.isEmpty { try? message.properties.write(to: &properties) }
+        var token: UInt64 = 0
         let sent: Bool = sequence.withLockedValue { sequence in
             sequence += 1
             var headers: [(String, String)] = [("Martlet-Node", runID), ("Martlet-Seq", String(sequence)), ("Mqtt-Qos", String(message.qos.rawValue))]
@@ -307,13 +308,14 @@ public final class ClusterNode: ClusterLink {
             if let publisher = message.publisherID { headers.append(("Mqtt-Publisher", publisher)) }
             if properties.readableBytes > 0 { headers.append(("Mqtt-Properties", Data(properties.readableBytesView).base64EncodedString())) }
             if stored {
-                headers.append(("Martlet-Ack", String(register(pending))))
+                token = register(pending)
+                headers.append(("Martlet-Ack", String(token)))
                 return publish(subject: subject, headers: headers, payload: message.payload, stored: true)
             }
             return publish(subject: subject, headers: headers, payload: message.payload, stored: false)
         }
         statistics.forwarded.add(1, ordering: .relaxed)
-        if !sent { settle(pending, ok: false, stored: stored) }
+        if !sent && stored { self.acknowledged(token, ok: false, error: "not sent") }
         if retained { forwardRetained(message, pending: pending) }
     }
 
@@ -340,13 +342,6 @@ public final class ClusterNode: ClusterLink {
             if let pending { p.waiting[token] = pending }
             return token
         }
-    }
-
-    private func settle(_ pending: PendingAck?, ok: Bool, stored: Bool) {
-        guard let pending else { return }
-        // The token was registered: drop it so a late acknowledgement finds nothing.
-        let (finished, allOK) = pending.settle(ok)
-        if finished { pending.done(allOK) }
     }
 
     func publish(subject: String, headers: [(String, String)], payload: ByteBuffer, stored: Bool) -> Bool {
