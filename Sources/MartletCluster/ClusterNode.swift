@@ -238,8 +238,6 @@ public final class ClusterNode: ClusterLink {
         mn_close(handle.pointer)
     }
 
-    public var isConnected: Bool { mn_connected(handle.pointer) != 0 }
-
     // MARK: Interest
 
     public func filterAdded(_ filter: String) {
@@ -286,9 +284,6 @@ public final class ClusterNode: ClusterLink {
             mn_unsubscribe(subscription.pointer)
         }
     }
-
-    /// The NATS subjects this node subscribes now (tests, metrics).
-    public var subscribedSubjects: Set<String> { interest.withLockedValue { Set($0.keys) } }
 
     // MARK: Sending
 

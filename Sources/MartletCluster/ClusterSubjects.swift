@@ -13,8 +13,6 @@
 /// does; where it matches more (a leading wildcard and a `$` topic, MQTT-4.7.2-1), the
 /// receiving node's own trie decides, as it does for every message.
 public enum ClusterSubjects {
-    public static let prefix = "mqtt"
-
     /// The subject a node follows for `topic`: `stored` for QoS 1/2 (as the stream publishes
     /// them again).
     public static func subject(topic: String, stored: Bool) -> String {
@@ -23,9 +21,7 @@ public enum ClusterSubjects {
         return out
     }
 
-    /// The stream's subjects: where a QoS 1/2 message is published to be stored.
-    public static let storedPrefix = "mqtts"
-
+    /// The stream's subject for `topic`: where a QoS 1/2 message is published to be stored.
     public static func storedSubject(topic: String) -> String {
         var out = "mqtts."
         appendTokens(of: topic, to: &out)

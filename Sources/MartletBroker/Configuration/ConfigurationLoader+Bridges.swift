@@ -31,62 +31,49 @@ extension ConfigurationLoader {
         var passwordFile: String?
         for (k, v) in map {
             let name = k.string ?? "?"
-            let line = v.mark.map { $0.line }
-            func fail(_ expected: String) -> ConfigurationError {
-                ConfigurationError(source: source, key: "\(key).\(name)", line: line, message: "expected \(expected), got \(describe(v))")
-            }
-            func text() throws(ConfigurationError) -> String {
-                guard let s = v.scalar?.string, !s.isEmpty else { throw fail("a value") }
-                return s
-            }
-            func integer(_ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
-                guard let n = v.scalar.flatMap({ Int($0.string) }), range.contains(n) else {
-                    throw fail("an integer in \(range.lowerBound)...\(range.upperBound)")
-                }
-                return n
-            }
+            let entry = Entry(source: source, key: "\(key).\(name)", value: v)
             switch name {
             case "name":
-                let n = try text()
+                let n = try entry.text()
                 guard n.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }) else {
-                    throw fail("a name of letters, digits, '-', '_' or '.'")
+                    throw entry.fail("a name of letters, digits, '-', '_' or '.'")
                 }
                 bridge.name = n
-            case "host": bridge.host = try text()
-            case "port": bridge.port = try integer(1...65_535)
+            case "host": bridge.host = try entry.text()
+            case "port": bridge.port = try entry.integer(1...65_535)
             case "protocol":
-                switch try text() {
+                switch try entry.text() {
                 case "mqttv5", "mqttv50": bridge.protocolVersion = .v5
                 case "mqttv311": bridge.protocolVersion = .v3_1_1
-                default: throw fail("mqttv5 (or mosquitto's mqttv50) or mqttv311")
+                default: throw entry.fail("mqttv5 (or mosquitto's mqttv50) or mqttv311")
                 }
             case "client_id":
-                let id = try text()
-                guard id.utf8.count <= 65_535 else { throw fail("a client id") }
+                let id = try entry.text()
+                guard id.utf8.count <= 65_535 else { throw entry.fail("a client id") }
                 bridge.clientID = id
-            case "username": bridge.username = try text()
+            case "username": bridge.username = try entry.text()
             case "password": password = v.scalar?.string ?? ""
-            case "password_file": passwordFile = try text()
+            case "password_file": passwordFile = try entry.text()
             case "tls": bridge.tls = try bridgeTLS(v, key: "\(key).tls", source: source)
             case "clean_start":
-                guard let flag = v.scalar.flatMap({ Bool($0.string) }) else { throw fail("true or false") }
+                guard let flag = v.scalar.flatMap({ Bool($0.string) }) else { throw entry.fail("true or false") }
                 bridge.cleanStart = flag
-            case "session_expiry_s": bridge.sessionExpiry = UInt32(try integer(0...Int(UInt32.max)))
-            case "keepalive_s": bridge.keepAlive = UInt16(try integer(0...65_535))
+            case "session_expiry_s": bridge.sessionExpiry = UInt32(try entry.integer(0...Int(UInt32.max)))
+            case "keepalive_s": bridge.keepAlive = UInt16(try entry.integer(0...65_535))
             case "topics": bridge.topics = try bridgeTopics(v, key: "\(key).topics", source: source)
-            case "max_queued_messages": bridge.maximumQueuedMessages = try integer(1...100_000_000)
+            case "max_queued_messages": bridge.maximumQueuedMessages = try entry.integer(1...100_000_000)
             case "max_queued_bytes":
                 guard let text = v.scalar?.string, let bytes = byteSize(text), bytes >= 1024 else {
-                    throw fail("a size of at least 1024 bytes such as 67108864, 64MiB or 512KiB")
+                    throw entry.fail("a size of at least 1024 bytes such as 67108864, 64MiB or 512KiB")
                 }
                 bridge.maximumQueuedBytes = bytes
             case "queue_policy":
                 guard let policy = v.scalar.flatMap({ BridgeConfiguration.QueuePolicy(rawValue: $0.string) }) else {
-                    throw fail("drop-old or drop-new")
+                    throw entry.fail("drop-old or drop-new")
                 }
                 bridge.queuePolicy = policy
-            case "reconnect_initial_ms": bridge.reconnectInitialDelay = .milliseconds(try integer(1...3_600_000))
-            case "reconnect_max_ms": bridge.reconnectMaximumDelay = .milliseconds(try integer(1...86_400_000))
+            case "reconnect_initial_ms": bridge.reconnectInitialDelay = .milliseconds(try entry.integer(1...3_600_000))
+            case "reconnect_max_ms": bridge.reconnectMaximumDelay = .milliseconds(try entry.integer(1...86_400_000))
             default:
                 throw ConfigurationError(source: source, key: "\(key).\(name)", line: k.mark.map { $0.line }, message: "unknown key")
             }

@@ -12,52 +12,41 @@ extension ConfigurationLoader {
         for (k, v) in map {
             let name = k.string ?? "?"
             let key = "cluster.\(name)"
-            let line = v.mark.map { $0.line }
-            func fail(_ expected: String, _ node: Node? = nil, key: String? = nil) -> ConfigurationError {
-                ConfigurationError(source: source, key: key ?? "cluster.\(name)", line: (node ?? v).mark.map { $0.line } ?? line,
-                                   message: "expected \(expected), got \(describe(node ?? v))")
-            }
-            func text() throws(ConfigurationError) -> String {
-                guard let s = v.scalar?.string, !s.isEmpty else { throw fail("a value") }
-                return s
-            }
-            func integer(_ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
-                guard let n = v.scalar.flatMap({ Int($0.string) }), range.contains(n) else {
-                    throw fail("an integer in \(range.lowerBound)...\(range.upperBound)")
-                }
-                return n
+            let entry = Entry(source: source, key: key, value: v)
+            func fail(_ expected: String, _ node: Node, key: String) -> ConfigurationError {
+                Entry(source: source, key: key, value: node).fail(expected)
             }
             switch name {
             case "node_id":
-                let id = try text()
+                let id = try entry.text()
                 guard id.utf8.count <= 64, id.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" || $0 == "_" }) else {
-                    throw fail("a name of at most 64 ASCII letters, digits, '-' or '_'")
+                    throw entry.fail("a name of at most 64 ASCII letters, digits, '-' or '_'")
                 }
                 cluster.nodeID = id
             case "nats":
-                guard let list = v.sequence, !list.isEmpty else { throw fail("a list of NATS server URLs") }
+                guard let list = v.sequence, !list.isEmpty else { throw entry.fail("a list of NATS server URLs") }
                 for (i, item) in list.enumerated() {
                     guard let url = item.scalar?.string, Self.isNATSURL(url) else {
                         throw fail("a URL such as nats://127.0.0.1:4222 or tls://host:4222", item, key: "cluster.nats[\(i)]")
                     }
                     cluster.servers.append(url)
                 }
-            case "replicas": cluster.replicas = try integer(1...5)
-            case "credentials_file": cluster.credentialsFile = try text()
-            case "ack_timeout_ms": cluster.ackTimeout = try integer(100...600_000)
-            case "max_pending_acks": cluster.maximumPendingAcks = try integer(1...10_000_000)
-            case "startup_timeout_ms": cluster.startupTimeout = try integer(0...3_600_000)
-            case "checkpoint_interval_ms": cluster.checkpointInterval = try integer(100...600_000)
-            case "heartbeat_interval_ms": cluster.heartbeatInterval = try integer(100...60_000)
-            case "node_timeout_ms": cluster.nodeTimeout = try integer(300...600_000)
-            case "stream_max_age_s": cluster.streamMaximumAge = try integer(1...31_536_000)
+            case "replicas": cluster.replicas = try entry.integer(1...5)
+            case "credentials_file": cluster.credentialsFile = try entry.text()
+            case "ack_timeout_ms": cluster.ackTimeout = try entry.integer(100...600_000)
+            case "max_pending_acks": cluster.maximumPendingAcks = try entry.integer(1...10_000_000)
+            case "startup_timeout_ms": cluster.startupTimeout = try entry.integer(0...3_600_000)
+            case "checkpoint_interval_ms": cluster.checkpointInterval = try entry.integer(100...600_000)
+            case "heartbeat_interval_ms": cluster.heartbeatInterval = try entry.integer(100...60_000)
+            case "node_timeout_ms": cluster.nodeTimeout = try entry.integer(300...600_000)
+            case "stream_max_age_s": cluster.streamMaximumAge = try entry.integer(1...31_536_000)
             case "stream_max_bytes":
                 guard let text = v.scalar?.string, let bytes = byteSize(text), bytes >= 1 << 20 else {
-                    throw fail("a size of at least 1MiB (bytes, or with KiB, MiB, GiB)")
+                    throw entry.fail("a size of at least 1MiB (bytes, or with KiB, MiB, GiB)")
                 }
                 cluster.streamMaximumBytes = bytes
             case "tls":
-                guard let tls = v.mapping else { throw fail("{cafile, cert, key}") }
+                guard let tls = v.mapping else { throw entry.fail("{cafile, cert, key}") }
                 for (tk, tv) in tls {
                     let tname = tk.string ?? "?"
                     guard let value = tv.scalar?.string, !value.isEmpty else {
@@ -72,7 +61,7 @@ extension ConfigurationLoader {
                     }
                 }
                 if (cluster.certificateFile == nil) != (cluster.keyFile == nil) {
-                    throw ConfigurationError(source: source, key: "cluster.tls", line: line, message: "cert and key go together")
+                    throw ConfigurationError(source: source, key: "cluster.tls", line: v.mark.map { $0.line }, message: "cert and key go together")
                 }
             default:
                 throw ConfigurationError(source: source, key: key, line: k.mark.map { $0.line }, message: "unknown key")

@@ -458,6 +458,30 @@ public enum ConfigurationLoader {
         }
     }
 
+    /// One `key: value` of a section (`bridges[0]`, `cluster`): its errors name the key.
+    struct Entry {
+        let source: String
+        let key: String
+        let value: Node
+
+        func fail(_ expected: String) -> ConfigurationError {
+            ConfigurationError(source: source, key: key, line: value.mark.map { $0.line },
+                               message: "expected \(expected), got \(ConfigurationLoader.describe(value))")
+        }
+
+        func text() throws(ConfigurationError) -> String {
+            guard let s = value.scalar?.string, !s.isEmpty else { throw fail("a value") }
+            return s
+        }
+
+        func integer(_ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+            guard let n = value.scalar.flatMap({ Int($0.string) }), range.contains(n) else {
+                throw fail("an integer in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return n
+        }
+    }
+
     static func describe(_ node: Node) -> String {
         if let s = node.scalar?.string { return "\"\(s)\"" }
         if node.sequence != nil { return "a list" }
