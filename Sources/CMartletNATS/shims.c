@@ -372,6 +372,59 @@ int mn_bucket_delete(kvStore *bucket, const char *key) {
     return kvStore_Delete(bucket, key) == NATS_OK ? 0 : -1;
 }
 
+int mn_bucket_read(mn_node *node, const char *bucket, const char *key, void **value, int *length, uint64_t *revision) {
+    char stream[256], subject[1024];
+    snprintf(stream, sizeof stream, "KV_%s", bucket);
+    if ((size_t)snprintf(subject, sizeof subject, "$KV.%s.%s", bucket, key) >= sizeof subject) return -1;
+    natsMsg *msg = NULL;
+    jsErrCode code = 0;
+    *revision = 0;
+    natsStatus s = js_GetLastMsg(&msg, node->js, stream, subject, NULL, &code);
+    if (s == NATS_NOT_FOUND) return 1;
+    if (s != NATS_OK) return -1;
+    *revision = natsMsg_GetSequence(msg);
+    const char *op = NULL;
+    if (natsMsgHeader_Get(msg, "KV-Operation", &op) == NATS_OK && op != NULL) {
+        natsMsg_Destroy(msg);
+        return 1;
+    }
+    int n = natsMsg_GetDataLength(msg);
+    void *copy = malloc(n > 0 ? (size_t)n : 1);
+    if (copy == NULL) {
+        natsMsg_Destroy(msg);
+        return -1;
+    }
+    if (n > 0) memcpy(copy, natsMsg_GetData(msg), (size_t)n);
+    natsMsg_Destroy(msg);
+    *value = copy;
+    *length = n;
+    return 0;
+}
+
+int mn_bucket_write(mn_node *node, const char *bucket, const char *key, const void *value, int length, int delete,
+                    uint64_t expected, uint64_t *revision) {
+    char subject[1024], last[32];
+    if ((size_t)snprintf(subject, sizeof subject, "$KV.%s.%s", bucket, key) >= sizeof subject) return -1;
+    snprintf(last, sizeof last, "%llu", (unsigned long long)expected);
+    natsMsg *msg = NULL;
+    if (natsMsg_Create(&msg, subject, NULL, delete ? NULL : value, delete ? 0 : length) != NATS_OK) return -1;
+    // Set as a header rather than jsPubOptions.ExpectLastSubjectSeq, where 0 means "no
+    // check": here 0 means "never written".
+    natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", last);
+    if (delete) natsMsgHeader_Set(msg, "KV-Operation", "DEL");
+    jsPubAck *ack = NULL;
+    jsErrCode code = 0;
+    natsStatus s = js_PublishMsg(&ack, node->js, msg, NULL, &code);
+    natsMsg_Destroy(msg);
+    if (s == NATS_OK && ack != NULL) {
+        *revision = ack->Sequence;
+        jsPubAck_Destroy(ack);
+        return 0;
+    }
+    if (ack != NULL) jsPubAck_Destroy(ack);
+    return code == JSStreamWrongLastSequenceErr ? 1 : -1;
+}
+
 int mn_bucket_entries(kvStore *bucket, const char *keys, void *context, mn_entry_cb on_entry) {
     kvWatcher *watcher = NULL;
     kvWatchOptions options;

@@ -33,6 +33,16 @@ extension MQTTBroker {
         if case .granted(let owner) = core.registry.claim(clientID, router: 0, turn: turn) { turn(owner) }
     }
 
+    /// This node's NATS connection came back: claims the other nodes made meanwhile may
+    /// have been lost on the way, so every session held here is announced again with the
+    /// time its connection took it; a node holding a later claim answers with it, and the
+    /// older connection is released.
+    public func reannounceClaims() {
+        for router in routers {
+            router.eventLoop.execute { router.assumeIsolated { $0.reannounceClaims() } }
+        }
+    }
+
     /// A message this node publishes for the cluster (the will of a dead node's client):
     /// routed here and sent to the other nodes.
     public func publishFromCluster(_ message: Message) {

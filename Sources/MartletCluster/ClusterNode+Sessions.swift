@@ -35,20 +35,41 @@ extension ClusterNode {
     // MARK: Session records
 
     public func sessionSaved(_ clientID: String, _ record: ClusterSessionRecord) {
-        var record = record
-        record.owner = runID
-        guard let data = try? JSONEncoder().encode(record) else { return }
-        let key = ClusterSubjects.key(topic: clientID)
-        sessionKeys.withLockedValue { _ = $0.insert(key) }
-        if !publish(subject: "$KV.\(Self.sessionsBucket).\(key)", headers: [], payload: ByteBuffer(bytes: data), stored: true) {
-            logger.warning("a session record was not sent to the cluster", metadata: ["client_id": "\(clientID)"])
-        }
+        sessionKeys.withLockedValue { _ = $0.insert(ClusterSubjects.key(topic: clientID)) }
+        ownership.submit(clientID, .save(record))
     }
 
-    public func sessionRemoved(_ clientID: String) {
-        let key = ClusterSubjects.key(topic: clientID)
-        guard sessionKeys.withLockedValue({ $0.remove(key) }) != nil else { return }
-        _ = publish(subject: "$KV.\(Self.sessionsBucket).\(key)", headers: [("KV-Operation", "DEL")], payload: ByteBuffer(), stored: true)
+    public func sessionRemoved(_ clientID: String, claimedAt: Int64) {
+        // Keys no node wrote need no delete (the watch of the bucket's keys tells).
+        guard sessionKeys.withLockedValue({ $0.remove(ClusterSubjects.key(topic: clientID)) }) != nil else { return }
+        ownership.submit(clientID, .remove(claimedAt: claimedAt))
+    }
+
+    /// The sessions bucket as `SessionOwnership` reads and writes it.
+    static func sessionStore(_ handle: NATSHandle) -> SessionOwnership.Store {
+        SessionOwnership.Store(
+            read: { key in
+                var value: UnsafeMutableRawPointer?
+                var length: Int32 = 0
+                var revision: UInt64 = 0
+                let status = mn_bucket_read(handle.pointer, sessionsBucket, key, &value, &length, &revision)
+                guard status == 0, let value else { return (status, nil, revision) }
+                defer { free(value) }
+                // An unreadable record is treated as none (written over).
+                let record = try? JSONDecoder().decode(ClusterSessionRecord.self, from: Data(bytes: value, count: Int(length)))
+                return (record == nil ? 1 : 0, record, revision)
+            },
+            write: { key, record, expected in
+                var revision: UInt64 = 0
+                guard let record else {
+                    return (mn_bucket_write(handle.pointer, sessionsBucket, key, nil, 0, 1, expected, &revision), revision)
+                }
+                guard let data = try? JSONEncoder().encode(record) else { return (-1, 0) }
+                let status = data.withUnsafeBytes { bytes in
+                    mn_bucket_write(handle.pointer, sessionsBucket, key, bytes.baseAddress, Int32(bytes.count), 0, expected, &revision)
+                }
+                return (status, revision)
+            })
     }
 
     public func willSaved(_ clientID: String, _ will: ClusterWill?) {

@@ -66,7 +66,9 @@ public final class ClusterNode: ClusterLink {
     let sessionKeys = NIOLockedValueBox<Set<String>>([])
     /// Blocking work (bucket reads, stream replays, heartbeats) runs here, never on an event loop.
     let background = DispatchQueue(label: "martlet.cluster", attributes: .concurrent)
-    let broker = NIOLockedValueBox<MQTTBroker?>(nil)
+    let broker: NIOLockedValueBox<MQTTBroker?>
+    /// The persistent sessions' records this node holds, written by compare-and-set.
+    let ownership: SessionOwnership
 
     /// The queue subscriptions of the share groups with members here, by group.
     private let shares = NIOLockedValueBox<[String: [NATSSubscription]]>([:])
@@ -86,7 +88,7 @@ public final class ClusterNode: ClusterLink {
     /// lost on the way (a server died between storing and passing it on) shows as a gap.
     let lastOnSubject = NIOLockedValueBox<[String: UInt64]>([:])
 
-    let statistics = ClusterStatistics()
+    let statistics: ClusterStatistics
 
     final class PendingAck: Sendable {
         let done: @Sendable (Bool) -> Void
@@ -110,6 +112,16 @@ public final class ClusterNode: ClusterLink {
         self.handle = handle
         self.runID = runID
         self.logger = logger
+        let broker = NIOLockedValueBox<MQTTBroker?>(nil)
+        let statistics = ClusterStatistics()
+        self.broker = broker
+        self.statistics = statistics
+        self.ownership = SessionOwnership(
+            runID: runID, store: Self.sessionStore(handle), queue: DispatchQueue(label: "martlet.cluster.sessions", attributes: .concurrent),
+            logger: logger, statistics: statistics
+        ) { clientID, claimedAt in
+            broker.withLockedValue { $0 }?.releaseToCluster(clientID: clientID, claimedAt: claimedAt)
+        }
     }
 
     // MARK: Joining
@@ -229,7 +241,8 @@ public final class ClusterNode: ClusterLink {
         startHeartbeats()
         broker.addMetricsSource { [self] in Array(statistics.render(connected: mn_connected(handle.pointer) != 0,
                                                                    pendingAcks: pendingAcks.withLockedValue { $0.waiting.count },
-                                                                   subjects: interest.withLockedValue { $0.count }).utf8) }
+                                                                   subjects: interest.withLockedValue { $0.count },
+                                                                   sessionsHeld: ownership.count).utf8) }
     }
 
     /// Sends what is buffered and closes the connection.
@@ -381,6 +394,7 @@ public final class ClusterNode: ClusterLink {
             let length = Int(natsMsg_GetDataLength(msg))
             guard let time = header("Martlet-Claimed").flatMap(Int64.init), let data = natsMsg_GetData(msg) else { return }
             let clientID = String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
+            ownership.release(clientID, olderThan: time)
             broker.releaseToCluster(clientID: clientID, claimedAt: time)
             return
         }
@@ -473,6 +487,9 @@ public final class ClusterNode: ClusterLink {
     func stateChanged(connected: Bool) {
         if connected {
             logger.info("NATS connection restored", metadata: ["node": "\(configuration.nodeID)"])
+            // Claims and record writes of other nodes may have passed meanwhile.
+            ownership.verifyAll()
+            broker.withLockedValue { $0 }?.reannounceClaims()
         } else {
             statistics.disconnects.add(1, ordering: .relaxed)
             logger.warning("NATS connection lost: reconnecting", metadata: ["node": "\(configuration.nodeID)"])
@@ -508,8 +525,10 @@ final class ClusterStatistics: Sendable {
     let willsPublished = Atomic<Int>(0)
     let gaps = Atomic<Int>(0)
     let gapMessages = Atomic<Int>(0)
+    let sessionsLost = Atomic<Int>(0)
+    let sessionWriteFailures = Atomic<Int>(0)
 
-    func render(connected: Bool, pendingAcks: Int, subjects: Int) -> String {
+    func render(connected: Bool, pendingAcks: Int, subjects: Int, sessionsHeld: Int) -> String {
         """
         # HELP martlet_cluster_connected Whether the node's NATS connection is up.
         # TYPE martlet_cluster_connected gauge
@@ -538,6 +557,15 @@ final class ClusterStatistics: Sendable {
         # HELP martlet_cluster_gap_messages_total Stored messages read from the stream to fill those gaps.
         # TYPE martlet_cluster_gap_messages_total counter
         martlet_cluster_gap_messages_total \(gapMessages.load(ordering: .relaxed))
+        # HELP martlet_cluster_sessions_held Persistent sessions' records this node holds (writes by compare-and-set).
+        # TYPE martlet_cluster_sessions_held gauge
+        martlet_cluster_sessions_held \(sessionsHeld)
+        # HELP martlet_cluster_sessions_lost_total Sessions released here because a later connection on another node held their record.
+        # TYPE martlet_cluster_sessions_lost_total counter
+        martlet_cluster_sessions_lost_total \(sessionsLost.load(ordering: .relaxed))
+        # HELP martlet_cluster_session_write_failures_total Session record reads or writes JetStream did not answer (retried).
+        # TYPE martlet_cluster_session_write_failures_total counter
+        martlet_cluster_session_write_failures_total \(sessionWriteFailures.load(ordering: .relaxed))
         # HELP martlet_cluster_dead_nodes_total Nodes found dead by this node (it published their wills).
         # TYPE martlet_cluster_dead_nodes_total counter
         martlet_cluster_dead_nodes_total \(deadNodes.load(ordering: .relaxed))

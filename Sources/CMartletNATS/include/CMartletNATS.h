@@ -76,6 +76,17 @@ int mn_bucket_get(kvStore *bucket, const char *key, void **value, int *length);
 int mn_bucket_create(kvStore *bucket, const char *key, const void *value, int length);
 /// Deletes `key` (waits for JetStream's acknowledgement). 0 on success.
 int mn_bucket_delete(kvStore *bucket, const char *key);
+/// The last revision of `key` in `bucket`, read from the bucket's stream (delete markers
+/// included, which `kvStore_Get` hides): 0 with `*value` (free it with free()), `*length` and
+/// `*revision`; 1 when the key has no value, with `*revision` the delete marker's (0 when the
+/// key never had one); -1 on error.
+int mn_bucket_read(mn_node *node, const char *bucket, const char *key, void **value, int *length, uint64_t *revision);
+/// Compare-and-set: writes `value` (or, with `delete` 1, a delete marker) under `key` only if
+/// the key's last revision is still `expected` (0: the key has never been written). 0 with
+/// `*revision` the new one; 1 when another write came first (JetStream's wrong last
+/// sequence); -1 on other errors (no quorum, timeout: the write may or may not be stored).
+int mn_bucket_write(mn_node *node, const char *bucket, const char *key, const void *value, int length, int delete,
+                    uint64_t expected, uint64_t *revision);
 /// Calls `on_entry` for every current value whose key matches `keys` (a NATS subject
 /// pattern, e.g. "node-1.>"), then returns: 0, or -1 on error.
 int mn_bucket_entries(kvStore *bucket, const char *keys, void *context, mn_entry_cb on_entry);

@@ -25,10 +25,14 @@ public protocol ClusterLink: FilterInterestObserver {
     func shareAdded(_ key: String, filter: String)
     func shareRemoved(_ key: String, filter: String)
 
-    /// A persistent session's record changed (stored asynchronously; the latest wins).
+    /// A persistent session's record changed. Stored asynchronously by compare-and-set on
+    /// the record's revision (the latest of this node's wins); a record that a later claim
+    /// (`record.claimedAt`) holds on another node is left as it is, and this node's
+    /// connection is released (`MQTTBroker.releaseToCluster`).
     func sessionSaved(_ clientID: String, _ record: ClusterSessionRecord)
-    /// The session ended: its record goes.
-    func sessionRemoved(_ clientID: String)
+    /// The session of the connection that claimed it at `claimedAt` ended: its record goes,
+    /// unless a later claim holds it.
+    func sessionRemoved(_ clientID: String, claimedAt: Int64)
     /// The will of `clientID`'s connection on this node (nil: it has none any more).
     func willSaved(_ clientID: String, _ will: ClusterWill?)
     /// Reads `clientID`'s record, off the event loop; `done` is called on any thread.

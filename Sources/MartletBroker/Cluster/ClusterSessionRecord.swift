@@ -14,10 +14,19 @@ public struct ClusterSessionRecord: Codable, Sendable, Equatable {
         /// The SUBSCRIBE options byte (QoS, No Local, Retain As Published, Retain Handling).
         public var options: UInt8
         public var identifier: UInt32?
+
+        public init(filter: String, options: UInt8, identifier: UInt32?) {
+            self.filter = filter
+            self.options = options
+            self.identifier = identifier
+        }
     }
 
     /// The run of the node that holds it (`node_id` and a random part).
     public var owner: String
+    /// When the owner's connection took the session (CONNECT, wall-clock nanoseconds): of two
+    /// nodes writing the record, the one with the later claim keeps it.
+    public var claimedAt: Int64
     public var version: UInt8
     public var username: String?
     public var expiryInterval: UInt32
@@ -32,9 +41,10 @@ public struct ClusterSessionRecord: Codable, Sendable, Equatable {
     /// JetStream to a node, and clock differences between nodes and servers.
     public static let replayMargin: Int64 = 2_000
 
-    public init(owner: String, version: UInt8, username: String?, expiryInterval: UInt32, online: Bool, cursor: Int64,
+    public init(owner: String, claimedAt: Int64, version: UInt8, username: String?, expiryInterval: UInt32, online: Bool, cursor: Int64,
                 subscriptions: [Subscription]) {
         self.owner = owner
+        self.claimedAt = claimedAt
         self.version = version
         self.username = username
         self.expiryInterval = expiryInterval

@@ -109,7 +109,14 @@ extension Router {
         if session.isPersistent {
             saveClusterSession(session)
         } else {
-            cluster.sessionRemoved(session.clientID)
+            cluster.sessionRemoved(session.clientID, claimedAt: session.claimedAt)
+        }
+    }
+
+    func reannounceClaims() {
+        guard let cluster = core.cluster else { return }
+        for session in sessions.values where session.claimedAt > 0 {
+            cluster.claimed(session.clientID, at: session.claimedAt)
         }
     }
 
@@ -143,7 +150,7 @@ extension Router {
             ClusterSessionRecord.Subscription(filter: $0.key, options: $0.value.options.byte, identifier: $0.value.identifier)
         }
         cluster.sessionSaved(session.clientID, ClusterSessionRecord(
-            owner: "", version: session.version.rawValue, username: session.username, expiryInterval: session.expiryInterval,
+            owner: "", claimedAt: session.claimedAt, version: session.version.rawValue, username: session.username, expiryInterval: session.expiryInterval,
             online: session.isOnline, cursor: cursor, subscriptions: subscriptions))
     }
 
@@ -240,8 +247,13 @@ extension Router {
     /// will rules) and the session leaves this node.
     /// A claim older than the one here changes nothing (that node releases instead), so of
     /// two CONNECTs racing on two nodes exactly one connection stays.
+    /// A claim older than the one here is answered with this one's again: a node that missed
+    /// it (its NATS connection was down) releases its older connection then.
     func releaseToCluster(_ clientID: String, claimedAt: Int64) {
         guard let session = sessions[clientID], session.claimedAt < claimedAt else {
+            if let session = sessions[clientID], session.claimedAt > claimedAt {
+                core.cluster?.claimed(clientID, at: session.claimedAt)
+            }
             core.registry.settle(clientID, owner: sessions[clientID] == nil ? nil : index)
             return
         }

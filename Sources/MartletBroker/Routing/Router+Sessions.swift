@@ -171,7 +171,7 @@ extension Router {
         sessions.removeValue(forKey: session.clientID)
         storeSessionEnded(session)
         clearClusterWill(session)
-        if session.isPersistent { core.cluster?.sessionRemoved(session.clientID) }
+        if session.isPersistent { core.cluster?.sessionRemoved(session.clientID, claimedAt: session.claimedAt) }
         core.registry.release(session.clientID, router: index)
     }
 }
