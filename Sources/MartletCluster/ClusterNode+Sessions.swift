@@ -81,11 +81,22 @@ extension ClusterNode {
         }
     }
 
-    public func loadSession(_ clientID: String, _ done: @escaping @Sendable (ClusterSessionRecord?) -> Void) {
-        let buckets = self.buckets
-        background.async {
-            done(Self.record(of: clientID, in: buckets.sessions))
+    public func loadSession(_ clientID: String, _ done: @escaping @Sendable (ClusterSessionLoad) -> Void) {
+        let store = Self.sessionStore(handle)
+        let deadline = DispatchTime.now() + .milliseconds(configuration.sessionLoadTimeout)
+        let key = ClusterSubjects.key(topic: clientID)
+        @Sendable func attempt() {
+            let (status, record, _) = store.read(key)
+            if status >= 0 {
+                done(record.map { .found($0) } ?? .none)
+            } else if DispatchTime.now() + .milliseconds(250) < deadline {
+                // No answer (JetStream electing a leader, NATS reconnecting): again shortly.
+                background.asyncAfter(deadline: .now() + .milliseconds(250), execute: attempt)
+            } else {
+                done(.unavailable)
+            }
         }
+        background.async(execute: attempt)
     }
 
     static func record(of clientID: String, in bucket: OpaquePointer) -> ClusterSessionRecord? {

@@ -1,4 +1,7 @@
 import Foundation
+import Logging
+import MartletBroker
+@testable import MartletCluster
 import MartletClient
 import MartletMQTT
 import NIOCore
@@ -91,7 +94,7 @@ final class ClusterFixture: @unchecked Sendable {
     }
 
     /// The `cluster:` entry of node `id`: its own NATS server first, then the others.
-    func clusterEntry(_ id: String, server: Int, replicas: Int = 3, extra: String = "") -> String {
+    func clusterEntry(_ id: String, server: Int, replicas: Int = 3, nodeTimeout: Int = 1500, extra: String = "") -> String {
         let urls = ([servers[server]] + servers.enumerated().filter { $0.offset != server }.map(\.element))
             .map { "\"nats://127.0.0.1:\($0.client)\"" }.joined(separator: ", ")
         return """
@@ -102,7 +105,7 @@ final class ClusterFixture: @unchecked Sendable {
               startup_timeout_ms: 30000
               ack_timeout_ms: 2000
               heartbeat_interval_ms: 300
-              node_timeout_ms: 1500
+              node_timeout_ms: \(nodeTimeout)
             \(extra)
             """
     }
@@ -110,7 +113,7 @@ final class ClusterFixture: @unchecked Sendable {
     /// Adds node `id` served by NATS server `server` (index), and starts it.
     @discardableResult
     /// `settings`: more top-level lines of its configuration.
-    func addNode(_ id: String, server: Int, replicas: Int = 3, extra: String = "", settings: String = "") async throws -> Node {
+    func addNode(_ id: String, server: Int, replicas: Int = 3, nodeTimeout: Int = 1500, extra: String = "", settings: String = "") async throws -> Node {
         let node = Node(id: id, port: port(), metrics: port(), config: "\(directory)/\(id).yaml")
         let text = """
             listeners: [{host: 127.0.0.1, port: \(node.port)}]
@@ -119,11 +122,46 @@ final class ClusterFixture: @unchecked Sendable {
             sys_interval_s: 0
             \(settings)
 
-            """ + clusterEntry(id, server: server, replicas: replicas, extra: extra)
+            """ + clusterEntry(id, server: server, replicas: replicas, nodeTimeout: nodeTimeout, extra: extra)
         try text.write(toFile: node.config, atomically: true, encoding: .utf8)
         nodes.append(node)
         try await startNode(nodes.count - 1)
         return nodes[nodes.count - 1]
+    }
+
+    /// A NATS connection of the test's own (`ClusterNode.join`, no broker) for reading the
+    /// cluster's buckets.
+    func recordReader(servers indices: [Int]? = nil) throws -> ClusterNode {
+        let urls = (indices ?? Array(servers.indices)).map { "nats://127.0.0.1:\(servers[$0].client)" }
+        var configuration = ClusterConfiguration(nodeID: "reader", servers: urls)
+        configuration.replicas = servers.count
+        return try ClusterNode.join(configuration, logger: Logger(label: "test.reader"))
+    }
+
+    /// The owner of `clientID`'s session record once it has stopped changing (the same for
+    /// 500 ms; records are written asynchronously), nil if there is none.
+    func settledRecordOwner(_ reader: ClusterNode, clientID: String) async throws -> String? {
+        let store = ClusterNode.sessionStore(reader.handle)
+        var last: (String?, UInt64)? = nil
+        var stableSince = ContinuousClock.now
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            let (status, record, revision) = store.read(ClusterSubjects.key(topic: clientID))
+            if status < 0 {
+                // No answer (a stream electing its leader): not a value.
+                try await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            let now = (record?.owner, revision)
+            if let last, last == now {
+                if ContinuousClock.now - stableSince >= .milliseconds(500) { return now.0 }
+            } else {
+                last = now
+                stableSince = ContinuousClock.now
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return last?.0
     }
 
     func startNode(_ i: Int) async throws {

@@ -1,4 +1,5 @@
 import Foundation
+@testable import MartletCluster
 import MartletClient
 import MartletMQTT
 import NIOCore
@@ -147,7 +148,7 @@ import MartletTestSupport
         }
     }
 
-    @Test("Two of three NATS servers killed: JetStream has no quorum, so QoS 1 publishes are refused (v5 0x80; 3.1.1 gets no PUBACK), counted; QoS 0 still crosses; with the servers back, QoS 1 is acknowledged again")
+    @Test("Two of three NATS servers killed: JetStream has no quorum, so QoS 1 publishes are refused (v5 0x80; 3.1.1 gets no PUBACK), counted, QoS 0 still crosses; with no server left a CONNECT resuming a session is refused with Server unavailable; with the servers back, QoS 1 is acknowledged again")
     func noQuorum() async throws {
         try await Self.withCluster(nodes: 2) { cluster in
             // Both nodes are served by server 2 once 0 and 1 are gone.
@@ -183,7 +184,19 @@ import MartletTestSupport
                 return n >= 7 ? n : nil
             }
             #expect(refusals >= 7)
-            try await cluster.startNATS([0, 1])
+            // With the last server gone too, a client resuming a session this node does not
+            // hold cannot have its record read: the CONNECT is refused (Server unavailable)
+            // rather than given an empty session. (A bucket's replicas answer reads without a
+            // quorum, so one server is enough to read.)
+            cluster.killNATS(2)
+            await #expect(throws: MQTTClientError.connectionRefused(.serverUnavailable)) {
+                _ = try await cluster.client(1, "resumer", clean: false) { c in
+                    c.sessionExpiryInterval = 3600
+                    c.connectTimeout = .seconds(30)
+                }
+            }
+            #expect(try await cluster.metric(1, "martlet_cluster_sessions_unavailable_total") == 1)
+            try await cluster.startNATS([0, 1, 2])
             try await waitFor(.seconds(60), "QoS 1 acknowledged again", every: .milliseconds(200)) { () async throws -> Bool? in
                 do {
                     try await publisher.publish("q/x", payload: ByteBuffer(string: "back"), qos: .atLeastOnce)
@@ -230,18 +243,82 @@ import MartletTestSupport
     @Test("Two CONNECTs with one client id race on two nodes (mosquitto_sub, MQTT 5), five times: each time exactly one connection stays and the other is closed with DISCONNECT 0x8E Session taken over")
     func racingConnects() async throws {
         try await Self.withCluster(nodes: 2) { cluster in
+            let reader = try cluster.recordReader()
+            defer { reader.close() }
             for round in 0..<5 {
                 let id = "racer-\(round)"
-                let args = { (node: Int) in ["-p", "\(cluster.nodes[node].port)", "-i", id, "-t", "race/x", "-V", "mqttv5", "-d", "-W", "4"] }
+                // Persistent sessions (v5, expiry 3600): each node writes the record when its
+                // connection takes the session.
+                let args = { (node: Int) in ["-p", "\(cluster.nodes[node].port)", "-i", id, "-t", "race/x", "-V", "mqttv5", "-d", "-W", "4", "-c", "-x", "3600"] }
                 let a = try ChildProcess(mosquittoSub, args(0))
                 let b = try ChildProcess(mosquittoSub, args(1))
                 let results = [try await a.finish(timeout: .seconds(20)), try await b.finish(timeout: .seconds(20))]
                 let takenOver = results.filter { $0.stdout.contains("Received DISCONNECT (142)") }
-                let stayed = results.filter { $0.stdout.contains("received CONNACK (0)") && !$0.stdout.contains("Received DISCONNECT") }
+                let stayed = results.indices.filter { results[$0].stdout.contains("received CONNACK (0)") && !results[$0].stdout.contains("Received DISCONNECT") }
                 #expect(takenOver.count == 1 && stayed.count == 1, "round \(round): \(results.map(\.stdout))")
+                // One owner: the record names the node whose connection stayed.
+                if let winner = stayed.first {
+                    let owner = try await cluster.settledRecordOwner(reader, clientID: id)
+                    #expect(owner?.hasPrefix("node\(winner)-") == true, "round \(round): record owned by \(owner ?? "none"), connection stayed on node\(winner)")
+                }
             }
             #expect(try await cluster.metric(0, "martlet_cluster_takeovers_total") + cluster.metric(1, "martlet_cluster_takeovers_total") == 5)
         }
+    }
+
+    @Test("A node cut off from NATS (its server stopped, then killed) while its client's persistent session moves to another node: the other node takes the session record; once the cut-off node reconnects it finds the record taken and closes its old connection, and new messages reach only the new one")
+    func cutOffNodeReleasesMovedSession() async throws {
+        let cluster = try ClusterFixture()
+        defer { cluster.stop() }
+        try await cluster.startNATS()
+        // Node 0 must not be found dead while its server is stopped (its wills do not matter here).
+        for i in 0..<2 { try await cluster.addNode("node\(i)", server: i, nodeTimeout: 60_000) }
+        // Reads through servers 1 and 2 only: server 0 is stopped below.
+        let reader = try cluster.recordReader(servers: [1, 2])
+        defer { reader.close() }
+        let old = try await cluster.client(0, "mover", clean: false) { $0.sessionExpiryInterval = 3600 }
+        _ = try await old.subscribe("move/#", qos: .atLeastOnce)
+        #expect(try await cluster.settledRecordOwner(reader, clientID: "mover")?.hasPrefix("node0-") == true)
+
+        // Node 0 hears nothing from now on: the claim of the new connection never reaches it.
+        cluster.servers[0].process?.kill(signal: SIGSTOP)
+        let new = try await cluster.client(1, "mover", clean: false) { c in
+            c.sessionExpiryInterval = 3600
+            c.connectTimeout = .seconds(30)
+        }
+        #expect(new.connack.sessionPresent)
+        let taken = try await cluster.settledRecordOwner(reader, clientID: "mover")
+        #expect(taken?.hasPrefix("node1-") == true, "record owner \(taken ?? "none")")
+        // The old connection is still up: node 0 does not know yet.
+        let closed = Mutex(false)
+        let watcher = Task {
+            await old.waitUntilClosed()
+            closed.withLock { $0 = true }
+        }
+        #expect(!closed.withLock { $0 })
+
+        // Its server dies: node 0 reconnects to another, reads the record (or hears node 1's
+        // claim again) and releases its connection.
+        cluster.killNATS(0)
+        try await waitFor(.seconds(30), "node 0 closes the old connection", every: .milliseconds(100)) { closed.withLock { $0 } ? true : nil }
+        watcher.cancel()
+        let released = try await cluster.metric(0, "martlet_cluster_sessions_lost_total") + cluster.metric(0, "martlet_cluster_takeovers_total")
+        #expect(released >= 1)
+        #expect(try await cluster.settledRecordOwner(reader, clientID: "mover")?.hasPrefix("node1-") == true)
+
+        // Messages go to the session's one connection, on node 1.
+        let publisher = try await cluster.client(1, "pub-move")
+        // Refused (not lost) while the stream elects a new leader: sent until acknowledged.
+        try await waitFor(.seconds(30), "an acknowledged publish", every: .milliseconds(200)) { () async throws -> Bool? in
+            do {
+                try await publisher.publish("move/x", payload: ByteBuffer(string: "after"), qos: .atLeastOnce)
+                return true
+            } catch MQTTClientError.refused {
+                return nil
+            }
+        }
+        let got = try await BridgeTests.collect(from: new, timeout: .seconds(10)) { $0.contains { String(buffer: $0.payload) == "after" } }
+        #expect(got.filter { String(buffer: $0.payload) == "after" }.count == 1)
     }
 
     @Test("A node with a persistent subscriber (holding 60 unacknowledged QoS 1 messages) killed with SIGKILL: the client resumes its session on another node and receives every acknowledged message, also those published while it was away; its will is published once, by one surviving node")

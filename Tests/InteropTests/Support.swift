@@ -3,6 +3,7 @@ import Logging
 import MartletBroker
 import Testing
 import MartletTestSupport
+import Synchronization
 
 /// A finished process: exit status and what it printed.
 struct ProcessResult {
@@ -24,7 +25,9 @@ final class ChildProcess: Sendable {
         "import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); os.execv(sys.argv[1], sys.argv[1:])"
 
     init(_ executable: String, _ arguments: [String]) throws {
-        process = try SpawnedProcess(debianPython, ["-c", Self.execWithParentDeathSignal, executable] + arguments)
+        process = try SpawnThread.shared.run {
+            try SpawnedProcess(debianPython, ["-c", Self.execWithParentDeathSignal, executable] + arguments)
+        }
         name = URL(fileURLWithPath: executable).lastPathComponent
     }
 
@@ -56,6 +59,46 @@ final class ChildProcess: Sendable {
     private func collect() -> ProcessResult {
         let (o, e) = process.output()
         return ProcessResult(status: process.terminationStatus ?? -1, stdout: o, stderr: e)
+    }
+}
+
+/// The one thread every `ChildProcess` is spawned from, alive as long as the test process.
+/// The kernel sends the parent-death signal when the spawning *thread* ends, and the
+/// concurrency pool's threads end when they have been idle a few seconds: a daemon spawned
+/// from one was killed (SIGKILL) in the middle of a test that waited quietly.
+final class SpawnThread: @unchecked Sendable {
+    // @unchecked: `jobs` is read and written only under `condition`'s lock.
+    static let shared = SpawnThread()
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+
+    private init() {
+        let thread = Thread { [self] in
+            while true {
+                condition.lock()
+                while jobs.isEmpty { condition.wait() }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+            }
+        }
+        thread.name = "test-spawner"
+        thread.start()
+    }
+
+    /// Runs `body` on the spawning thread and returns what it returned (or throws what it threw).
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<T, any Error>?>(nil)
+        condition.lock()
+        jobs.append {
+            result.withLock { $0 = Result { try body() } }
+            done.signal()
+        }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        return try result.withLock { $0! }.get()
     }
 }
 

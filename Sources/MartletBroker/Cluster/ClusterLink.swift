@@ -35,14 +35,25 @@ public protocol ClusterLink: FilterInterestObserver {
     func sessionRemoved(_ clientID: String, claimedAt: Int64)
     /// The will of `clientID`'s connection on this node (nil: it has none any more).
     func willSaved(_ clientID: String, _ will: ClusterWill?)
-    /// Reads `clientID`'s record, off the event loop; `done` is called on any thread.
-    func loadSession(_ clientID: String, _ done: @escaping @Sendable (ClusterSessionRecord?) -> Void)
+    /// Reads `clientID`'s record, off the event loop (trying again for up to
+    /// `session_load_timeout_ms` while JetStream does not answer); `done` is called on any
+    /// thread.
+    func loadSession(_ clientID: String, _ done: @escaping @Sendable (ClusterSessionLoad) -> Void)
     /// Reads the stored QoS 1/2 messages from wall-clock millisecond `since` to the last one
     /// stored now, off the event loop, keeping those whose topic `wanted` accepts; `done` gets
     /// them in order (nil when they could not be read).
     func replay(since: Int64, wanted: @escaping @Sendable (String) -> Bool, _ done: @escaping @Sendable ([Message]?) -> Void)
 }
 
+/// What reading a session's record from the cluster found.
+public enum ClusterSessionLoad: Sendable {
+    case found(ClusterSessionRecord)
+    /// No record: the session starts empty.
+    case none
+    /// JetStream did not answer in time: the CONNECT is refused (Server unavailable), not
+    /// given an empty session in place of the one it has.
+    case unavailable
+}
 
 extension Message {
     /// Whether this node's own topics (`$SYS/…`): they stay on the node that made them.

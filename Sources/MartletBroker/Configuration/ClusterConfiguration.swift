@@ -37,6 +37,11 @@ public struct ClusterConfiguration: Sendable, Hashable {
     /// client acknowledges messages: a node that resumes it after its node died reads the
     /// stored messages again from then (duplicates, never losses).
     public var checkpointInterval = 1_000
+    /// `session_load_timeout_ms`: how long a CONNECT that resumes a session held by no
+    /// connection on this node waits for JetStream to read its record (a stream electing a
+    /// new leader takes seconds); past that it is refused with Server unavailable rather
+    /// than given an empty session.
+    public var sessionLoadTimeout = 10_000
     /// `heartbeat_interval_ms` / `node_timeout_ms`: each node says it is alive this often; a
     /// node silent for `node_timeout_ms` is dead, and one other node publishes its wills.
     public var heartbeatInterval = 1_000

@@ -37,6 +37,7 @@ extension ConfigurationLoader {
             case "max_pending_acks": cluster.maximumPendingAcks = try entry.integer(1...10_000_000)
             case "startup_timeout_ms": cluster.startupTimeout = try entry.integer(0...3_600_000)
             case "checkpoint_interval_ms": cluster.checkpointInterval = try entry.integer(100...600_000)
+            case "session_load_timeout_ms": cluster.sessionLoadTimeout = try entry.integer(100...600_000)
             case "heartbeat_interval_ms": cluster.heartbeatInterval = try entry.integer(100...60_000)
             case "node_timeout_ms": cluster.nodeTimeout = try entry.integer(300...600_000)
             case "stream_max_age_s": cluster.streamMaximumAge = try entry.integer(1...31_536_000)

@@ -177,6 +177,13 @@ extension ConnectionStateMachine {
         return refuse(c.version, v3: .notAuthorized, v5: .notAuthorized, "the client id's session belongs to another identity")
     }
 
+    /// The cluster could not read the session's record (JetStream without a leader, NATS
+    /// down): refused rather than started empty, so the client tries again.
+    mutating func sessionUnavailable() -> Action {
+        guard case .attaching(let c) = state else { return .none }
+        return refuse(c.version, v3: .serverUnavailable, v5: .serverUnavailable, "the cluster could not read the session's record")
+    }
+
     /// Packets that arrived before CONNACK, handled once the session is attached.
     mutating func takeBufferedPackets() -> [MQTTPacket] {
         defer { buffered = [] }

@@ -345,6 +345,10 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         run(machine.sessionRefused())
     }
 
+    func sessionUnavailable() {
+        run(machine.sessionUnavailable())
+    }
+
     func sessionAttached(sessionPresent: Bool) {
         log(.debug, "client connected", metadata: ["session_present": "\(sessionPresent)"])
         run(machine.sessionAttached(sessionPresent: sessionPresent))

@@ -51,6 +51,9 @@ public final class BrokerCounters: Sendable {
         /// messages read again for them.
         public var clusterResumes = 0
         public var clusterReplayed = 0
+        /// CONNECTs refused (Server unavailable) because the cluster could not read their
+        /// session's record in `session_load_timeout_ms`.
+        public var clusterSessionsUnavailable = 0
         /// Connections closed on a `proxy_protocol` listener: from a peer not in
         /// `trusted_proxies`, or without a valid PROXY header.
         public var proxyRefused = 0

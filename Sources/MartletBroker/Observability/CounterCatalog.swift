@@ -58,6 +58,7 @@ extension BrokerCounters {
         CounterEntry(\.clusterTakeovers, .total, metric: "cluster_takeovers_total", sys: "cluster/takeovers"),
         CounterEntry(\.clusterResumes, .total, metric: "cluster_sessions_resumed_total", sys: "cluster/sessions resumed"),
         CounterEntry(\.clusterReplayed, .total, metric: "cluster_messages_replayed_total"),
+        CounterEntry(\.clusterSessionsUnavailable, .total, metric: "cluster_sessions_unavailable_total"),
         CounterEntry(\.authFailures, .total, metric: "auth_failures_total", sys: "auth/failures"),
         CounterEntry(\.publishDenied, .total, metric: "acl_denied_total", labels: [("operation", "publish")]),
         CounterEntry(\.subscribeDenied, .total, metric: "acl_denied_total", labels: [("operation", "subscribe")]),

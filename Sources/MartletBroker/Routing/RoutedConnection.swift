@@ -22,6 +22,8 @@ protocol RoutedConnection: AnyObject {
     func sessionAttached(sessionPresent: Bool)
     /// The client id's session belongs to another identity: the connection is refused.
     func sessionRefused()
+    /// The cluster could not read the session's record: refused with Server unavailable.
+    func sessionUnavailable()
     /// Packets the client sent before CONNACK are handled now.
     func replayBufferedPackets()
     /// Another connection took the client id over: this one closes; returns its will.

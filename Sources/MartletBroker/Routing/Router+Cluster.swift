@@ -178,13 +178,25 @@ extension Router {
     func loadClusterRecord(_ request: ConnectRequest, handler: ConnectionRef) {
         let loop = eventLoop
         let router = self
-        core.cluster!.loadSession(request.clientID) { record in
+        core.cluster!.loadSession(request.clientID) { load in
             loop.execute {
                 router.assumeIsolated { router in
                     var request = request
                     request.clusterLoaded = true
-                    // A record of another identity is not resumed (as `session_other_identity`).
-                    request.clusterRecord = record.flatMap { $0.username == request.username ? $0 : nil }
+                    switch load {
+                    case .found(let record):
+                        // A record of another identity is not resumed (as `session_other_identity`).
+                        request.clusterRecord = record.username == request.username ? record : nil
+                    case .none:
+                        break
+                    case .unavailable:
+                        router.local.clusterSessionsUnavailable += 1
+                        router.logger.warning("CONNECT refused: the cluster could not read the session's record", metadata: [
+                            "client_id": "\(request.clientID)",
+                        ])
+                        handler.value.sessionUnavailable()
+                        return
+                    }
                     router.connect(request, handler: handler)
                 }
             }
