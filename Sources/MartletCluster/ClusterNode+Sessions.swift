@@ -154,24 +154,74 @@ extension ClusterNode {
         logger.warning("stored messages lost on the way to this node: reading them from the stream", metadata: [
             "topic": "\(topic)", "from": "\(missing.lowerBound)", "to": "\(missing.upperBound)",
         ])
-        let handle = self.handle
-        let stored = ClusterSubjects.storedSubject(topic: topic)
-        let runID = self.runID
-        background.async { [self] in
-            // This node's own messages were routed here when they came.
-            let collector = ReplayCollector(wanted: { _ in true }, skipping: runID)
-            let context = Unmanaged.passRetained(collector).toOpaque()
-            _ = mn_replay(handle.pointer, Self.stream, stored, 0, missing.lowerBound, missing.upperBound, 10_000, context) { context, msg in
-                guard let msg else { return }
-                Unmanaged<ReplayCollector>.fromOpaque(context!).takeUnretainedValue().add(msg)
-            }
-            Unmanaged<ReplayCollector>.fromOpaque(context).release()
+        readStream(ClusterSubjects.storedSubject(topic: topic), from: missing.lowerBound, to: missing.upperBound, since: 0) { [self] messages in
             guard let broker = broker.withLockedValue({ $0 }) else { return }
-            for message in collector.messages.withLockedValue({ $0 }) {
+            for (message, _) in messages {
                 statistics.gapMessages.add(1, ordering: .relaxed)
                 broker.deliverFromCluster(message)
             }
         }
+    }
+
+    /// The NATS connection came back after being down since `since` (wall-clock ms): stored
+    /// messages republished meanwhile never reached this node. A later message on the same
+    /// topic shows such a gap; for the last ones on their topics nothing would. So the
+    /// stream is read from a little before the connection went down, and what this node's
+    /// subscriptions need and it has not received (by stream sequence, per subject) is
+    /// routed here.
+    func catchUp(since: Int64) {
+        let interest = interestSubjects
+        readStream("mqtts.>", from: 0, to: 0, since: since - ClusterSessionRecord.replayMargin) { [self] messages in
+            guard let broker = broker.withLockedValue({ $0 }) else { return }
+            for (message, sequence) in messages {
+                let subject = ClusterSubjects.subject(topic: message.topic, stored: true)
+                guard interest.contains(where: { ClusterSubjects.matches(pattern: $0, subject: subject) }) else { continue }
+                let fresh = lastOnSubject.withLockedValue { last in
+                    if let seen = last[subject], sequence <= seen { return false }
+                    last[subject] = sequence
+                    return true
+                }
+                guard fresh else { continue }
+                statistics.gapMessages.add(1, ordering: .relaxed)
+                broker.deliverFromCluster(message)
+            }
+        }
+    }
+
+    /// Reads the stored messages on `subject` from sequence `from` to `to` (0: from wall-clock
+    /// ms `since`, to the last one now), other nodes' only, off the event loops, and hands
+    /// them to `deliver` in stream order. A gap often shows while the stream elects a new
+    /// leader (the server that died led it), when reading fails: it is tried again until it
+    /// works or the messages have aged out of the stream (then counted and logged as lost).
+    func readStream(_ subject: String, from: UInt64, to: UInt64, since: Int64,
+                    _ deliver: @escaping @Sendable ([(Message, UInt64)]) -> Void) {
+        let handle = self.handle
+        let runID = self.runID
+        let deadline = DispatchTime.now() + .seconds(configuration.streamMaximumAge)
+        @Sendable func read(attempt: Int) {
+            // This node's own messages were routed here when they came.
+            let collector = ReplayCollector(wanted: { _ in true }, skipping: runID)
+            let context = Unmanaged.passRetained(collector).toOpaque()
+            let status = mn_replay(handle.pointer, Self.stream, subject, since, from, to, 10_000, context) { context, msg in
+                guard let msg else { return }
+                Unmanaged<ReplayCollector>.fromOpaque(context!).takeUnretainedValue().add(msg)
+            }
+            Unmanaged<ReplayCollector>.fromOpaque(context).release()
+            if status == 0 {
+                deliver(collector.sequenced.withLockedValue { $0 })
+                return
+            }
+            let delay = DispatchTimeInterval.milliseconds(min(5_000, 100 << min(attempt, 6)))
+            if DispatchTime.now() + delay < deadline {
+                background.asyncAfter(deadline: .now() + delay) { read(attempt: attempt + 1) }
+            } else {
+                statistics.gapReadFailures.add(1, ordering: .relaxed)
+                logger.error("stored messages lost on the way could not be read from the stream", metadata: [
+                    "subject": "\(subject)", "from": "\(from)", "to": "\(to)",
+                ])
+            }
+        }
+        background.async { read(attempt: 0) }
     }
 
     // MARK: Liveness and the wills of dead nodes
@@ -247,6 +297,8 @@ final class ReplayCollector: Sendable {
     /// Messages of this writer (a node's run) are left out.
     let skipping: String?
     let messages = NIOLockedValueBox<[Message]>([])
+    /// With `skipping`: the messages and their stream sequence numbers.
+    let sequenced = NIOLockedValueBox<[(Message, UInt64)]>([])
 
     init(wanted: @escaping @Sendable (String) -> Bool, skipping: String? = nil) {
         self.wanted = wanted
@@ -260,7 +312,17 @@ final class ReplayCollector: Sendable {
             if natsMsgHeader_Get(msg, "Martlet-Node", &value) == NATS_OK, let value, String(cString: value) == skipping { return }
         }
         guard let message = ClusterNode.message(msg), wanted(message.topic) else { return }
-        messages.withLockedValue { $0.append(message) }
+        if skipping != nil {
+            var meta: UnsafeMutablePointer<jsMsgMetaData>?
+            var sequence: UInt64 = 0
+            if natsMsg_GetMetaData(&meta, msg) == NATS_OK, let meta {
+                sequence = meta.pointee.Sequence.Stream
+                jsMsgMetaData_Destroy(meta)
+            }
+            sequenced.withLockedValue { $0.append((message, sequence)) }
+        } else {
+            messages.withLockedValue { $0.append(message) }
+        }
     }
 }
 

@@ -74,6 +74,10 @@ public final class ClusterNode: ClusterLink {
     private let shares = NIOLockedValueBox<[String: [NATSSubscription]]>([:])
     /// Per NATS subject, how many filters need it, and the subscription.
     private let interest = NIOLockedValueBox<[String: (count: Int, subscription: NATSSubscription?)]>([:])
+    /// The NATS subjects this node follows for its subscribers now.
+    var interestSubjects: [String] { interest.withLockedValue { Array($0.keys) } }
+    /// Wall-clock ms when the NATS connection went down (0: it is up).
+    let disconnectedAt = NIOLockedValueBox<Int64>(0)
     /// Sequence numbers of the messages this node sends, given out with the publish under one lock.
     private let sequence = NIOLockedValueBox<UInt64>(0)
     /// The last sequence number received from each writer (QoS 0), and under "" the last
@@ -487,11 +491,17 @@ public final class ClusterNode: ClusterLink {
     func stateChanged(connected: Bool) {
         if connected {
             logger.info("NATS connection restored", metadata: ["node": "\(configuration.nodeID)"])
-            // Claims and record writes of other nodes may have passed meanwhile.
+            // Claims, record writes and stored messages of other nodes may have passed meanwhile.
             ownership.verifyAll()
             broker.withLockedValue { $0 }?.reannounceClaims()
+            let since = disconnectedAt.withLockedValue { at in
+                defer { at = 0 }
+                return at
+            }
+            if since > 0 { catchUp(since: since) }
         } else {
             statistics.disconnects.add(1, ordering: .relaxed)
+            disconnectedAt.withLockedValue { if $0 == 0 { $0 = Self.wallClock() } }
             logger.warning("NATS connection lost: reconnecting", metadata: ["node": "\(configuration.nodeID)"])
         }
     }
@@ -526,6 +536,7 @@ final class ClusterStatistics: Sendable {
     let gaps = Atomic<Int>(0)
     let gapMessages = Atomic<Int>(0)
     let sessionsLost = Atomic<Int>(0)
+    let gapReadFailures = Atomic<Int>(0)
     let sessionWriteFailures = Atomic<Int>(0)
 
     func render(connected: Bool, pendingAcks: Int, subjects: Int, sessionsHeld: Int) -> String {
@@ -566,6 +577,9 @@ final class ClusterStatistics: Sendable {
         # HELP martlet_cluster_session_write_failures_total Session record reads or writes JetStream did not answer (retried).
         # TYPE martlet_cluster_session_write_failures_total counter
         martlet_cluster_session_write_failures_total \(sessionWriteFailures.load(ordering: .relaxed))
+        # HELP martlet_cluster_gap_read_failures_total Gaps whose messages could not be read from the stream before they aged out (lost).
+        # TYPE martlet_cluster_gap_read_failures_total counter
+        martlet_cluster_gap_read_failures_total \(gapReadFailures.load(ordering: .relaxed))
         # HELP martlet_cluster_dead_nodes_total Nodes found dead by this node (it published their wills).
         # TYPE martlet_cluster_dead_nodes_total counter
         martlet_cluster_dead_nodes_total \(deadNodes.load(ordering: .relaxed))

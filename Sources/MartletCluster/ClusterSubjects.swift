@@ -54,6 +54,17 @@ public enum ClusterSubjects {
         return [out]
     }
 
+    /// NATS subject matching: `*` one token, `>` one or more tokens at the end.
+    public static func matches(pattern: String, subject: String) -> Bool {
+        var p = pattern.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)[...]
+        var s = subject.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)[...]
+        while let token = p.popFirst() {
+            if token.elementsEqual(">".utf8) { return !s.isEmpty }
+            guard let level = s.popFirst(), token.elementsEqual("*".utf8) || token.elementsEqual(level) else { return false }
+        }
+        return s.isEmpty
+    }
+
     /// The topic of a subject made by `subject(topic:stored:)` or `storedSubject(topic:)`;
     /// nil for anything else.
     public static func topic(subject: String) -> String? {

@@ -83,6 +83,22 @@ import Testing
         #expect(checked > 10_000)
     }
 
+    @Test("The node's own subject matching (which stored messages read after a reconnect it keeps) agrees with NATS' rules on every subject and pattern here")
+    func subjectMatching() {
+        let subjects = Self.topics.flatMap { [ClusterSubjects.subject(topic: $0, stored: true), ClusterSubjects.subject(topic: $0, stored: false)] }
+        var checked = 0
+        for pattern in Self.filters.flatMap(ClusterSubjects.subjects(filter:)) {
+            for subject in subjects {
+                #expect(ClusterSubjects.matches(pattern: pattern, subject: subject) == Self.natsMatches(pattern, subject), "\(pattern) \(subject)")
+                checked += 1
+            }
+        }
+        #expect(checked > 10_000)
+        #expect(ClusterSubjects.matches(pattern: "mqtt.*.a.>", subject: "mqtt.1.a.b.c"))
+        #expect(!ClusterSubjects.matches(pattern: "mqtt.*.a.>", subject: "mqtt.1.a"))
+        #expect(!ClusterSubjects.matches(pattern: "mqtt.*.a", subject: "mqtt.1.a.b"))
+    }
+
     @Test("`a/#` is two subjects (MQTT's # matches its parent level); `#` alone is one")
     func hashSubjects() {
         #expect(ClusterSubjects.subjects(filter: "a/#") == ["mqtt.*.a", "mqtt.*.a.>"])
