@@ -259,6 +259,7 @@ extension ClusterNode {
             logger.warning("a cluster node stopped; publishing its wills", metadata: ["run": "\(run)", "silent_ms": "\(now - last)"])
             statistics.deadNodes.add(1, ordering: .relaxed)
             takeOverWills(of: run)
+            expireSessions(of: run, goneAt: now)
             _ = mn_bucket_delete(buckets.nodes, run)
         }
     }
@@ -286,6 +287,40 @@ extension ClusterNode {
                     statistics.willsPublished.add(1, ordering: .relaxed)
                 }
                 _ = mn_bucket_delete(buckets.wills, key)
+            }
+        }
+    }
+}
+
+extension ClusterNode {
+    /// The persistent sessions `run` held when it died expire where it would have expired
+    /// them: each record still held by `run` once its expiry interval has passed (from the
+    /// death for a session that was online, from its disconnect for one that was not) is
+    /// removed, by compare-and-set, so a session resumed elsewhere meanwhile keeps its
+    /// record. (If this node dies too before then, the record stays until a client resumes
+    /// or ends it.)
+    func expireSessions(of run: String, goneAt: Int64) {
+        let collector = EntryCollector()
+        let context = Unmanaged.passRetained(collector).toOpaque()
+        defer { Unmanaged<EntryCollector>.fromOpaque(context).release() }
+        _ = mn_bucket_entries(buckets.sessions, ">", context) { context, key, value, length, _ in
+            guard let key, let value else { return }
+            let data = Data(bytes: value, count: Int(length)).base64EncodedString()
+            Unmanaged<EntryCollector>.fromOpaque(context!).takeUnretainedValue().entries.withLockedValue { $0.append((String(cString: key), data)) }
+        }
+        let store = Self.sessionStore(handle)
+        for (key, text) in collector.entries.withLockedValue({ $0 }) {
+            guard let data = Data(base64Encoded: text), let record = try? JSONDecoder().decode(ClusterSessionRecord.self, from: data),
+                  record.owner == run, record.expiryInterval != UInt32.max else { continue }
+            let since = record.online ? goneAt : min(goneAt, record.savedAt)
+            let expiresAt = since + Int64(record.expiryInterval) * 1000
+            background.asyncAfter(deadline: .now() + .milliseconds(Int(max(0, expiresAt - Self.wallClock())))) { [self] in
+                let (status, current, revision) = store.read(key)
+                guard status == 0, let current, current.owner == run else { return }
+                if store.write(key, nil, revision).status == 0 {
+                    statistics.sessionsExpired.add(1, ordering: .relaxed)
+                    logger.info("a dead node's session expired", metadata: ["client_id": "\(ClusterSubjects.topic(key: key) ?? key)", "run": "\(run)"])
+                }
             }
         }
     }

@@ -537,6 +537,7 @@ final class ClusterStatistics: Sendable {
     let gapMessages = Atomic<Int>(0)
     let sessionsLost = Atomic<Int>(0)
     let gapReadFailures = Atomic<Int>(0)
+    let sessionsExpired = Atomic<Int>(0)
     let sessionWriteFailures = Atomic<Int>(0)
 
     func render(connected: Bool, pendingAcks: Int, subjects: Int, sessionsHeld: Int) -> String {
@@ -583,6 +584,9 @@ final class ClusterStatistics: Sendable {
         # HELP martlet_cluster_dead_nodes_total Nodes found dead by this node (it published their wills).
         # TYPE martlet_cluster_dead_nodes_total counter
         martlet_cluster_dead_nodes_total \(deadNodes.load(ordering: .relaxed))
+        # HELP martlet_cluster_sessions_expired_total Sessions of dead nodes removed by this node once expired.
+        # TYPE martlet_cluster_sessions_expired_total counter
+        martlet_cluster_sessions_expired_total \(sessionsExpired.load(ordering: .relaxed))
         # HELP martlet_cluster_wills_published_total Wills of dead nodes' clients published by this node.
         # TYPE martlet_cluster_wills_published_total counter
         martlet_cluster_wills_published_total \(willsPublished.load(ordering: .relaxed))

@@ -345,6 +345,29 @@ import MartletTestSupport
         #expect(got.filter { String(buffer: $0.payload) == "after" }.count == 1)
     }
 
+    @Test("A node killed (SIGKILL) with two persistent sessions: a surviving node removes the one whose expiry interval (3 s) passes, by compare-and-set, and keeps the other; resuming them on another node finds one gone (session present 0) and one there")
+    func deadNodeSessionsExpire() async throws {
+        try await Self.withCluster(nodes: 2) { cluster in
+            let reader = try cluster.recordReader()
+            defer { reader.close() }
+            for (id, expiry) in [("short", UInt32(3)), ("long", UInt32(3600))] {
+                let client = try await cluster.client(0, id, clean: false) { $0.sessionExpiryInterval = expiry }
+                _ = try await client.subscribe("\(id)/#", qos: .atLeastOnce)
+                #expect(try await cluster.settledRecordOwner(reader, clientID: id)?.hasPrefix("node0-") == true)
+            }
+            cluster.killNode(0)
+            try await waitFor(.seconds(30), "the short session's record removed", every: .milliseconds(200)) { () async throws -> Bool? in
+                ClusterNode.sessionStore(reader.handle).read(ClusterSubjects.key(topic: "short")).status == 1 ? true : nil
+            }
+            #expect(try await cluster.metric(1, "martlet_cluster_sessions_expired_total") == 1)
+            #expect(try await cluster.settledRecordOwner(reader, clientID: "long")?.hasPrefix("node0-") == true)
+            let short = try await cluster.client(1, "short", clean: false) { $0.sessionExpiryInterval = 3 }
+            #expect(!short.connack.sessionPresent)
+            let long = try await cluster.client(1, "long", clean: false) { $0.sessionExpiryInterval = 3600 }
+            #expect(long.connack.sessionPresent)
+        }
+    }
+
     @Test("A node with a persistent subscriber (holding 60 unacknowledged QoS 1 messages) killed with SIGKILL: the client resumes its session on another node and receives every acknowledged message, also those published while it was away; its will is published once, by one surviving node")
     func persistentSessionSurvivesNodeKill() async throws {
         try await Self.withCluster { cluster in

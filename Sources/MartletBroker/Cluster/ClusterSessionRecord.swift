@@ -31,6 +31,9 @@ public struct ClusterSessionRecord: Codable, Sendable, Equatable {
     public var username: String?
     public var expiryInterval: UInt32
     public var online: Bool
+    /// Wall-clock milliseconds when it was written: for a session offline then, when its
+    /// expiry began (a node that finds the owner dead removes it once expired).
+    public var savedAt: Int64 = 0
     /// Wall-clock milliseconds: every QoS 1/2 message for this session that reached its node
     /// before then has been acknowledged by the client. A resuming node reads the stream
     /// again from a little before (`ClusterSessionRecord.replayMargin`).

@@ -142,16 +142,19 @@ extension Router {
     /// Saves a persistent session's record (subscriptions, cursor, online or not).
     func saveClusterSession(_ session: Session) {
         guard let cluster = core.cluster, session.isPersistent, !ClusterLinkSupport.isNodeLocal(session.clientID) else { return }
-        let cursor = clusterCursor(session, now: ClusterLinkSupport.wallMilliseconds())
+        let now = ClusterLinkSupport.wallMilliseconds()
+        let cursor = clusterCursor(session, now: now)
         session.clusterCursorSaved = cursor
         session.clusterDirty = false
         session.clusterAcknowledged = false
         let subscriptions = session.subscriptions.map {
             ClusterSessionRecord.Subscription(filter: $0.key, options: $0.value.options.byte, identifier: $0.value.identifier)
         }
-        cluster.sessionSaved(session.clientID, ClusterSessionRecord(
+        var record = ClusterSessionRecord(
             owner: "", claimedAt: session.claimedAt, version: session.version.rawValue, username: session.username, expiryInterval: session.expiryInterval,
-            online: session.isOnline, cursor: cursor, subscriptions: subscriptions))
+            online: session.isOnline, cursor: cursor, subscriptions: subscriptions)
+        record.savedAt = now
+        cluster.sessionSaved(session.clientID, record)
     }
 
     /// Once per sweep: a persistent session whose client acknowledged messages, moving its
