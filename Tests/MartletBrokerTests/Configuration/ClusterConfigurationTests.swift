@@ -25,6 +25,7 @@ import Testing
               stream_max_age_s: 600
               stream_max_bytes: 2GiB
               checkpoint_interval_ms: 250
+              session_load_timeout_ms: 3000
               heartbeat_interval_ms: 200
               node_timeout_ms: 900
             """))
@@ -36,11 +37,13 @@ import Testing
         #expect(c.ackTimeout == 1500 && c.maximumPendingAcks == 1000 && c.startupTimeout == 0)
         #expect(c.streamMaximumAge == 600 && c.streamMaximumBytes == 2 << 30)
         #expect(c.checkpointInterval == 250 && c.heartbeatInterval == 200 && c.nodeTimeout == 900)
+        #expect(c.sessionLoadTimeout == 3000)
 
         let d = try #require(try load("cluster: {node_id: a, nats: [\"nats://h:4222\"]}"))
         #expect(d.replicas == 3 && d.ackTimeout == 5000 && d.maximumPendingAcks == 65_536 && d.startupTimeout == 15_000)
         #expect(d.streamMaximumAge == 3600 && d.streamMaximumBytes == 1 << 30 && d.caFile == nil)
         #expect(d.checkpointInterval == 1000 && d.heartbeatInterval == 1000 && d.nodeTimeout == 5000)
+        #expect(d.sessionLoadTimeout == 10_000)
         #expect(try load("threads: 1") == nil)
     }
 
@@ -60,6 +63,7 @@ import Testing
         ("cluster: {node_id: a, nats: [\"nats://h:1\"], tls: {ca: /c.pem}}", "cluster.tls.ca"),
         ("cluster: {node_id: a, nats: [\"nats://h:1\"], replica: 3}", "cluster.replica"),
         ("cluster: {node_id: a, nats: [\"nats://h:1\"], checkpoint_interval_ms: 5}", "cluster.checkpoint_interval_ms"),
+        ("cluster: {node_id: a, nats: [\"nats://h:1\"], session_load_timeout_ms: 0}", "cluster.session_load_timeout_ms"),
         ("cluster: {node_id: a, nats: [\"nats://h:1\"], heartbeat_interval_ms: 1000, node_timeout_ms: 1500}", "cluster.node_timeout_ms"),
     ])
     func badEntry(yaml: String, key: String) {
