@@ -98,21 +98,13 @@ for path in "${PATHS[@]}"; do
   i=$((i + 1))
 done
 
-python3 - "$WORK" "$RUNS" "$DURATION" "$RATE" "$OUT" "${PATHS[@]}" <<'PY'
-import json, statistics, sys
+PYTHONPATH="$(dirname "$0")" python3 - "$WORK" "$RUNS" "$DURATION" "$RATE" "$OUT" "${PATHS[@]}" <<'PY'
+import sys
+from summary import load_runs, med
 work, runs, duration, rate, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 paths = [p.split("|")[0] for p in sys.argv[6:]]
 def load(i, qos, kind):
-    results = []
-    for run in range(1, runs + 1):
-        try:
-            results.append(json.loads(open(f"{work}/{i}.{qos}.{kind}.{run}.json").read().strip().splitlines()[-1]))
-        except Exception:
-            pass
-    return results
-def med(results, field):
-    vals = [r[field] for r in results if r.get(field) is not None]
-    return statistics.median(vals) if vals else None
+    return load_runs(lambda run: f"{work}/{i}.{qos}.{kind}.{run}.json", runs)
 lines = [f"| path | QoS | msg/s through the link | lost | p50 at {int(rate):,}/s | p99 at {int(rate):,}/s |",
          "| --- | --- | --- | --- | --- | --- |"]
 for i, name in enumerate(paths):

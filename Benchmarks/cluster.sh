@@ -86,21 +86,13 @@ for row in "${ROWS[@]}"; do
   i=$((i + 1))
 done
 
-python3 - "$WORK" "$RUNS" "$DURATION" "$RATE" "$OUT" "$(getconf CLK_TCK)" "${ROWS[@]}" <<'PY'
-import json, statistics, sys
+PYTHONPATH="$(dirname "$0")" python3 - "$WORK" "$RUNS" "$DURATION" "$RATE" "$OUT" "$(getconf CLK_TCK)" "${ROWS[@]}" <<'PY'
+import sys
+from summary import load_runs, med
 work, runs, duration, rate, out, tck = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
 rows = [r.split("|")[0] for r in sys.argv[7:]]
 def load(i, qos, kind, ext="json"):
-    results = []
-    for run in range(1, runs + 1):
-        try:
-            results.append(json.loads(open(f"{work}/{i}.{qos}.{kind}.{run}.{ext}").read().strip().splitlines()[-1]))
-        except Exception:
-            pass
-    return results
-def med(results, field):
-    vals = [r[field] for r in results if r.get(field) is not None]
-    return statistics.median(vals) if vals else None
+    return load_runs(lambda run: f"{work}/{i}.{qos}.{kind}.{run}.{ext}", runs)
 lines = [f"| path | QoS | deliveries/s | lost | CPU s martletd / nats-server (throughput run) | p50 at {int(rate):,}/s | p99 at {int(rate):,}/s |",
          "| --- | --- | --- | --- | --- | --- | --- |"]
 for i, name in enumerate(rows):

@@ -154,23 +154,14 @@ for broker in martlet mosquitto-nodelay mosquitto-default; do
   sleep 0.5
 done
 
-python3 - "$WORK" "$RUNS" "$DURATION" "$OUT" "${ROWS[@]}" <<'PY'
-import json, os, platform, statistics, subprocess, sys
+PYTHONPATH="$(dirname "$0")" python3 - "$WORK" "$RUNS" "$DURATION" "$OUT" "${ROWS[@]}" <<'PY'
+import os, platform, subprocess, sys
+from summary import load_runs, med
 work, runs, duration, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows = [r.split("|", 1) for r in sys.argv[5:]]
 def load(broker, name):
     key = "".join(chr(b) if chr(b).isascii() and chr(b).isalnum() else "_" for b in name.encode())
-    results = []
-    for run in range(1, runs + 1):
-        path = f"{work}/{broker}.{run}.{key}.json"
-        try:
-            results.append(json.loads(open(path).read().strip().splitlines()[-1]))
-        except Exception:
-            pass
-    return results
-def med(results, field):
-    vals = [r[field] for r in results if field in r and r[field] is not None]
-    return statistics.median(vals) if vals else None
+    return load_runs(lambda run: f"{work}/{broker}.{run}.{key}.json", runs)
 def metric(name, args):
     if args.startswith("idle"): return ("broker_rss_per_connection_bytes", "B/conn", False)
     if args.startswith("churn"): return ("connections_per_s", "conn/s", True)

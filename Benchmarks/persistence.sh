@@ -93,20 +93,12 @@ for mode in memory durable; do
   done
 done
 
-python3 - "$WORK" "$RUNS" "$DURATION" "$OUT" <<'PY'
-import json, statistics, sys
+PYTHONPATH="$(dirname "$0")" python3 - "$WORK" "$RUNS" "$DURATION" "$OUT" <<'PY'
+import sys
+from summary import load_runs, med
 work, runs, duration, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def load(prefix):
-    results = []
-    for run in range(1, runs + 1):
-        try:
-            results.append(json.loads(open(f"{work}/{prefix.replace('RUN', str(run))}").read().strip().splitlines()[-1]))
-        except Exception:
-            pass
-    return results
-def med(results, field):
-    vals = [r[field] for r in results if r.get(field) is not None]
-    return statistics.median(vals) if vals else None
+    return load_runs(lambda run: f"{work}/{prefix.replace('RUN', str(run))}", runs)
 names = {"memory": "martletd, in memory", "periodic": "martletd, sync: periodic", "durable": "martletd, sync: durable",
          "mosquitto": "mosquitto 2.0, persistence true (not crash-safe)"}
 lines = ["| broker | QoS 1 fan-in 10 → 1 persistent, msg/s | vs in memory | p99 at 2,000 msg/s | lost | broker CPU % |",
