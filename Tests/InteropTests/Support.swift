@@ -62,46 +62,6 @@ final class ChildProcess: Sendable {
     }
 }
 
-/// The one thread every `ChildProcess` is spawned from, alive as long as the test process.
-/// The kernel sends the parent-death signal when the spawning *thread* ends, and the
-/// concurrency pool's threads end when they have been idle a few seconds: a daemon spawned
-/// from one was killed (SIGKILL) in the middle of a test that waited quietly.
-final class SpawnThread: @unchecked Sendable {
-    // @unchecked: `jobs` is read and written only under `condition`'s lock.
-    static let shared = SpawnThread()
-    private let condition = NSCondition()
-    private var jobs: [@Sendable () -> Void] = []
-
-    private init() {
-        let thread = Thread { [self] in
-            while true {
-                condition.lock()
-                while jobs.isEmpty { condition.wait() }
-                let job = jobs.removeFirst()
-                condition.unlock()
-                job()
-            }
-        }
-        thread.name = "test-spawner"
-        thread.start()
-    }
-
-    /// Runs `body` on the spawning thread and returns what it returned (or throws what it threw).
-    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<T, any Error>?>(nil)
-        condition.lock()
-        jobs.append {
-            result.withLock { $0 = Result { try body() } }
-            done.signal()
-        }
-        condition.signal()
-        condition.unlock()
-        done.wait()
-        return try result.withLock { $0! }.get()
-    }
-}
-
 func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(10)) async throws -> ProcessResult {
     try await ChildProcess(executable, arguments).finish(timeout: timeout)
 }

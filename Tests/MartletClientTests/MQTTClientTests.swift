@@ -14,11 +14,14 @@ func startMosquitto(port: Int, persistent: Bool = false) async throws -> Spawned
     // `user root`: dropping privileges would clear the parent-death signal set below.
     try "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\n".write(toFile: conf, atomically: true, encoding: .utf8)
     // Started through a one-line exec that makes the kernel kill mosquitto if this test
-    // process dies first (PR_SET_PDEATHSIG), so no broker outlives an interrupted run.
-    let p = try SpawnedProcess("/usr/bin/python3", [
-        "-c", "import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); os.execv(sys.argv[1], sys.argv[1:])",
-        "/usr/sbin/mosquitto", "-c", conf,
-    ], captureOutput: false)
+    // process dies first (PR_SET_PDEATHSIG), so no broker outlives an interrupted run; from
+    // the one spawning thread, since that signal follows the thread that spawned it.
+    let p = try SpawnThread.shared.run {
+        try SpawnedProcess("/usr/bin/python3", [
+            "-c", "import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); os.execv(sys.argv[1], sys.argv[1:])",
+            "/usr/sbin/mosquitto", "-c", conf,
+        ], captureOutput: false)
+    }
     let deadline = ContinuousClock.now + .seconds(10)
     while true {
         if let c = try? await MQTTClient.connect(.init(port: port, clientID: "probe")) {

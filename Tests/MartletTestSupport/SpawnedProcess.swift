@@ -1,6 +1,7 @@
 import Foundation
 #if canImport(Glibc)
 import Glibc
+import Synchronization
 #endif
 
 /// A child process for tests, started with `posix_spawn`. Foundation's `Process.run()` on
@@ -140,5 +141,46 @@ public final class SpawnedProcess: @unchecked Sendable {
     deinit {
         // Never leave a child running behind a finished test.
         if isRunning { _ = Glibc.kill(pid, SIGKILL) }
+    }
+}
+
+/// The one thread test daemons (martletd, nats-server, mosquitto) are spawned from, alive as
+/// long as the test process.
+/// The kernel sends the parent-death signal when the spawning *thread* ends, and the
+/// concurrency pool's threads end when they have been idle a few seconds: a daemon spawned
+/// from one was killed (SIGKILL) in the middle of a test that waited quietly.
+public final class SpawnThread: @unchecked Sendable {
+    // @unchecked: `jobs` is read and written only under `condition`'s lock.
+    public static let shared = SpawnThread()
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+
+    private init() {
+        let thread = Thread { [self] in
+            while true {
+                condition.lock()
+                while jobs.isEmpty { condition.wait() }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+            }
+        }
+        thread.name = "test-spawner"
+        thread.start()
+    }
+
+    /// Runs `body` on the spawning thread and returns what it returned (or throws what it threw).
+    public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<T, any Error>?>(nil)
+        condition.lock()
+        jobs.append {
+            result.withLock { $0 = Result { try body() } }
+            done.signal()
+        }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        return try result.withLock { $0! }.get()
     }
 }
