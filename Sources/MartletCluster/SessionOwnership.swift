@@ -146,12 +146,21 @@ final class SessionOwnership: Sendable {
                     return
                 }
                 if let record, record.owner != runID, Self.later(record, than: write.claimedAt, runID: runID) {
-                    holds.withLockedValue { $0[key] = nil }
+                    // A write queued meanwhile for a still later connection here goes on.
+                    let newer = holds.withLockedValue { holds -> Bool in
+                        guard let next = holds[key]?.next, !Self.later(record, than: next.claimedAt, runID: runID) else {
+                            holds[key] = nil
+                            return false
+                        }
+                        holds[key]!.revision = nil
+                        return true
+                    }
                     statistics.sessionsLost.add(1, ordering: .relaxed)
                     logger.warning("a later connection on another node holds this session: its connection here is released", metadata: [
                         "client_id": "\(clientID)", "owner": "\(record.owner)",
                     ])
                     lost(clientID, record.claimedAt)
+                    if newer { continue }
                     return
                 }
                 expected = revision

@@ -117,6 +117,25 @@ import Testing
         }
     }
 
+    @Test func aLaterConnectionOnTheLosingNodeStillWrites() async throws {
+        try await Self.withWriters { a, b in
+            for round in 0..<10 {
+                let client = "back-\(round)"
+                a.ownership.submit(client, .save(Self.record(claimedAt: 100)))
+                try await Self.settle(a)
+                b.ownership.submit(client, .save(Self.record(claimedAt: 200)))
+                try await Self.settle(b)
+                // A's stale write finds B's record; meanwhile the client connects to A again.
+                a.ownership.submit(client, .save(Self.record(claimedAt: 100, cursor: 1)))
+                if round % 2 == 1 { try await Task.sleep(for: .milliseconds(1)) }
+                a.ownership.submit(client, .save(Self.record(claimedAt: 300, cursor: 2)))
+                try await Self.settle(a)
+                let stored = Self.stored(a, client)
+                #expect(stored?.owner == a.node.runID && stored?.claimedAt == 300, "round \(round)")
+            }
+        }
+    }
+
     @Test func anEarlierClaimArrivingLateDoesNotWrite() async throws {
         try await Self.withWriters { a, b in
             b.ownership.submit("c2", .save(Self.record(claimedAt: 200)))
