@@ -493,6 +493,8 @@ int mn_replay(mn_node *node, const char *stream, const char *subject, int64_t st
 }
 
 int mn_flush(mn_node *node, int64_t timeout_ms) {
+    // Nothing can reach a server while the connection is down: no waiting for it.
+    if (!mn_connected(node)) return -1;
     natsStatus s = natsConnection_FlushTimeout(node->connection, timeout_ms);
     if (s == NATS_OK) s = natsConnection_FlushTimeout(node->subscriber, timeout_ms);
     return s == NATS_OK ? 0 : -1;
@@ -505,6 +507,11 @@ int mn_connected(mn_node *node) {
 
 void mn_close(mn_node *node) {
     node->closed = 1;
+    // The connections first: a watcher stopped on a live connection deletes its consumer
+    // with a JetStream request, which waits out its timeout when no server answers (the
+    // server drops the ordered consumers of a closed connection by itself).
+    natsConnection_Close(node->subscriber);
+    natsConnection_Close(node->connection);
     for (int i = 0; i < node->watch_count; i++) {
         mn_watch *w = node->watches[i];
         w->watching = 0;
@@ -513,7 +520,5 @@ void mn_close(mn_node *node) {
         kvWatcher_Destroy(w->watcher);
         kvStore_Destroy(w->bucket);
     }
-    natsConnection_Close(node->subscriber);
-    natsConnection_Close(node->connection);
     // The node itself stays allocated: libnats may still run a callback that reads it.
 }

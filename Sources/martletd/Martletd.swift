@@ -284,9 +284,12 @@ struct BrokerService: Service {
         try? await gracefulShutdown()
         logger.info("shutting down")
         await bridges.shutdown()
+        logger.debug("bridges stopped")
         try await broker.shutdown()
+        logger.debug("broker stopped")
         // After the broker: the wills of the connections it closed go to the other nodes.
         cluster?.close()
+        logger.debug("cluster connection closed")
     }
 }
 

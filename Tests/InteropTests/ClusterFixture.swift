@@ -94,7 +94,8 @@ final class ClusterFixture: @unchecked Sendable {
     }
 
     /// The `cluster:` entry of node `id`: its own NATS server first, then the others.
-    func clusterEntry(_ id: String, server: Int, replicas: Int = 3, nodeTimeout: Int = 1500, extra: String = "") -> String {
+    func clusterEntry(_ id: String, server: Int, replicas: Int = 3, nodeTimeout: Int = 1500, ackTimeout: Int = 2000,
+                      extra: String = "") -> String {
         let urls = ([servers[server]] + servers.enumerated().filter { $0.offset != server }.map(\.element))
             .map { "\"nats://127.0.0.1:\($0.client)\"" }.joined(separator: ", ")
         return """
@@ -103,7 +104,7 @@ final class ClusterFixture: @unchecked Sendable {
               nats: [\(urls)]
               replicas: \(replicas)
               startup_timeout_ms: 30000
-              ack_timeout_ms: 2000
+              ack_timeout_ms: \(ackTimeout)
               heartbeat_interval_ms: 300
               node_timeout_ms: \(nodeTimeout)
             \(extra)
@@ -113,16 +114,17 @@ final class ClusterFixture: @unchecked Sendable {
     /// Adds node `id` served by NATS server `server` (index), and starts it.
     @discardableResult
     /// `settings`: more top-level lines of its configuration.
-    func addNode(_ id: String, server: Int, replicas: Int = 3, nodeTimeout: Int = 1500, extra: String = "", settings: String = "") async throws -> Node {
+    func addNode(_ id: String, server: Int, replicas: Int = 3, nodeTimeout: Int = 1500, ackTimeout: Int = 2000, extra: String = "",
+                 settings: String = "", logLevel: String = "info") async throws -> Node {
         let node = Node(id: id, port: port(), metrics: port(), config: "\(directory)/\(id).yaml")
         let text = """
             listeners: [{host: 127.0.0.1, port: \(node.port)}]
             metrics: {host: 127.0.0.1, port: \(node.metrics)}
-            log_level: info
+            log_level: \(logLevel)
             sys_interval_s: 0
             \(settings)
 
-            """ + clusterEntry(id, server: server, replicas: replicas, nodeTimeout: nodeTimeout, extra: extra)
+            """ + clusterEntry(id, server: server, replicas: replicas, nodeTimeout: nodeTimeout, ackTimeout: ackTimeout, extra: extra)
         try text.write(toFile: node.config, atomically: true, encoding: .utf8)
         nodes.append(node)
         try await startNode(nodes.count - 1)

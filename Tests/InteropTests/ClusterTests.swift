@@ -501,6 +501,26 @@ import MartletTestSupport
         #expect(result.status != 0)
         #expect(result.stderr.contains("cannot create the stream"), "\(result.stderr)")
     }
+
+    @Test("A node whose NATS server is gone still stops on SIGTERM within its graceful shutdown period (nothing waits on a server that cannot answer), exit status 0")
+    func stopsWithoutNATS() async throws {
+        let cluster = try ClusterFixture(servers: 1, clustered: false)
+        defer { cluster.stop() }
+        try await cluster.startNATS()
+        // JetStream requests wait up to ack_timeout_ms: longer than the shutdown period here.
+        try await cluster.addNode("solo", server: 0, replicas: 1, ackTimeout: 20_000, logLevel: "debug")
+        let node = try #require(cluster.nodes[0].process)
+        cluster.killNATS(0)
+        try await waitFor(.seconds(10), "the node sees NATS gone", every: .milliseconds(100)) { () async throws -> Bool? in
+            try await cluster.metric(0, "martlet_cluster_connected") == 0 ? true : nil
+        }
+        node.kill(signal: SIGTERM)
+        let result = try await node.finish(timeout: .seconds(30))
+        #expect(result.status == 0)
+        #expect(result.stderr.contains("cluster connection closed"), "\(result.stderr.suffix(2000))")
+        // ServiceLifecycle cancels a shutdown that outlasts its period (10 s) and says so.
+        #expect(!result.stderr.contains("Graceful shutdown took longer"), "\(result.stderr.suffix(2000))")
+    }
 }
 
 /// Whether a future has completed, read from the test's task.
