@@ -121,7 +121,7 @@ public final class ClusterNode: ClusterLink {
         self.broker = broker
         self.statistics = statistics
         self.ownership = SessionOwnership(
-            runID: runID, store: Self.sessionStore(handle), queue: DispatchQueue(label: "martlet.cluster.sessions", attributes: .concurrent),
+            runID: runID, store: Self.sessionStore(handle), label: "martlet.cluster.sessions",
             logger: logger, statistics: statistics
         ) { clientID, claimedAt in
             broker.withLockedValue { $0 }?.releaseToCluster(clientID: clientID, claimedAt: claimedAt)

@@ -56,18 +56,21 @@ final class SessionOwnership: Sendable {
     private let holds = NIOLockedValueBox<[String: Hold]>([:])
     private let runID: String
     private let store: Store
-    private let queue: DispatchQueue
+    /// Blocking reads and writes run here: each key always on the same serial lane, so a
+    /// burst (every record read again after a reconnect) keeps at most `lanes` requests to
+    /// JetStream in flight instead of a thread per key.
+    private let lanes: [DispatchQueue]
     private let logger: Logger
     private let statistics: ClusterStatistics
     /// A later claim holds `clientID`'s session (at that time): release the connection here.
     private let lost: @Sendable (_ clientID: String, _ claimedAt: Int64) -> Void
     private let retryDelay: DispatchTimeInterval
 
-    init(runID: String, store: Store, queue: DispatchQueue, logger: Logger, statistics: ClusterStatistics,
+    init(runID: String, store: Store, label: String, lanes: Int = 16, logger: Logger, statistics: ClusterStatistics,
          retryDelay: DispatchTimeInterval = .seconds(1), lost: @escaping @Sendable (String, Int64) -> Void) {
         self.runID = runID
         self.store = store
-        self.queue = queue
+        self.lanes = (0..<max(1, lanes)).map { DispatchQueue(label: "\(label).\($0)") }
         self.logger = logger
         self.statistics = statistics
         self.retryDelay = retryDelay
@@ -94,7 +97,7 @@ final class SessionOwnership: Sendable {
             hold.busy = true
             return true
         }
-        if start { queue.async { self.drain(clientID, key: key) } }
+        if start { lane(key).async { self.drain(clientID, key: key) } }
     }
 
     /// Another node's connection claimed `clientID`'s session at `claimedAt`: a hold of an
@@ -199,6 +202,10 @@ final class SessionOwnership: Sendable {
         }
     }
 
+    private func lane(_ key: String) -> DispatchQueue {
+        lanes[Int(UInt(bitPattern: key.hashValue) % UInt(lanes.count))]
+    }
+
     /// Whether `record` holds a later claim than `claimedAt` (ties go to the greater run).
     static func later(_ record: ClusterSessionRecord, than claimedAt: Int64, runID: String) -> Bool {
         record.claimedAt > claimedAt || (record.claimedAt == claimedAt && record.owner > runID)
@@ -226,7 +233,7 @@ final class SessionOwnership: Sendable {
         statistics.sessionWriteFailures.add(1, ordering: .relaxed)
         logger.debug("\(error): retrying", metadata: ["client_id": "\(clientID)"])
         requeue(write, key: key)
-        queue.asyncAfter(deadline: .now() + retryDelay) { self.drain(clientID, key: key) }
+        lane(key).asyncAfter(deadline: .now() + retryDelay) { self.drain(clientID, key: key) }
     }
 }
 

@@ -47,7 +47,7 @@ import Testing
         let node = try ClusterNode.join(configuration, logger: Logger(label: "test.\(name)"))
         let released = NIOLockedValueBox<[(String, Int64)]>([])
         let ownership = SessionOwnership(
-            runID: node.runID, store: ClusterNode.sessionStore(node.handle), queue: DispatchQueue(label: name, attributes: .concurrent),
+            runID: node.runID, store: ClusterNode.sessionStore(node.handle), label: name,
             logger: Logger(label: "test.\(name)"), statistics: node.statistics, retryDelay: .milliseconds(50)
         ) { clientID, claimedAt in released.withLockedValue { $0.append((clientID, claimedAt)) } }
         return Writer(node: node, ownership: ownership, released: released)
