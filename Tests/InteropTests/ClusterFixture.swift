@@ -131,6 +131,25 @@ final class ClusterFixture: @unchecked Sendable {
         return nodes[nodes.count - 1]
     }
 
+    /// The index of the server that leads the stream MARTLET_MESSAGES (from server 0's
+    /// monitoring endpoint; servers are named n0, n1, …).
+    func streamLeader() async throws -> Int {
+        try await waitFor(.seconds(20), "the stream's leader", every: .milliseconds(200)) { () async throws -> Int? in
+            let text = try await Self.get(self.servers[0].http, "/jsz?accounts=true&streams=true")
+            guard let data = text.data(using: .utf8),
+                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let accounts = json["account_details"] as? [[String: Any]] else { return nil }
+            for account in accounts {
+                for stream in account["stream_detail"] as? [[String: Any]] ?? [] where stream["name"] as? String == "MARTLET_MESSAGES" {
+                    if let leader = (stream["cluster"] as? [String: Any])?["leader"] as? String, leader.hasPrefix("n") {
+                        return Int(leader.dropFirst())
+                    }
+                }
+            }
+            return nil
+        }
+    }
+
     /// A NATS connection of the test's own (`ClusterNode.join`, no broker) for reading the
     /// cluster's buckets.
     func recordReader(servers indices: [Int]? = nil) throws -> ClusterNode {
