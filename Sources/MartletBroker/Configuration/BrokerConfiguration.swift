@@ -273,7 +273,8 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var connectTimeout: TimeAmount = .seconds(10)
     /// `write_timeout`: a connection whose socket stays unwritable this long is closed.
     public var writeTimeout: TimeAmount = .seconds(60)
-    /// `keepalive_sweep_interval`: how often each event loop checks its connections' timers.
+    /// `keepalive_sweep_interval`: how often each event loop checks the connection timers that
+    /// have come due (`TimerWheel` slots of this length).
     public var keepaliveSweepInterval: TimeAmount = .milliseconds(500)
     /// `max_keepalive`: 0 means no cap. A v5 client asking for more is told the server keep alive.
     public var maximumKeepalive: UInt16 = 0

@@ -485,6 +485,24 @@ struct ConnectionStateMachine {
 
     // MARK: Time
 
+    /// The earliest time `timerTick` could close this connection if nothing happens before
+    /// (write stall, connect timeout, keepalive); nil when none applies. While reads are
+    /// paused the keepalive deadline may be past: the connection is checked each sweep then.
+    var nextTimerDeadline: NIODeadline? {
+        var next: NIODeadline?
+        func consider(_ deadline: NIODeadline) { next = next.map { min($0, deadline) } ?? deadline }
+        if let since = unwritableSince { consider(since + configuration.writeTimeout) }
+        switch state {
+        case .awaitingConnect, .authenticating, .authorizingWill:
+            consider(openedAt + configuration.connectTimeout)
+        case .connected(let c):
+            if let k = c.keepAlive { consider(lastPacketAt + k) }
+        case .attaching, .closed:
+            break
+        }
+        return next
+    }
+
     /// Keepalive (1.5 × the client's value, MQTT-3.1.2-24), connect timeout and write stall.
     mutating func timerTick(now: NIODeadline) -> Closing? {
         if let since = unwritableSince, now - since > configuration.writeTimeout {

@@ -144,6 +144,8 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     private func endOfBurst(context: ChannelHandlerContext) {
         router.assumeIsolated { $0.flush() }
         flushIfDirty()
+        let (received, sent) = takeTraffic()
+        if received + sent > 0 { router.assumeIsolated { $0.addTraffic(received: received, sent: sent) } }
         let router = self.router
         if machine.readBurstEnded(writable: context.channel.isWritable, shouldPause: { router.assumeIsolated { $0.inboundShouldPause } }) {
             let handler = bound(context)
@@ -153,6 +155,11 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         let change = machine.writabilityChanged(writable: context.channel.isWritable, now: now)
+        if !context.channel.isWritable {
+            // The write-stall deadline may come before the one it was watched for.
+            let id = connectionID
+            router.assumeIsolated { $0.timersChanged(id) }
+        }
         if change.read { context.read() }
         if change.drainSession, let clientID = machine.clientID {
             // Not re-entrantly: this can fire in the middle of a router flush.
@@ -321,6 +328,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     // MARK: Called by the router
 
     var isAwaitingSession: Bool { machine.isAwaitingSession }
+    var nextTimerDeadline: NIODeadline? { machine.nextTimerDeadline }
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
@@ -352,6 +360,9 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     func sessionAttached(sessionPresent: Bool) {
         log(.debug, "client connected", metadata: ["session_present": "\(sessionPresent)"])
         run(machine.sessionAttached(sessionPresent: sessionPresent))
+        // Its keepalive may fall before the connect timeout it was watched for.
+        let id = connectionID
+        router.assumeIsolated { $0.timersChanged(id) }
     }
 
     func replayBufferedPackets() {

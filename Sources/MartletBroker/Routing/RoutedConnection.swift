@@ -11,6 +11,8 @@ protocol RoutedConnection: AnyObject {
     var isWritable: Bool { get }
     /// The connection waits for its session (CONNECT accepted, CONNACK not sent yet).
     var isAwaitingSession: Bool { get }
+    /// When its timers next need a look (`ConnectionStateMachine.nextTimerDeadline`).
+    var nextTimerDeadline: NIODeadline? { get }
 
     /// Writes encoded bytes (a PUBLISH, or a PUBREL resent on resume); flushed later.
     func write(_ buffer: ByteBuffer)

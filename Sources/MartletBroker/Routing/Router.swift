@@ -45,8 +45,11 @@ package actor Router {
     nonisolated let persistentSessions = Atomic<Int>(0)
     var trie = SubscriptionTrie<Session>()
     var sessions: [String: Session] = [:]
-    /// Every open connection on this loop, for the keepalive / connect-timeout sweep.
+    /// Every open connection on this loop.
     var connections: [Int: ConnectionRef] = [:]
+    /// When each connection's timers (keepalive, connect timeout, write stall) are due: the
+    /// sweep looks only at those.
+    var timers = TimerWheel(origin: .uptimeNanoseconds(0), interval: .milliseconds(500))
     var nextConnectionID = 1
     var sweepTask: RepeatedTask?
 
@@ -148,6 +151,7 @@ package actor Router {
         self.outgoingBytes = Array(repeating: 0, count: peers.count)
         self.forwardBatches = Array(repeating: [], count: peers.count)
         let interval = config.keepaliveSweepInterval
+        timers = TimerWheel(origin: eventLoop.now, interval: interval)
         sweepTask = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
             self.assumeIsolated { $0.sweep() }
         }
@@ -166,10 +170,18 @@ package actor Router {
         let id = nextConnectionID
         nextConnectionID += 1
         connections[id] = handler
+        timers.schedule(id, at: handler.value.nextTimerDeadline)
         return id
     }
 
+    /// Connection `id`'s timer deadlines may have moved earlier: it is watched from then.
+    func timersChanged(_ id: Int) {
+        guard let handler = connections[id] else { return }
+        timers.schedule(id, at: handler.value.nextTimerDeadline)
+    }
+
     func unregister(_ id: Int) {
+        timers.remove(id)
         if let handler = connections.removeValue(forKey: id) {
             collectTraffic(handler.value)
         }
@@ -185,15 +197,22 @@ package actor Router {
 
     func collectTraffic(_ handler: any RoutedConnection) {
         let (received, sent) = handler.takeTraffic()
+        addTraffic(received: received, sent: sent)
+    }
+
+    func addTraffic(received: Int, sent: Int) {
         local.bytesReceived += received
         local.bytesSent += sent
     }
 
     func sweep() {
         let now = eventLoop.now
-        for (_, handler) in connections {
+        // Only connections whose deadline may have come; traffic is collected as it happens
+        // (end of each read burst, each flush, the connection's end).
+        for id in timers.due(now: now) {
+            guard let handler = connections[id] else { continue }
             handler.value.checkTimers(now: now)
-            collectTraffic(handler.value)
+            if connections[id] != nil { timers.schedule(id, at: handler.value.nextTimerDeadline) }
         }
         security = core.security.withLockedValue { $0 }
         config = core.live.withLockedValue { $0 }
@@ -388,6 +407,7 @@ package actor Router {
         var i = 0
         while i < dirty.count {
             dirty[i].value.flushIfDirty()
+            collectTraffic(dirty[i].value)
             i += 1
         }
         dirty.removeAll(keepingCapacity: true)

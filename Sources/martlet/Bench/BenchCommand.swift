@@ -117,7 +117,11 @@ enum Scenario {
         static let configuration = CommandConfiguration(abstract: "N connections held open; with --broker-pid, the broker's memory per connection.")
         @OptionGroup var options: BenchOptions
         @Option(name: .short, help: "Connections.") var n = 1000
-        func run() async throws { try await runIdle(options, count: n) }
+        @Option(help: ArgumentHelp(
+            "Keep alive seconds sent in CONNECT; each connection then sends PINGREQ at that interval (the connections spread evenly over it) and the answers are counted. 0: CONNECT says 60 and nothing is sent.",
+            valueName: "seconds"))
+        var keepalive: UInt16 = 0
+        func run() async throws { try await runIdle(options, count: n, keepAlive: keepalive) }
     }
 }
 
@@ -390,9 +394,15 @@ func runChurn(_ o: BenchOptions, concurrency: Int) async throws {
 
 /// Opens N connections (100 at a time), holds them for the duration, and reports the
 /// broker's resident memory per connection when its pid is given.
-func runIdle(_ o: BenchOptions, count: Int) async throws {
+/// With `keepAlive` > 0 every connection pings at that interval while held, and the broker's
+/// CPU during the hold is reported per 10,000 connections.
+func runIdle(_ o: BenchOptions, count: Int, keepAlive: UInt16 = 0) async throws {
     let group = MultiThreadedEventLoopGroup.singleton
-    let endpoint = try o.endpoint()
+    let endpoint = try {
+        var e = try o.endpoint()
+        if keepAlive > 0 { e.keepAlive = keepAlive }
+        return e
+    }()
     let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
     let totals = BenchTotals()
     let rssBefore = o.brokerPid.flatMap(processRSS)
@@ -405,7 +415,7 @@ func runIdle(_ o: BenchOptions, count: Int) async throws {
         let base = opened
         let made = await withTaskGroup(of: (any Channel)?.self) { tasks in
             for i in 0..<batch {
-                tasks.addTask { try? await BenchPeer.open(endpoint, clientID: "idle-\(run)-\(base + i)", totals: nil, group: group) }
+                tasks.addTask { try? await BenchPeer.open(endpoint, clientID: "idle-\(run)-\(base + i)", totals: totals, group: group) }
             }
             var got: [any Channel] = []
             for await c in tasks { if let c { got.append(c) } else { totals.error() } }
@@ -415,12 +425,34 @@ func runIdle(_ o: BenchOptions, count: Int) async throws {
         opened += batch
     }
     let openedIn = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+    var pingers: [RepeatedTask] = []
+    if keepAlive > 0 {
+        let interval = TimeAmount.seconds(Int64(keepAlive))
+        for (i, channel) in channels.enumerated() {
+            let offset = TimeAmount.nanoseconds(interval.nanoseconds * Int64(i) / Int64(max(1, channels.count)))
+            pingers.append(channel.eventLoop.scheduleRepeatedTask(initialDelay: offset, delay: interval) { _ in
+                totals.add(pings: 1)
+                channel.writeAndFlush(ByteBuffer(bytes: [0xC0, 0x00]), promise: nil)
+            })
+        }
+    }
+    let cpuBefore = o.brokerPid.flatMap(processCPUSeconds)
     try await Task.sleep(for: .nanoseconds(Int64(o.duration * 1e9)))
+    let cpuAfter = o.brokerPid.flatMap(processCPUSeconds)
+    for pinger in pingers { pinger.cancel() }
     let alive = channels.filter(\.isActive).count
     var fields: [(String, Any)] = [
         ("scenario", "idle"), ("connections", channels.count), ("alive_after_hold", alive), ("errors", totals.snapshot.errors),
         ("tls", endpoint.tls != nil ? "yes" : "no"), ("open_seconds", openedIn), ("hold_seconds", o.duration),
     ]
+    if keepAlive > 0 {
+        fields += [("keepalive_seconds", Int(keepAlive)), ("pings_sent", totals.snapshot.pings), ("pings_answered", totals.snapshot.pongs)]
+    }
+    if let before = cpuBefore, let after = cpuAfter, !channels.isEmpty {
+        let perSecond = (after - before) / o.duration
+        fields += [("broker_cpu_percent", perSecond * 100),
+                   ("broker_cpu_ms_per_s_per_10k_connections", perSecond * 1000 * 10_000 / Double(channels.count))]
+    }
     if let before = rssBefore, let after = o.brokerPid.flatMap(processRSS) {
         fields.append(("broker_rss_bytes", after))
         if !channels.isEmpty { fields.append(("broker_rss_per_connection_bytes", (after - before) / channels.count)) }

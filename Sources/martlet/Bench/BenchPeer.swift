@@ -16,6 +16,9 @@ final class BenchTotals: Sendable {
         var published = 0
         var errors = 0
         var connections = 0
+        /// Idle connections' PINGREQs sent and PINGRESPs received.
+        var pings = 0
+        var pongs = 0
     }
     let state = NIOLockedValueBox(State())
 
@@ -29,6 +32,8 @@ final class BenchTotals: Sendable {
     /// Copies published (times the subscribers each reaches) and not delivered yet.
     func undelivered(factor: Int) -> Int { state.withLockedValue { $0.published * factor - $0.delivered } }
     func add(connections n: Int) { state.withLockedValue { $0.connections += n } }
+    func add(pings n: Int) { state.withLockedValue { $0.pings += n } }
+    func add(pongs n: Int) { state.withLockedValue { $0.pongs += n } }
     func error() { state.withLockedValue { $0.errors += 1 } }
     var snapshot: State { state.withLockedValue { $0 } }
 }
@@ -105,6 +110,8 @@ final class BenchPeer: ChannelInboundHandler {
                 }
             } else if type == PacketType.puback.rawValue || type == PacketType.pubcomp.rawValue {
                 outstanding -= 1
+            } else if type == PacketType.pingresp.rawValue {
+                totals?.add(pongs: 1)
             } else if let packet = try? MQTTPacket.decode(from: &pending, version: version, maximumPacketSize: 1 << 24) {
                 if let w = controlWaiter {
                     controlWaiter = nil

@@ -38,6 +38,18 @@ import Testing
         #expect(broker.counters.keepaliveExpiries == 1)
     }
 
+    @Test("A keepalive shorter than connect_timeout is kept from the CONNECT on: the sweep looks at the connection by its keepalive deadline, not the connect timeout it was first watched for")
+    func shortKeepaliveLongConnectTimeout() throws {
+        let broker = EmbeddedBroker { $0.connectTimeout = .seconds(30) }
+        let client = try broker.client(v5Connect("short", keepAlive: 1))
+        _ = try client.received()
+        broker.advance(by: .milliseconds(1500))
+        #expect(client.isOpen)
+        broker.advance(by: .milliseconds(500))
+        #expect(!client.isOpen)
+        #expect(try client.received() == [.disconnect(DisconnectPacket(reasonCode: .keepAliveTimeout))])
+    }
+
     @Test("MQTT-3.1.2-23: PINGREQ keeps the connection alive and gets PINGRESP: keepalive 2, a PINGREQ every 2.9 s for a minute")
     func pingKeepsAlive() throws {
         let broker = EmbeddedBroker()
