@@ -345,20 +345,6 @@ kvStore *mn_open_bucket(mn_node *node, const char *bucket) {
     return js_KeyValue(&kv, node->js, bucket) == NATS_OK ? kv : NULL;
 }
 
-int mn_bucket_get(kvStore *bucket, const char *key, void **value, int *length) {
-    kvEntry *entry = NULL;
-    natsStatus s = kvStore_Get(&entry, bucket, key);
-    if (s == NATS_NOT_FOUND) return 1;
-    if (s != NATS_OK) return -1;
-    int n = kvEntry_ValueLen(entry);
-    void *copy = malloc(n > 0 ? (size_t)n : 1);
-    if (n > 0) memcpy(copy, kvEntry_Value(entry), (size_t)n);
-    kvEntry_Destroy(entry);
-    *value = copy;
-    *length = n;
-    return 0;
-}
-
 int mn_bucket_create(kvStore *bucket, const char *key, const void *value, int length) {
     uint64_t revision = 0;
     natsStatus s = kvStore_Create(&revision, bucket, key, value, length);

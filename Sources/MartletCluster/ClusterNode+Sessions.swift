@@ -99,12 +99,18 @@ extension ClusterNode {
         background.async(execute: attempt)
     }
 
-    static func record(of clientID: String, in bucket: OpaquePointer) -> ClusterSessionRecord? {
-        var value: UnsafeMutableRawPointer?
-        var length: Int32 = 0
-        guard mn_bucket_get(bucket, ClusterSubjects.key(topic: clientID), &value, &length) == 0, let value else { return nil }
-        defer { free(value) }
-        return try? JSONDecoder().decode(ClusterSessionRecord.self, from: Data(bytes: value, count: Int(length)))
+    /// Every current value in `bucket` whose key matches `keys` (a NATS subject pattern);
+    /// nil when the bucket could not be read.
+    static func entries(of bucket: OpaquePointer, keys: String) -> [(key: String, value: Data)]? {
+        let collector = EntryCollector()
+        let context = Unmanaged.passRetained(collector).toOpaque()
+        defer { Unmanaged<EntryCollector>.fromOpaque(context).release() }
+        let status = mn_bucket_entries(bucket, keys, context) { context, key, value, length, _ in
+            guard let key else { return }
+            let data = value.map { Data(bytes: $0, count: Int(length)) } ?? Data()
+            Unmanaged<EntryCollector>.fromOpaque(context!).takeUnretainedValue().entries.withLockedValue { $0.append((String(cString: key), data)) }
+        }
+        return status == 0 ? collector.entries.withLockedValue { $0 } : nil
     }
 
     /// Follows the keys of the sessions bucket (without values).
@@ -244,16 +250,9 @@ extension ClusterNode {
         let now = Self.wallClock()
         let buckets = self.buckets
         _ = publish(subject: "$KV.\(Self.nodesBucket).\(runID)", headers: [], payload: ByteBuffer(string: String(now)), stored: true)
-        let collector = EntryCollector()
-        let context = Unmanaged.passRetained(collector).toOpaque()
-        defer { Unmanaged<EntryCollector>.fromOpaque(context).release() }
-        guard mn_bucket_entries(buckets.nodes, ">", context, { context, key, value, length, _ in
-            guard let key else { return }
-            let text = value.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(length)), as: UTF8.self) } ?? ""
-            Unmanaged<EntryCollector>.fromOpaque(context!).takeUnretainedValue().entries.withLockedValue { $0.append((String(cString: key), text)) }
-        }) == 0 else { return }
-        for (run, text) in collector.entries.withLockedValue({ $0 }) where run != runID && !run.hasPrefix("gone-") {
-            guard let last = Int64(text), now - last > Int64(configuration.nodeTimeout) else { continue }
+        guard let beats = Self.entries(of: buckets.nodes, keys: ">") else { return }
+        for (run, value) in beats where run != runID && !run.hasPrefix("gone-") {
+            guard let last = Int64(String(decoding: value, as: UTF8.self)), now - last > Int64(configuration.nodeTimeout) else { continue }
             // Whoever creates the marker first takes care of the run; the others see it exists.
             guard mn_bucket_create(buckets.nodes, "gone-\(run)", "1", 1) == 0 else { continue }
             logger.warning("a cluster node stopped; publishing its wills", metadata: ["run": "\(run)", "silent_ms": "\(now - last)"])
@@ -268,19 +267,12 @@ extension ClusterNode {
     /// another node by then keeps its will unsent (MQTT-3.1.3-9).
     private func takeOverWills(of run: String) {
         let buckets = self.buckets
-        let collector = EntryCollector()
-        let context = Unmanaged.passRetained(collector).toOpaque()
-        defer { Unmanaged<EntryCollector>.fromOpaque(context).release() }
-        _ = mn_bucket_entries(buckets.wills, "\(run).>", context) { context, key, value, length, _ in
-            guard let key, let value else { return }
-            let data = Data(bytes: value, count: Int(length)).base64EncodedString()
-            Unmanaged<EntryCollector>.fromOpaque(context!).takeUnretainedValue().entries.withLockedValue { $0.append((String(cString: key), data)) }
-        }
-        for (key, text) in collector.entries.withLockedValue({ $0 }) {
-            guard let data = Data(base64Encoded: text), let will = try? JSONDecoder().decode(ClusterWill.self, from: data),
+        let sessions = Self.sessionStore(handle)
+        for (key, data) in Self.entries(of: buckets.wills, keys: "\(run).>") ?? [] {
+            guard let will = try? JSONDecoder().decode(ClusterWill.self, from: data),
                   let clientID = ClusterSubjects.topic(key: String(key.dropFirst(run.count + 1))) else { continue }
             background.asyncAfter(deadline: .now() + .seconds(Int(will.delay))) { [self] in
-                if will.persistent && will.delay > 0, let record = Self.record(of: clientID, in: buckets.sessions), record.owner != run {
+                if will.persistent && will.delay > 0, let record = sessions.read(ClusterSubjects.key(topic: clientID)).record, record.owner != run {
                     logger.info("will of a dead node's client not sent: its session was resumed", metadata: ["client_id": "\(clientID)"])
                 } else if let broker = broker.withLockedValue({ $0 }) {
                     broker.publishFromCluster(will.message(clientID: clientID))
@@ -300,17 +292,9 @@ extension ClusterNode {
     /// record. (If this node dies too before then, the record stays until a client resumes
     /// or ends it.)
     func expireSessions(of run: String, goneAt: Int64) {
-        let collector = EntryCollector()
-        let context = Unmanaged.passRetained(collector).toOpaque()
-        defer { Unmanaged<EntryCollector>.fromOpaque(context).release() }
-        _ = mn_bucket_entries(buckets.sessions, ">", context) { context, key, value, length, _ in
-            guard let key, let value else { return }
-            let data = Data(bytes: value, count: Int(length)).base64EncodedString()
-            Unmanaged<EntryCollector>.fromOpaque(context!).takeUnretainedValue().entries.withLockedValue { $0.append((String(cString: key), data)) }
-        }
         let store = Self.sessionStore(handle)
-        for (key, text) in collector.entries.withLockedValue({ $0 }) {
-            guard let data = Data(base64Encoded: text), let record = try? JSONDecoder().decode(ClusterSessionRecord.self, from: data),
+        for (key, data) in Self.entries(of: buckets.sessions, keys: ">") ?? [] {
+            guard let record = try? JSONDecoder().decode(ClusterSessionRecord.self, from: data),
                   record.owner == run, record.expiryInterval != UInt32.max else { continue }
             let since = record.online ? goneAt : min(goneAt, record.savedAt)
             let expiresAt = since + Int64(record.expiryInterval) * 1000
@@ -363,5 +347,5 @@ final class ReplayCollector: Sendable {
 
 /// Key-value entries read by one synchronous call.
 final class EntryCollector: Sendable {
-    let entries = NIOLockedValueBox<[(String, String)]>([])
+    let entries = NIOLockedValueBox<[(key: String, value: Data)]>([])
 }

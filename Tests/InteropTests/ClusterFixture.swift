@@ -211,6 +211,19 @@ final class ClusterFixture: @unchecked Sendable {
         return try await MQTTClient.connect(c)
     }
 
+    /// Publishes `payload` at QoS 1 again every 200 ms while the cluster refuses it (no
+    /// JetStream leader yet), until it is acknowledged or `timeout` passes.
+    static func publishUntilAcknowledged(_ client: MQTTClient, _ topic: String, _ payload: String, timeout: Duration) async throws {
+        try await waitFor(timeout, "\(topic) acknowledged", every: .milliseconds(200)) { () async throws -> Bool? in
+            do {
+                try await client.publish(topic, payload: ByteBuffer(string: payload), qos: .atLeastOnce)
+                return true
+            } catch MQTTClientError.refused {
+                return nil
+            }
+        }
+    }
+
     /// A Prometheus figure of node `i` (the sum of the lines that start with `name`).
     func metric(_ i: Int, _ name: String) async throws -> Int {
         let text = try await Self.get(nodes[i].metrics, "/metrics")

@@ -218,14 +218,7 @@ import MartletTestSupport
             }
             #expect(try await cluster.metric(1, "martlet_cluster_sessions_unavailable_total") == 1)
             try await cluster.startNATS([0, 1, 2])
-            try await waitFor(.seconds(60), "QoS 1 acknowledged again", every: .milliseconds(200)) { () async throws -> Bool? in
-                do {
-                    try await publisher.publish("q/x", payload: ByteBuffer(string: "back"), qos: .atLeastOnce)
-                    return true
-                } catch MQTTClientError.refused {
-                    return nil
-                }
-            }
+            try await ClusterFixture.publishUntilAcknowledged(publisher, "q/x", "back", timeout: .seconds(60))
             // The 3.1.1 publisher's next message is acknowledged; acknowledgements go in
             // order, so the refused one before it was never acknowledged.
             let later = try await publisher3.send("q/x", payload: ByteBuffer(string: "later"), qos: .atLeastOnce)
@@ -328,14 +321,7 @@ import MartletTestSupport
         // Messages go to the session's one connection, on node 1.
         let publisher = try await cluster.client(1, "pub-move")
         // Refused (not lost) while the stream elects a new leader: sent until acknowledged.
-        try await waitFor(.seconds(30), "an acknowledged publish", every: .milliseconds(200)) { () async throws -> Bool? in
-            do {
-                try await publisher.publish("move/x", payload: ByteBuffer(string: "after"), qos: .atLeastOnce)
-                return true
-            } catch MQTTClientError.refused {
-                return nil
-            }
-        }
+        try await ClusterFixture.publishUntilAcknowledged(publisher, "move/x", "after", timeout: .seconds(30))
         let got = try await BridgeTests.collect(from: new, timeout: .seconds(10)) { $0.contains { String(buffer: $0.payload) == "after" } }
         #expect(got.filter { String(buffer: $0.payload) == "after" }.count == 1)
     }

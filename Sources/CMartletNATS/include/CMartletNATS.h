@@ -69,9 +69,6 @@ int mn_watch_bucket(mn_node *node, const char *bucket, int meta_only, void *cont
                     size_t error_length);
 /// A key-value bucket opened once: NULL on failure.
 kvStore *mn_open_bucket(mn_node *node, const char *bucket);
-/// The value of `key`: 0 with `*value` (free it with free()) and `*length`; 1 when there is
-/// none; -1 on error.
-int mn_bucket_get(kvStore *bucket, const char *key, void **value, int *length);
 /// Creates `key` only if it does not exist: 0 created, 1 exists already, -1 error.
 int mn_bucket_create(kvStore *bucket, const char *key, const void *value, int length);
 /// Deletes `key` (waits for JetStream's acknowledgement). 0 on success.
