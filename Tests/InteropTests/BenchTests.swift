@@ -53,6 +53,24 @@ import MartletTestSupport
         if brokerPid != nil { #expect(idle["broker_rss_per_connection_bytes"] != nil) }
     }
 
+    @Test("churn over TLS: each worker resumes its own last session (all but its first handshake), --no-tls-resume never does, --connections stops at the count")
+    func tlsChurnResumption() async throws {
+        let certs = try await DevCertificates.make()
+        let port = randomTestPort()
+        let d = try ChildProcess(DaemonTests.martletd, ["--tls-port", "\(port)", "--cert", certs.serverCert, "--key", certs.serverKey, "--log-level", "error"])
+        defer { d.kill() }
+        try await waitUntilListening(UInt16(port))
+        let tls = ["--tls", "--cafile", certs.ca, "--broker-pid", "\(d.pid)"]
+        let resumed = try await Self.bench(["churn", "-c", "4", "--connections", "40"] + tls, port: port)
+        #expect(resumed["connections"] as? Int == 40, "\(resumed)")
+        #expect(resumed["errors"] as? Int == 0)
+        #expect(resumed["tls_resumed"] as? Int == 36, "one full handshake per worker: \(resumed)")
+        #expect((resumed["connections_per_broker_cpu_s"] as? Double ?? 0) > 0)
+        let full = try await Self.bench(["churn", "-c", "4", "--connections", "20", "--no-tls-resume"] + tls, port: port)
+        #expect(full["connections"] as? Int == 20, "\(full)")
+        #expect(full["tls_resumed"] as? Int == 0, "\(full)")
+    }
+
     @Test("fan-out with 100-byte topics: v5 subscribers that allow topic aliases receive far fewer bytes per message (martletd sends aliases)")
     func topicAliasBytes() async throws {
         let port = randomTestPort()

@@ -62,11 +62,14 @@ struct BenchOptions: ParsableArguments {
     var version: ProtocolVersion { protocolVersion == "mqttv5" ? .v5 : .v3_1_1 }
     var qosValue: QoS { QoS(rawValue: UInt8(qos))! }
 
-    func endpoint() throws -> BenchPeer.Endpoint {
+    /// `resume`: a TLS client offers the session ticket the broker last gave (resumed
+    /// handshakes); false: every handshake is a full one.
+    func endpoint(resume: Bool = true) throws -> BenchPeer.Endpoint {
         var context: TLSContext?
         if tls || cafile != nil || insecure {
             var t = TLSConfiguration.client(caFile: cafile, serverName: host)
             if insecure { t.peerVerification = .none }
+            t.sessionTickets = resume
             context = try TLSContext.client(t)
         }
         var endpoint = BenchPeer.Endpoint(host: host, port: port, version: version, tls: context, topicAliasMaximum: UInt16(topicAliasMaximum))
@@ -110,7 +113,14 @@ enum Scenario {
         static let configuration = CommandConfiguration(abstract: "Short-lived publishers: connect, publish QoS 1, PUBACK, disconnect; K at a time.")
         @OptionGroup var options: BenchOptions
         @Option(name: .short, help: "Concurrent publishers.") var c = 16
-        func run() async throws { try await runChurn(options, concurrency: c) }
+        @Flag(inversion: .prefixedNo, help: "With TLS: offer the session ticket the broker last issued, so handshakes resume (what MQTTClientPool and one-shot publishers do); --no-tls-resume makes every handshake a full one.")
+        var tlsResume = true
+        @Option(help: "Stop after this many connections instead of after --duration (0: run for --duration).")
+        var connections = 0
+        func validate() throws {
+            guard c >= 1, connections >= 0 else { throw ValidationError("-c must be at least 1 and --connections positive") }
+        }
+        func run() async throws { try await runChurn(options, concurrency: c, resume: tlsResume, count: connections) }
     }
 
     struct Idle: AsyncParsableCommand {
@@ -164,6 +174,7 @@ struct CPUMeter {
             fields.append(("broker_cpu_percent", (after - before) / elapsed * 100))
             if let connections, connections > 0 {
                 fields.append(("broker_cpu_ms_per_connection", (after - before) * 1000 / Double(connections)))
+                if after > before { fields.append(("connections_per_broker_cpu_s", Double(connections) / (after - before))) }
             }
         }
         fields.append(("tool_cpu_percent", (selfCPUSeconds() - toolBefore) / elapsed * 100))
@@ -338,27 +349,46 @@ func runPubSub(_ o: BenchOptions, name: String, publishers: Int, subscribers: In
 
 /// K workers, each: connect, publish one QoS 1 message, wait for PUBACK, DISCONNECT; again
 /// until the duration is over.
-func runChurn(_ o: BenchOptions, concurrency: Int) async throws {
+func runChurn(_ o: BenchOptions, concurrency: Int, resume: Bool, count: Int) async throws {
     let group = MultiThreadedEventLoopGroup.singleton
-    let endpoint = try o.endpoint()
+    let endpoint = try o.endpoint(resume: resume)
+    let resumed = NIOLockedValueBox(0)
     let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
     let totals = BenchTotals()
     let cycles = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
     let cpu = CPUMeter(brokerPid: o.brokerPid)
     let start = NIODeadline.now()
-    let deadline = start + .nanoseconds(Int64(o.duration * 1e9))
+    let deadline = count > 0 ? .distantFuture : start + .nanoseconds(Int64(o.duration * 1e9))
+    // With a count: connections not yet started, taken one at a time by the workers.
+    let remaining = NIOLockedValueBox(count)
     let ticker = progress(totals, start: start, unit: "connections")
     var disconnect = ByteBuffer()
     try MQTTPacket.disconnect(DisconnectPacket()).write(to: &disconnect, version: o.version)
     let bye = disconnect
+    // Each worker is one client reconnecting: with resumption it offers the ticket its own
+    // last connection got (its own session store), as a real repeat publisher does; one
+    // store shared by all workers would offer one ticket on many handshakes at once.
+    var endpoints: [BenchPeer.Endpoint] = []
+    for _ in 0..<concurrency {
+        var own = endpoint
+        if resume, let shared = endpoint.tls { own.tls = try TLSContext(configuration: shared.configuration, role: .client) }
+        endpoints.append(own)
+    }
     await withTaskGroup(of: Void.self) { tasks in
         for worker in 0..<concurrency {
+            let endpoint = endpoints[worker]
             tasks.addTask {
                 var n = 0
                 while NIODeadline.now() < deadline {
+                    if count > 0, !remaining.withLockedValue({ left in
+                        guard left > 0 else { return false }
+                        left -= 1
+                        return true
+                    }) { break }
                     let began = benchNow()
                     do {
                         let ch = try await BenchPeer.open(endpoint, clientID: "churn-\(run)-\(worker)-\(n)", totals: nil, group: group)
+                        if endpoint.tls != nil, try await BenchPeer.resumedTLS(ch) { resumed.withLockedValue { $0 += 1 } }
                         var id: UInt16 = 1
                         try await BenchPeer.publish(ch, topic: "bench/churn/\(worker)", payloadSize: o.payload, count: 1, qos: .atLeastOnce,
                                                     version: o.version, window: 1, nextID: &id)
@@ -386,6 +416,7 @@ func runChurn(_ o: BenchOptions, concurrency: Int) async throws {
         ("scenario", "churn"), ("concurrency", concurrency), ("tls", endpoint.tls != nil ? "yes" : "no"), ("seconds", elapsed),
         ("connections", s.connections), ("errors", s.errors), ("connections_per_s", Double(s.connections) / elapsed),
     ]
+    if endpoint.tls != nil { fields.append(("tls_resumed", resumed.withLockedValue { $0 })) }
     fields += latencyFields(cycles.withLockedValue { $0 }).map { ($0.0.replacingOccurrences(of: "latency", with: "cycle"), $0.1) }
     fields += cpu.fields(elapsed: elapsed, connections: s.connections)
     report(fields, json: o.json)

@@ -205,6 +205,13 @@ final class BenchPeer: ChannelInboundHandler {
         return channel
     }
 
+    /// Whether the channel's TLS handshake resumed a session (false without TLS).
+    static func resumedTLS(_ channel: any Channel) async throws -> Bool {
+        try await channel.eventLoop.submit {
+            (try? channel.pipeline.syncOperations.handler(type: TLSHandler.self))?.sessionReused ?? false
+        }.get()
+    }
+
     static func subscribe(_ channel: any Channel, filter: String, qos: QoS, version: ProtocolVersion) async throws {
         let ack = try await request(channel, .subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init(filter, qos: qos)])), version: version)
         guard case .suback(let s) = ack, s.reasonCodes.allSatisfy({ !$0.isFailure }) else {
