@@ -131,6 +131,8 @@ import MartletTestSupport
             (["bench", "fanin", "--window=-1"], "must be positive"),
             (["bench", "fanout", "--topic-padding=-1"], "--topic-padding must be positive"),
             (["bench", "fanout", "--topic-alias-maximum", "70000"], "--topic-alias-maximum at most 65535"),
+            (["bench", "churn", "-c", "0"], "-c must be at least 1"),
+            (["bench", "churn", "--connections=-5"], "--connections must not be negative"),
         ] {
             let r = try await run(Self.martlet, arguments)
             #expect(r.status != 0, "\(arguments)")

@@ -118,7 +118,8 @@ enum Scenario {
         @Option(help: "Stop after this many connections instead of after --duration (0: run for --duration).")
         var connections = 0
         func validate() throws {
-            guard c >= 1, connections >= 0 else { throw ValidationError("-c must be at least 1 and --connections positive") }
+            guard c >= 1 else { throw ValidationError("-c must be at least 1") }
+            guard connections >= 0 else { throw ValidationError("--connections must not be negative") }
         }
         func run() async throws { try await runChurn(options, concurrency: c, resume: tlsResume, count: connections) }
     }
