@@ -250,14 +250,14 @@ public final class MQTTBroker: Sendable {
                         listenerGauge: listenerGauge, rateLimiter: rateLimiter)
                     let isTLS = tlsContexts.withLockedValue({ $0[index] }) != nil
                     if let refusal {
-                        router.assumeIsolated { $0.count(refusal.v5 == .connectionRateExceeded ? \.connectionsRefusedRate : \.connectionsRefusedLimit) }
+                        router.onLoop(refusal.v5 == .connectionRateExceeded ? \.connectionsRefusedRate : \.connectionsRefusedLimit) { $0.count($1) }
                         if isTLS {
                             // No TLS work for a connection that will be refused anyway.
                             channel.close(promise: nil)
                             return
                         }
                     } else {
-                        router.assumeIsolated { $0.count(\.connectionsAccepted) }
+                        router.onLoop { $0.count(\.connectionsAccepted) }
                     }
                     // An admitted connection is counted out when it closes: by its MQTT handler as
                     // it leaves the pipeline (no per-connection closure), or, where no MQTT handler
@@ -272,7 +272,7 @@ public final class MQTTBroker: Sendable {
                         // The header comes first, before TLS, and only from a trusted proxy.
                         let trusted = configuration.trustedProxies
                         if !trusted.isEmpty, !trusted.contains(where: { range in channel.remoteAddress.map { range.contains($0) } ?? false }) {
-                            router.assumeIsolated { $0.count(\.proxyRefused) }
+                            router.onLoop { $0.count(\.proxyRefused) }
                             logger.debug("PROXY protocol connection from a peer not in trusted_proxies", metadata: [
                                 "remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")",
                             ])

@@ -71,6 +71,24 @@ import MartletTestSupport
         #expect(full["tls_resumed"] as? Int == 0, "\(full)")
     }
 
+    @Test("churn that cannot connect (TLS to a plain listener) still stops at --duration, counts the failures and exits 1")
+    func churnEveryConnectionFails() async throws {
+        let certs = try await DevCertificates.make()
+        let port = randomTestPort()
+        let d = try ChildProcess(DaemonTests.martletd, ["--port", "\(port)", "--log-level", "error"])
+        defer { d.kill() }
+        try await waitUntilListening(UInt16(port))
+        // Before, a worker whose connection was closed during the handshake waited for a
+        // CONNACK forever, and the run never ended (the 30 s bound here killed it).
+        let r = try await run(CLITests.martlet, ["bench", "churn", "-c", "4", "--duration", "1", "--tls", "--cafile", certs.ca,
+                                                 "-p", "\(port)", "--json"], timeout: .seconds(30))
+        #expect(r.status == 1, "\(r.stdout) \(r.stderr)")
+        let line = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not JSON: \(r.stdout)")
+        #expect(summary["connections"] as? Int == 0)
+        #expect((summary["errors"] as? Int ?? 0) > 0, "\(summary)")
+    }
+
     @Test("fan-out with 100-byte topics: v5 subscribers that allow topic aliases receive far fewer bytes per message (martletd sends aliases)")
     func topicAliasBytes() async throws {
         let port = randomTestPort()

@@ -76,7 +76,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         // Added after the TLS handshake (wss: after the upgrade): its certificate is there now.
         if context.channel.isActive { takeCertificateIdentity(context) }
         let handler = bound(context)
-        connectionID = router.assumeIsolated { $0.register(handler) }
+        connectionID = router.onLoop(handler) { $0.register($1) }
     }
 
     /// The context holds this handler and this handler held the context: without letting go
@@ -98,13 +98,13 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
             // past the lagging subscriber's limits if need be (its drops are counted).
             machine.releaseHeldPackets()
             decode(ByteBuffer(), allocator: context.channel.allocator)
-            router.assumeIsolated { $0.flush() }
+            router.onLoop { $0.flush() }
         }
         let lost = machine.channelInactive()
         let connectionID = self.connectionID
-        router.assumeIsolated { router in
-            router.unregister(connectionID)
-            if let lost { router.connectionLost(lost, connectionID: connectionID) }
+        router.onLoop((lost, connectionID)) { router, gone in
+            router.unregister(gone.1)
+            if let lost = gone.0 { router.connectionLost(lost, connectionID: gone.1) }
         }
         context.fireChannelInactive()
     }
@@ -142,14 +142,13 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     /// After a read burst (or packets held by flow control were decoded): flush what the
     /// burst wrote and decide whether this publisher is read again.
     private func endOfBurst(context: ChannelHandlerContext) {
-        router.assumeIsolated { $0.flush() }
+        router.onLoop { $0.flush() }
         flushIfDirty()
-        let (received, sent) = takeTraffic()
-        if received + sent > 0 { router.assumeIsolated { $0.addTraffic(received: received, sent: sent) } }
+        let traffic = takeTraffic()
+        if traffic.received + traffic.sent > 0 { router.onLoop(traffic) { $0.addTraffic(received: $1.received, sent: $1.sent) } }
         let router = self.router
-        if machine.readBurstEnded(writable: context.channel.isWritable, shouldPause: { router.assumeIsolated { $0.inboundShouldPause } }) {
-            let handler = bound(context)
-            router.assumeIsolated { $0.paused(handler) }
+        if machine.readBurstEnded(writable: context.channel.isWritable, shouldPause: { router.onLoop { $0.inboundShouldPause } }) {
+            router.onLoop(bound(context)) { $0.paused($1) }
         }
     }
 
@@ -157,8 +156,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         let change = machine.writabilityChanged(writable: context.channel.isWritable, now: now)
         if !context.channel.isWritable {
             // The write-stall deadline may come before the one it was watched for.
-            let id = connectionID
-            router.assumeIsolated { $0.timersChanged(id) }
+            router.onLoop(connectionID) { $0.timersChanged($1) }
         }
         if change.read { context.read() }
         if change.drainSession, let clientID = machine.clientID {
@@ -196,7 +194,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
             return
         }
         if case .handshakeCompleted = event as? TLSEvent {
-            router.assumeIsolated { $0.count(\.tlsHandshakes) }
+            router.onLoop { $0.count(\.tlsHandshakes) }
             takeCertificateIdentity(context)
         }
         context.fireUserInboundEventTriggered(event)
@@ -212,7 +210,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is TLSError { router.assumeIsolated { $0.count(\.tlsHandshakeFailures) } }
+        if error is TLSError { router.onLoop { $0.count(\.tlsHandshakeFailures) } }
         log(.debug, "connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
@@ -230,8 +228,9 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         case .send(let packet):
             send(packet, version: machine.version)
         case .authenticate(let username, let password, let allowAnonymous, let identityIsUsername):
-            let step = router.assumeIsolated { $0.authenticate(
-                username: username, password: password, allowAnonymous: allowAnonymous, identityIsUsername: identityIsUsername) }
+            let step = router.onLoop((username, password, allowAnonymous, identityIsUsername)) {
+                $0.authenticate(username: $1.0, password: $1.1, allowAnonymous: $1.2, identityIsUsername: $1.3)
+            }
             switch step {
             case .done(let outcome):
                 run(machine.authenticated(outcome))
@@ -239,19 +238,16 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
                 verifyOffLoop(username: username ?? "", password: password ?? [], authenticator)
             }
         case .authorizeWill(let topic, let username, let clientID):
-            let allowed = router.assumeIsolated { $0.mayWrite(topic, username: username, clientID: clientID) }
+            let allowed = router.onLoop((topic, username, clientID)) { $0.mayWrite($1.0, username: $1.1, clientID: $1.2) }
             run(machine.willAuthorized(allowed))
         case .attach(let request):
             guard let context else { return }
-            let handler = bound(context)
-            router.assumeIsolated { $0.connect(request, handler: handler) }
+            router.onLoop((request, bound(context))) { $0.connect($1.0, handler: $1.1) }
         case .route(let publish, let clientID):
-            let connectionID = self.connectionID
-            let verdict = router.assumeIsolated { $0.received(publish, clientID: clientID, connectionID: connectionID) }
+            let verdict = router.onLoop((publish, clientID, connectionID)) { $0.received($1.0, clientID: $1.1, connectionID: $1.2) }
             apply(machine.routed(verdict), clientID: clientID)
         case .forward(let packet, let clientID):
-            let connectionID = self.connectionID
-            let answer = router.assumeIsolated { $0.received(packet, clientID: clientID, connectionID: connectionID) }
+            let answer = router.onLoop((packet, clientID, connectionID)) { $0.received($1.0, clientID: $1.1, connectionID: $1.2) }
             apply(machine.answered(answer), clientID: clientID)
         case .close(let closing):
             finish(closing)
@@ -266,12 +262,10 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         if let packet = reply.packet { send(packet, version: machine.version) }
         if reply.holdPublisher, let context {
             // Stop right after this packet: the rest of the read waits in the framer.
-            let handler = bound(context)
-            router.assumeIsolated { $0.paused(handler) }
+            router.onLoop(bound(context)) { $0.paused($1) }
         }
         if reply.sendRetained {
-            let connectionID = self.connectionID
-            router.assumeIsolated { $0.sendRetained(clientID: clientID, connectionID: connectionID) }
+            router.onLoop((clientID, connectionID)) { $0.sendRetained(clientID: $1.0, connectionID: $1.1) }
         }
     }
 
@@ -289,12 +283,12 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
             guard machine.isAuthenticating else { return }
             switch result {
             case .success(let outcome):
-                router.assumeIsolated { $0.authenticated(outcome, username: username) }
+                router.onLoop((outcome, username)) { $0.authenticated($1.0, username: $1.1) }
                 run(machine.authenticated(outcome))
             case .failure(let error):
                 run(machine.authenticationFailed("\(error)"))
             }
-            router.assumeIsolated { $0.flush() }
+            router.onLoop { $0.flush() }
             flushIfDirty()
         }
     }
@@ -315,12 +309,11 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         default:
             log(.debug, "closing connection", metadata: ["reason": "\(closing.reason)"])
         }
-        if let counter = closing.reason.counter { router.assumeIsolated { $0.count(counter) } }
+        if let counter = closing.reason.counter { router.onLoop(counter) { $0.count($1) } }
         if let farewell = closing.farewell { send(farewell, version: closing.version) }
         flushIfDirty()
         if let lost = closing.lost {
-            let connectionID = self.connectionID
-            router.assumeIsolated { $0.connectionLost(lost, connectionID: connectionID) }
+            router.onLoop((lost, connectionID)) { $0.connectionLost($1.0, connectionID: $1.1) }
         }
         context.close(promise: nil)
     }
@@ -361,8 +354,7 @@ final class MQTTConnectionHandler: ChannelDuplexHandler, RoutedConnection {
         log(.debug, "client connected", metadata: ["session_present": "\(sessionPresent)"])
         run(machine.sessionAttached(sessionPresent: sessionPresent))
         // Its keepalive may fall before the connect timeout it was watched for.
-        let id = connectionID
-        router.assumeIsolated { $0.timersChanged(id) }
+        router.onLoop(connectionID) { $0.timersChanged($1) }
     }
 
     func replayBufferedPackets() {

@@ -23,11 +23,11 @@ extension Router {
             loadClusterRecord(request, handler: handler)
             return
         }
-        let claim = core.registry.claim(request.clientID, router: index) { [self] previous in
+        let claim = core.registry.claim(request.clientID, router: index, turn: { [self] previous in
             eventLoop.execute {
                 self.assumeIsolated { $0.takeOver(request, handler: handler, from: previous) }
             }
-        }
+        })
         if case .granted(let previous) = claim { takeOver(request, handler: handler, from: previous) }
     }
 

@@ -9,7 +9,8 @@ import Synchronization
 /// subscription trie, QoS flows, and the batched hand-off of messages to the other loops.
 ///
 /// Its executor is the event loop itself, so a channel handler on the same loop calls it
-/// synchronously with `assumeIsolated`: no suspension and no thread hop per message.
+/// synchronously with `onLoop` (`assumeIsolated` without its allocations): no suspension
+/// and no thread hop per message.
 /// Other loops reach it with one `execute` per read burst, carrying a batch.
 package actor Router {
     nonisolated let eventLoop: any EventLoop
@@ -453,7 +454,7 @@ package actor Router {
         let resumeBelow = config.maximumUnroutedBytes / 2
         let resumeBelowMessages = LagTracker.unroutedMessageBound(config) / 2
         peer.eventLoop.execute {
-            peer.assumeIsolated { work($0) }
+            peer.onLoop(work) { router, work in work(router) }
             let left = origin.unroutedBytes.subtract(bytes, ordering: .relaxed).newValue
             let leftMessages = origin.unroutedMessages.subtract(messages, ordering: .relaxed).newValue
             if (left <= resumeBelow && left + bytes > resumeBelow)

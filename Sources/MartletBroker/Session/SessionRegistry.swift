@@ -42,15 +42,16 @@ final class SessionRegistry: Sendable {
 
     private let state = NIOLockedValueBox(State())
 
-    /// Claims `clientID` for `router`. Until `settle` the client id is busy.
-    func claim(_ clientID: String, router: Int, turn: @escaping Turn) -> Claim {
+    /// Claims `clientID` for `router`. Until `settle` the client id is busy. `turn` is made only
+    /// for a claim that has to wait (a granted one would allocate its closure for nothing).
+    func claim(_ clientID: String, router: Int, turn: @autoclosure () -> Turn) -> Claim {
         state.withLockedValue { state in
             guard let slot = state.slots[clientID] else {
                 state.slots[clientID] = Slot(owner: Int32(router), busy: true)
                 return .granted(previousOwner: nil)
             }
             if slot.busy {
-                state.waiting[clientID, default: []].append((router, turn))
+                state.waiting[clientID, default: []].append((router, turn()))
                 return .queued
             }
             state.slots[clientID] = Slot(owner: Int32(router), busy: true)
@@ -63,7 +64,9 @@ final class SessionRegistry: Sendable {
     func settle(_ clientID: String, owner: Int?) {
         let next: (turn: Turn, previous: Int?)? = state.withLockedValue { state in
             guard state.slots[clientID] != nil else { return nil }
-            guard let waiter = state.waiting[clientID]?.popFirst() else {
+            // Looked up before popping: a mutating access to the (nearly always empty) waiting
+            // table would give it storage of its own on every settle.
+            guard !state.waiting.isEmpty, state.waiting[clientID] != nil, let waiter = state.waiting[clientID]?.popFirst() else {
                 if let owner {
                     state.slots[clientID] = Slot(owner: Int32(owner), busy: false)
                 } else {

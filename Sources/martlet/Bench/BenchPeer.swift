@@ -225,6 +225,9 @@ final class BenchPeer: ChannelInboundHandler {
         try packet.write(to: &encoded, version: version)
         let buffer = encoded
         let future: EventLoopFuture<MQTTPacket> = try await channel.eventLoop.submit {
+            // Closed already (the broker hung up during the handshake): channelInactive has run
+            // and would never fail this wait.
+            guard channel.isActive else { throw ChannelError.ioOnClosedChannel }
             let handler = try channel.pipeline.syncOperations.handler(type: BenchPeer.self)
             let promise = channel.eventLoop.makePromise(of: MQTTPacket.self)
             handler.controlWaiter = promise
@@ -255,7 +258,7 @@ final class BenchPeer: ChannelInboundHandler {
         if qos != .atMostOnce {
             while true {
                 let reserved: EventLoopFuture<Bool> = channel.eventLoop.flatSubmit {
-                    guard let handler = try? channel.pipeline.syncOperations.handler(type: BenchPeer.self) else {
+                    guard channel.isActive, let handler = try? channel.pipeline.syncOperations.handler(type: BenchPeer.self) else {
                         return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
                     }
                     if handler.outstanding + count <= window {
@@ -286,6 +289,7 @@ final class BenchPeer: ChannelInboundHandler {
                 return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
             }
             if handler.outstanding <= 0 { return channel.eventLoop.makeSucceededVoidFuture() }
+            guard channel.isActive else { return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
             let promise = channel.eventLoop.makePromise(of: Void.self)
             handler.windowWaiter = (1, promise)
             let timeout = channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }

@@ -9,11 +9,11 @@ import Testing
     func claimsAreSerialized() {
         let registry = SessionRegistry()
         let turns = NIOLockedValueBox<[(router: Int, previous: Int?)]>([])
-        #expect(registry.claim("x", router: 0) { _ in Issue.record("the first claim runs at once") } == .granted(previousOwner: nil))
-        #expect(registry.claim("x", router: 1) { previous in turns.withLockedValue { $0.append((1, previous)) } } == .queued)
-        #expect(registry.claim("x", router: 0) { previous in turns.withLockedValue { $0.append((0, previous)) } } == .queued)
+        #expect(registry.claim("x", router: 0, turn: { _ in Issue.record("the first claim runs at once") }) == .granted(previousOwner: nil))
+        #expect(registry.claim("x", router: 1, turn: { previous in turns.withLockedValue { $0.append((1, previous)) } }) == .queued)
+        #expect(registry.claim("x", router: 0, turn: { previous in turns.withLockedValue { $0.append((0, previous)) } }) == .queued)
         // Another client id is not held up.
-        #expect(registry.claim("y", router: 1) { _ in } == .granted(previousOwner: nil))
+        #expect(registry.claim("y", router: 1, turn: { _ in }) == .granted(previousOwner: nil))
         // A session ending on its owner while a claim is in progress is left to that claim.
         registry.release("x", router: 0)
         #expect(registry.owner(of: "x") == 0)
@@ -26,7 +26,7 @@ import Testing
         #expect(turns.withLockedValue { $0.last?.previous } == 1)
         registry.settle("x", owner: 0)
         // Free again: a new claim runs at once, from owner 0.
-        #expect(registry.claim("x", router: 1) { _ in } == .granted(previousOwner: 0))
+        #expect(registry.claim("x", router: 1, turn: { _ in }) == .granted(previousOwner: 0))
         registry.settle("x", owner: nil)
         registry.settle("y", owner: 1)
         registry.release("y", router: 1)
