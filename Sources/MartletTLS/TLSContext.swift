@@ -148,26 +148,23 @@ private let selectApplicationProtocol: @convention(c) (
     UnsafePointer<UInt8>?, UInt32, UnsafeMutableRawPointer?
 ) -> Int32 = { _, out, outLength, offered, offeredLength, arg in
     guard let arg, let offered, let out, let outLength else { return SSL_TLSEXT_ERR_NOACK }
-    // Walk our list (length-prefixed entries) and return the first the client offered.
+    // Walked in place (this runs in every handshake that offers ALPN: no arrays).
     let ours = arg.assumingMemoryBound(to: UInt8.self)
-    var client: [ArraySlice<UInt8>] = []
-    let offeredBytes = Array(UnsafeBufferPointer(start: offered, count: Int(offeredLength)))
-    var i = 0
-    while i < offeredBytes.count {
-        let n = Int(offeredBytes[i])
-        guard i + 1 + n <= offeredBytes.count else { break }
-        client.append(offeredBytes[(i + 1)..<(i + 1 + n)])
-        i += 1 + n
-    }
+    let offeredCount = Int(offeredLength)
     var j = 0
     // Our list's length is not passed; it ends at the 0 terminator the context stored.
     while ours[j] != 0 {
         let n = Int(ours[j])
-        let candidate = Array(UnsafeBufferPointer(start: ours + j + 1, count: n))
-        if client.contains(where: { Array($0) == candidate }) {
-            out.pointee = UnsafePointer(ours + j + 1)
-            outLength.pointee = UInt8(n)
-            return SSL_TLSEXT_ERR_OK
+        var i = 0
+        while i < offeredCount {
+            let m = Int(offered[i])
+            guard i + 1 + m <= offeredCount else { break }
+            if m == n, memcmp(offered + i + 1, ours + j + 1, n) == 0 {
+                out.pointee = UnsafePointer(ours + j + 1)
+                outLength.pointee = UInt8(n)
+                return SSL_TLSEXT_ERR_OK
+            }
+            i += 1 + m
         }
         j += 1 + n
     }

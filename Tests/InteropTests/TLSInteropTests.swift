@@ -57,6 +57,14 @@ func makeCertificates(_ dir: String) async throws {
                 #expect(r.stdout.contains("ALPN protocol: mqtt"), "\(r.stdout)")
                 #expect(r.stdout.contains(flag == "-tls1_2" ? "Protocol  : TLSv1.2" : "TLSv1.3"), "\(r.stdout)")
             }
+            // ALPN: ours is picked from further down the client's list; with none in common the
+            // handshake goes on without ALPN (not failed with a no_application_protocol alert).
+            for (offer, expected) in [("h2,x-other,mqtt", "ALPN protocol: mqtt"), ("h2,http/1.1", "No ALPN negotiated")] {
+                let r = try await run("/usr/bin/openssl", ["s_client", "-connect", "127.0.0.1:\(port)", "-CAfile", dir + "/ca.pem",
+                                                            "-verify_return_error", "-alpn", offer])
+                #expect(r.status == 0, "\(offer): \(r.stderr)")
+                #expect(r.stdout.contains(expected), "\(offer): \(r.stdout)")
+            }
             // TLS 1.1 is below the minimum (1.2) and is refused.
             let old = try await run("/usr/bin/openssl", ["s_client", "-connect", "127.0.0.1:\(port)", "-tls1_1", "-CAfile", dir + "/ca.pem", "-brief"])
             #expect(old.status != 0)
