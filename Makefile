@@ -20,7 +20,7 @@ FUZZ_SECONDS ?= 60
 DEB_PACKAGES := libssl-dev libsqlite3-dev sqlite3 haproxy mosquitto mosquitto-clients python3-paho-mqtt iproute2 \
 	node-mqtt node-buffer node-process node-url node-ws esbuild chromium nats-server libnats-dev
 
-.PHONY: all deps build build-release run cluster test unit-tests fuzz benchmarks benchmark-check bench clean
+.PHONY: all deps build build-release run cluster test unit-tests fuzz benchmarks benchmark-check bench bench-floor clean
 
 all: build
 
@@ -103,5 +103,10 @@ bench:
 	bash Benchmarks/bridge.sh
 	bash Benchmarks/cluster.sh
 
+# A bare SwiftNIO server (Benchmarks/NIOFloor) next to martletd and mosquitto: churn CPU and idle
+# memory per connection that no broker on NIO channels can go below (ROUNDS=5 by default).
+bench-floor:
+	bash Benchmarks/floor.sh
+
 clean:
-	rm -rf .build Fuzz/.build Benchmarks/.build
+	rm -rf .build Fuzz/.build Benchmarks/.build Benchmarks/NIOFloor/.build
