@@ -21,14 +21,9 @@ OUT=${OUT:-$ROOT/BENCHMARKS.md}
 WORK=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto
-  else
-    echo "bench: install mosquitto (apt-get install mosquitto)" >&2; exit 1
-  fi
-fi
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+# shellcheck source=Benchmarks/lib.sh
+source "$ROOT/Benchmarks/lib.sh"
+MOSQUITTO=$(mosquitto_path)
 # Every connection is a descriptor, on both sides.
 ulimit -n "$(ulimit -Hn)" || true
 
@@ -42,9 +37,6 @@ PLAIN=18831
 TLSP=18832
 WSP=18833
 WSSP=18834
-
-# shellcheck source=Benchmarks/lib.sh
-source "$ROOT/Benchmarks/lib.sh"
 
 start_martlet() {
   cat > "$WORK/martlet.yaml" <<YAML

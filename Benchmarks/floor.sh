@@ -21,8 +21,7 @@ ulimit -n "$(ulimit -Hn)" || true
 # shellcheck source=Benchmarks/lib.sh
 source "$ROOT/Benchmarks/lib.sh"
 
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-[ -x "$MOSQUITTO" ] || { echo "floor: install mosquitto (apt-get install mosquitto)" >&2; exit 1; }
+MOSQUITTO=$(mosquitto_path)
 swift build -c release --product martletd
 swift build -c release --product martlet
 BIN=$(swift build -c release --show-bin-path)
@@ -73,8 +72,10 @@ import sys, statistics, collections
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
 for line in open(sys.argv[1]):
     kind, name, value = line.strip().split("|")
-    try: rows[name][kind].append(float(value))
-    except ValueError: pass
+    # A run that printed no figure (the tool failed) is left out, not counted as a value.
+    try: number = float(value)
+    except ValueError: continue
+    if number == number: rows[name][kind].append(number)
 print(f"| server | broker CPU per short-lived plain connection (median of {sys.argv[2]}) | rounds | RSS per idle plain connection ({int(sys.argv[3]):,}) |")
 print("| --- | --- | --- | --- |")
 for name, kinds in rows.items():

@@ -8,3 +8,15 @@ wait_port() {
   done
   echo "bench: nothing listens on $1" >&2; return 1
 }
+
+# Prints the path of Debian's mosquitto, installing it first when it is missing and we are root.
+mosquitto_path() {
+  if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    if [ "$(id -u)" = 0 ]; then
+      { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; } >&2
+    else
+      echo "bench: install mosquitto (apt-get install mosquitto)" >&2; return 1
+    fi
+  fi
+  command -v mosquitto || echo /usr/sbin/mosquitto
+}

@@ -90,9 +90,19 @@ final class FloorHandler: ChannelInboundHandler {
     }
 }
 
-let arguments = CommandLine.arguments
-let port = arguments.count > 1 ? Int(arguments[1]) ?? 18_841 : 18_841
-let loops = arguments.count > 2 ? Int(arguments[2]) ?? System.coreCount : System.coreCount
+/// The argument at `index` as a number in `range`, `fallback` when absent; anything else stops here.
+func argument(_ index: Int, _ name: String, in range: ClosedRange<Int>, default fallback: Int) -> Int {
+    let arguments = CommandLine.arguments
+    guard arguments.count > index else { return fallback }
+    guard let value = Int(arguments[index]), range.contains(value) else {
+        print("nio-floor: \(name) must be a number in \(range.lowerBound)...\(range.upperBound), not '\(arguments[index])'")
+        exit(1)
+    }
+    return value
+}
+
+let port = argument(1, "port", in: 1...65_535, default: 18_841)
+let loops = argument(2, "event loops", in: 1...256, default: System.coreCount)
 let group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
 var channels: [any Channel] = []
 for loop in group.makeIterator() {
